@@ -1,0 +1,180 @@
+"""Benchmarks (never timed tests): ``shadowline bench detector`` and ``shadowline bench worker``.
+
+Each compared path runs in its own fresh process (torch and onnxruntime never share one, so
+their thread pools do not fight for the cores), on the same generated images, in alternating
+rounds so that the machine's noise hits both alike. Results are medians over rounds, with
+ratios.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+BENCH_SEED = 424_242
+DETECTOR_PATHS = {"ultralytics_pt_predict": "ultralytics", "shipped_adapter": "auto"}
+
+
+def _render_images(count: int) -> list[np.ndarray]:
+    from core.camera import get_scenario, render_run_phone
+
+    scenario = get_scenario("normal")
+    return [render_run_phone(scenario, BENCH_SEED, i).image for i in range(count)]
+
+
+def _detector_round(model_dir: str, backend: str, count: int, threads: int) -> dict[str, Any]:
+    """One round in a fresh process: per-image latency and throughput of one detector path."""
+    if backend == "ultralytics":
+        import torch
+
+        torch.set_num_threads(threads)
+    from core.detector.adapter import Detector
+
+    detector = Detector(Path(model_dir), backend=backend, threads=threads)  # type: ignore[arg-type]
+    images = _render_images(count)
+    for image in images[:5]:  # warm-up
+        detector.detect(image)
+    latencies = []
+    started = time.perf_counter()
+    for image in images:
+        t0 = time.perf_counter()
+        detector.detect(image)
+        latencies.append((time.perf_counter() - t0) * 1000)
+    elapsed = time.perf_counter() - started
+    return {"backend": detector.info.backend, "latencies_ms": latencies, "images_per_s": count / elapsed}
+
+
+def _in_fresh_process(function: Any, *args: Any) -> Any:
+    with mp.get_context("spawn").Pool(1) as pool:
+        return pool.apply(function, args)
+
+
+def _summary(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    latencies = np.concatenate([r["latencies_ms"] for r in rounds])
+    throughputs = [r["images_per_s"] for r in rounds]
+    return {
+        "backend": rounds[0]["backend"],
+        "median_ms": float(np.median(latencies)),
+        "p99_ms": float(np.percentile(latencies, 99)),
+        "images_per_s_median": float(statistics.median(throughputs)),
+        "images_per_s_rounds": [round(t, 2) for t in throughputs],
+    }
+
+
+def _machine() -> dict[str, Any]:
+    return {"cpus": os.cpu_count(), "machine": platform.machine(), "python": platform.python_version()}
+
+
+def bench_detector(model_dir: Path, *, images: int = 100, rounds: int = 3, threads: int | None = None) -> dict[str, Any]:
+    """Ultralytics ``predict`` on the ``.pt`` against the adapter as shipped, same images and threads."""
+    threads = threads or os.cpu_count() or 1
+    results: dict[str, list[dict[str, Any]]] = {name: [] for name in DETECTOR_PATHS}
+    for _ in range(rounds):
+        for name, backend in DETECTOR_PATHS.items():
+            results[name].append(_in_fresh_process(_detector_round, str(model_dir), backend, images, threads))
+    summary = {name: _summary(r) for name, r in results.items()}
+    ratio = summary["shipped_adapter"]["images_per_s_median"] / summary["ultralytics_pt_predict"]["images_per_s_median"]
+    return {
+        "benchmark": "detector",
+        "model_dir": str(model_dir),
+        "images_per_round": images,
+        "rounds": rounds,
+        "threads": threads,
+        "machine": _machine(),
+        "paths": summary,
+        "speedup_shipped_vs_ultralytics": round(ratio, 2),
+    }
+
+
+def _worker_round(model_dir: str, count: int, threads: int, mode: str) -> dict[str, Any]:
+    """One round in a fresh process: end-to-end worker (``mode='worker'``) or detector alone."""
+    from core.detector.adapter import Detector
+    from core.imaging import read_image
+    from core.settings import load_settings
+
+    with tempfile.TemporaryDirectory(prefix="shadowline-bench-") as tmp:
+        settings = load_settings({"SHADOWLINE_DATA_DIR": tmp, "SHADOWLINE_MODELS_DIR": str(Path(model_dir).parent)})
+        from core.ingest import store_image_bytes
+
+        paths = []
+        for image in _render_images(count):
+            _, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 92])
+            paths.append(store_image_bytes(settings, "bench", encoded.tobytes(), ".jpg")[0])
+        if mode == "detector":
+            detector = Detector(Path(model_dir), threads=threads)
+            for path in paths[:5]:
+                detector.detect(read_image(settings.data_dir / path))
+            started = time.perf_counter()
+            for path in paths:
+                detector.detect(read_image(settings.data_dir / path))
+            elapsed = time.perf_counter() - started
+            return {"backend": detector.info.backend, "latencies_ms": [elapsed / count * 1000], "images_per_s": count / elapsed}
+
+        from core.worker import Worker
+        from db.bootstrap import initialize, open_database
+        from db.lines import list_lines
+        from db.pipeline import queue_inspection
+        from db.registry import register_model_version
+
+        database = open_database(settings)
+        initialize(database, settings)
+        with database.write() as session:
+            model = register_model_version(session=session, model_dir=Path(model_dir), actor="bench")
+            line = list_lines(session=session)[0]
+        worker = Worker(database, settings, threads=threads)
+        # Warm-up: load the model and touch every code path once, on phones not measured.
+        with database.write() as session:
+            for path in paths[:5]:
+                queue_inspection(session=session, line_id=line.id, serial="warmup", image_path=path, image_sha256=None, source="bench")
+        worker.run(until_empty=True)
+        with database.write() as session:
+            for i, path in enumerate(paths):
+                queue_inspection(session=session, line_id=line.id, serial=f"B{i:06d}", image_path=path, image_sha256=None, source="bench")
+        started = time.perf_counter()
+        worker.run(until_empty=True)
+        elapsed = time.perf_counter() - started
+        database.dispose()
+        assert worker.stats.processed == count + 5, worker.stats
+        return {"backend": f"worker+{model.version}", "latencies_ms": [elapsed / count * 1000], "images_per_s": count / elapsed}
+
+
+def bench_worker(model_dir: Path, *, phones: int = 100, rounds: int = 3, threads: int | None = None) -> dict[str, Any]:
+    """Phones per second through the whole worker (queued to decided, SQLite) against the detector alone."""
+    threads = threads or os.cpu_count() or 1
+    results: dict[str, list[dict[str, Any]]] = {"detector_only": [], "worker_end_to_end": []}
+    for _ in range(rounds):
+        results["detector_only"].append(_in_fresh_process(_worker_round, str(model_dir), phones, threads, "detector"))
+        results["worker_end_to_end"].append(_in_fresh_process(_worker_round, str(model_dir), phones, threads, "worker"))
+    summary = {name: _summary(r) for name, r in results.items()}
+    ratio = summary["worker_end_to_end"]["images_per_s_median"] / summary["detector_only"]["images_per_s_median"]
+    return {
+        "benchmark": "worker",
+        "model_dir": str(model_dir),
+        "phones_per_round": phones,
+        "rounds": rounds,
+        "threads": threads,
+        "machine": _machine(),
+        "paths": summary,
+        "worker_share_of_detector_throughput": round(ratio, 3),
+    }
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """A plain-text table of a benchmark result."""
+    lines = [f"{result['benchmark']} benchmark, {result['rounds']} rounds, {result['threads']} threads, {result['machine']}"]
+    lines.append(f"{'path':<26}{'backend':<24}{'median ms':>10}{'p99 ms':>10}{'images/s':>10}")
+    for name, s in result["paths"].items():
+        lines.append(f"{name:<26}{s['backend']:<24}{s['median_ms']:>10.2f}{s['p99_ms']:>10.2f}{s['images_per_s_median']:>10.1f}")
+    for key in ("speedup_shipped_vs_ultralytics", "worker_share_of_detector_throughput"):
+        if key in result:
+            lines.append(f"{key}: {result[key]}")
+    return "\n".join(lines)

@@ -1,0 +1,381 @@
+"""The ``shadowline`` command line: one sub-command per job, each a thin call into core/ and db/.
+
+Exit codes: 0 on success; 2 for wrong arguments (argparse); 1 with a one-line ``error: ...`` on
+any other failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+from core.settings import get_settings
+
+
+class CommandError(Exception):
+    """A failure to report as one line and exit code 1."""
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from core import training
+
+    settings = get_settings()
+    models_dir = Path(args.models_dir) if args.models_dir else settings.models_dir
+    recipe = training.DataRecipe(train_count=args.train_count, val_count=args.val_count, train_seed=args.train_seed, val_seed=args.val_seed)
+    config = training.TrainConfig(version=args.version, epochs=args.epochs, imgsz=args.imgsz, batch=args.batch, seed=args.seed)
+    settings.cache_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="train-", dir=settings.cache_dir) as tmp:
+        work = Path(tmp)
+        data_yaml = training.build_generated_dataset(work / "dataset", recipe)
+        folder = training.train_model_version(
+            config, models_dir, data_yaml, data_description={"source": "generated", "recipe": asdict(recipe)}, workdir=work / "runs"
+        )
+    if not args.skip_evaluation:
+        from core.evaluation import record_standard_evaluations
+
+        record_standard_evaluations(folder, count=args.eval_count, progress=print)
+    print(folder)
+    return 0
+
+
+def _database():  # noqa: ANN202 - imported lazily so `shadowline --help` stays fast
+    from db.bootstrap import open_database
+
+    return open_database(get_settings())
+
+
+def _line(database, name: str):  # noqa: ANN001, ANN202
+    from db.lines import LineNotFoundError, get_line
+
+    with database.read() as session:
+        try:
+            return get_line(session=session, name=name)
+        except LineNotFoundError as error:
+            raise CommandError(str(error)) from None
+
+
+def _cmd_init(args: argparse.Namespace) -> int:
+    from db.bootstrap import initialize
+
+    settings = get_settings()
+    database = _database()
+    report = initialize(database, settings)
+    print(f"database: {settings.database_url}")
+    print(f"data folder: {settings.data_dir}")
+    if report.model_problem:
+        print(f"warning: shipped model not registered: {report.model_problem}", file=sys.stderr)
+    else:
+        print(f"model: {report.model_version}")
+    print(f"lines: {', '.join(report.lines)}")
+    return 0
+
+
+def _cmd_line_add(args: argparse.Namespace) -> int:
+    from db import audit
+    from db.lines import add_line, list_lines
+
+    database = _database()
+    with database.write() as session:
+        lines = list_lines(session=session)
+        model_id = lines[0].active_model_id if lines else None
+        try:
+            add_line(session=session, name=args.name, actor=audit.SYSTEM_ACTOR, active_model_id=model_id)
+        except ValueError as error:
+            raise CommandError(str(error)) from None
+    print(f"line {args.name} ready")
+    return 0
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from core.camera import UnknownScenarioError, get_scenario
+    from core.line_simulator import SimulatedInspector, simulate_line
+
+    try:
+        scenario = get_scenario(args.scenario)
+    except UnknownScenarioError as error:
+        raise CommandError(str(error)) from None
+    if args.ramp is not None or args.onset is not None:
+        scenario = scenario.with_ramp(ramp=args.ramp, onset=args.onset)
+    if args.count is not None and args.count < 0:
+        raise CommandError("--count must be >= 0")
+    try:
+        inspector = SimulatedInspector(args.miss_rate, args.false_reject_rate) if args.inspector == "simulated" else None
+    except ValueError as error:
+        raise CommandError(str(error)) from None
+    database = _database()
+    line = _line(database, args.line)
+
+    def report(index: int, serial: str, defective: bool) -> None:
+        if not args.quiet and (index < 5 or (index + 1) % 50 == 0):
+            print(f"phone {index + 1}{'/' + str(args.count) if args.count else ''}: {serial}{' (defective)' if defective else ''}", flush=True)
+
+    try:
+        summary = simulate_line(
+            database,
+            get_settings(),
+            line_id=line.id,
+            line_name=line.name,
+            scenario=scenario,
+            count=args.count,
+            rate=args.rate,
+            seed=args.seed,
+            inspector=inspector,
+            drain_seconds=args.drain_seconds,
+            on_phone=report,
+        )
+    except ValueError as error:
+        raise CommandError(str(error)) from None
+    print(f"simulated {summary.phones} phones ({summary.defective} defective) on {line.name} in {summary.seconds:.1f} s; inspector answered {summary.answered}")
+    return 0
+
+
+def _cmd_ingest(args: argparse.Namespace) -> int:
+    from core.ingest import expand_paths, ingest_file
+
+    database = _database()
+    line = _line(database, args.line)
+    try:
+        files = expand_paths(Path(p) for p in args.paths)
+    except FileNotFoundError as error:
+        raise CommandError(str(error)) from None
+    problems = 0
+    for path in files:
+        result = ingest_file(database, get_settings(), line_id=line.id, line_name=line.name, path=path)
+        if result.problem:
+            problems += 1
+            print(f"{path}: queued as inspection {result.inspection_id}, NOT AN IMAGE the model can read, a person will judge this phone: {result.problem}")
+        else:
+            print(f"{path}: queued as inspection {result.inspection_id}")
+    print(f"ingested {len(files)} files into {line.name} ({problems} unreadable)")
+    return 0
+
+
+def _cmd_watch(args: argparse.Namespace) -> int:
+    from core.ingest import watch_folder
+
+    folder = Path(args.folder)
+    if not folder.is_dir():
+        raise CommandError(f"{folder}: not a folder")
+    database = _database()
+    line = _line(database, args.line)
+    print(f"watching {folder} for line {line.name} (files move to {folder / 'ingested'} once queued); Ctrl-C stops")
+
+    def report(result) -> None:  # noqa: ANN001
+        note = f" (unreadable: {result.problem})" if result.problem else ""
+        print(f"{result.source.name}: inspection {result.inspection_id}{note}", flush=True)
+
+    count = watch_folder(
+        database,
+        get_settings(),
+        line_id=line.id,
+        line_name=line.name,
+        folder=folder,
+        on_ingest=report,
+        poll_seconds=args.poll_seconds,
+        max_seconds=args.max_seconds,
+    )
+    print(f"ingested {count} files")
+    return 0
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    import logging
+
+    from core.worker import Worker
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    worker = Worker(_database(), get_settings(), batch_size=args.batch_size, lease_seconds=args.lease_seconds, threads=args.threads)
+    worker.install_signal_handlers()
+    stats = worker.run(once=args.once, until_empty=args.until_empty, max_seconds=args.max_seconds)
+    print(f"worker {worker.worker_id}: processed {stats.processed} phones, {stats.failed_images} unreadable, {stats.lost_leases} lost leases")
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from db.status import line_statuses
+
+    database = _database()
+    with database.read() as session:
+        statuses = line_statuses(session=session)
+    if args.json:
+        print(json.dumps({"lines": [s.as_dict() for s in statuses]}, indent=2))
+        return 0
+    for s in statuses:
+        age = "never" if s.worker_heartbeat_age_s is None else f"{s.worker_heartbeat_age_s:.0f} s ago"
+        print(f"{s.line}: level={s.level} model={s.active_model} queue={s.queue_depth} open reviews={s.open_review_tasks} {s.phones_per_min:.0f} phones/min")
+        print(f"  status {s.counts}  verdicts {s.verdicts}  decided by {s.decided_by}")
+        print(f"  worker {'alive' if s.worker_alive else 'NOT RUNNING'} (heartbeat {age}); model: {s.model_status}")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from core.camera import UnknownScenarioError, get_scenario
+    from core.detector.adapter import Detector
+    from core.detector.card import ModelError
+    from core.evaluation import evaluate
+
+    try:
+        get_scenario(args.scenario)
+    except UnknownScenarioError as error:
+        raise CommandError(str(error)) from None
+    if args.count <= 0:
+        raise CommandError("--count must be > 0")
+    model_dir = Path(args.model) if args.model else get_settings().shipped_model_dir
+    try:
+        detector = Detector(model_dir, backend=args.backend)
+    except ModelError as error:
+        raise CommandError(str(error)) from None
+    result = evaluate(detector, args.scenario, args.count, args.seed)
+    text = json.dumps(result, indent=None if args.json else 2)
+    if args.output:
+        Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
+    if args.json:
+        print(text)
+    else:
+        print(f"model {result['model_version']} on {result['count']} phones of '{result['scenario']}' (seed {result['seed']}):")
+        for key in ("precision", "recall", "map50", "phone_recall", "escape_rate", "false_reject_rate"):
+            print(f"  {key:>18}: {result[key]:.4f}")
+        print(f"  {result['defective_phones']} defective phones ({result['escapes']} escaped)")
+        print(f"  {result['good_phones']} good phones ({result['false_rejects']} falsely rejected)")
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from core import bench
+
+    output = Path(args.output) if args.output else None
+    if args.target == "detector":
+        result = bench.bench_detector(get_settings().shipped_model_dir if not args.model else Path(args.model), images=args.images, rounds=args.rounds)
+    else:
+        result = bench.bench_worker(get_settings().shipped_model_dir if not args.model else Path(args.model), phones=args.images, rounds=args.rounds)
+    print(bench.format_table(result))
+    if output:
+        output.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"written to {output}")
+    return 0
+
+
+def _cmd_up(args: argparse.Namespace) -> int:
+    from core.supervisor import run_product
+
+    return run_product(port=args.port, scenario=args.scenario, rate=args.rate, simulate=not args.no_simulator)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="shadowline", description="Visual inspection from the lab to the line.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = commands.add_parser("up", help="start everything: database, worker, simulated line and the app")
+    up.add_argument("--port", type=int, default=8501)
+    up.add_argument("--scenario", default="normal")
+    up.add_argument("--rate", type=float, default=2.0, help="simulated phones per second")
+    up.add_argument("--no-simulator", action="store_true", help="do not start the simulated line")
+    up.set_defaults(handler=_cmd_up)
+
+    init = commands.add_parser("init", help="create or upgrade the database, register the shipped model, create line-1")
+    init.set_defaults(handler=_cmd_init)
+
+    line = commands.add_parser("line", help="manage lines")
+    line_commands = line.add_subparsers(dest="line_command", required=True, metavar="ACTION")
+    line_add = line_commands.add_parser("add", help="add a line (shadow mode, the shipped model)")
+    line_add.add_argument("name")
+    line_add.set_defaults(handler=_cmd_line_add)
+
+    sim = commands.add_parser("simulate", help="feed a line from the synthetic camera")
+    sim.add_argument("--line", default="line-1")
+    sim.add_argument("--scenario", default="normal")
+    sim.add_argument("--count", type=int, help="phones to feed (default: until Ctrl-C)")
+    sim.add_argument("--rate", type=float, default=2.0, help="phones per second")
+    sim.add_argument("--seed", type=int, default=1)
+    sim.add_argument("--ramp", type=int, help="phones over which the scenario's drift grows (default 200)")
+    sim.add_argument("--onset", type=int, help="phones at normal conditions before the drift starts")
+    sim.add_argument("--inspector", choices=["simulated", "none"], default="simulated", help="answer human tasks with the simulated inspector")
+    sim.add_argument("--miss-rate", type=float, default=0.02)
+    sim.add_argument("--false-reject-rate", type=float, default=0.01)
+    sim.add_argument("--drain-seconds", type=float, default=60.0, help="after the last phone, keep answering tasks this long at most")
+    sim.add_argument("--quiet", action="store_true")
+    sim.set_defaults(handler=_cmd_simulate)
+
+    ingest = commands.add_parser("ingest", help="queue image files (or folders of them) from a camera")
+    ingest.add_argument("paths", nargs="+")
+    ingest.add_argument("--line", default="line-1")
+    ingest.set_defaults(handler=_cmd_ingest)
+
+    watch = commands.add_parser("watch", help="queue files as they appear in a camera's drop folder")
+    watch.add_argument("folder")
+    watch.add_argument("--line", default="line-1")
+    watch.add_argument("--poll-seconds", type=float, default=1.0)
+    watch.add_argument("--max-seconds", type=float, help="stop after this long (default: until Ctrl-C)")
+    watch.set_defaults(handler=_cmd_watch)
+
+    worker = commands.add_parser("worker", help="run the background worker")
+    worker.add_argument("--once", action="store_true", help="process one batch and stop")
+    worker.add_argument("--until-empty", action="store_true", help="stop when the queue is empty")
+    worker.add_argument("--batch-size", type=int, default=8)
+    worker.add_argument("--lease-seconds", type=float, default=30.0)
+    worker.add_argument("--threads", type=int, default=0, help="detector CPU threads (0: onnxruntime's default)")
+    worker.add_argument("--max-seconds", type=float)
+    worker.set_defaults(handler=_cmd_worker)
+
+    status = commands.add_parser("status", help="per line: level, queue, counts, throughput, worker, model")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(handler=_cmd_status)
+
+    evaluate = commands.add_parser("evaluate", help="measure a model version on held-out generated phones")
+    evaluate.add_argument("--model", help="model version folder (default: the shipped model)")
+    evaluate.add_argument("--scenario", default="normal")
+    evaluate.add_argument("--count", type=int, default=500)
+    evaluate.add_argument("--seed", type=int, default=777_000)
+    evaluate.add_argument("--backend", choices=["auto", "onnx", "ultralytics"], default="auto")
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+    evaluate.add_argument("--output", help="also write the JSON to this file")
+    evaluate.set_defaults(handler=_cmd_evaluate)
+
+    bench = commands.add_parser("bench", help="benchmarks: detector backends, worker throughput")
+    bench.add_argument("target", choices=["detector", "worker"])
+    bench.add_argument("--model", help="model version folder (default: the shipped model)")
+    bench.add_argument("--images", type=int, default=100, help="images (phones) per round")
+    bench.add_argument("--rounds", type=int, default=3, help="rounds, alternating the compared paths")
+    bench.add_argument("--output", help="write the JSON result to this file")
+    bench.set_defaults(handler=_cmd_bench)
+
+    train = commands.add_parser("train", help="generate a data set and train a model version into models/")
+    train.add_argument("--version", required=True, help="name of the new model version folder")
+    train.add_argument("--epochs", type=int, default=60)
+    train.add_argument("--imgsz", type=int, default=320)
+    train.add_argument("--batch", type=int, default=16)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--train-count", type=int, default=500)
+    train.add_argument("--val-count", type=int, default=120)
+    train.add_argument("--train-seed", type=int, default=1000)
+    train.add_argument("--val-seed", type=int, default=2000)
+    train.add_argument("--models-dir", help="where to write the version (default: the models folder setting)")
+    train.add_argument("--eval-count", type=int, default=500, help="phones per scenario in the evaluation written to the card")
+    train.add_argument("--skip-evaluation", action="store_true", help="do not evaluate on the scenarios after training")
+    train.set_defaults(handler=_cmd_train)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except CommandError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # output piped into e.g. `head`, which stopped reading
+        sys.stderr.close()
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

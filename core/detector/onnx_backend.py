@@ -1,0 +1,95 @@
+"""Run an exported YOLO detector with onnxruntime: letterbox, one forward pass, NMS in numpy.
+
+The ONNX graph Ultralytics exports ends before non-maximum suppression: its output has shape
+``(1, 4 + num_classes, num_anchors)`` with boxes as ``cx, cy, w, h`` in letterboxed input pixels
+and one sigmoid score per class. This module does the rest.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+LETTERBOX_FILL = 114
+
+
+def letterbox(image_bgr: np.ndarray, size: int) -> tuple[np.ndarray, float, tuple[float, float]]:
+    """Resize keeping aspect ratio and pad to ``size x size``, as Ultralytics does.
+
+    Returns:
+        The network input ``(1, 3, size, size)`` float32 RGB in ``[0, 1]``, the scale applied and
+        the ``(left, top)`` padding in pixels.
+    """
+    height, width = image_bgr.shape[:2]
+    scale = min(size / height, size / width)
+    new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
+    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    resized = cv2.resize(image_bgr, (new_w, new_h), interpolation=interpolation) if (new_w, new_h) != (width, height) else image_bgr
+    pad_w, pad_h = (size - new_w) / 2, (size - new_h) / 2
+    top, left = round(pad_h - 0.1), round(pad_w - 0.1)
+    canvas = np.full((size, size, 3), LETTERBOX_FILL, np.uint8)
+    canvas[top : top + new_h, left : left + new_w] = resized
+    blob = canvas[..., ::-1].transpose(2, 0, 1)[None].astype(np.float32) / 255.0
+    return np.ascontiguousarray(blob), scale, (left, top)
+
+
+def box_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """IoU of one xyxy box ``(4,)`` against ``(N, 4)`` boxes; returns ``(N,)``."""
+    x1 = np.maximum(box[0], boxes[:, 0])
+    y1 = np.maximum(box[1], boxes[:, 1])
+    x2 = np.minimum(box[2], boxes[:, 2])
+    y2 = np.minimum(box[3], boxes[:, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    return inter / np.maximum(area + areas - inter, 1e-9)
+
+
+def non_max_suppression(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, iou_threshold: float, max_det: int = 100) -> np.ndarray:
+    """Class-aware greedy NMS. Returns indices of kept boxes, best score first."""
+    order = np.argsort(-scores, kind="stable")
+    keep: list[int] = []
+    while order.size and len(keep) < max_det:
+        best, rest = order[0], order[1:]
+        keep.append(int(best))
+        same_class = classes[rest] == classes[best]
+        overlap = box_iou(boxes[best], boxes[rest]) > iou_threshold
+        order = rest[~(same_class & overlap)]
+    return np.array(keep, np.int64)
+
+
+class OnnxPredictor:
+    """A YOLO ONNX export run with onnxruntime on the CPU."""
+
+    def __init__(self, weights: Path, imgsz: int, threads: int = 0) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self._session = ort.InferenceSession(str(weights), options, providers=["CPUExecutionProvider"])
+        self._input = self._session.get_inputs()[0].name
+        self._imgsz = imgsz
+
+    def predict(self, image_bgr: np.ndarray, conf: float, iou: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Boxes ``(N, 4)`` xyxy in pixels of ``image_bgr``, confidences ``(N,)`` and class ids ``(N,)``."""
+        blob, scale, (left, top) = letterbox(image_bgr, self._imgsz)
+        output = self._session.run(None, {self._input: blob})[0][0]  # (4 + nc, anchors)
+        scores_all = output[4:]
+        classes = scores_all.argmax(axis=0)
+        scores = scores_all[classes, np.arange(scores_all.shape[1])]
+        candidates = scores >= conf
+        if not candidates.any():
+            return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64)
+        cx, cy, w, h = output[:4, candidates]
+        boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
+        scores, classes = scores[candidates], classes[candidates]
+        kept = non_max_suppression(boxes, scores, classes, iou)
+        boxes = (boxes[kept] - [left, top, left, top]) / scale
+        height, width = image_bgr.shape[:2]
+        boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, width)
+        boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, height)
+        return boxes.astype(np.float32), scores[kept].astype(np.float32), classes[kept].astype(np.int64)

@@ -1,0 +1,182 @@
+"""The one module that imports Ultralytics: training, ONNX export and ``.pt`` prediction.
+
+Ultralytics is imported lazily, inside functions, after :func:`configure_offline` has set the
+environment so that it never reaches for the network: no font, asset, checkpoint or package
+download, ever. Everything else in Shadowline talks to the detector through
+:mod:`core.detector.adapter`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from core.settings import get_settings
+
+#: The Ultralytics architecture the shipped model is built from (no pretrained weights).
+DEFAULT_ARCHITECTURE = "yolov8n.yaml"
+
+
+def configure_offline(config_dir: Path | None = None) -> Path:
+    """Point Ultralytics at a project-owned config folder and forbid downloads.
+
+    Must run before ``import ultralytics``. Puts a TTF font where Ultralytics looks for
+    ``Arial.ttf`` so its plotting and dataset checks never try to download one.
+
+    Returns:
+        The config folder used.
+    """
+    config_dir = config_dir or get_settings().cache_dir / "ultralytics"
+    os.environ.setdefault("YOLO_CONFIG_DIR", str(config_dir))
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    os.environ.setdefault("YOLO_AUTOINSTALL", "false")
+    os.environ.setdefault("YOLO_VERBOSE", "false")
+    os.environ.setdefault("MPLCONFIGDIR", str(config_dir / "matplotlib"))
+    font_dir = Path(os.environ["YOLO_CONFIG_DIR"]) / "Ultralytics"
+    font_dir.mkdir(parents=True, exist_ok=True)
+    for name in ("Arial.ttf", "Arial.Unicode.ttf"):
+        target = font_dir / name
+        if not target.exists():
+            import matplotlib
+
+            source = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
+            shutil.copyfile(source, target)
+    return config_dir
+
+
+@dataclass(frozen=True)
+class EpochProgress:
+    """What the trainer reports after each epoch."""
+
+    epoch: int
+    epochs: int
+    losses: dict[str, float]
+    metrics: dict[str, float]
+
+
+def train(
+    data_yaml: Path,
+    workdir: Path,
+    *,
+    epochs: int,
+    imgsz: int,
+    batch: int = 16,
+    seed: int = 0,
+    architecture: str = DEFAULT_ARCHITECTURE,
+    threads: int = 2,
+    on_epoch: Callable[[EpochProgress], None] | None = None,
+    augment: dict[str, float] | None = None,
+) -> Path:
+    """Train a detector from its YAML architecture, with no pretrained weights.
+
+    Args:
+        data_yaml: A YOLO-format data file.
+        workdir: Folder for Ultralytics' run output.
+        epochs: Training epochs.
+        imgsz: Square training image size in pixels.
+        batch: Batch size.
+        seed: Training seed.
+        architecture: Ultralytics model YAML, from the package's own configs.
+        threads: Torch CPU threads.
+        on_epoch: Called after each epoch with losses and validation metrics.
+        augment: Overrides of Ultralytics augmentation hyper-parameters.
+
+    Returns:
+        Path of the best ``.pt`` checkpoint.
+    """
+    configure_offline()
+    import torch
+    import ultralytics.utils.torch_utils as torch_utils
+    from ultralytics import YOLO
+
+    # Ultralytics trains on cpu_count-1 threads; on a small machine use every core.
+    torch_utils.NUM_THREADS = threads
+    torch.set_num_threads(threads)
+    model = YOLO(architecture)
+
+    if on_epoch is not None:
+
+        def report(trainer: Any) -> None:
+            if trainer.epoch + 1 > trainer.epochs:
+                return  # the final re-validation of the best weights, not a new epoch
+            # Ultralytics keeps the running mean of each loss in a dict of scalar tensors.
+            losses = {str(k).split("/")[-1]: float(v) for k, v in (trainer.tloss or {}).items()}
+            metrics = {k.split("/")[-1].replace("(B)", ""): float(v) for k, v in (trainer.metrics or {}).items()}
+            on_epoch(EpochProgress(trainer.epoch + 1, trainer.epochs, losses, metrics))
+
+        model.add_callback("on_fit_epoch_end", report)
+
+    model.train(
+        data=str(data_yaml),
+        epochs=epochs,
+        imgsz=imgsz,
+        batch=batch,
+        seed=seed,
+        deterministic=True,
+        pretrained=False,
+        device="cpu",
+        workers=0,
+        amp=False,
+        plots=False,
+        project=str(workdir),
+        name="train",
+        exist_ok=True,
+        verbose=False,
+        **(augment or {}),
+    )
+    best = Path(model.trainer.best)
+    return best if best.exists() else Path(model.trainer.last)
+
+
+def export_onnx(weights: Path, imgsz: int) -> Path:
+    """Export ``weights`` to ONNX beside it (fixed input ``1x3ximgszximgsz``, no NMS inside)."""
+    configure_offline()
+    from ultralytics import YOLO
+
+    exported = YOLO(str(weights)).export(format="onnx", imgsz=imgsz, simplify=True, dynamic=False, device="cpu", verbose=False)
+    return Path(exported)
+
+
+class UltralyticsPredictor:
+    """Ultralytics' own ``predict`` on a ``.pt`` file: the reference path, slower but simple."""
+
+    def __init__(self, weights: Path, imgsz: int) -> None:
+        configure_offline()
+        from ultralytics import YOLO
+
+        self._model = YOLO(str(weights), task="detect")
+        self._imgsz = imgsz
+        self.class_names: dict[int, str] = dict(self._model.names)
+
+    def predict(self, image_bgr: np.ndarray, conf: float, iou: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Boxes ``(N, 4)`` xyxy in pixels, confidences ``(N,)`` and class ids ``(N,)``."""
+        result = self._model.predict(image_bgr, imgsz=self._imgsz, conf=conf, iou=iou, device="cpu", verbose=False)[0]
+        boxes = result.boxes
+        return (
+            boxes.xyxy.cpu().numpy().astype(np.float32),
+            boxes.conf.cpu().numpy().astype(np.float32),
+            boxes.cls.cpu().numpy().astype(np.int64),
+        )
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries that shape a model, for its card."""
+    configure_offline()
+    import cv2
+    import onnxruntime
+    import torch
+    import ultralytics
+
+    return {
+        "ultralytics": ultralytics.__version__,
+        "torch": torch.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "opencv": cv2.__version__,
+        "numpy": np.__version__,
+    }

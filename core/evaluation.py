@@ -1,0 +1,186 @@
+"""Measure a model version on held-out phones from the synthetic line.
+
+Box level: precision and recall at the decision threshold (IoU >= 0.5, class must match) and
+mAP50 (COCO-style 101-point interpolated AP, averaged over the classes present in the truth).
+Phone level (does this phone have a defect?): recall, escape rate (defective phones passed) and
+false-reject rate (good phones rejected), each with its Wilson 95 % interval and sample size.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from core.camera import get_scenario, render_run_phone
+from core.detector.adapter import Detector
+from core.detector.card import read_card, write_card
+from core.detector.detections import Detections
+from core.detector.onnx_backend import box_iou
+
+#: Run seed of evaluation phones: never used by a training recipe (those use 1000 and 2000).
+DEFAULT_EVAL_SEED = 777_000
+#: Scenarios recorded in a model card after training: what the drift monitoring must catch.
+STANDARD_SCENARIOS = ("normal", "dim-lights", "blur", "new-colour", "new-defect")
+IOU_MATCH = 0.5
+
+
+def wilson_interval(successes: int, total: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion; ``(0, 1)`` when ``total`` is 0."""
+    if total == 0:
+        return (0.0, 1.0)
+    p = successes / total
+    denominator = 1 + z**2 / total
+    centre = (p + z**2 / (2 * total)) / denominator
+    half = z * math.sqrt(p * (1 - p) / total + z**2 / (4 * total**2)) / denominator
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def average_precision(scores: np.ndarray, matched: np.ndarray, n_truth: int) -> float:
+    """COCO 101-point interpolated AP from per-prediction scores and true-positive flags."""
+    if n_truth == 0:
+        return float("nan")
+    if len(scores) == 0:
+        return 0.0
+    order = np.argsort(-scores, kind="stable")
+    tp = np.cumsum(matched[order])
+    fp = np.cumsum(~matched[order])
+    recall = tp / n_truth
+    precision = tp / np.maximum(tp + fp, 1e-9)
+    # Precision envelope: the best precision at any recall at least this high.
+    envelope = np.maximum.accumulate(precision[::-1])[::-1]
+    points = np.linspace(0, 1, 101)
+    idx = np.searchsorted(recall, points, side="left")
+    return float(np.mean([envelope[i] if i < len(envelope) else 0.0 for i in idx]))
+
+
+def match_predictions(pred: Detections, truth_boxes: np.ndarray, truth_classes: np.ndarray) -> np.ndarray:
+    """Greedy matching by descending confidence: a flag per prediction, True if it hits a free truth box."""
+    matched = np.zeros(len(pred), bool)
+    taken = np.zeros(len(truth_boxes), bool)
+    for i in np.argsort(-pred.confidence, kind="stable"):
+        if not len(truth_boxes):
+            break
+        ious = box_iou(pred.xyxy[i], truth_boxes)
+        ious[(truth_classes != pred.class_id[i]) | taken] = 0
+        best = int(ious.argmax())
+        if ious[best] >= IOU_MATCH:
+            matched[i] = taken[best] = True
+    return matched
+
+
+@dataclass
+class _Tally:
+    scores: dict[int, list[float]]
+    hits: dict[int, list[bool]]
+    truths: dict[int, int]
+    tp: int = 0
+    fp: int = 0
+    fn: int = 0
+    defective: int = 0
+    caught: int = 0
+    good: int = 0
+    false_rejects: int = 0
+
+
+def evaluate(
+    detector: Detector,
+    scenario: str = "normal",
+    count: int = 500,
+    seed: int = DEFAULT_EVAL_SEED,
+    *,
+    defect_rate: float | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Evaluate ``detector`` on ``count`` phones of ``scenario`` from run seed ``seed``.
+
+    Drifting scenarios ramp over the first half of the run and hold their drifted value for the
+    second half, so the numbers show the drifted condition, not only the way there.
+
+    Returns:
+        A JSON-ready dict; see the module docstring for the metrics.
+    """
+    if count <= 0:
+        raise ValueError(f"count must be > 0, got {count}")
+    sc = get_scenario(scenario).with_ramp(ramp=max(1, count // 2))
+    threshold = detector.info.decision_threshold
+    tally = _Tally(scores={}, hits={}, truths={})
+    latencies = []
+    for index in range(count):
+        phone = render_run_phone(sc, seed, index, defect_rate=defect_rate)
+        detections = detector.detect(phone.image)
+        latencies.append(detections.latency_ms)
+        truth_boxes = np.array([d.box for d in phone.defects], np.float32).reshape(-1, 4)
+        truth_classes = np.array([d.kind.class_id for d in phone.defects], np.int64)
+        matched = match_predictions(detections, truth_boxes, truth_classes)
+        for k in truth_classes:
+            tally.truths[int(k)] = tally.truths.get(int(k), 0) + 1
+        for conf, k, hit in zip(detections.confidence, detections.class_id, matched, strict=True):
+            tally.scores.setdefault(int(k), []).append(float(conf))
+            tally.hits.setdefault(int(k), []).append(bool(hit))
+        confident = detections.confidence >= threshold
+        confident_hits = int((matched & confident).sum())
+        tally.tp += confident_hits
+        tally.fp += int(confident.sum()) - confident_hits
+        tally.fn += len(truth_boxes) - confident_hits
+        rejected = detector.verdict_is_reject(detections)
+        if phone.is_defective:
+            tally.defective += 1
+            tally.caught += int(rejected)
+        else:
+            tally.good += 1
+            tally.false_rejects += int(rejected)
+        if progress:
+            progress(index + 1, count)
+
+    per_class = {}
+    for k, n_truth in sorted(tally.truths.items()):
+        scores = np.array(tally.scores.get(k, []), np.float32)
+        hits = np.array(tally.hits.get(k, []), bool)
+        per_class[detector.info.class_names.get(k, str(k))] = {"ap50": average_precision(scores, hits, n_truth), "instances": n_truth}
+    aps = [v["ap50"] for v in per_class.values()]
+    phone_recall = tally.caught / tally.defective if tally.defective else float("nan")
+    return {
+        "model_version": detector.version,
+        "backend": detector.info.backend,
+        "scenario": scenario,
+        "count": count,
+        "seed": seed,
+        "decision_threshold": threshold,
+        "precision": tally.tp / (tally.tp + tally.fp) if tally.tp + tally.fp else 0.0,
+        "recall": tally.tp / (tally.tp + tally.fn) if tally.tp + tally.fn else float("nan"),
+        "map50": float(np.mean(aps)) if aps else float("nan"),
+        "per_class": per_class,
+        "defective_phones": tally.defective,
+        "good_phones": tally.good,
+        "phone_recall": phone_recall,
+        "phone_recall_ci95": wilson_interval(tally.caught, tally.defective),
+        "escape_rate": 1 - phone_recall if tally.defective else float("nan"),
+        "escapes": tally.defective - tally.caught,
+        "false_reject_rate": tally.false_rejects / tally.good if tally.good else float("nan"),
+        "false_reject_rate_ci95": wilson_interval(tally.false_rejects, tally.good),
+        "false_rejects": tally.false_rejects,
+        "latency_ms_median": float(np.median(latencies)),
+    }
+
+
+def record_standard_evaluations(model_dir: Path, *, count: int = 500, seed: int = DEFAULT_EVAL_SEED, progress: Callable[[str], None] = print) -> dict[str, Any]:
+    """Evaluate a version on every standard scenario and write the results into its card."""
+    detector = Detector(model_dir)
+    results = {}
+    for scenario in STANDARD_SCENARIOS:
+        result = evaluate(detector, scenario, count, seed)
+        results[scenario] = result
+        progress(
+            f"{scenario:>11}: mAP50={result['map50']:.3f} P={result['precision']:.3f} R={result['recall']:.3f} "
+            f"phone recall={result['phone_recall']:.3f} false-reject={result['false_reject_rate']:.3f}"
+        )
+    card = read_card(model_dir)
+    card["evaluation"] = results
+    card["metrics"] = {k: results["normal"][k] for k in ("precision", "recall", "map50", "phone_recall", "escape_rate", "false_reject_rate")}
+    write_card(model_dir, card)
+    return results

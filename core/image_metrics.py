@@ -1,0 +1,70 @@
+"""Input metrics of one image: what data-drift monitoring compares with the reference.
+
+All metrics except the size are computed on the image resized to :data:`METRICS_WIDTH` pixels
+wide, so that a camera of another resolution does not by itself look like drift (sharpness
+especially depends on scale).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import cv2
+import numpy as np
+
+METRICS_WIDTH = 320
+
+
+@dataclass(frozen=True)
+class InputMetrics:
+    """Per-image input metrics.
+
+    Attributes:
+        width: Original width in pixels.
+        height: Original height in pixels.
+        brightness: Mean grey level, 0..255.
+        contrast: Standard deviation of grey levels.
+        sharpness: Variance of the Laplacian (falls when the camera blurs).
+        colourfulness: Hasler and Süsstrunk's colourfulness (0 for grey images).
+        mean_b: Mean blue channel, 0..255.
+        mean_g: Mean green channel, 0..255.
+        mean_r: Mean red channel, 0..255.
+    """
+
+    width: int
+    height: int
+    brightness: float
+    contrast: float
+    sharpness: float
+    colourfulness: float
+    mean_b: float
+    mean_g: float
+    mean_r: float
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def compute_input_metrics(image_bgr: np.ndarray) -> InputMetrics:
+    """Metrics of a BGR ``uint8`` image of shape ``(H, W, 3)``."""
+    height, width = image_bgr.shape[:2]
+    if width != METRICS_WIDTH:
+        new_h = max(1, round(height * METRICS_WIDTH / width))
+        small = cv2.resize(image_bgr, (METRICS_WIDTH, new_h), interpolation=cv2.INTER_AREA)
+    else:
+        small = image_bgr
+    grey = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
+    b, g, r = (small[..., i].astype(np.float32) for i in range(3))
+    rg, yb = r - g, 0.5 * (r + g) - b
+    colourfulness = float(np.sqrt(rg.std() ** 2 + yb.std() ** 2) + 0.3 * np.sqrt(rg.mean() ** 2 + yb.mean() ** 2))
+    return InputMetrics(
+        width=int(width),
+        height=int(height),
+        brightness=float(grey.mean()),
+        contrast=float(grey.std()),
+        sharpness=float(cv2.Laplacian(grey, cv2.CV_64F).var()),
+        colourfulness=colourfulness,
+        mean_b=float(b.mean()),
+        mean_g=float(g.mean()),
+        mean_r=float(r.mean()),
+    )

@@ -1,0 +1,168 @@
+"""The routing policy: for each phone, who judges it at the line's automation level, and why.
+
+Pure and table-driven. :data:`LEVEL_POLICIES` says, per level, whether the model runs, whether
+people see its boxes, and how far the model may decide; :func:`route` applies it to one phone.
+When in doubt the answer is a human: a phone whose image failed, whose model is unavailable or
+whose prediction is missing always goes to a person; nothing is passed unjudged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from enum import StrEnum
+
+from core.vocabulary import AutomationLevel, Verdict
+
+
+class ModelAuthority(StrEnum):
+    """How much the model may decide on its own at a level."""
+
+    NONE = "none"  # people decide every phone
+    CONFIDENT = "confident"  # the model decides when it is confident, people otherwise
+    CANARY_SHARE = "canary_share"  # the model decides a fixed share of phones
+    ALL = "all"  # the model decides every phone; people audit a sample
+
+
+class Decider(StrEnum):
+    MODEL = "model"
+    HUMAN = "human"
+
+
+@dataclass(frozen=True)
+class LevelPolicy:
+    """What a level means for one phone (shared/DESIGN.md, 'The automation ladder')."""
+
+    runs_model: bool
+    human_sees_boxes: bool
+    authority: ModelAuthority
+
+
+LEVEL_POLICIES: dict[AutomationLevel, LevelPolicy] = {
+    AutomationLevel.HUMAN_ONLY: LevelPolicy(runs_model=False, human_sees_boxes=False, authority=ModelAuthority.NONE),
+    AutomationLevel.SHADOW: LevelPolicy(runs_model=True, human_sees_boxes=False, authority=ModelAuthority.NONE),
+    AutomationLevel.ASSIST: LevelPolicy(runs_model=True, human_sees_boxes=True, authority=ModelAuthority.NONE),
+    AutomationLevel.PARTIAL: LevelPolicy(runs_model=True, human_sees_boxes=True, authority=ModelAuthority.CONFIDENT),
+    AutomationLevel.CANARY: LevelPolicy(runs_model=True, human_sees_boxes=True, authority=ModelAuthority.CANARY_SHARE),
+    AutomationLevel.FULL: LevelPolicy(runs_model=True, human_sees_boxes=True, authority=ModelAuthority.ALL),
+}
+
+
+@dataclass(frozen=True)
+class PolicySettings:
+    """The per-line knobs of the policy.
+
+    Attributes:
+        confidence_low: In partial automation, the model passes a phone with no box at or above this.
+        confidence_high: In partial automation, the model rejects a phone with a box at or above this.
+        decision_threshold: The model's own verdict: reject at or above this confidence.
+        canary_share: Share of phones the model decides in canary (0..1).
+        audit_share: Share of model-decided phones also sent to a person in full automation.
+    """
+
+    confidence_low: float = 0.15
+    confidence_high: float = 0.6
+    decision_threshold: float = 0.35
+    canary_share: float = 0.05
+    audit_share: float = 0.02
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.confidence_low <= self.confidence_high <= 1:
+            raise ValueError(f"need 0 <= confidence_low <= confidence_high <= 1, got {self.confidence_low}, {self.confidence_high}")
+        for name in ("canary_share", "audit_share", "decision_threshold"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class PhoneFacts:
+    """What the worker knows about a phone when it routes it.
+
+    Attributes:
+        serial: The phone's serial number (canary and audit shares are drawn from it).
+        image_ok: False when the image could not be decoded.
+        max_confidence: The active model's highest box confidence; None when the model did not run
+            or failed on this phone.
+    """
+
+    serial: str
+    image_ok: bool = True
+    max_confidence: float | None = None
+
+
+@dataclass(frozen=True)
+class RoutingDecision:
+    """The policy's answer for one phone.
+
+    Attributes:
+        decider: Who makes the final decision.
+        model_verdict: The model's verdict when the model decides, else None.
+        show_model_boxes: Whether the person judging may see the model's boxes.
+        audit: True when a person also checks a phone the model decided (full automation).
+        rule: A short stable name of the rule that fired (stored and counted).
+        reason: One sentence for people.
+    """
+
+    decider: Decider
+    model_verdict: Verdict | None
+    show_model_boxes: bool
+    audit: bool
+    rule: str
+    reason: str
+
+    @property
+    def needs_human(self) -> bool:
+        return self.decider is Decider.HUMAN or self.audit
+
+
+def share_draw(serial: str, salt: str) -> float:
+    """A uniform number in [0, 1) fixed by the serial: the same phone always draws the same."""
+    digest = hashlib.sha256(f"{salt}:{serial}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def _human(rule: str, reason: str, boxes: bool) -> RoutingDecision:
+    return RoutingDecision(Decider.HUMAN, None, boxes, False, rule, reason)
+
+
+def route(level: AutomationLevel, facts: PhoneFacts, settings: PolicySettings) -> RoutingDecision:
+    """Decide who judges one phone.
+
+    Args:
+        level: The line's automation level.
+        facts: What is known about the phone.
+        settings: The line's policy knobs.
+    """
+    policy = LEVEL_POLICIES[level]
+    if not facts.image_ok:
+        return _human("image_failed", "The image could not be read; a person must look at the phone.", False)
+    if policy.authority is ModelAuthority.NONE:
+        return _human(f"{level.value}_human", f"At {level.value} a person judges every phone.", policy.human_sees_boxes)
+    if facts.max_confidence is None:
+        return _human("model_unavailable", "The model gave no prediction; a person judges instead.", False)
+
+    confidence = facts.max_confidence
+    model_verdict = Verdict.REJECT if confidence >= settings.decision_threshold else Verdict.PASS
+    if policy.authority is ModelAuthority.CONFIDENT:
+        if confidence >= settings.confidence_high:
+            return RoutingDecision(
+                Decider.MODEL, Verdict.REJECT, True, False, "partial_confident_reject", f"Defect confidence {confidence:.2f} >= {settings.confidence_high:.2f}."
+            )
+        if confidence < settings.confidence_low:
+            return RoutingDecision(Decider.MODEL, Verdict.PASS, True, False, "partial_confident_pass", f"No box at or above {settings.confidence_low:.2f}.")
+        return _human(
+            "partial_uncertain", f"Confidence {confidence:.2f} is inside the uncertain band {settings.confidence_low:.2f}-{settings.confidence_high:.2f}.", True
+        )
+    if policy.authority is ModelAuthority.CANARY_SHARE:
+        if share_draw(facts.serial, "canary") < settings.canary_share:
+            return RoutingDecision(Decider.MODEL, model_verdict, True, False, "canary_model_share", f"In the model's {settings.canary_share:.0%} canary share.")
+        return _human("canary_human_share", f"Outside the model's {settings.canary_share:.0%} canary share.", True)
+    audit = share_draw(facts.serial, "audit") < settings.audit_share
+    return RoutingDecision(
+        Decider.MODEL,
+        model_verdict,
+        True,
+        audit,
+        "full_audit_sample" if audit else "full_model",
+        f"Full automation; also in the {settings.audit_share:.0%} human audit sample." if audit else "Full automation.",
+    )

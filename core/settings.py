@@ -1,0 +1,64 @@
+"""One typed settings object, read from the environment.
+
+``SHADOWLINE_DATA_DIR`` (images, the SQLite file, caches), ``SHADOWLINE_DATABASE_URL`` (SQLite
+under the data folder by default; PostgreSQL for a plant with many lines) and
+``SHADOWLINE_MODELS_DIR`` (model versions, the shipped one by default) are all a second,
+independent installation needs.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+#: The model version shipped in the repository and registered by ``shadowline init``.
+SHIPPED_MODEL_VERSION = "scratch-v1"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where Shadowline keeps its state.
+
+    Attributes:
+        data_dir: Folder for stored images, the default SQLite file and caches.
+        database_url: SQLAlchemy URL of the database.
+        models_dir: Folder holding one sub-folder per model version.
+        plant_timezone: IANA time zone the pages show times in.
+    """
+
+    data_dir: Path
+    database_url: str
+    models_dir: Path
+    plant_timezone: str
+
+    @property
+    def images_dir(self) -> Path:
+        return self.data_dir / "images"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.data_dir / "cache"
+
+    @property
+    def shipped_model_dir(self) -> Path:
+        return self.models_dir / SHIPPED_MODEL_VERSION
+
+
+def load_settings(environ: dict[str, str] | None = None) -> Settings:
+    """Build settings from ``environ`` (the process environment when omitted)."""
+    env = os.environ if environ is None else environ
+    data_dir = Path(env.get("SHADOWLINE_DATA_DIR") or PROJECT_ROOT / "data").resolve()
+    database_url = env.get("SHADOWLINE_DATABASE_URL") or f"sqlite:///{data_dir / 'shadowline.db'}"
+    models_dir = Path(env.get("SHADOWLINE_MODELS_DIR") or PROJECT_ROOT / "models").resolve()
+    timezone = env.get("SHADOWLINE_TIMEZONE") or "UTC"
+    return Settings(data_dir=data_dir, database_url=database_url, models_dir=models_dir, plant_timezone=timezone)
+
+
+@cache
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return load_settings()

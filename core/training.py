@@ -1,0 +1,168 @@
+"""Build YOLO data sets from the synthetic line and train a model version into ``models/<version>/``.
+
+A model version folder holds ``model.pt``, ``model.onnx`` and ``card.json``. The card records the
+data recipe and seeds, architecture, image size, epochs, metrics, the sha256 of each weights file
+and library versions; the detector adapter refuses weights whose hash the card does not vouch for.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import cv2
+
+from core.camera import get_scenario, render_run_phone
+from core.detector import ultralytics_backend
+from core.detector.card import WEIGHTS_ONNX, WEIGHTS_PT, sha256_file, write_card
+from core.vocabulary import DefectClass
+
+
+@dataclass(frozen=True)
+class DataRecipe:
+    """How a generated data set is made. Train and val come from different run seeds.
+
+    Attributes:
+        train_count: Training images.
+        val_count: Validation images.
+        train_seed: Run seed of the training phones.
+        val_seed: Run seed of the validation phones.
+        defect_rate: Share of phones with at least one defect.
+        scenario: Scenario the phones are photographed under (``normal`` = trained conditions).
+    """
+
+    train_count: int = 500
+    val_count: int = 120
+    train_seed: int = 1000
+    val_seed: int = 2000
+    defect_rate: float = 0.6
+    scenario: str = "normal"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How a model is trained from a data set."""
+
+    version: str
+    epochs: int = 60
+    imgsz: int = 320
+    batch: int = 16
+    seed: int = 0
+    architecture: str = ultralytics_backend.DEFAULT_ARCHITECTURE
+    augment: dict[str, float] = field(default_factory=lambda: {"hsv_v": 0.3, "flipud": 0.5, "close_mosaic": 10})
+
+
+def yolo_label_lines(boxes: list[tuple[int, tuple[float, float, float, float]]], width: int, height: int) -> list[str]:
+    """YOLO label lines ``class cx cy w h`` (normalised) for ``(class_id, xyxy)`` boxes."""
+    lines = []
+    for class_id, (x1, y1, x2, y2) in boxes:
+        cx, cy = (x1 + x2) / 2 / width, (y1 + y2) / 2 / height
+        w, h = (x2 - x1) / width, (y2 - y1) / height
+        lines.append(f"{class_id} {cx:.6f} {cy:.6f} {w:.6f} {h:.6f}")
+    return lines
+
+
+def write_data_yaml(root: Path) -> Path:
+    """Write the data file Ultralytics reads, with the class names of :class:`DefectClass`."""
+    names = "\n".join(f"  {i}: {name}" for i, name in DefectClass.names().items())
+    data_yaml = root / "data.yaml"
+    data_yaml.write_text(f"path: {root.resolve()}\ntrain: images/train\nval: images/val\nnames:\n{names}\n")
+    return data_yaml
+
+
+def build_generated_dataset(root: Path, recipe: DataRecipe, progress: Callable[[str], None] = print) -> Path:
+    """Render a YOLO-format data set from the synthetic line.
+
+    Returns:
+        Path of its ``data.yaml``.
+    """
+    scenario = get_scenario(recipe.scenario)
+    for split, count, seed in (("train", recipe.train_count, recipe.train_seed), ("val", recipe.val_count, recipe.val_seed)):
+        images, labels = root / "images" / split, root / "labels" / split
+        images.mkdir(parents=True, exist_ok=True)
+        labels.mkdir(parents=True, exist_ok=True)
+        for index in range(count):
+            phone = render_run_phone(scenario, seed, index, defect_rate=recipe.defect_rate)
+            stem = f"{split}-{seed}-{index:05d}"
+            cv2.imwrite(str(images / f"{stem}.jpg"), phone.image, [cv2.IMWRITE_JPEG_QUALITY, 92])
+            height, width = phone.image.shape[:2]
+            boxes = [(d.kind.class_id, d.box) for d in phone.defects]
+            (labels / f"{stem}.txt").write_text("\n".join(yolo_label_lines(boxes, width, height)))
+        progress(f"data set: {count} {split} images from run seed {seed}")
+    return write_data_yaml(root)
+
+
+def train_model_version(
+    config: TrainConfig,
+    models_dir: Path,
+    data_yaml: Path,
+    *,
+    data_description: dict[str, Any],
+    workdir: Path,
+    progress: Callable[[str], None] = print,
+    on_epoch: Callable[[ultralytics_backend.EpochProgress], None] | None = None,
+) -> Path:
+    """Train, export and write ``models_dir/<version>/`` with weights and card.
+
+    Returns:
+        The model version folder.
+    """
+    target = models_dir / config.version
+    if target.exists():
+        raise FileExistsError(f"model version {config.version!r} already exists at {target}; choose another --version")
+
+    def report(epoch: ultralytics_backend.EpochProgress) -> None:
+        losses = " ".join(f"{k}={v:.3f}" for k, v in epoch.losses.items())
+        m = epoch.metrics
+        scores = "  ".join(f"{name}={m.get(key, float('nan')):.3f}" for name, key in (("mAP50", "mAP50"), ("P", "precision"), ("R", "recall")))
+        progress(f"epoch {epoch.epoch}/{epoch.epochs}  {losses}  {scores}")
+        if on_epoch:
+            on_epoch(epoch)
+
+    started = time.monotonic()
+    best = ultralytics_backend.train(
+        data_yaml,
+        workdir,
+        epochs=config.epochs,
+        imgsz=config.imgsz,
+        batch=config.batch,
+        seed=config.seed,
+        architecture=config.architecture,
+        on_epoch=report,
+        augment=config.augment,
+    )
+    train_seconds = time.monotonic() - started
+    staging = workdir / "staging"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    shutil.copyfile(best, staging / WEIGHTS_PT)
+    onnx_path = ultralytics_backend.export_onnx(staging / WEIGHTS_PT, config.imgsz)
+    if onnx_path != staging / WEIGHTS_ONNX:
+        shutil.move(onnx_path, staging / WEIGHTS_ONNX)
+
+    card = {
+        "version": config.version,
+        "task": "detect",
+        "classes": DefectClass.names(),
+        "architecture": config.architecture,
+        "pretrained": False,
+        "imgsz": config.imgsz,
+        "epochs": config.epochs,
+        "train_config": asdict(config),
+        "data": data_description,
+        "train_seconds": round(train_seconds, 1),
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "weights": {name: {"sha256": sha256_file(staging / name), "bytes": (staging / name).stat().st_size} for name in (WEIGHTS_PT, WEIGHTS_ONNX)},
+        "libraries": ultralytics_backend.library_versions(),
+        "evaluation": {},
+    }
+    write_card(staging, card)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(staging, target)
+    progress(f"model version {config.version} written to {target} in {train_seconds:.0f} s")
+    return target

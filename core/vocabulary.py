@@ -1,0 +1,81 @@
+"""The one vocabulary of Shadowline: automation levels, verdicts, roles and statuses.
+
+Every layer (database, routing policy, pages, CLI, tests) uses these enums; none spells the
+values as bare strings of its own. They are ``StrEnum``s so their values are what the database
+stores and what ``shadowline status --json`` prints.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class AutomationLevel(StrEnum):
+    """The rungs of the automation ladder, lowest first (see shared/DESIGN.md)."""
+
+    HUMAN_ONLY = "human_only"
+    SHADOW = "shadow"
+    ASSIST = "assist"
+    PARTIAL = "partial"
+    CANARY = "canary"
+    FULL = "full"
+
+    @property
+    def rank(self) -> int:
+        """Position on the ladder: 0 for human_only up to 5 for full."""
+        return list(AutomationLevel).index(self)
+
+    @property
+    def runs_model(self) -> bool:
+        """Whether the worker runs the detector at this level."""
+        return self is not AutomationLevel.HUMAN_ONLY
+
+
+class Verdict(StrEnum):
+    """The judgement on one phone."""
+
+    PASS = "pass"
+    REJECT = "reject"
+
+
+class DecidedBy(StrEnum):
+    """Who made a final decision; ``pending`` while a human has still to judge."""
+
+    MODEL = "model"
+    HUMAN = "human"
+    PENDING = "pending"
+
+
+class InspectionStatus(StrEnum):
+    """Where an inspection is in the worker's pipeline."""
+
+    QUEUED = "queued"
+    PROCESSING = "processing"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class Role(StrEnum):
+    """What a user may do in the app (shared/DESIGN.md, 'Who uses it')."""
+
+    SUPERVISOR = "supervisor"
+    ENGINEER = "engineer"
+    MANAGER = "manager"
+    ADMIN = "admin"
+
+
+class DefectClass(StrEnum):
+    """Detector classes, in class-id order (the model's ``names``)."""
+
+    SCRATCH = "scratch"
+    DENT = "dent"
+    CHIP = "chip"
+
+    @property
+    def class_id(self) -> int:
+        return list(DefectClass).index(self)
+
+    @classmethod
+    def names(cls) -> dict[int, str]:
+        """The ``{id: name}`` mapping written into YOLO data files."""
+        return {member.class_id: member.value for member in cls}

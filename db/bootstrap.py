@@ -1,0 +1,53 @@
+"""Open the database and bring an installation to a working state (``shadowline init``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from core.settings import Settings
+from db import audit
+from db.engine import Database
+from db.lines import add_line, list_lines, set_active_model
+from db.migrate import upgrade
+from db.registry import register_model_version
+
+DEFAULT_LINE = "line-1"
+
+
+def open_database(settings: Settings, *, migrate: bool = True) -> Database:
+    """The database of ``settings``, upgraded to the latest schema unless ``migrate`` is False."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    database = Database(settings.database_url)
+    if migrate:
+        upgrade(database.engine)
+    return database
+
+
+@dataclass(frozen=True)
+class InitReport:
+    model_version: str | None
+    model_problem: str | None
+    lines: list[str]
+
+
+def initialize(database: Database, settings: Settings) -> InitReport:
+    """Register the shipped model and create ``line-1`` (idempotent)."""
+    from core.detector.card import ModelError
+
+    model_id = None
+    model_version = None
+    problem = None
+    try:
+        with database.write() as session:
+            registered = register_model_version(session=session, model_dir=settings.shipped_model_dir, actor=audit.SYSTEM_ACTOR)
+            model_id, model_version = registered.id, registered.version
+    except ModelError as error:
+        problem = str(error)
+    with database.write() as session:
+        if not list_lines(session=session):
+            add_line(session=session, name=DEFAULT_LINE, actor=audit.SYSTEM_ACTOR, active_model_id=model_id)
+        for line in list_lines(session=session):
+            if line.active_model_id is None and model_id is not None:
+                set_active_model(session=session, line_id=line.id, model_id=model_id, actor=audit.SYSTEM_ACTOR, note="the shipped model")
+        lines = [line.name for line in list_lines(session=session)]
+    return InitReport(model_version, problem, lines)

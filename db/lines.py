@@ -1,0 +1,133 @@
+"""Lines and their settings (automation level, canary share, confidence band, blue/green models)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from core.routing import PolicySettings
+from core.vocabulary import AutomationLevel
+from db import audit
+from db.models import Line, LineSettings, ModelVersion, utcnow
+
+LINE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+class LineNotFoundError(LookupError):
+    """No line of that name."""
+
+
+@dataclass(frozen=True)
+class LineConfig:
+    """A line and its settings as plain data."""
+
+    id: int
+    name: str
+    level: AutomationLevel
+    policy: PolicySettings
+    active_model_id: int | None
+    active_model_version: str | None
+    candidate_model_id: int | None
+    candidate_model_version: str | None
+
+
+def add_line(*, session: Session, name: str, actor: str, active_model_id: int | None = None) -> int:
+    """Create a line (shadow mode, the given active model). Idempotent by name; returns its id."""
+    if not LINE_NAME.match(name):
+        raise ValueError(f"invalid line name {name!r}: use letters, digits, '.', '_' or '-' (at most 64)")
+    existing = session.scalar(select(Line).where(Line.name == name))
+    if existing is not None:
+        return existing.id
+    line = Line(name=name)
+    session.add(line)
+    session.flush()
+    session.add(LineSettings(line_id=line.id, level=AutomationLevel.SHADOW.value, active_model_id=active_model_id, updated_by=actor))
+    audit.record(
+        session=session,
+        actor=actor,
+        action="line.create",
+        entity="line",
+        entity_id=name,
+        after={"level": AutomationLevel.SHADOW.value, "active_model_id": active_model_id},
+    )
+    session.flush()
+    return line.id
+
+
+def _config(line: Line, settings: LineSettings, decision_threshold: float) -> LineConfig:
+    return LineConfig(
+        id=line.id,
+        name=line.name,
+        level=AutomationLevel(settings.level),
+        policy=PolicySettings(
+            confidence_low=settings.confidence_low,
+            confidence_high=settings.confidence_high,
+            decision_threshold=decision_threshold,
+            canary_share=settings.canary_share,
+            audit_share=settings.audit_share,
+        ),
+        active_model_id=settings.active_model_id,
+        active_model_version=settings.active_model.version if settings.active_model else None,
+        candidate_model_id=settings.candidate_model_id,
+        candidate_model_version=settings.candidate_model.version if settings.candidate_model else None,
+    )
+
+
+def _threshold(model: ModelVersion | None) -> float:
+    from core.detector.adapter import DEFAULT_DECISION_THRESHOLD
+
+    if model is None:
+        return DEFAULT_DECISION_THRESHOLD
+    return float(model.card.get("decision_threshold", DEFAULT_DECISION_THRESHOLD))
+
+
+def list_lines(*, session: Session) -> list[LineConfig]:
+    """Every line with its settings, by name."""
+    rows = session.execute(select(Line, LineSettings).join(LineSettings, LineSettings.line_id == Line.id).order_by(Line.name)).all()
+    return [_config(line, settings, _threshold(settings.active_model)) for line, settings in rows]
+
+
+def get_line(*, session: Session, name: str) -> LineConfig:
+    for config in list_lines(session=session):
+        if config.name == name:
+            return config
+    names = [c.name for c in list_lines(session=session)]
+    raise LineNotFoundError(f"no line named {name!r}; lines: {', '.join(names) or 'none (run shadowline init)'}")
+
+
+def set_level(*, session: Session, line_id: int, level: AutomationLevel, actor: str, note: str | None = None) -> None:
+    """Change a line's automation level (callers check who may) and audit it."""
+    settings = session.get(LineSettings, line_id)
+    if settings is None:
+        raise LineNotFoundError(f"no line with id {line_id}")
+    before = settings.level
+    settings.level = level.value
+    settings.updated_at = utcnow()
+    settings.updated_by = actor
+    audit.record(
+        session=session, actor=actor, action="line.level", entity="line", entity_id=line_id, before={"level": before}, after={"level": level.value}, note=note
+    )
+
+
+def set_active_model(*, session: Session, line_id: int, model_id: int | None, actor: str, note: str | None = None) -> None:
+    """Make ``model_id`` the line's active (blue) model and audit it."""
+    settings = session.get(LineSettings, line_id)
+    if settings is None:
+        raise LineNotFoundError(f"no line with id {line_id}")
+    before = settings.active_model_id
+    settings.active_model_id = model_id
+    settings.updated_at = utcnow()
+    settings.updated_by = actor
+    audit.record(
+        session=session,
+        actor=actor,
+        action="line.active_model",
+        entity="line",
+        entity_id=line_id,
+        before={"active_model_id": before},
+        after={"active_model_id": model_id},
+        note=note,
+    )

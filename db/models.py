@@ -1,0 +1,305 @@
+"""SQLAlchemy 2.x models: the tables of Shadowline.
+
+How a phone moves through them: ``inspections`` (queued by ingest, claimed by a worker) ->
+``image_metrics`` and ``predictions`` (written by the worker) -> ``routings`` (who judges it, and
+why) -> ``review_tasks`` and ``human_decisions`` when a person must judge -> ``final_decisions``
+(exactly one per phone, inserted once, never edited). ``audit_log`` is append-only: the
+migration installs triggers that refuse UPDATE and DELETE on it.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from core.vocabulary import AutomationLevel, DecidedBy, InspectionStatus, Role, Verdict
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stores naive UTC, returns aware UTC: SQLite keeps no zone, PostgreSQL gets the same values."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column; use datetime.now(UTC)")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return value.replace(tzinfo=UTC) if value is not None else None
+
+
+def _enum_check(column: str, enum: type) -> CheckConstraint:
+    values = ", ".join(f"'{member.value}'" for member in enum)
+    return CheckConstraint(f"{column} IN ({values})", name=f"ck_{column}_valid")
+
+
+class Base(DeclarativeBase):
+    type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UTCDateTime, dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class Line(Base):
+    """A production line with one camera; its settings say how far automation goes."""
+
+    __tablename__ = "lines"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    settings: Mapped[LineSettings] = relationship(back_populates="line", uselist=False)
+
+
+class ModelVersion(Base):
+    """A registered detector version: a folder under models/ with its card and weights hashes."""
+
+    __tablename__ = "model_versions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    version: Mapped[str] = mapped_column(String(64), unique=True)
+    path: Mapped[str] = mapped_column(Text)
+    onnx_sha256: Mapped[str | None] = mapped_column(String(64))
+    pt_sha256: Mapped[str | None] = mapped_column(String(64))
+    card: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    registered_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class LineSettings(Base):
+    """Per-line policy: automation level, canary share, confidence band, blue/green models."""
+
+    __tablename__ = "line_settings"
+    __table_args__ = (
+        _enum_check("level", AutomationLevel),
+        CheckConstraint("canary_share >= 0 AND canary_share <= 1", name="ck_canary_share"),
+        CheckConstraint("audit_share >= 0 AND audit_share <= 1", name="ck_audit_share"),
+        CheckConstraint("confidence_low <= confidence_high", name="ck_confidence_band"),
+    )
+
+    line_id: Mapped[int] = mapped_column(ForeignKey("lines.id"), primary_key=True)
+    level: Mapped[str] = mapped_column(String(16), default=AutomationLevel.SHADOW.value)
+    canary_share: Mapped[float] = mapped_column(Float, default=0.05)
+    audit_share: Mapped[float] = mapped_column(Float, default=0.02)
+    confidence_low: Mapped[float] = mapped_column(Float, default=0.15)
+    confidence_high: Mapped[float] = mapped_column(Float, default=0.6)
+    active_model_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
+    candidate_model_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_by: Mapped[str] = mapped_column(String(64), default="system")
+
+    line: Mapped[Line] = relationship(back_populates="settings")
+    active_model: Mapped[ModelVersion | None] = relationship(foreign_keys=[active_model_id])
+    candidate_model: Mapped[ModelVersion | None] = relationship(foreign_keys=[candidate_model_id])
+
+
+class Inspection(Base):
+    """One photographed phone and its way through the worker."""
+
+    __tablename__ = "inspections"
+    __table_args__ = (
+        _enum_check("status", InspectionStatus),
+        Index("ix_inspections_claim", "status", "lease_expires_at", "id"),
+        Index("ix_inspections_line_captured", "line_id", "captured_at"),
+        Index("ix_inspections_line_status", "line_id", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    serial: Mapped[str] = mapped_column(String(64), index=True)
+    line_id: Mapped[int] = mapped_column(ForeignKey("lines.id"))
+    captured_at: Mapped[datetime] = mapped_column(default=utcnow)
+    image_path: Mapped[str] = mapped_column(Text)
+    image_sha256: Mapped[str | None] = mapped_column(String(64))
+    source: Mapped[str] = mapped_column(String(16))  # simulator | ingest | watch
+    status: Mapped[str] = mapped_column(String(16), default=InspectionStatus.QUEUED.value)
+    error: Mapped[str | None] = mapped_column(Text)
+    claimed_by: Mapped[str | None] = mapped_column(String(64))
+    lease_expires_at: Mapped[datetime | None] = mapped_column()
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    processed_at: Mapped[datetime | None] = mapped_column()
+    # Only for simulated phones: the generator's truth, so a simulated inspector can answer and
+    # evaluations can be checked. Never shown to the model.
+    scenario: Mapped[str | None] = mapped_column(String(32))
+    truth: Mapped[dict[str, Any] | None] = mapped_column()
+
+    line: Mapped[Line] = relationship()
+
+
+class ImageMetrics(Base):
+    """Input metrics of one image, the raw material of data-drift monitoring."""
+
+    __tablename__ = "image_metrics"
+
+    inspection_id: Mapped[int] = mapped_column(ForeignKey("inspections.id"), primary_key=True)
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    brightness: Mapped[float] = mapped_column(Float)
+    contrast: Mapped[float] = mapped_column(Float)
+    sharpness: Mapped[float] = mapped_column(Float)
+    colourfulness: Mapped[float] = mapped_column(Float)
+    mean_b: Mapped[float] = mapped_column(Float)
+    mean_g: Mapped[float] = mapped_column(Float)
+    mean_r: Mapped[float] = mapped_column(Float)
+
+
+class Prediction(Base):
+    """One model's output on one phone; a candidate (green) model writes its own row beside blue."""
+
+    __tablename__ = "predictions"
+    __table_args__ = (
+        UniqueConstraint("inspection_id", "model_version_id", name="uq_prediction_per_model"),
+        _enum_check("verdict", Verdict),
+        Index("ix_predictions_model_created", "model_version_id", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    inspection_id: Mapped[int] = mapped_column(ForeignKey("inspections.id"), index=True)
+    model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
+    is_candidate: Mapped[bool] = mapped_column(Boolean, default=False)
+    boxes: Mapped[list[Any]] = mapped_column(default=list)
+    max_confidence: Mapped[float] = mapped_column(Float)
+    verdict: Mapped[str] = mapped_column(String(8))
+    latency_ms: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    model_version: Mapped[ModelVersion] = relationship()
+
+
+class Routing(Base):
+    """Who judges a phone and why: the routing policy's answer at the line's level."""
+
+    __tablename__ = "routings"
+    __table_args__ = (_enum_check("level", AutomationLevel),)
+
+    inspection_id: Mapped[int] = mapped_column(ForeignKey("inspections.id"), primary_key=True)
+    level: Mapped[str] = mapped_column(String(16))
+    decider: Mapped[str] = mapped_column(String(16))  # model | human
+    rule: Mapped[str] = mapped_column(String(64))
+    reason: Mapped[str] = mapped_column(Text)
+    show_model_boxes: Mapped[bool] = mapped_column(Boolean, default=False)
+    audit: Mapped[bool] = mapped_column(Boolean, default=False)
+    model_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
+    routed_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ReviewTask(Base):
+    """A phone waiting for a person: claimed by one reviewer at a time, with a lease."""
+
+    __tablename__ = "review_tasks"
+    __table_args__ = (Index("ix_review_tasks_open", "line_id", "status", "created_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    inspection_id: Mapped[int] = mapped_column(ForeignKey("inspections.id"), unique=True)
+    line_id: Mapped[int] = mapped_column(ForeignKey("lines.id"))
+    kind: Mapped[str] = mapped_column(String(16))  # decide | audit
+    show_model_boxes: Mapped[bool] = mapped_column(Boolean, default=False)
+    status: Mapped[str] = mapped_column(String(16), default="open")  # open | claimed | done
+    claimed_by: Mapped[str | None] = mapped_column(String(64))
+    claim_expires_at: Mapped[datetime | None] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    done_at: Mapped[datetime | None] = mapped_column()
+
+
+class HumanDecision(Base):
+    """A person's (or the clearly marked simulated inspector's) verdict on one phone."""
+
+    __tablename__ = "human_decisions"
+    __table_args__ = (_enum_check("verdict", Verdict),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    inspection_id: Mapped[int] = mapped_column(ForeignKey("inspections.id"), index=True)
+    task_id: Mapped[int | None] = mapped_column(ForeignKey("review_tasks.id"))
+    user_name: Mapped[str] = mapped_column(String(64))
+    is_simulated: Mapped[bool] = mapped_column(Boolean, default=False)
+    verdict: Mapped[str] = mapped_column(String(8))
+    saw_model_boxes: Mapped[bool] = mapped_column(Boolean)
+    seconds_taken: Mapped[float | None] = mapped_column(Float)
+    decided_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class FinalDecision(Base):
+    """The one verdict a phone leaves the line with. Inserted once; its primary key forbids a second."""
+
+    __tablename__ = "final_decisions"
+    __table_args__ = (
+        _enum_check("verdict", Verdict),
+        _enum_check("decided_by", DecidedBy),
+        Index("ix_final_decisions_decided_at", "decided_at"),
+    )
+
+    inspection_id: Mapped[int] = mapped_column(ForeignKey("inspections.id"), primary_key=True)
+    verdict: Mapped[str] = mapped_column(String(8))
+    decided_by: Mapped[str] = mapped_column(String(8))
+    level: Mapped[str] = mapped_column(String(16))
+    rule: Mapped[str] = mapped_column(String(64))
+    model_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
+    human_decision_id: Mapped[int | None] = mapped_column(ForeignKey("human_decisions.id"))
+    decided_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class User(Base):
+    """A person who signs in, with one role."""
+
+    __tablename__ = "users"
+    __table_args__ = (_enum_check("role", Role),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    password_hash: Mapped[str | None] = mapped_column(Text)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AuditEntry(Base):
+    """Append-only record of every state change: who, when, what, before and after."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_log_at", "at"), Index("ix_audit_log_entity", "entity", "entity_id"))
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    actor: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(64))
+    entity: Mapped[str] = mapped_column(String(32))
+    entity_id: Mapped[str | None] = mapped_column(String(64))
+    before: Mapped[dict[str, Any] | None] = mapped_column()
+    after: Mapped[dict[str, Any] | None] = mapped_column()
+    note: Mapped[str | None] = mapped_column(Text)
+
+
+class WorkerHeartbeat(Base):
+    """The last sign of life of each worker process."""
+
+    __tablename__ = "worker_heartbeats"
+
+    worker_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    hostname: Mapped[str] = mapped_column(String(128))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    beat_at: Mapped[datetime] = mapped_column(default=utcnow)
+    processed: Mapped[int] = mapped_column(Integer, default=0)
+    state: Mapped[str] = mapped_column(String(16), default="running")  # running | stopped
+    model_status: Mapped[str] = mapped_column(Text, default="")

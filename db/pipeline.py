@@ -1,0 +1,213 @@
+"""Queries of the inspection pipeline: queue a phone, claim a batch, record what the worker found.
+
+Functions take ``*, session`` and never commit: the caller's unit of work does
+(``with database.write() as session``). A worker's result is written only while it still holds
+the inspection's lease; a worker whose lease expired (it was killed or stalled, and another
+worker reclaimed the phone) gets :class:`LeaseLostError` and its unit of work rolls back. The
+primary key of ``final_decisions`` makes a second final decision for a phone impossible.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.orm import Session
+
+from core.image_metrics import InputMetrics
+from core.routing import Decider, RoutingDecision
+from core.vocabulary import AutomationLevel, DecidedBy, InspectionStatus, Verdict
+from db.models import FinalDecision, ImageMetrics, Inspection, Prediction, ReviewTask, Routing, utcnow
+
+#: After this many claims a phone that keeps killing workers is failed and sent to a person.
+MAX_ATTEMPTS = 3
+
+
+class LeaseLostError(RuntimeError):
+    """The worker no longer holds the inspection: another worker reclaimed it."""
+
+
+@dataclass(frozen=True)
+class ClaimedInspection:
+    """A queued phone a worker now holds."""
+
+    id: int
+    serial: str
+    line_id: int
+    image_path: str
+    attempts: int
+
+
+@dataclass(frozen=True)
+class PredictionRecord:
+    """One model's output on a phone, ready to store."""
+
+    model_version_id: int
+    is_candidate: bool
+    boxes: list[dict[str, Any]]
+    max_confidence: float
+    verdict: Verdict
+    latency_ms: float
+
+
+def queue_inspection(
+    *,
+    session: Session,
+    line_id: int,
+    serial: str,
+    image_path: str,
+    image_sha256: str | None,
+    source: str,
+    captured_at: datetime | None = None,
+    scenario: str | None = None,
+    truth: dict[str, Any] | None = None,
+) -> int:
+    """Queue one phone for the worker; returns the inspection id."""
+    inspection = Inspection(
+        line_id=line_id,
+        serial=serial,
+        image_path=image_path,
+        image_sha256=image_sha256,
+        source=source,
+        captured_at=captured_at or utcnow(),
+        status=InspectionStatus.QUEUED.value,
+        scenario=scenario,
+        truth=truth,
+    )
+    session.add(inspection)
+    session.flush()
+    return inspection.id
+
+
+def claim_batch(*, session: Session, worker_id: str, limit: int, lease_seconds: float, now: datetime | None = None) -> list[ClaimedInspection]:
+    """Atomically claim up to ``limit`` phones: queued ones, and processing ones whose lease expired.
+
+    One UPDATE ... RETURNING statement: two workers can never claim the same phone.
+    """
+    now = now or utcnow()
+    claimable = (
+        select(Inspection.id)
+        .where(
+            or_(
+                Inspection.status == InspectionStatus.QUEUED.value,
+                and_(Inspection.status == InspectionStatus.PROCESSING.value, Inspection.lease_expires_at < now),
+            )
+        )
+        .order_by(Inspection.id)
+        .limit(limit)
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        claimable = claimable.with_for_update(skip_locked=True)
+    rows = session.execute(
+        update(Inspection)
+        .where(Inspection.id.in_(claimable.scalar_subquery()))
+        .values(
+            status=InspectionStatus.PROCESSING.value,
+            claimed_by=worker_id,
+            lease_expires_at=now + timedelta(seconds=lease_seconds),
+            attempts=Inspection.attempts + 1,
+        )
+        .returning(Inspection.id, Inspection.serial, Inspection.line_id, Inspection.image_path, Inspection.attempts)
+        .execution_options(synchronize_session=False)
+    ).all()
+    return sorted((ClaimedInspection(*row) for row in rows), key=lambda c: c.id)
+
+
+def _hold_lease(session: Session, inspection_id: int, worker_id: str, status: InspectionStatus, error: str | None) -> None:
+    changed = session.execute(
+        update(Inspection)
+        .where(
+            Inspection.id == inspection_id,
+            Inspection.claimed_by == worker_id,
+            Inspection.status == InspectionStatus.PROCESSING.value,
+        )
+        .values(status=status.value, error=error, processed_at=utcnow(), lease_expires_at=None)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if changed != 1:
+        raise LeaseLostError(f"inspection {inspection_id} is no longer held by {worker_id}")
+
+
+def record_result(
+    *,
+    session: Session,
+    inspection_id: int,
+    line_id: int,
+    worker_id: str,
+    level: AutomationLevel,
+    routing: RoutingDecision,
+    metrics: InputMetrics | None,
+    predictions: list[PredictionRecord],
+    routed_model_id: int | None,
+    error: str | None = None,
+) -> None:
+    """Write everything the worker found about one phone, in the caller's one transaction.
+
+    Marks the inspection done (or failed, with ``error``), stores the metrics and predictions,
+    the routing, the final decision when the model decides, and a review task when a person must
+    judge or audit.
+
+    Raises:
+        LeaseLostError: The worker no longer holds the inspection; nothing must be committed.
+    """
+    _hold_lease(session, inspection_id, worker_id, InspectionStatus.FAILED if error else InspectionStatus.DONE, error)
+    if metrics is not None:
+        session.add(ImageMetrics(inspection_id=inspection_id, **metrics.as_dict()))
+    for p in predictions:
+        session.add(
+            Prediction(
+                inspection_id=inspection_id,
+                model_version_id=p.model_version_id,
+                is_candidate=p.is_candidate,
+                boxes=p.boxes,
+                max_confidence=p.max_confidence,
+                verdict=p.verdict.value,
+                latency_ms=p.latency_ms,
+            )
+        )
+    session.add(
+        Routing(
+            inspection_id=inspection_id,
+            level=level.value,
+            decider=routing.decider.value,
+            rule=routing.rule,
+            reason=routing.reason,
+            show_model_boxes=routing.show_model_boxes,
+            audit=routing.audit,
+            model_version_id=routed_model_id,
+        )
+    )
+    if routing.decider is Decider.MODEL:
+        assert routing.model_verdict is not None, "a model decision carries its verdict"
+        session.add(
+            FinalDecision(
+                inspection_id=inspection_id,
+                verdict=routing.model_verdict.value,
+                decided_by=DecidedBy.MODEL.value,
+                level=level.value,
+                rule=routing.rule,
+                model_version_id=routed_model_id,
+            )
+        )
+    if routing.needs_human:
+        session.add(
+            ReviewTask(
+                inspection_id=inspection_id,
+                line_id=line_id,
+                kind="audit" if routing.decider is Decider.MODEL else "decide",
+                show_model_boxes=routing.show_model_boxes,
+            )
+        )
+    session.flush()
+
+
+def queue_depth(*, session: Session, line_id: int | None = None) -> int:
+    """Phones waiting for the worker (queued or being processed)."""
+    from sqlalchemy import func
+
+    query = select(func.count()).select_from(Inspection).where(Inspection.status.in_([InspectionStatus.QUEUED.value, InspectionStatus.PROCESSING.value]))
+    if line_id is not None:
+        query = query.where(Inspection.line_id == line_id)
+    return int(session.scalar(query) or 0)

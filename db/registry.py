@@ -1,0 +1,67 @@
+"""The model registry: versions found in models/ (and later from retraining), with their hashes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from core.detector.card import WEIGHTS_ONNX, WEIGHTS_PT, ModelIntegrityError, read_card, sha256_file
+from db import audit
+from db.models import ModelVersion
+
+
+@dataclass(frozen=True)
+class RegisteredModel:
+    id: int
+    version: str
+    path: str
+    onnx_sha256: str | None
+
+
+def register_model_version(*, session: Session, model_dir: Path, actor: str) -> RegisteredModel:
+    """Register the version in ``model_dir`` after checking its weights against its card.
+
+    Idempotent: a version already registered is returned as it is (its recorded hashes stay
+    the reference that the worker checks the files against).
+    """
+    card = read_card(model_dir)
+    existing = session.scalar(select(ModelVersion).where(ModelVersion.version == card["version"]))
+    if existing is not None:
+        return RegisteredModel(existing.id, existing.version, existing.path, existing.onnx_sha256)
+    hashes: dict[str, str | None] = {}
+    for name in (WEIGHTS_ONNX, WEIGHTS_PT):
+        path = Path(model_dir) / name
+        vouched = card["weights"].get(name, {}).get("sha256")
+        if path.is_file():
+            actual = sha256_file(path)
+            if actual != vouched:
+                raise ModelIntegrityError(f"{path} does not match its card (sha256 {actual[:12]}... vs {str(vouched)[:12]}...): not registering it")
+            hashes[name] = actual
+        else:
+            hashes[name] = None
+    model = ModelVersion(
+        version=str(card["version"]),
+        path=str(Path(model_dir).resolve()),
+        onnx_sha256=hashes[WEIGHTS_ONNX],
+        pt_sha256=hashes[WEIGHTS_PT],
+        card=card,
+    )
+    session.add(model)
+    session.flush()
+    audit.record(
+        session=session,
+        actor=actor,
+        action="model.register",
+        entity="model",
+        entity_id=model.version,
+        after={"path": model.path, "onnx_sha256": model.onnx_sha256, "pt_sha256": model.pt_sha256},
+    )
+    return RegisteredModel(model.id, model.version, model.path, model.onnx_sha256)
+
+
+def get_model(*, session: Session, model_id: int) -> RegisteredModel | None:
+    model = session.get(ModelVersion, model_id)
+    return RegisteredModel(model.id, model.version, model.path, model.onnx_sha256) if model else None

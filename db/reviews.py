@@ -1,0 +1,142 @@
+"""Phones waiting for a person: claim one (one reviewer at a time), record the human verdict.
+
+A ``decide`` task's verdict becomes the phone's final decision; an ``audit`` task's verdict is
+kept beside the model's final decision (an override when they differ), never replacing it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.orm import Session
+
+from core.vocabulary import DecidedBy, Verdict
+from db.models import FinalDecision, HumanDecision, Inspection, ReviewTask, Routing, utcnow
+
+CLAIM_SECONDS = 120.0
+
+
+class TaskNotHeldError(RuntimeError):
+    """The task is done, or claimed by someone else."""
+
+
+@dataclass(frozen=True)
+class ReviewItem:
+    """A claimed task with what the reviewer may see."""
+
+    task_id: int
+    inspection_id: int
+    line_id: int
+    serial: str
+    image_path: str
+    kind: str
+    show_model_boxes: bool
+    rule: str
+    captured_at: datetime
+    truth: dict[str, Any] | None
+
+
+def claim_next_task(
+    *,
+    session: Session,
+    reviewer: str,
+    line_id: int | None = None,
+    claim_seconds: float = CLAIM_SECONDS,
+    only_simulated: bool = False,
+    now: datetime | None = None,
+) -> ReviewItem | None:
+    """Claim the oldest open task (or one whose claim expired), atomically; None when there is none."""
+    now = now or utcnow()
+    candidates = select(ReviewTask.id).where(or_(ReviewTask.status == "open", and_(ReviewTask.status == "claimed", ReviewTask.claim_expires_at < now)))
+    if line_id is not None:
+        candidates = candidates.where(ReviewTask.line_id == line_id)
+    if only_simulated:
+        candidates = candidates.join(Inspection, Inspection.id == ReviewTask.inspection_id).where(Inspection.truth.is_not(None))
+    candidates = candidates.order_by(ReviewTask.created_at, ReviewTask.id).limit(1)
+    task_id = session.execute(
+        update(ReviewTask)
+        .where(ReviewTask.id.in_(candidates.scalar_subquery()))
+        .values(status="claimed", claimed_by=reviewer, claim_expires_at=now + timedelta(seconds=claim_seconds))
+        .returning(ReviewTask.id)
+        .execution_options(synchronize_session=False)
+    ).scalar()
+    if task_id is None:
+        return None
+    task, inspection, routing = session.execute(
+        select(ReviewTask, Inspection, Routing)
+        .join(Inspection, Inspection.id == ReviewTask.inspection_id)
+        .join(Routing, Routing.inspection_id == Inspection.id)
+        .where(ReviewTask.id == task_id)
+    ).one()
+    return ReviewItem(
+        task_id=task.id,
+        inspection_id=inspection.id,
+        line_id=inspection.line_id,
+        serial=inspection.serial,
+        image_path=inspection.image_path,
+        kind=task.kind,
+        show_model_boxes=task.show_model_boxes,
+        rule=routing.rule,
+        captured_at=inspection.captured_at,
+        truth=inspection.truth,
+    )
+
+
+def record_human_decision(
+    *,
+    session: Session,
+    task_id: int,
+    reviewer: str,
+    verdict: Verdict,
+    is_simulated: bool = False,
+    seconds_taken: float | None = None,
+) -> int:
+    """Record ``reviewer``'s verdict on a task they hold; returns the human decision id.
+
+    Raises:
+        TaskNotHeldError: The task is done already, or claimed by another reviewer.
+    """
+    task = session.get(ReviewTask, task_id)
+    if task is None or task.status != "claimed" or task.claimed_by != reviewer:
+        raise TaskNotHeldError(f"review task {task_id} is not held by {reviewer}: it was decided or taken by someone else")
+    routing = session.get(Routing, task.inspection_id)
+    decision = HumanDecision(
+        inspection_id=task.inspection_id,
+        task_id=task.id,
+        user_name=reviewer,
+        is_simulated=is_simulated,
+        verdict=verdict.value,
+        saw_model_boxes=task.show_model_boxes,
+        seconds_taken=seconds_taken,
+    )
+    session.add(decision)
+    session.flush()
+    task.status = "done"
+    task.done_at = utcnow()
+    if task.kind == "decide":
+        session.add(
+            FinalDecision(
+                inspection_id=task.inspection_id,
+                verdict=verdict.value,
+                decided_by=DecidedBy.HUMAN.value,
+                level=routing.level if routing else "unknown",
+                rule=routing.rule if routing else "unknown",
+                model_version_id=routing.model_version_id if routing else None,
+                human_decision_id=decision.id,
+            )
+        )
+    session.flush()
+    return decision.id
+
+
+def release_task(*, session: Session, task_id: int, reviewer: str) -> None:
+    """Give a claimed task back to the queue (e.g. a reviewer skips it)."""
+    session.execute(
+        update(ReviewTask)
+        .where(ReviewTask.id == task_id, ReviewTask.claimed_by == reviewer, ReviewTask.status == "claimed")
+        .values(status="open", claimed_by=None, claim_expires_at=None)
+        .execution_options(synchronize_session=False)
+    )

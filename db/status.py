@@ -1,0 +1,87 @@
+"""The state of each line at a glance: what ``shadowline status`` prints and the Live line page shows."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from core.vocabulary import DecidedBy, InspectionStatus, Verdict
+from db.heartbeats import worker_states
+from db.lines import list_lines
+from db.models import FinalDecision, Inspection, ReviewTask, utcnow
+
+
+@dataclass(frozen=True)
+class LineStatus:
+    line: str
+    level: str
+    queue_depth: int
+    counts: dict[str, int]
+    verdicts: dict[str, int]
+    decided_by: dict[str, int]
+    open_review_tasks: int
+    phones_per_min: float
+    worker_heartbeat_age_s: float | None
+    worker_alive: bool
+    model_status: str
+    active_model: str | None
+    candidate_model: str | None
+    alarms: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def line_statuses(*, session: Session, now: datetime | None = None) -> list[LineStatus]:
+    """Status of every line."""
+    now = now or utcnow()
+    workers = worker_states(session=session, now=now)
+    alive = [w for w in workers if w.alive]
+    heartbeat_age = min((w.age_s for w in workers), default=None)
+    model_status = "; ".join(sorted({w.model_status for w in alive})) if alive else "no worker running"
+
+    by_status = dict.fromkeys((s.value for s in InspectionStatus), 0)
+    statuses: list[LineStatus] = []
+    for line in list_lines(session=session):
+        counts = dict(by_status)
+        for status, n in session.execute(select(Inspection.status, func.count()).where(Inspection.line_id == line.id).group_by(Inspection.status)):
+            counts[status] = n
+        verdicts = dict.fromkeys((v.value for v in Verdict), 0)
+        decided = dict.fromkeys((d.value for d in DecidedBy), 0)
+        finals = session.execute(
+            select(FinalDecision.verdict, FinalDecision.decided_by, func.count())
+            .join(Inspection, Inspection.id == FinalDecision.inspection_id)
+            .where(Inspection.line_id == line.id)
+            .group_by(FinalDecision.verdict, FinalDecision.decided_by)
+        )
+        for verdict, decided_by, n in finals:
+            verdicts[verdict] += n
+            decided[decided_by] += n
+        finished = counts[InspectionStatus.DONE.value] + counts[InspectionStatus.FAILED.value]
+        decided[DecidedBy.PENDING.value] = finished - decided[DecidedBy.MODEL.value] - decided[DecidedBy.HUMAN.value]
+        recent = session.scalar(
+            select(func.count()).select_from(Inspection).where(Inspection.line_id == line.id, Inspection.processed_at >= now - timedelta(seconds=60))
+        )
+        open_tasks = session.scalar(select(func.count()).select_from(ReviewTask).where(ReviewTask.line_id == line.id, ReviewTask.status != "done"))
+        statuses.append(
+            LineStatus(
+                line=line.name,
+                level=line.level.value,
+                queue_depth=counts[InspectionStatus.QUEUED.value] + counts[InspectionStatus.PROCESSING.value],
+                counts=counts,
+                verdicts=verdicts,
+                decided_by=decided,
+                open_review_tasks=int(open_tasks or 0),
+                phones_per_min=float(recent or 0),
+                worker_heartbeat_age_s=None if heartbeat_age is None else round(heartbeat_age, 1),
+                worker_alive=bool(alive),
+                model_status=model_status,
+                active_model=line.active_model_version,
+                candidate_model=line.candidate_model_version,
+            )
+        )
+    return statuses
