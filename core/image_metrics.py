@@ -62,7 +62,8 @@ def compute_input_metrics(image_bgr: np.ndarray) -> InputMetrics:
         height=int(height),
         brightness=float(grey.mean()),
         contrast=float(grey.std()),
-        sharpness=float(cv2.Laplacian(grey, cv2.CV_64F).var()),
+        # Smoothed first so sensor noise does not read as detail: blur must lower the score.
+        sharpness=float(cv2.Laplacian(cv2.GaussianBlur(grey, (5, 5), 1.0), cv2.CV_64F).var()),
         colourfulness=colourfulness,
         mean_b=float(b.mean()),
         mean_g=float(g.mean()),

@@ -1,0 +1,39 @@
+"""Shared drawing helpers: images with the model's boxes, times in the plant's zone."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import cv2
+import numpy as np
+import streamlit as st
+
+from core.imaging import InvalidImageError, read_image
+
+BOX_COLOURS = {"scratch": (0, 0, 255), "dent": (0, 165, 255), "chip": (255, 0, 255)}
+
+
+@st.cache_data(ttl=300, max_entries=256, show_spinner=False)
+def annotated_image(path: str, boxes: tuple[tuple[Any, ...], ...]) -> np.ndarray | None:
+    """The stored image as RGB with ``(x1, y1, x2, y2, confidence, class_name)`` boxes drawn; None if unreadable."""
+    try:
+        image = read_image(Path(path))
+    except InvalidImageError:
+        return None
+    thickness = max(2, image.shape[1] // 300)
+    for x1, y1, x2, y2, confidence, name in boxes:
+        colour = BOX_COLOURS.get(name, (0, 255, 255))
+        cv2.rectangle(image, (int(x1), int(y1)), (int(x2), int(y2)), colour, thickness)
+        cv2.putText(image, f"{name} {confidence:.2f}", (int(x1), max(12, int(y1) - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.45, colour, 1, cv2.LINE_AA)
+    return np.ascontiguousarray(image[..., ::-1])
+
+
+def box_tuples(boxes: list[dict[str, Any]]) -> tuple[tuple[Any, ...], ...]:
+    return tuple((b["x1"], b["y1"], b["x2"], b["y2"], b["confidence"], b["class_name"]) for b in boxes)
+
+
+def local_time(moment: datetime, timezone: str) -> str:
+    return moment.astimezone(ZoneInfo(timezone)).strftime("%H:%M:%S")

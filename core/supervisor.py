@@ -1,0 +1,89 @@
+"""``shadowline up``: the whole product on one machine, for a first look or a small plant.
+
+Initialises the database, then runs three child processes: the worker, a simulated line, and
+the Streamlit app. A worker that dies is restarted (its unfinished phones are reclaimed when
+their leases expire); if the app dies, or on Ctrl-C / SIGTERM, everything is stopped.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+
+from core.settings import PROJECT_ROOT, get_settings
+
+APP_ENTRYPOINT = PROJECT_ROOT / "app" / "main.py"
+RESTART_PAUSE_SECONDS = 2.0
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "core.cli", *args]
+
+
+def run_product(*, port: int = 8501, scenario: str = "normal", rate: float = 2.0, simulate: bool = True, address: str = "0.0.0.0") -> int:
+    """Run until interrupted; returns the exit code."""
+    from db.bootstrap import initialize, open_database
+
+    settings = get_settings()
+    database = open_database(settings)
+    report = initialize(database, settings)
+    database.dispose()
+    if report.model_problem:
+        print(f"warning: {report.model_problem}; phones will be routed to people", file=sys.stderr)
+    print(f"Shadowline: database {settings.database_url}, model {report.model_version}, lines {', '.join(report.lines)}")
+
+    commands = {
+        "worker": _cli("worker"),
+        "app": [
+            sys.executable, "-m", "streamlit", "run", str(APP_ENTRYPOINT),
+            "--server.port", str(port), "--server.address", address, "--server.headless", "true",
+            "--browser.gatherUsageStats", "false",
+        ],
+    }
+    if simulate:
+        commands["simulator"] = _cli("simulate", "--scenario", scenario, "--rate", str(rate), "--quiet")
+    children: dict[str, subprocess.Popen[bytes]] = {}
+    stopping = False
+
+    def _stop(signum: int, _frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    for name, command in commands.items():
+        children[name] = subprocess.Popen(command, cwd=Path(PROJECT_ROOT))
+    print(f"Open http://localhost:{port} (Ctrl-C stops everything)", flush=True)
+    code = 0
+    try:
+        while not stopping:
+            time.sleep(0.5)
+            for name, child in list(children.items()):
+                status = child.poll()
+                if status is None:
+                    continue
+                if name == "app":
+                    print(f"the app exited with {status}; stopping", file=sys.stderr)
+                    code = status or 1
+                    stopping = True
+                    break
+                if name == "simulator" and status == 0:
+                    del children[name]
+                    continue
+                print(f"{name} exited with {status}; restarting it in {RESTART_PAUSE_SECONDS:.0f} s", file=sys.stderr, flush=True)
+                time.sleep(RESTART_PAUSE_SECONDS)
+                children[name] = subprocess.Popen(commands[name], cwd=Path(PROJECT_ROOT))
+    finally:
+        for child in children.values():
+            if child.poll() is None:
+                child.terminate()
+        for child in children.values():
+            try:
+                child.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                child.kill()
+    return code

@@ -1,0 +1,70 @@
+"""What the Live line page shows: the latest phones of a line with prediction and decision."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, select
+from sqlalchemy.orm import Session
+
+from db.models import FinalDecision, Inspection, Prediction, Routing
+
+
+@dataclass(frozen=True)
+class PhoneRow:
+    """One phone as the control room sees it.
+
+    ``boxes`` are the active model's boxes, and only when they may be shown: once the phone has a
+    final decision (comparison after the fact), or when its routing lets people see them. In
+    shadow mode nobody sees the model's opinion before judging.
+    """
+
+    inspection_id: int
+    serial: str
+    captured_at: datetime
+    status: str
+    error: str | None
+    image_path: str
+    boxes: list[dict[str, Any]]
+    max_confidence: float | None
+    model_verdict: str | None
+    verdict: str | None
+    decided_by: str | None
+    rule: str | None
+    level: str | None
+
+
+def latest_phones(*, session: Session, line_id: int, limit: int = 12) -> list[PhoneRow]:
+    """The ``limit`` most recently captured phones of a line, newest first."""
+    rows = session.execute(
+        select(Inspection, Prediction, Routing, FinalDecision)
+        .outerjoin(Prediction, and_(Prediction.inspection_id == Inspection.id, Prediction.is_candidate.is_(False)))
+        .outerjoin(Routing, Routing.inspection_id == Inspection.id)
+        .outerjoin(FinalDecision, FinalDecision.inspection_id == Inspection.id)
+        .where(Inspection.line_id == line_id)
+        .order_by(Inspection.id.desc())
+        .limit(limit)
+    ).all()
+    phones = []
+    for inspection, prediction, routing, final in rows:
+        may_show = final is not None or (routing is not None and routing.show_model_boxes)
+        phones.append(
+            PhoneRow(
+                inspection_id=inspection.id,
+                serial=inspection.serial,
+                captured_at=inspection.captured_at,
+                status=inspection.status,
+                error=inspection.error,
+                image_path=inspection.image_path,
+                boxes=list(prediction.boxes) if prediction is not None and may_show else [],
+                max_confidence=prediction.max_confidence if prediction is not None and may_show else None,
+                model_verdict=prediction.verdict if prediction is not None and may_show else None,
+                verdict=final.verdict if final else None,
+                decided_by=final.decided_by if final else None,
+                rule=routing.rule if routing else None,
+                level=routing.level if routing else None,
+            )
+        )
+    return phones

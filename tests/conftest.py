@@ -1,0 +1,70 @@
+"""Shared fixtures: a fresh installation (data folder, migrated SQLite) per test, the shipped model."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+# Before anything reads settings: the session's own data folder, never the developer's data/.
+_SESSION_DIR = Path(tempfile.mkdtemp(prefix="shadowline-tests-"))
+os.environ["SHADOWLINE_DATA_DIR"] = str(_SESSION_DIR / "data")
+os.environ.pop("SHADOWLINE_DATABASE_URL", None)
+os.environ.pop("SHADOWLINE_MODELS_DIR", None)
+
+import pytest  # noqa: E402
+
+from core.settings import PROJECT_ROOT, SHIPPED_MODEL_VERSION, Settings, load_settings  # noqa: E402
+from db.bootstrap import initialize, open_database  # noqa: E402
+from db.engine import Database  # noqa: E402
+
+SHIPPED_MODEL_DIR = PROJECT_ROOT / "models" / SHIPPED_MODEL_VERSION
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """Settings of a fresh, independent installation in ``tmp_path``."""
+    return load_settings({"SHADOWLINE_DATA_DIR": str(tmp_path / "data"), "SHADOWLINE_MODELS_DIR": str(PROJECT_ROOT / "models")})
+
+
+@pytest.fixture
+def database(settings: Settings):
+    """The installation's database, migrated to head, with the shipped model and line-1."""
+    db = open_database(settings)
+    initialize(db, settings)
+    yield db
+    db.dispose()
+
+
+@pytest.fixture
+def empty_database(settings: Settings):
+    db = Database(settings.database_url)
+    yield db
+    db.dispose()
+
+
+@pytest.fixture(scope="session")
+def shipped_model_dir() -> Path:
+    assert (SHIPPED_MODEL_DIR / "card.json").is_file(), f"the shipped model is missing at {SHIPPED_MODEL_DIR}"
+    return SHIPPED_MODEL_DIR
+
+
+@pytest.fixture(scope="session")
+def detector(shipped_model_dir: Path):
+    from core.detector.adapter import Detector
+
+    return Detector(shipped_model_dir)
+
+
+def cli_env(settings: Settings) -> dict[str, str]:
+    """Environment for a ``shadowline`` subprocess working on ``settings``' installation."""
+    env = dict(os.environ)
+    env["SHADOWLINE_DATA_DIR"] = str(settings.data_dir)
+    env["SHADOWLINE_MODELS_DIR"] = str(settings.models_dir)
+    env.pop("SHADOWLINE_DATABASE_URL", None)
+    return env
+
+
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "core.cli", *args]
