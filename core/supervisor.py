@@ -39,9 +39,19 @@ def run_product(*, port: int = 8501, scenario: str = "normal", rate: float = 2.0
     commands = {
         "worker": _cli("worker"),
         "app": [
-            sys.executable, "-m", "streamlit", "run", str(APP_ENTRYPOINT),
-            "--server.port", str(port), "--server.address", address, "--server.headless", "true",
-            "--browser.gatherUsageStats", "false",
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            str(APP_ENTRYPOINT),
+            "--server.port",
+            str(port),
+            "--server.address",
+            address,
+            "--server.headless",
+            "true",
+            "--browser.gatherUsageStats",
+            "false",
         ],
     }
     if simulate:

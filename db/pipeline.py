@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import CursorResult, and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from core.image_metrics import InputMetrics
@@ -116,7 +116,7 @@ def claim_batch(*, session: Session, worker_id: str, limit: int, lease_seconds: 
 
 
 def _hold_lease(session: Session, inspection_id: int, worker_id: str, status: InspectionStatus, error: str | None) -> None:
-    changed = session.execute(
+    result = session.execute(
         update(Inspection)
         .where(
             Inspection.id == inspection_id,
@@ -125,8 +125,8 @@ def _hold_lease(session: Session, inspection_id: int, worker_id: str, status: In
         )
         .values(status=status.value, error=error, processed_at=utcnow(), lease_expires_at=None)
         .execution_options(synchronize_session=False)
-    ).rowcount
-    if changed != 1:
+    )
+    if cast(CursorResult[Any], result).rowcount != 1:
         raise LeaseLostError(f"inspection {inspection_id} is no longer held by {worker_id}")
 
 

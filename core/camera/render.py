@@ -136,8 +136,8 @@ def render_phone(seed: int, conditions: Conditions | None = None) -> Phone:
     radius = int(phone_h * rng.uniform(0.12, 0.2))
     side = "front" if rng.random() < 0.5 else "back"
 
-    layer = np.zeros((height, width, 3), np.float32)
-    mask = np.zeros((height, width), np.float32)
+    layer: np.ndarray = np.zeros((height, width, 3), np.float32)
+    mask: np.ndarray = np.zeros((height, width), np.float32)
     _rounded_rect(mask, (x1, y1, x2, y2), radius, 1.0)
     _rounded_rect(layer, (x1, y1, x2, y2), radius, tuple(float(v) for v in body))
     # A slightly darker rim gives the phone an edge the eye (and the model) can find.
@@ -197,7 +197,7 @@ def _draw_belt(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
     return belt
 
 
-def _rounded_rect(img: np.ndarray, box: tuple[int, int, int, int], radius: int, value: object) -> None:
+def _rounded_rect(img: np.ndarray, box: tuple[int, int, int, int], radius: int, value: float | tuple[float, ...]) -> None:
     x1, y1, x2, y2 = box
     radius = max(1, min(radius, (x2 - x1) // 2, (y2 - y1) // 2))
     cv2.rectangle(img, (x1 + radius, y1), (x2 - radius, y2), value, -1)

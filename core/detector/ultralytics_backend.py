@@ -130,8 +130,10 @@ def train(
         verbose=False,
         **(augment or {}),
     )
-    best = Path(model.trainer.best)
-    return best if best.exists() else Path(model.trainer.last)
+    trainer = model.trainer
+    assert trainer is not None, "Ultralytics keeps its trainer after train()"
+    best = Path(trainer.best)
+    return best if best.exists() else Path(trainer.last)
 
 
 def export_onnx(weights: Path, imgsz: int) -> Path:
@@ -150,7 +152,7 @@ class UltralyticsPredictor:
         configure_offline()
         from ultralytics import YOLO
 
-        self._model = YOLO(str(weights), task="detect")
+        self._model: Any = YOLO(str(weights), task="detect")
         self._imgsz = imgsz
         self.class_names: dict[int, str] = dict(self._model.names)
 

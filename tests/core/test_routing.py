@@ -18,7 +18,7 @@ def test_every_level_has_a_policy():
     assert set(LEVEL_POLICIES) == set(AutomationLevel)
 
 
-@pytest.mark.parametrize(("level", "confidence"), itertools.product(AutomationLevel, [*CONFIDENCES, None]))
+@pytest.mark.parametrize(("level", "confidence"), list(itertools.product(AutomationLevel, [*CONFIDENCES, None])))
 def test_invariants_for_every_level_and_confidence(level, confidence):
     for serial in SERIALS[:50]:
         decision = route(level, PhoneFacts(serial, max_confidence=confidence), SETTINGS)

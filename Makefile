@@ -1,0 +1,47 @@
+# Shadowline's two commands: `make up` (install everything, start the product) and `make test`.
+# Nothing else needs installing by hand: a virtual environment is made in .venv.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PIP    := $(BIN)/pip --disable-pip-version-check
+
+.PHONY: up test install install-test lint typecheck pytest clean
+
+up: install
+	$(BIN)/shadowline up
+
+test: install-test lint typecheck pytest
+
+# The heavy part is torch. Lightest first: the CPU-only build (~0.7 GB) from PyTorch's own index;
+# where that index cannot be reached, the PyPI build (~5.5 GB with its CUDA libraries, which run
+# fine on a CPU). See README, "Installing torch".
+$(VENV)/.torch:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --timeout 15 --retries 1 --index-url https://download.pytorch.org/whl/cpu torch==2.9.1 torchvision==0.24.1 \
+	  || $(PIP) install torch==2.14.1 torchvision==0.29.1
+	touch $@
+
+$(VENV)/.installed: $(VENV)/.torch pyproject.toml
+	$(PIP) install -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(PIP) install -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+install-test: $(VENV)/.installed-test
+
+lint:
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck:
+	$(BIN)/mypy
+
+pytest:
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) data

@@ -1,0 +1,30 @@
+"""AppTest fixtures: point the app at a test installation, seeded by the real worker."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core import settings as settings_module
+
+ENTRYPOINT = str(Path(__file__).resolve().parents[2] / "app" / "main.py")
+
+
+@pytest.fixture
+def app_for(settings, monkeypatch):
+    """Make an AppTest of the entry point that reads ``settings``' installation."""
+    monkeypatch.setenv("SHADOWLINE_DATA_DIR", str(settings.data_dir))
+    monkeypatch.setenv("SHADOWLINE_MODELS_DIR", str(settings.models_dir))
+    settings_module.get_settings.cache_clear()
+    from app import state
+
+    state.database.clear()
+
+    def make() -> AppTest:
+        return AppTest.from_file(ENTRYPOINT, default_timeout=60)
+
+    yield make
+    state.database.clear()
+    settings_module.get_settings.cache_clear()

@@ -1,0 +1,137 @@
+"""The detector adapter with the real shipped model: finds scratches, refuses tampered weights and bad images."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from core.camera import Conditions, render_phone
+from core.detector.adapter import Detector
+from core.detector.card import ModelIntegrityError, ModelNotFoundError
+from core.evaluation import match_predictions
+from core.imaging import EmptyImageError, ImageTooLargeError, InvalidImageError, UndecodableImageError, UnsupportedImageError
+from core.vocabulary import DefectClass
+
+SCRATCHED = Conditions(defect_rate=1.0, defect_kinds={DefectClass.SCRATCH: 1.0})
+CLEAN = Conditions(defect_rate=0.0)
+HELD_OUT_SEEDS = range(900_001, 900_011)  # never used by the training recipe
+
+
+def test_the_shipped_card_names_the_version_and_vouches_for_both_weights(detector, shipped_model_dir):
+    card = json.loads((shipped_model_dir / "card.json").read_text())
+    assert card["version"] == detector.version == shipped_model_dir.name
+    assert set(card["weights"]) == {"model.pt", "model.onnx"}
+    assert card["pretrained"] is False and card["architecture"].endswith(".yaml")
+    assert detector.info.backend == "onnx"
+
+
+@pytest.mark.parametrize("seed", HELD_OUT_SEEDS)
+def test_finds_the_scratch_on_a_scratched_phone(detector, seed):
+    phone = render_phone(seed, SCRATCHED)
+    detections = detector.detect(phone.image)
+    assert detector.verdict_is_reject(detections), f"missed the scratch on phone {seed}"
+    truth = np.array([d.box for d in phone.defects], np.float32)
+    hits = match_predictions(detections.above(detector.info.decision_threshold), truth, np.zeros(len(truth), np.int64))
+    assert hits.any(), "the reject must come from a box on the scratch, not elsewhere"
+
+
+@pytest.mark.parametrize("seed", HELD_OUT_SEEDS)
+def test_passes_a_clean_phone(detector, seed):
+    detections = detector.detect(render_phone(seed, CLEAN).image)
+    assert not detector.verdict_is_reject(detections), f"rejected clean phone {seed}: {detections.to_records()}"
+
+
+def test_detections_are_typed_and_in_image_pixels(detector):
+    image = render_phone(900_001, SCRATCHED).image
+    d = detector.detect(image)
+    assert d.xyxy.dtype == np.float32 and d.xyxy.shape[1] == 4
+    assert (d.xyxy[:, 0] >= 0).all() and (d.xyxy[:, 2] <= image.shape[1]).all()
+    assert d.model_version == detector.version and d.latency_ms > 0 and d.image_size == (480, 360)
+    assert set(d.to_records()[0]) == {"x1", "y1", "x2", "y2", "confidence", "class_id", "class_name"}
+
+
+def test_ultralytics_and_onnx_paths_agree(shipped_model_dir, detector):
+    reference = Detector(shipped_model_dir, backend="ultralytics")
+    for seed in list(HELD_OUT_SEEDS)[:4]:
+        image = render_phone(seed, SCRATCHED).image
+        a, b = reference.detect(image), detector.detect(image)
+        assert reference.verdict_is_reject(a) == detector.verdict_is_reject(b)
+        assert abs(a.max_confidence - b.max_confidence) < 0.05
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        np.zeros((1, 1, 3), np.uint8),  # one pixel
+        np.zeros((2000, 3000), np.uint8),  # large grayscale
+        np.full((100, 900, 4), 200, np.uint8),  # very wide BGRA
+        (np.random.default_rng(0).integers(0, 65535, (240, 320, 3))).astype(np.uint16),  # 16-bit
+    ],
+)
+def test_any_decodable_image_is_accepted(detector, image):
+    detections = detector.detect(image)
+    assert detections.image_size == (image.shape[1], image.shape[0])
+
+
+@pytest.mark.parametrize(
+    ("bad", "error"),
+    [
+        (b"", EmptyImageError),
+        (b"GIF89a... not really", UndecodableImageError),
+        (np.zeros((0, 0, 3), np.uint8), EmptyImageError),
+        (np.zeros((8, 8, 7), np.uint8), UnsupportedImageError),
+        (np.zeros((10_001, 10_001), np.uint8), ImageTooLargeError),
+    ],
+)
+def test_bad_images_raise_named_errors_not_crashes(detector, bad, error):
+    with pytest.raises(error):
+        detector.detect(bad)
+    assert issubclass(error, InvalidImageError)
+
+
+@pytest.fixture
+def model_copy(shipped_model_dir, tmp_path):
+    copy = tmp_path / shipped_model_dir.name
+    shutil.copytree(shipped_model_dir, copy)
+    return copy
+
+
+@pytest.mark.parametrize("backend", ["onnx", "ultralytics"])
+def test_tampered_weights_are_refused(model_copy, backend):
+    weights = model_copy / ("model.onnx" if backend == "onnx" else "model.pt")
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ModelIntegrityError, match="refusing"):
+        Detector(model_copy, backend=backend)
+
+
+def test_weights_the_card_does_not_vouch_for_are_refused(model_copy):
+    card = json.loads((model_copy / "card.json").read_text())
+    del card["weights"]["model.pt"]
+    (model_copy / "card.json").write_text(json.dumps(card))
+    with pytest.raises(ModelIntegrityError, match="does not vouch"):
+        Detector(model_copy, backend="ultralytics")
+
+
+def test_registry_hash_is_checked_too(model_copy):
+    with pytest.raises(ModelIntegrityError, match="registry"):
+        Detector(model_copy, expected_sha256="0" * 64)
+
+
+@pytest.mark.parametrize(("remove", "message"), [("card.json", "no model card"), ("model.onnx", "missing")])
+def test_missing_parts_are_named(model_copy, remove, message):
+    (model_copy / remove).unlink()
+    with pytest.raises(ModelNotFoundError, match=message):
+        Detector(model_copy, backend="onnx")
+
+
+def test_missing_folder_and_unreadable_card(model_copy, tmp_path):
+    with pytest.raises(ModelNotFoundError, match="does not exist"):
+        Detector(tmp_path / "nowhere")
+    (model_copy / "card.json").write_text("{not json")
+    with pytest.raises(ModelNotFoundError, match="unreadable"):
+        Detector(model_copy)
