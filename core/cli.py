@@ -230,6 +230,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         detector = Detector(model_dir, backend=args.backend)
     except ModelError as error:
         raise CommandError(str(error)) from None
+    if args.record:
+        from core.evaluation import record_standard_evaluations
+
+        results = record_standard_evaluations(model_dir, count=args.count, seed=args.seed)
+        print(json.dumps(results, indent=2) if args.json else f"recorded {len(results)} scenarios in {model_dir / 'card.json'}")
+        return 0
     result = evaluate(detector, args.scenario, args.count, args.seed)
     text = json.dumps(result, indent=None if args.json else 2)
     if args.output:
@@ -334,6 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--backend", choices=["auto", "onnx", "ultralytics"], default="auto")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
     evaluate.add_argument("--output", help="also write the JSON to this file")
+    evaluate.add_argument("--record", action="store_true", help="evaluate every standard scenario and write the results into the model card")
     evaluate.set_defaults(handler=_cmd_evaluate)
 
     bench = commands.add_parser("bench", help="benchmarks: detector backends, worker throughput")

@@ -98,36 +98,25 @@ def get_line(*, session: Session, name: str) -> LineConfig:
     raise LineNotFoundError(f"no line named {name!r}; lines: {', '.join(names) or 'none (run shadowline init)'}")
 
 
-def set_level(*, session: Session, line_id: int, level: AutomationLevel, actor: str, note: str | None = None) -> None:
-    """Change a line's automation level (callers check who may) and audit it."""
+def update_settings(*, session: Session, line_id: int, actor: str, note: str | None = None, **changes: object) -> None:
+    """Change columns of a line's settings (callers check who may) and audit before and after."""
     settings = session.get(LineSettings, line_id)
     if settings is None:
         raise LineNotFoundError(f"no line with id {line_id}")
-    before = settings.level
-    settings.level = level.value
+    before = {key: getattr(settings, key) for key in changes}
+    for key, value in changes.items():
+        setattr(settings, key, value)
     settings.updated_at = utcnow()
     settings.updated_by = actor
-    audit.record(
-        session=session, actor=actor, action="line.level", entity="line", entity_id=line_id, before={"level": before}, after={"level": level.value}, note=note
-    )
+    action = "line." + "+".join(sorted(changes))
+    audit.record(session=session, actor=actor, action=action, entity="line", entity_id=line_id, before=before, after=dict(changes), note=note)
+
+
+def set_level(*, session: Session, line_id: int, level: AutomationLevel, actor: str, note: str | None = None) -> None:
+    """Change a line's automation level (callers check who may) and audit it."""
+    update_settings(session=session, line_id=line_id, actor=actor, note=note, level=level.value)
 
 
 def set_active_model(*, session: Session, line_id: int, model_id: int | None, actor: str, note: str | None = None) -> None:
     """Make ``model_id`` the line's active (blue) model and audit it."""
-    settings = session.get(LineSettings, line_id)
-    if settings is None:
-        raise LineNotFoundError(f"no line with id {line_id}")
-    before = settings.active_model_id
-    settings.active_model_id = model_id
-    settings.updated_at = utcnow()
-    settings.updated_by = actor
-    audit.record(
-        session=session,
-        actor=actor,
-        action="line.active_model",
-        entity="line",
-        entity_id=line_id,
-        before={"active_model_id": before},
-        after={"active_model_id": model_id},
-        note=note,
-    )
+    update_settings(session=session, line_id=line_id, actor=actor, note=note, active_model_id=model_id)

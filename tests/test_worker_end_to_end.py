@@ -17,7 +17,7 @@ from core.settings import load_settings
 from core.vocabulary import AutomationLevel
 from core.worker import Worker
 from db.bootstrap import initialize, open_database
-from db.lines import get_line, set_level
+from db.lines import get_line, set_level, update_settings
 from db.models import AuditEntry, FinalDecision, HumanDecision, ImageMetrics, Inspection, Prediction, ReviewTask, Routing
 from db.status import line_statuses
 from tests.conftest import cli, cli_env
@@ -67,9 +67,7 @@ def test_shadow_mode_every_phone_gets_exactly_one_final_decision(database, setti
 def test_full_automation_the_model_decides_and_an_audit_sample_goes_to_people(database, settings, shipped_model_dir):
     _set_level(database, AutomationLevel.FULL)
     with database.write() as session:
-        from db.models import LineSettings
-
-        session.get(LineSettings, get_line(session=session, name="line-1").id).audit_share = 0.25
+        update_settings(session=session, line_id=get_line(session=session, name="line-1").id, actor="test", audit_share=0.25)
     _feed(database, settings, 24, seed=12)
     Worker(database, settings).run(until_empty=True)
     counts = _counts(database)
