@@ -269,7 +269,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 def _cmd_up(args: argparse.Namespace) -> int:
     from core.supervisor import run_product
 
-    return run_product(port=args.port, scenario=args.scenario, rate=args.rate, simulate=not args.no_simulator)
+    return run_product(port=args.port, scenario=args.scenario, rate=args.rate, simulate=not args.no_simulator, address=args.address)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -278,6 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     up = commands.add_parser("up", help="start everything: database, worker, simulated line and the app")
     up.add_argument("--port", type=int, default=8501)
+    up.add_argument("--address", default="127.0.0.1", help="address the app listens on (0.0.0.0: every interface)")
     up.add_argument("--scenario", default="normal")
     up.add_argument("--rate", type=float, default=2.0, help="simulated phones per second")
     up.add_argument("--no-simulator", action="store_true", help="do not start the simulated line")

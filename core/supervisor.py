@@ -24,7 +24,7 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "core.cli", *args]
 
 
-def run_product(*, port: int = 8501, scenario: str = "normal", rate: float = 2.0, simulate: bool = True, address: str = "0.0.0.0") -> int:
+def run_product(*, port: int = 8501, scenario: str = "normal", rate: float = 2.0, simulate: bool = True, address: str = "127.0.0.1") -> int:
     """Run until interrupted; returns the exit code."""
     from db.bootstrap import initialize, open_database
 
@@ -52,6 +52,8 @@ def run_product(*, port: int = 8501, scenario: str = "normal", rate: float = 2.0
             "true",
             "--browser.gatherUsageStats",
             "false",
+            "--browser.serverAddress",
+            "localhost",
         ],
     }
     if simulate:
@@ -74,7 +76,7 @@ def run_product(*, port: int = 8501, scenario: str = "normal", rate: float = 2.0
             time.sleep(0.5)
             for name, child in list(children.items()):
                 status = child.poll()
-                if status is None:
+                if status is None or stopping:  # children get Ctrl-C too: no restarts while stopping
                     continue
                 if name == "app":
                     print(f"the app exited with {status}; stopping", file=sys.stderr)

@@ -1,0 +1,47 @@
+"""`shadowline up` starts the whole product and stops all of it."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+
+from tests.conftest import cli, cli_env
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_up_serves_the_app_runs_the_worker_and_the_line_then_stops_everything(settings, shipped_model_dir):
+    port = _free_port()
+    env = cli_env(settings)
+    product = subprocess.Popen(cli("up", "--port", str(port), "--rate", "5"), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 90
+        healthy = False
+        decided = 0
+        while time.monotonic() < deadline and not (healthy and decided >= 5):
+            time.sleep(1)
+            try:
+                healthy = urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2).read() == b"ok"
+            except OSError:
+                continue
+            status = subprocess.run(cli("status", "--json"), env=env, capture_output=True, text=True, timeout=30)
+            line = json.loads(status.stdout)["lines"][0]
+            decided = line["decided_by"]["human"] + line["decided_by"]["model"]
+        assert healthy, "the app never answered"
+        assert decided >= 5, "phones were not inspected and decided"
+        assert line["worker_alive"] and line["active_model"] == shipped_model_dir.name
+    finally:
+        product.send_signal(signal.SIGTERM)
+        output = product.communicate(timeout=60)[0].decode()
+    assert product.returncode == 0, output
+    assert "restarting" not in output
+    leftovers = subprocess.run(["pgrep", "-f", f"--server.port {port}"], capture_output=True, text=True).stdout
+    assert not leftovers.strip(), "the app process outlived `up`"
