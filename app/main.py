@@ -1,12 +1,35 @@
-"""Shadowline's Streamlit entry point: page config and navigation (no business logic here)."""
+"""Shadowline's Streamlit entry point: sign-in, then the pages the user's role may see.
+
+Pages a role may not see are not registered for that session at all, so their URLs lead
+nowhere; every action is checked again on the server side by core/ before it is written.
+"""
 
 from __future__ import annotations
 
 import streamlit as st
 
+from app.session import current_user, sign_in_page, sign_out
+from core.vocabulary import Role
+
 st.set_page_config(page_title="Shadowline", page_icon=":material/visibility:", layout="wide")
 
-pages = [
-    st.Page("../pages/live_line.py", title="Live line", icon=":material/conveyor_belt:", url_path="live", default=True),
+ALL_ROLES = frozenset(Role)
+#: Page file, title, icon, url path, and the roles that see it.
+PAGES = [
+    ("../pages/live_line.py", "Live line", ":material/conveyor_belt:", "live", ALL_ROLES),
+    ("../pages/review_queue.py", "Review queue", ":material/rule:", "review", frozenset({Role.SUPERVISOR})),
 ]
-st.navigation(pages).run()
+
+user = current_user()
+if user is None:
+    st.navigation([st.Page(sign_in_page, title="Sign in", icon=":material/login:")]).run()
+    st.stop()
+
+with st.sidebar:
+    st.markdown(f"**{user.name}** · {user.role.value}")
+    if st.button("Sign out", key="auth.sign_out"):
+        sign_out()
+        st.rerun()
+
+visible = [st.Page(path, title=title, icon=icon, url_path=url, default=i == 0) for i, (path, title, icon, url, roles) in enumerate(PAGES) if user.role in roles]
+st.navigation(visible).run()

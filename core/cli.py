@@ -71,7 +71,13 @@ def _cmd_init(args: argparse.Namespace) -> int:
     else:
         print(f"model: {report.model_version}")
     print(f"lines: {', '.join(report.lines)}")
+    _print_first_admin(report.admin_password)
     return 0
+
+
+def _print_first_admin(password: str | None) -> None:
+    if password:
+        print(f"first admin created: user 'admin', password '{password}' (shown this once; set SHADOWLINE_ADMIN_PASSWORD to choose it)")
 
 
 def _cmd_line_add(args: argparse.Namespace) -> int:
@@ -266,6 +272,41 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_users_add(args: argparse.Namespace) -> int:
+    import getpass
+    import os
+
+    from core.vocabulary import Role
+    from db.users import UserError, add_user
+
+    if sys.stdin.isatty():
+        password = getpass.getpass(f"password for {args.name}: ")
+        if getpass.getpass("again: ") != password:
+            raise CommandError("the two passwords differ")
+    else:
+        password = sys.stdin.readline().rstrip("\n")
+    database = _database()
+    # Whoever runs the command line on the server is trusted as an administrator; the log says who.
+    actor = f"cli:{os.environ.get('USER', 'unknown')}"
+    with database.write() as session:
+        try:
+            add_user(session=session, name=args.name, role=Role(args.role), password=password, actor=actor)
+        except UserError as error:
+            raise CommandError(str(error)) from None
+    print(f"user {args.name} ({args.role}) added")
+    return 0
+
+
+def _cmd_users_list(args: argparse.Namespace) -> int:
+    from db.users import list_users
+
+    with _database().read() as session:
+        users = list_users(session=session)
+    for user in users:
+        print(f"{user.name:<24}{user.role.value:<12}{'active' if user.active else 'disabled'}")
+    return 0
+
+
 def _cmd_up(args: argparse.Namespace) -> int:
     from core.supervisor import run_product
 
@@ -292,6 +333,15 @@ def build_parser() -> argparse.ArgumentParser:
     line_add = line_commands.add_parser("add", help="add a line (shadow mode, the shipped model)")
     line_add.add_argument("name")
     line_add.set_defaults(handler=_cmd_line_add)
+
+    users = commands.add_parser("users", help="manage the people who sign in")
+    user_commands = users.add_subparsers(dest="users_command", required=True, metavar="ACTION")
+    users_add = user_commands.add_parser("add", help="add a user (password from a prompt, or the first line of stdin)")
+    users_add.add_argument("name")
+    users_add.add_argument("--role", required=True, choices=["supervisor", "engineer", "manager", "admin"])
+    users_add.set_defaults(handler=_cmd_users_add)
+    users_list = user_commands.add_parser("list", help="list users and roles")
+    users_list.set_defaults(handler=_cmd_users_list)
 
     sim = commands.add_parser("simulate", help="feed a line from the synthetic camera")
     sim.add_argument("--line", default="line-1")

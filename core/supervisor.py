@@ -35,6 +35,8 @@ def run_product(*, port: int = 8501, scenario: str = "normal", rate: float = 2.0
     if report.model_problem:
         print(f"warning: {report.model_problem}; phones will be routed to people", file=sys.stderr)
     print(f"Shadowline: database {settings.database_url}, model {report.model_version}, lines {', '.join(report.lines)}")
+    if report.admin_password:
+        print(f"First admin created: user 'admin', password '{report.admin_password}' (shown this once; add people with `shadowline users add`)")
 
     commands = {
         "worker": _cli("worker"),

@@ -54,6 +54,8 @@ class TrainConfig:
     batch: int = 16
     seed: int = 0
     architecture: str = ultralytics_backend.DEFAULT_ARCHITECTURE
+    #: ONNX input (height, width): the camera's 4:3 frames letterboxed to 320 wide fill 320x256 with little padding.
+    onnx_input: tuple[int, int] = (256, 320)
     augment: dict[str, float] = field(default_factory=lambda: {"hsv_v": 0.3, "flipud": 0.5, "close_mosaic": 10})
 
 
@@ -95,6 +97,25 @@ def build_generated_dataset(root: Path, recipe: DataRecipe, progress: Callable[[
             (labels / f"{stem}.txt").write_text("\n".join(yolo_label_lines(boxes, width, height)))
         progress(f"data set: {count} {split} images from run seed {seed}")
     return write_data_yaml(root)
+
+
+def export_onnx_into(folder: Path, onnx_input: tuple[int, int]) -> Path:
+    """Export ``folder/model.pt`` to ``folder/model.onnx`` with a fixed ``(height, width)`` input.
+
+    If the folder already has a card, its ONNX hash and input size are brought up to date.
+    """
+    exported = ultralytics_backend.export_onnx(folder / WEIGHTS_PT, onnx_input)
+    target = folder / WEIGHTS_ONNX
+    if exported != target:
+        shutil.move(exported, target)
+    if (folder / "card.json").exists():
+        from core.detector.card import read_card
+
+        card = read_card(folder)
+        card["onnx_input"] = list(onnx_input)
+        card["weights"][WEIGHTS_ONNX] = {"sha256": sha256_file(target), "bytes": target.stat().st_size}
+        write_card(folder, card)
+    return target
 
 
 def train_model_version(
@@ -141,9 +162,7 @@ def train_model_version(
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     shutil.copyfile(best, staging / WEIGHTS_PT)
-    onnx_path = ultralytics_backend.export_onnx(staging / WEIGHTS_PT, config.imgsz)
-    if onnx_path != staging / WEIGHTS_ONNX:
-        shutil.move(onnx_path, staging / WEIGHTS_ONNX)
+    export_onnx_into(staging, config.onnx_input)
 
     card = {
         "version": config.version,
@@ -152,6 +171,7 @@ def train_model_version(
         "architecture": config.architecture,
         "pretrained": False,
         "imgsz": config.imgsz,
+        "onnx_input": list(config.onnx_input),
         "epochs": config.epochs,
         "train_config": asdict(config),
         "data": data_description,

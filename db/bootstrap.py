@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
+from core.auth import generate_password
 from core.settings import Settings
+from core.vocabulary import Role
 from db import audit
 from db.engine import Database
 from db.lines import add_line, list_lines, set_active_model
 from db.migrate import upgrade
 from db.registry import register_model_version
+from db.users import add_user, count_users
 
 DEFAULT_LINE = "line-1"
 
@@ -28,6 +32,12 @@ class InitReport:
     model_version: str | None
     model_problem: str | None
     lines: list[str]
+    #: The first admin's generated password, set only on the run that created the admin.
+    admin_password: str | None = None
+
+
+FIRST_ADMIN = "admin"
+ADMIN_PASSWORD_ENV = "SHADOWLINE_ADMIN_PASSWORD"
 
 
 def initialize(database: Database, settings: Settings) -> InitReport:
@@ -50,4 +60,11 @@ def initialize(database: Database, settings: Settings) -> InitReport:
             if line.active_model_id is None and model_id is not None:
                 set_active_model(session=session, line_id=line.id, model_id=model_id, actor=audit.SYSTEM_ACTOR, note="the shipped model")
         lines = [line.name for line in list_lines(session=session)]
-    return InitReport(model_version, problem, lines)
+    admin_password = None
+    with database.write() as session:
+        if count_users(session=session) == 0:
+            given = os.environ.get(ADMIN_PASSWORD_ENV)
+            password = given or generate_password()
+            add_user(session=session, name=FIRST_ADMIN, role=Role.ADMIN, password=password, actor=audit.SYSTEM_ACTOR)
+            admin_password = None if given else password
+    return InitReport(model_version, problem, lines, admin_password)

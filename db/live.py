@@ -68,3 +68,9 @@ def latest_phones(*, session: Session, line_id: int, limit: int = 12) -> list[Ph
             )
         )
     return phones
+
+
+def model_boxes(*, session: Session, inspection_id: int) -> list[dict[str, Any]]:
+    """The active model's boxes on one phone (callers decide whether they may be shown)."""
+    prediction = session.scalar(select(Prediction).where(Prediction.inspection_id == inspection_id, Prediction.is_candidate.is_(False)))
+    return list(prediction.boxes) if prediction is not None else []

@@ -74,7 +74,7 @@ class Detector:
             if backend == "onnx":
                 from core.detector.onnx_backend import OnnxPredictor
 
-                predictor = OnnxPredictor(weights, imgsz, threads=threads)
+                predictor = OnnxPredictor(weights, threads=threads)
             else:
                 from core.detector.ultralytics_backend import UltralyticsPredictor
 

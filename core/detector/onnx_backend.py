@@ -15,21 +15,22 @@ import numpy as np
 LETTERBOX_FILL = 114
 
 
-def letterbox(image_bgr: np.ndarray, size: int) -> tuple[np.ndarray, float, tuple[float, float]]:
-    """Resize keeping aspect ratio and pad to ``size x size``, as Ultralytics does.
+def letterbox(image_bgr: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, float, tuple[float, float]]:
+    """Resize keeping aspect ratio and pad to ``size = (height, width)``, as Ultralytics does.
 
     Returns:
-        The network input ``(1, 3, size, size)`` float32 RGB in ``[0, 1]``, the scale applied and
-        the ``(left, top)`` padding in pixels.
+        The network input ``(1, 3, height, width)`` float32 RGB in ``[0, 1]``, the scale applied
+        and the ``(left, top)`` padding in pixels.
     """
     height, width = image_bgr.shape[:2]
-    scale = min(size / height, size / width)
+    out_h, out_w = size
+    scale = min(out_h / height, out_w / width)
     new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
     interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
     resized = cv2.resize(image_bgr, (new_w, new_h), interpolation=interpolation) if (new_w, new_h) != (width, height) else image_bgr
-    pad_w, pad_h = (size - new_w) / 2, (size - new_h) / 2
+    pad_w, pad_h = (out_w - new_w) / 2, (out_h - new_h) / 2
     top, left = round(pad_h - 0.1), round(pad_w - 0.1)
-    canvas = np.full((size, size, 3), LETTERBOX_FILL, np.uint8)
+    canvas = np.full((out_h, out_w, 3), LETTERBOX_FILL, np.uint8)
     canvas[top : top + new_h, left : left + new_w] = resized
     blob = canvas[..., ::-1].transpose(2, 0, 1)[None].astype(np.float32) / 255.0
     return np.ascontiguousarray(blob), scale, (left, top)
@@ -63,7 +64,7 @@ def non_max_suppression(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarr
 class OnnxPredictor:
     """A YOLO ONNX export run with onnxruntime on the CPU."""
 
-    def __init__(self, weights: Path, imgsz: int, threads: int = 0) -> None:
+    def __init__(self, weights: Path, threads: int = 0) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -71,12 +72,14 @@ class OnnxPredictor:
             options.intra_op_num_threads = threads
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self._session = ort.InferenceSession(str(weights), options, providers=["CPUExecutionProvider"])
-        self._input = self._session.get_inputs()[0].name
-        self._imgsz = imgsz
+        model_input = self._session.get_inputs()[0]
+        self._input = model_input.name
+        # The export fixes the input size; a rectangle (e.g. 256x320 for 4:3 frames) wastes no work on padding.
+        self.input_size: tuple[int, int] = (int(model_input.shape[2]), int(model_input.shape[3]))
 
     def predict(self, image_bgr: np.ndarray, conf: float, iou: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Boxes ``(N, 4)`` xyxy in pixels of ``image_bgr``, confidences ``(N,)`` and class ids ``(N,)``."""
-        blob, scale, (left, top) = letterbox(image_bgr, self._imgsz)
+        blob, scale, (left, top) = letterbox(image_bgr, self.input_size)
         output = self._session.run(None, {self._input: blob})[0][0]  # (4 + nc, anchors)
         scores_all = output[4:]
         classes = scores_all.argmax(axis=0)

@@ -136,12 +136,12 @@ def train(
     return best if best.exists() else Path(trainer.last)
 
 
-def export_onnx(weights: Path, imgsz: int) -> Path:
-    """Export ``weights`` to ONNX beside it (fixed input ``1x3ximgszximgsz``, no NMS inside)."""
+def export_onnx(weights: Path, input_size: tuple[int, int]) -> Path:
+    """Export ``weights`` to ONNX beside it, with a fixed input ``(1, 3, height, width)`` and no NMS inside."""
     configure_offline()
     from ultralytics import YOLO
 
-    exported = YOLO(str(weights)).export(format="onnx", imgsz=imgsz, simplify=True, dynamic=False, device="cpu", verbose=False)
+    exported = YOLO(str(weights)).export(format="onnx", imgsz=list(input_size), simplify=True, dynamic=False, device="cpu", verbose=False)
     return Path(exported)
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from core.auth import CurrentUser
 from core.camera import get_scenario
 from core.line_simulator import SimulatedInspector, simulate_line
+from core.vocabulary import Role
 from core.worker import Worker
 from db.lines import get_line
 
@@ -18,7 +20,9 @@ def _seed(database, settings, count: int) -> None:
 
 def test_live_line_shows_counters_phones_and_who_decided(database, settings, app_for, shipped_model_dir):
     _seed(database, settings, 10)
-    at = app_for().run()
+    at = app_for()
+    at.session_state["auth.user"] = CurrentUser("sam", Role.SUPERVISOR)
+    at.run()
     assert not at.exception
     assert at.title[0].value == "Live line"
     metrics = {m.label: m.value for m in at.metric}
@@ -34,6 +38,8 @@ def test_live_line_shows_counters_phones_and_who_decided(database, settings, app
 
 
 def test_live_line_on_an_empty_line_says_what_to_do(database, app_for):
-    at = app_for().run()
+    at = app_for()
+    at.session_state["auth.user"] = CurrentUser("ed", Role.ENGINEER)
+    at.run()
     assert not at.exception
     assert any("shadowline simulate" in i.value for i in at.info)

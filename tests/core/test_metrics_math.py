@@ -26,9 +26,13 @@ def test_nms_is_class_aware_and_keeps_the_best():
 
 
 def test_letterbox_keeps_aspect_and_pads():
-    blob, scale, (left, top) = letterbox(np.zeros((360, 480, 3), np.uint8), 320)
+    blob, scale, (left, top) = letterbox(np.zeros((360, 480, 3), np.uint8), (320, 320))
     assert blob.shape == (1, 3, 320, 320) and blob.dtype == np.float32
     assert scale == pytest.approx(320 / 480) and left == 0 and top == 40
+    blob, scale, (left, top) = letterbox(np.zeros((360, 480, 3), np.uint8), (256, 320))
+    assert blob.shape == (1, 3, 256, 320) and (left, top) == (0, 8)
+    blob, scale, (left, top) = letterbox(np.zeros((900, 100, 3), np.uint8), (256, 320))  # a tall image still fits
+    assert scale == pytest.approx(256 / 900) and top == 0 and left > 100
 
 
 def test_average_precision_perfect_and_half():

@@ -1,0 +1,118 @@
+"""Who may do what: password hashing, the permission table, and the sign-in throttle.
+
+Passwords are hashed with scrypt (a memory-hard KDF, in Python's standard library) with a random
+salt per user; only ``scrypt$n$r$p$salt$hash`` is stored. Permissions are data: one table from
+action to the roles allowed. Every write path calls :func:`require` on the server side; a page
+hiding a button is not a check.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from enum import StrEnum
+
+from core.vocabulary import Role
+
+SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
+MIN_PASSWORD_LENGTH = 8
+#: Failed sign-ins allowed before each further attempt must wait (doubling, up to the cap).
+FREE_ATTEMPTS = 3
+MAX_DELAY_SECONDS = 300.0
+
+
+class Action(StrEnum):
+    """Everything in the app that changes state."""
+
+    DECIDE_PHONE = "decide_phone"
+    LABEL_PHONE = "label_phone"
+    LEVEL_DOWN = "level_down"
+    LEVEL_UP = "level_up"
+    REQUEST_PROMOTION = "request_promotion"
+    APPROVE_PROMOTION = "approve_promotion"
+    ROLLBACK = "rollback"
+    SWITCH_MODEL = "switch_model"
+    MANAGE_USERS = "manage_users"
+    EDIT_SETTINGS = "edit_settings"
+    VIEW_AUDIT = "view_audit"
+    VIEW_COMPARISON = "view_comparison"
+
+
+_ALL = frozenset(Role)
+PERMISSIONS: dict[Action, frozenset[Role]] = {
+    Action.DECIDE_PHONE: frozenset({Role.SUPERVISOR}),
+    Action.LABEL_PHONE: frozenset({Role.ENGINEER}),
+    Action.LEVEL_DOWN: _ALL,  # anyone may make the line safer at once
+    Action.LEVEL_UP: frozenset({Role.SUPERVISOR, Role.ENGINEER, Role.MANAGER, Role.ADMIN}),
+    Action.REQUEST_PROMOTION: frozenset({Role.SUPERVISOR, Role.ENGINEER, Role.MANAGER}),
+    Action.APPROVE_PROMOTION: frozenset({Role.MANAGER}),
+    Action.ROLLBACK: _ALL,
+    Action.SWITCH_MODEL: frozenset({Role.ENGINEER, Role.MANAGER}),
+    Action.MANAGE_USERS: frozenset({Role.ADMIN}),
+    Action.EDIT_SETTINGS: frozenset({Role.ADMIN}),
+    Action.VIEW_AUDIT: frozenset({Role.MANAGER, Role.ADMIN}),
+    Action.VIEW_COMPARISON: frozenset({Role.ENGINEER, Role.MANAGER}),
+}
+
+
+class PermissionDeniedError(PermissionError):
+    """A user tried an action their role does not allow."""
+
+
+@dataclass(frozen=True)
+class CurrentUser:
+    """The signed-in user as plain data (what pages keep in session state)."""
+
+    name: str
+    role: Role
+
+
+def may(role: Role, action: Action) -> bool:
+    return role in PERMISSIONS[action]
+
+
+def require(user: CurrentUser, action: Action) -> None:
+    """Raise :class:`PermissionDeniedError` unless ``user``'s role allows ``action``."""
+    if not may(user.role, action):
+        allowed = ", ".join(sorted(r.value for r in PERMISSIONS[action]))
+        raise PermissionDeniedError(f"{user.name} ({user.role.value}) may not {action.value.replace('_', ' ')}; allowed: {allowed}")
+
+
+def hash_password(password: str) -> str:
+    """A salted scrypt hash of ``password``, self-describing so parameters can change later."""
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise ValueError(f"a password needs at least {MIN_PASSWORD_LENGTH} characters")
+    salt = secrets.token_bytes(16)
+    digest = hashlib.scrypt(password.encode(), salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P, dklen=32)
+    encode = base64.b64encode
+    return f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}${encode(salt).decode()}${encode(digest).decode()}"
+
+
+def verify_password(password: str, stored: str | None) -> bool:
+    """Whether ``password`` matches ``stored``; constant-time comparison, False for malformed hashes."""
+    if not stored:
+        return False
+    try:
+        scheme, n, r, p, salt, digest = stored.split("$")
+        if scheme != "scrypt":
+            return False
+        expected = base64.b64decode(digest)
+        actual = hashlib.scrypt(password.encode(), salt=base64.b64decode(salt), n=int(n), r=int(r), p=int(p), dklen=len(expected))
+    except (ValueError, TypeError):
+        return False
+    return hmac.compare_digest(actual, expected)
+
+
+def throttle_delay(failed_attempts: int) -> float:
+    """Seconds a user must wait before the next sign-in attempt after ``failed_attempts`` failures."""
+    if failed_attempts < FREE_ATTEMPTS:
+        return 0.0
+    return float(min(MAX_DELAY_SECONDS, 2 ** (failed_attempts - FREE_ATTEMPTS + 1)))
+
+
+def generate_password() -> str:
+    """A random password for a first admin, printed once."""
+    return secrets.token_urlsafe(12)

@@ -1,0 +1,85 @@
+"""Users and sign-in: accounts with roles, password checks with a throttle, all changes audited."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from core.auth import CurrentUser, hash_password, throttle_delay, verify_password
+from core.vocabulary import Role
+from db import audit
+from db.models import User, utcnow
+
+USER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+
+
+class UserError(ValueError):
+    """A user cannot be created or changed as asked."""
+
+
+@dataclass(frozen=True)
+class UserRow:
+    name: str
+    role: Role
+    active: bool
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class SignInResult:
+    """The answer to a sign-in attempt; ``user`` is None when it failed, with a message why."""
+
+    user: CurrentUser | None
+    message: str
+    retry_after_s: float = 0.0
+
+
+def add_user(*, session: Session, name: str, role: Role, password: str, actor: str) -> None:
+    """Create a user (the caller checks the actor may manage users)."""
+    if not USER_NAME.match(name):
+        raise UserError(f"invalid user name {name!r}: letters, digits and . _ @ - (at most 64)")
+    if session.scalar(select(User).where(User.name == name)) is not None:
+        raise UserError(f"user {name!r} already exists")
+    try:
+        password_hash = hash_password(password)
+    except ValueError as error:
+        raise UserError(str(error)) from None
+    session.add(User(name=name, role=role.value, password_hash=password_hash))
+    audit.record(session=session, actor=actor, action="user.create", entity="user", entity_id=name, after={"role": role.value, "active": True})
+    session.flush()
+
+
+def list_users(*, session: Session) -> list[UserRow]:
+    return [UserRow(u.name, Role(u.role), u.active, u.created_at) for u in session.scalars(select(User).order_by(User.name))]
+
+
+def count_users(*, session: Session) -> int:
+    return len(session.scalars(select(User.id)).all())
+
+
+def sign_in(*, session: Session, name: str, password: str, now: datetime | None = None) -> SignInResult:
+    """Check a password; failures are counted and slow down the next attempts of that account."""
+    now = now or utcnow()
+    user = session.scalar(select(User).where(User.name == name))
+    if user is None or not user.active:
+        # Same message as a wrong password: do not reveal which accounts exist.
+        return SignInResult(None, "Wrong user name or password.")
+    wait = throttle_delay(user.failed_logins)
+    if user.last_failed_at is not None and wait > 0:
+        ready_at = user.last_failed_at + timedelta(seconds=wait)
+        if now < ready_at:
+            remaining = (ready_at - now).total_seconds()
+            return SignInResult(None, f"Too many failed attempts: try again in {remaining:.0f} s.", remaining)
+    if not verify_password(password, user.password_hash):
+        user.failed_logins += 1
+        user.last_failed_at = now
+        delay = throttle_delay(user.failed_logins)
+        suffix = f" Next attempt possible in {delay:.0f} s." if delay else ""
+        return SignInResult(None, "Wrong user name or password." + suffix, delay)
+    user.failed_logins = 0
+    user.last_failed_at = None
+    return SignInResult(CurrentUser(user.name, Role(user.role)), f"Signed in as {user.name}.")

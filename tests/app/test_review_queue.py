@@ -1,0 +1,99 @@
+"""Review queue: a supervisor judges phones one at a time; other roles cannot, on the page or behind it."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from core.auth import CurrentUser, PermissionDeniedError
+from core.camera import get_scenario
+from core.line_simulator import simulate_line
+from core.reviewing import decide, next_phone
+from core.vocabulary import AutomationLevel, Role, Verdict
+from core.worker import Worker
+from db.lines import get_line, set_level
+from db.models import FinalDecision, HumanDecision
+
+SUPERVISOR = CurrentUser("sam", Role.SUPERVISOR)
+
+
+def _seed(database, settings, count: int, level: AutomationLevel = AutomationLevel.SHADOW) -> None:
+    with database.write() as session:
+        line = get_line(session=session, name="line-1")
+        set_level(session=session, line_id=line.id, level=level, actor="test")
+    simulate_line(database, settings, line_id=line.id, line_name=line.name, scenario=get_scenario("normal"), count=count, rate=1000, seed=31, inspector=None)
+    Worker(database, settings).run(until_empty=True)
+
+
+def _signed_in(app, user: CurrentUser):
+    at = app()
+    at.session_state["auth.user"] = user
+    return at
+
+
+def test_supervisor_judges_the_oldest_phone_and_the_next_loads(database, settings, app_for, shipped_model_dir):
+    _seed(database, settings, 3)
+    at = _signed_in(app_for, SUPERVISOR).run()
+    at.switch_page("../pages/review_queue.py").run()
+    assert not at.exception
+    first = at.session_state["review.task"]
+    assert first.serial == "SN-31-000000", "oldest first"
+    assert not first.show_model_boxes, "in shadow mode the model's boxes are hidden"
+    assert any("not shown" in c.value for c in at.caption)
+    at.button(key="review.reject").click().run()
+    assert not at.exception
+    assert at.session_state["review.task"].serial == "SN-31-000001"
+    with database.read() as session:
+        decision = session.scalar(select(HumanDecision))
+        final = session.get(FinalDecision, first.inspection_id)
+    assert (decision.user_name, decision.verdict, decision.is_simulated) == ("sam", "reject", False)
+    assert decision.seconds_taken is not None and decision.seconds_taken >= 0
+    assert (final.verdict, final.decided_by) == ("reject", "human")
+
+
+def test_assist_mode_shows_the_model_boxes(database, settings, app_for, shipped_model_dir):
+    _seed(database, settings, 1, AutomationLevel.ASSIST)
+    at = _signed_in(app_for, SUPERVISOR).run()
+    at.switch_page("../pages/review_queue.py").run()
+    assert at.session_state["review.task"].show_model_boxes
+    assert any("boxes are shown" in c.value for c in at.caption)
+
+
+def test_empty_queue_says_so(database, app_for):
+    at = _signed_in(app_for, SUPERVISOR).run()
+    at.switch_page("../pages/review_queue.py").run()
+    assert not at.exception
+    assert any("Nothing waits" in s.value for s in at.success)
+
+
+@pytest.mark.parametrize("role", [Role.ENGINEER, Role.MANAGER, Role.ADMIN])
+def test_other_roles_do_not_get_the_page_and_are_refused_behind_it(database, settings, app_for, role, shipped_model_dir):
+    _seed(database, settings, 1)
+    user = CurrentUser("someone", role)
+    at = _signed_in(app_for, user).run()
+    assert not at.exception
+    at.switch_page("../pages/review_queue.py").run()
+    assert "review.task" not in at.session_state, "the page is not registered for this role"
+    with pytest.raises(PermissionDeniedError):
+        next_phone(database, user)
+    with pytest.raises(PermissionDeniedError):
+        decide(database, user, task_id=1, verdict=Verdict.PASS, seconds_taken=1.0)
+
+
+def test_two_supervisors_never_hold_the_same_phone(database, settings, shipped_model_dir):
+    _seed(database, settings, 2)
+    a = next_phone(database, SUPERVISOR)
+    b = next_phone(database, CurrentUser("sue", Role.SUPERVISOR))
+    assert a.inspection_id != b.inspection_id
+    assert next_phone(database, CurrentUser("sid", Role.SUPERVISOR)) is None
+
+
+def test_signed_out_visitors_see_only_the_sign_in_form(database, app_for):
+    at = app_for().run()
+    assert not at.exception
+    assert at.title[0].value == "Shadowline"
+    at.text_input(key="auth.name").input("admin")
+    at.text_input(key="auth.password").input("wrong-password")
+    at.button[0].click().run()
+    assert any("Wrong user name or password" in e.value for e in at.error)
+    assert "auth.user" not in at.session_state
