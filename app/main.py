@@ -18,6 +18,8 @@ ALL_ROLES = frozenset(Role)
 PAGES = [
     ("../pages/live_line.py", "Live line", ":material/conveyor_belt:", "live", ALL_ROLES),
     ("../pages/review_queue.py", "Review queue", ":material/rule:", "review", frozenset({Role.SUPERVISOR})),
+    ("../pages/shadow_comparison.py", "Shadow comparison", ":material/compare:", "comparison", frozenset({Role.ENGINEER, Role.MANAGER})),
+    ("../pages/audit_log.py", "Audit log", ":material/history:", "audit", frozenset({Role.MANAGER, Role.ADMIN})),
 ]
 
 user = current_user()

@@ -35,5 +35,6 @@ def box_tuples(boxes: list[dict[str, Any]]) -> tuple[tuple[Any, ...], ...]:
     return tuple((b["x1"], b["y1"], b["x2"], b["y2"], b["confidence"], b["class_name"]) for b in boxes)
 
 
-def local_time(moment: datetime, timezone: str) -> str:
-    return moment.astimezone(ZoneInfo(timezone)).strftime("%H:%M:%S")
+def local_time(moment: datetime, timezone: str, fmt: str = "%H:%M:%S") -> str:
+    """``moment`` in the plant's time zone."""
+    return moment.astimezone(ZoneInfo(timezone)).strftime(fmt)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
+import pandas as pd
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from db.models import AuditEntry
@@ -35,3 +38,48 @@ def record(
             note=note,
         )
     )
+
+
+AUDIT_COLUMNS = ["at", "actor", "action", "entity", "entity_id", "before", "after", "note"]
+
+
+def search(
+    *,
+    session: Session,
+    text: str = "",
+    actor: str | None = None,
+    action_prefix: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    offset: int = 0,
+    limit: int = 100,
+) -> tuple[pd.DataFrame, int]:
+    """Audit entries matching the filters, newest first, one page of them, and the total count."""
+    conditions = []
+    if text:
+        pattern = f"%{text}%"
+        conditions.append(
+            or_(
+                AuditEntry.action.ilike(pattern),
+                AuditEntry.entity.ilike(pattern),
+                AuditEntry.entity_id.ilike(pattern),
+                AuditEntry.note.ilike(pattern),
+                AuditEntry.actor.ilike(pattern),
+            )
+        )
+    if actor:
+        conditions.append(AuditEntry.actor == actor)
+    if action_prefix:
+        conditions.append(AuditEntry.action.startswith(action_prefix))
+    if since is not None:
+        conditions.append(AuditEntry.at >= since)
+    if until is not None:
+        conditions.append(AuditEntry.at < until)
+    total = int(session.scalar(select(func.count()).select_from(AuditEntry).where(*conditions)) or 0)
+    rows = session.scalars(select(AuditEntry).where(*conditions).order_by(AuditEntry.at.desc(), AuditEntry.id.desc()).offset(offset).limit(limit)).all()
+    frame = pd.DataFrame([[r.at, r.actor, r.action, r.entity, r.entity_id, r.before, r.after, r.note] for r in rows], columns=AUDIT_COLUMNS)
+    return frame, total
+
+
+def actors(*, session: Session) -> list[str]:
+    return list(session.scalars(select(AuditEntry.actor).distinct().order_by(AuditEntry.actor)))

@@ -1,0 +1,84 @@
+"""Phones judged by both a person and the model: the rows behind the Shadow comparison page."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pandas as pd
+from sqlalchemy import and_, select
+from sqlalchemy.orm import Session
+
+from db.models import HumanDecision, Inspection, Line, ModelVersion, Prediction
+
+#: The page compares at most this many most recent pairs (the window's newest phones).
+MAX_PAIRS = 200_000
+
+COLUMNS = [
+    "inspection_id",
+    "serial",
+    "line",
+    "image_path",
+    "human_verdict",
+    "model_verdict",
+    "max_confidence",
+    "boxes",
+    "model_version",
+    "decided_at",
+    "user_name",
+    "is_simulated",
+    "saw_model_boxes",
+]
+
+
+def paired_decisions(
+    *,
+    session: Session,
+    line_id: int | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    model_version: str | None = None,
+    include_simulated: bool = True,
+    limit: int = MAX_PAIRS,
+) -> pd.DataFrame:
+    """One row per human decision on a phone the active model also judged, newest first."""
+    query = (
+        select(
+            Inspection.id,
+            Inspection.serial,
+            Line.name,
+            Inspection.image_path,
+            HumanDecision.verdict,
+            Prediction.verdict,
+            Prediction.max_confidence,
+            Prediction.boxes,
+            ModelVersion.version,
+            HumanDecision.decided_at,
+            HumanDecision.user_name,
+            HumanDecision.is_simulated,
+            HumanDecision.saw_model_boxes,
+        )
+        .join(Inspection, Inspection.id == HumanDecision.inspection_id)
+        .join(Line, Line.id == Inspection.line_id)
+        .join(Prediction, and_(Prediction.inspection_id == Inspection.id, Prediction.is_candidate.is_(False)))
+        .join(ModelVersion, ModelVersion.id == Prediction.model_version_id)
+        .order_by(HumanDecision.decided_at.desc())
+        .limit(limit)
+    )
+    if line_id is not None:
+        query = query.where(Inspection.line_id == line_id)
+    if since is not None:
+        query = query.where(HumanDecision.decided_at >= since)
+    if until is not None:
+        query = query.where(HumanDecision.decided_at < until)
+    if model_version:
+        query = query.where(ModelVersion.version == model_version)
+    if not include_simulated:
+        query = query.where(HumanDecision.is_simulated.is_(False))
+    frame = pd.DataFrame(session.execute(query).all(), columns=COLUMNS)
+    if not frame.empty:
+        frame["decided_at"] = pd.to_datetime(frame["decided_at"], utc=True)
+    return frame
+
+
+def model_versions(*, session: Session) -> list[str]:
+    return list(session.scalars(select(ModelVersion.version).order_by(ModelVersion.registered_at)))

@@ -1,0 +1,63 @@
+"""Audit log: every state change with who, when, before and after; searchable and exportable."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import streamlit as st
+
+from app import state
+from app.session import current_user
+from app.widgets import local_time
+from core.auth import Action, PermissionDeniedError, require
+from db.audit import actors, search
+
+PAGE_SIZE = 50
+EXPORT_LIMIT = 100_000
+WINDOWS = {"last 24 hours": timedelta(days=1), "last 7 days": timedelta(days=7), "last 30 days": timedelta(days=30), "all time": None}
+
+database = state.database()
+settings = state.settings()
+user = current_user()
+try:
+    require(user, Action.VIEW_AUDIT)
+except PermissionDeniedError as error:
+    st.error(str(error))
+    st.stop()
+
+st.title("Audit log")
+with database.read() as session:
+    known_actors = actors(session=session)
+filters = st.columns([2, 1, 1, 1])
+text = filters[0].text_input("Search", placeholder="action, line, model, user, note…", key="audit.text")
+actor = filters[1].selectbox("Who", ["anyone", *known_actors], key="audit.actor")
+window = filters[2].selectbox("When", list(WINDOWS), index=3, key="audit.window")
+page = filters[3].number_input("Page", min_value=1, value=1, step=1, key="audit.page")
+
+since = datetime.now(UTC) - WINDOWS[window] if WINDOWS[window] else None
+query = {"text": text.strip(), "actor": None if actor == "anyone" else actor, "since": since}
+with database.read() as session:
+    entries, total = search(session=session, offset=(int(page) - 1) * PAGE_SIZE, limit=PAGE_SIZE, **query)
+
+if total == 0:
+    st.info("No entry matches. Every change of level, model, setting, user, decision or label is recorded here.")
+    st.stop()
+pages = (total + PAGE_SIZE - 1) // PAGE_SIZE
+st.caption(f"{total:,} entries · page {min(int(page), pages)} of {pages} · times in {settings.plant_timezone}")
+shown = entries.assign(
+    at=entries["at"].map(lambda t: local_time(t, settings.plant_timezone, "%Y-%m-%d %H:%M:%S")),
+    before=entries["before"].map(lambda v: json.dumps(v) if v else ""),
+    after=entries["after"].map(lambda v: json.dumps(v) if v else ""),
+)
+st.dataframe(shown, hide_index=True, key="audit.table", height=min(40 + 35 * len(shown), 900))
+
+
+@st.cache_data(ttl=30, max_entries=8, show_spinner=False)
+def _csv(text: str, actor: str | None, since: datetime | None) -> bytes:
+    with database.read() as session:
+        frame, _ = search(session=session, text=text, actor=actor, since=since, limit=EXPORT_LIMIT)
+    return frame.to_csv(index=False).encode()
+
+
+st.download_button(f"Export {min(total, EXPORT_LIMIT):,} entries as CSV", _csv(**query), file_name="shadowline-audit.csv", mime="text/csv", key="audit.export")

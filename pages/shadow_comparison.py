@@ -1,0 +1,91 @@
+"""Shadow comparison: people against the model on the same phones."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import plotly.express as px
+import plotly.graph_objects as go
+import streamlit as st
+
+from app import state
+from app.widgets import annotated_image, box_tuples, local_time
+from core.comparison import MIN_PAIRS, compare, daily_trend
+from db.comparison import model_versions, paired_decisions
+from db.lines import list_lines
+
+WINDOWS = {"last hour": timedelta(hours=1), "last 24 hours": timedelta(days=1), "last 7 days": timedelta(days=7), "all time": None}
+
+database = state.database()
+settings = state.settings()
+st.title("Shadow comparison")
+
+with database.read() as session:
+    lines = list_lines(session=session)
+    versions = model_versions(session=session)
+
+filters = st.columns(4)
+line_name = filters[0].selectbox("Line", ["all lines", *(line.name for line in lines)], key="comparison.line")
+window = filters[1].selectbox("Time range", list(WINDOWS), index=1, key="comparison.window")
+version = filters[2].selectbox("Model version", ["all versions", *versions], key="comparison.model")
+include_simulated = filters[3].toggle("Include the simulated inspector", value=True, key="comparison.simulated")
+
+line_id = next((line.id for line in lines if line.name == line_name), None)
+since = datetime.now(UTC) - WINDOWS[window] if WINDOWS[window] else None
+with database.read() as session:
+    pairs = paired_decisions(
+        session=session, line_id=line_id, since=since, model_version=None if version == "all versions" else version, include_simulated=include_simulated
+    )
+result = compare(pairs)
+
+if result.pairs == 0:
+    st.info("No phone has been judged by both a person and the model in this window. Run the line in shadow mode and review phones, or widen the time range.")
+    st.stop()
+if not result.enough_evidence:
+    st.warning(f"Only {result.pairs} phones judged by both: fewer than {MIN_PAIRS}, too little evidence to conclude anything yet.")
+
+cols = st.columns(4)
+cols[0].metric("Phones judged by both", f"{result.pairs:,}")
+cols[1].metric("Agreement", f"{result.agreement.value:.1%}", help=result.agreement.describe())
+cols[2].metric("Cohen's kappa", "—" if result.kappa is None else f"{result.kappa:.2f}", help="Agreement beyond chance: 1 is perfect, 0 is chance.")
+cols[3].metric(
+    "Escape rate",
+    "—" if result.escape.value is None else f"{result.escape.value:.1%}",
+    help="Phones people rejected that the model would pass. " + result.escape.describe(),
+)
+st.caption(f"Escape rate {result.escape.describe()} · over-reject rate {result.over_reject.describe()} · agreement {result.agreement.describe()}")
+
+left, right = st.columns(2)
+with left:
+    labels = ["pass", "reject"]
+    z = [[result.confusion[(h, m)] for m in labels] for h in labels]
+    heatmap = go.Figure(
+        go.Heatmap(z=z, x=[f"model {m}" for m in labels], y=[f"person {h}" for h in labels], text=z, texttemplate="%{text}", colorscale="Blues")
+    )
+    heatmap.update_layout(title="Confusion (person is the reference)", height=340, margin={"t": 50, "b": 10})
+    st.plotly_chart(heatmap, key="comparison.confusion")
+with right:
+    trend = daily_trend(pairs, "h" if window in ("last hour", "last 24 hours") else "D")
+    figure = px.line(trend, x="bucket", y=["agreement", "escape_rate", "over_reject_rate"], markers=True, title="Over time")
+    figure.update_layout(height=340, margin={"t": 50, "b": 10}, yaxis_tickformat=".0%", legend_title_text="")
+    st.plotly_chart(figure, key="comparison.trend")
+
+st.subheader("Disagreements")
+disagreements = pairs[pairs["human_verdict"] != pairs["model_verdict"]].copy()
+if disagreements.empty:
+    st.success("People and the model agree on every phone in this window.")
+    st.stop()
+disagreements["time"] = [local_time(t.to_pydatetime(), settings.plant_timezone) for t in disagreements["decided_at"]]
+disagreements["kind"] = disagreements["human_verdict"].map({"reject": "escape", "pass": "over-reject"})
+table = disagreements[["time", "serial", "line", "kind", "human_verdict", "model_verdict", "max_confidence", "user_name", "model_version"]]
+selection = st.dataframe(table, hide_index=True, on_select="rerun", selection_mode="single-row", key="comparison.disagreements", height=300)
+rows = selection.selection.rows if selection else []
+if rows:
+    phone = disagreements.iloc[rows[0]]
+    image = annotated_image(str(settings.data_dir / phone["image_path"]), box_tuples(list(phone["boxes"])))
+    said = f"the person said **{phone['human_verdict']}**, the model **{phone['model_verdict']}**"
+    st.markdown(f"**{phone['serial']}**: {said} (max confidence {phone['max_confidence']:.2f})")
+    if image is not None:
+        st.image(image, width="stretch")
+else:
+    st.caption("Select a row to open the phone with the model's boxes.")

@@ -1,0 +1,76 @@
+"""Shadow comparison and audit log pages, for the roles that may see them and those that may not."""
+
+from __future__ import annotations
+
+import pytest
+
+from core.auth import CurrentUser
+from core.camera import get_scenario
+from core.line_simulator import SimulatedInspector, simulate_line
+from core.vocabulary import Role
+from core.worker import Worker
+from db.lines import get_line
+
+
+def _signed_in(app_for, role: Role):
+    at = app_for()
+    at.session_state["auth.user"] = CurrentUser(f"a-{role.value}", role)
+    return at.run()
+
+
+def _seed(database, settings) -> None:
+    with database.read() as session:
+        line = get_line(session=session, name="line-1")
+    simulate_line(database, settings, line_id=line.id, line_name=line.name, scenario=get_scenario("normal"), count=16, rate=1000, seed=41, inspector=None)
+    Worker(database, settings).run(until_empty=True)
+    # A careless inspector, so that there are disagreements to show.
+    SimulatedInspector(miss_rate=0.5, false_reject_rate=0.3).answer_open_tasks(database, line_id=line.id)
+
+
+@pytest.mark.parametrize("role", [Role.ENGINEER, Role.MANAGER])
+def test_comparison_shows_agreement_confusion_and_disagreements(database, settings, app_for, role, shipped_model_dir):
+    _seed(database, settings)
+    at = _signed_in(app_for, role)
+    at.switch_page("../pages/shadow_comparison.py").run()
+    assert not at.exception
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Phones judged by both"] == "16"
+    assert "Agreement" in metrics and "Cohen's kappa" in metrics and "Escape rate" in metrics
+    assert any("too little evidence" in w.value for w in at.warning), "16 pairs is below the minimum"
+    assert len(at.get("plotly_chart")) == 2
+    assert at.dataframe, "the disagreements are listed"
+
+
+def test_comparison_with_no_pairs_says_what_to_do(database, app_for):
+    at = _signed_in(app_for, Role.ENGINEER)
+    at.switch_page("../pages/shadow_comparison.py").run()
+    assert not at.exception and any("shadow mode" in i.value for i in at.info)
+
+
+@pytest.mark.parametrize("role", [Role.MANAGER, Role.ADMIN])
+def test_audit_log_lists_searches_and_exports(database, app_for, role, shipped_model_dir):
+    at = _signed_in(app_for, role)
+    at.switch_page("../pages/audit_log.py").run()
+    assert not at.exception
+    table = at.dataframe[0].value
+    assert {"model.register", "line.create", "user.create"} <= set(table["action"])
+    at.text_input(key="audit.text").input("user.create").run()
+    assert set(at.dataframe[0].value["action"]) == {"user.create"}
+    assert at.get("download_button"), "CSV export offered"
+
+
+@pytest.mark.parametrize(
+    ("role", "page", "marker"),
+    [
+        (Role.SUPERVISOR, "../pages/shadow_comparison.py", "comparison.line"),
+        (Role.SUPERVISOR, "../pages/audit_log.py", "audit.text"),
+        (Role.ENGINEER, "../pages/audit_log.py", "audit.text"),
+        (Role.ADMIN, "../pages/shadow_comparison.py", "comparison.line"),
+    ],
+)
+def test_roles_cannot_reach_pages_not_meant_for_them(database, app_for, role, page, marker):
+    at = _signed_in(app_for, role)
+    # The page is not registered for this role's session at all: there is nothing to navigate to.
+    with pytest.raises(ValueError, match="Could not find a navigation page"):
+        at.switch_page(page)
+    assert marker not in at.session_state
