@@ -6,12 +6,12 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/pip --disable-pip-version-check
 
-.PHONY: up test install install-test lint typecheck pytest clean
+.PHONY: up test install install-test chromium lint typecheck pytest clean
 
 up: install
 	$(BIN)/shadowline up
 
-test: install-test lint typecheck pytest
+test: install-test chromium lint typecheck pytest
 
 # The heavy part is torch. Lightest first: the CPU-only build (~0.7 GB) from PyTorch's own index;
 # where that index cannot be reached, the PyPI build (~5.5 GB with its CUDA libraries, which run
@@ -29,6 +29,13 @@ $(VENV)/.installed: $(VENV)/.torch pyproject.toml
 $(VENV)/.installed-test: $(VENV)/.installed
 	$(PIP) install -e '.[test]'
 	touch $@
+
+# Browser tests drive Debian's Chromium (Playwright cannot download its own browser here).
+chromium:
+	@command -v chromium >/dev/null || [ -x /usr/bin/chromium ] || { \
+	  echo "installing Debian's chromium for the browser tests"; \
+	  if [ "$$(id -u)" = 0 ]; then apt-get install -y chromium || { apt-get update && apt-get install -y chromium; }; \
+	  else sudo apt-get install -y chromium; fi; }
 
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test

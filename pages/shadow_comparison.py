@@ -78,14 +78,13 @@ if disagreements.empty:
 disagreements["time"] = [local_time(t.to_pydatetime(), settings.plant_timezone) for t in disagreements["decided_at"]]
 disagreements["kind"] = disagreements["human_verdict"].map({"reject": "escape", "pass": "over-reject"})
 table = disagreements[["time", "serial", "line", "kind", "human_verdict", "model_verdict", "max_confidence", "user_name", "model_version"]]
-selection = st.dataframe(table, hide_index=True, on_select="rerun", selection_mode="single-row", key="comparison.disagreements", height=300)
-rows = selection.selection.rows if selection else []
-if rows:
-    phone = disagreements.iloc[rows[0]]
+st.dataframe(table, hide_index=True, key="comparison.disagreements", height=300)
+choices = {f"{row.serial} · {row.kind} · {row.time}": i for i, row in enumerate(disagreements.itertuples())}
+opened = st.selectbox("Open a phone", list(choices), index=None, placeholder="choose a disagreement to see it", key="comparison.open")
+if opened is not None:
+    phone = disagreements.iloc[choices[opened]]
     image = annotated_image(str(settings.data_dir / phone["image_path"]), box_tuples(list(phone["boxes"])))
     said = f"the person said **{phone['human_verdict']}**, the model **{phone['model_verdict']}**"
     st.markdown(f"**{phone['serial']}**: {said} (max confidence {phone['max_confidence']:.2f})")
     if image is not None:
         st.image(image, width="stretch")
-else:
-    st.caption("Select a row to open the phone with the model's boxes.")

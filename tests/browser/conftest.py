@@ -1,0 +1,124 @@
+"""Browser tests: the real app served on 127.0.0.1, driven by Playwright in Debian's Chromium.
+
+Playwright cannot download its own browser here; ``.ci/run`` installs Debian's ``chromium``.
+Screenshots of each page are saved under ``test-artifacts/screenshots/``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from core.camera import get_scenario
+from core.line_simulator import SimulatedInspector, simulate_line
+from core.settings import PROJECT_ROOT, load_settings
+from core.vocabulary import Role
+from core.worker import Worker
+from db.bootstrap import initialize, open_database
+from db.lines import get_line
+from db.users import add_user
+
+CHROMIUM = os.environ.get("SHADOWLINE_CHROMIUM", "/usr/bin/chromium")
+ARTIFACTS = PROJECT_ROOT / "test-artifacts" / "screenshots"
+PASSWORDS = {"sam": "supervisor-pass", "erin": "engineer-pass", "mo": "manager-pass"}
+ROLES = {"sam": Role.SUPERVISOR, "erin": Role.ENGINEER, "mo": Role.MANAGER}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def served_app(tmp_path_factory):
+    """A seeded installation and the app serving it; yields the base URL."""
+    root = tmp_path_factory.mktemp("browser")
+    env = dict(os.environ, SHADOWLINE_DATA_DIR=str(root / "data"), SHADOWLINE_MODELS_DIR=str(PROJECT_ROOT / "models"))
+    settings = load_settings(env)
+    database = open_database(settings)
+    initialize(database, settings)
+    with database.write() as session:
+        for name, role in ROLES.items():
+            add_user(session=session, name=name, role=role, password=PASSWORDS[name], actor="test")
+        line = get_line(session=session, name="line-1")
+    simulate_line(database, settings, line_id=line.id, line_name=line.name, scenario=get_scenario("normal"), count=14, rate=1000, seed=51, inspector=None)
+    Worker(database, settings).run(until_empty=True)
+    # A careless simulated inspector answers all but three phones: disagreements to open, phones to review.
+    SimulatedInspector(miss_rate=0.5, false_reject_rate=0.3).answer_open_tasks(database, line_id=line.id, limit=11)
+    database.dispose()
+
+    port = _free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(PROJECT_ROOT / "app" / "main.py"),
+        "--server.address",
+        "127.0.0.1",
+        "--server.port",
+        str(port),
+        "--server.headless",
+        "true",
+        "--browser.gatherUsageStats",
+        "false",
+    ]
+    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        server.kill()
+        pytest.fail("the app did not start")
+    yield url
+    server.terminate()
+    server.wait(timeout=20)
+
+
+@pytest.fixture(scope="session")
+def browser():
+    if not shutil.which(CHROMIUM) and not Path(CHROMIUM).exists():
+        pytest.fail(f"Chromium not found at {CHROMIUM}: install Debian's chromium (.ci/run does) or set SHADOWLINE_CHROMIUM")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        instance = playwright.chromium.launch(
+            executable_path=CHROMIUM, args=["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
+        )
+        yield instance
+        instance.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    yield context.new_page()
+    context.close()
+
+
+def sign_in(page, url: str, name: str) -> None:
+    page.goto(url)
+    page.get_by_label("User name").fill(name)
+    page.get_by_label("Password").fill(PASSWORDS[name])
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_text(f"{name} · ").wait_for(timeout=20_000)
+
+
+def screenshot(page, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)

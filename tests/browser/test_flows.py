@@ -1,0 +1,64 @@
+"""What people do in the app, in a real browser."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.browser.conftest import screenshot, sign_in
+
+pytestmark = pytest.mark.browser
+
+
+def test_supervisor_reviews_a_phone_and_sees_it_on_the_live_line(served_app, page):
+    sign_in(page, served_app, "sam")
+    page.get_by_role("link", name="Review queue").click()
+    page.get_by_role("heading", name="Review queue").wait_for()
+    serial = page.locator("h3 code").first.inner_text()
+    screenshot(page, "review_queue")
+    page.get_by_role("button", name="REJECT").click()
+    page.get_by_text(f"{serial}: reject recorded").wait_for(timeout=20_000)
+    page.get_by_role("link", name="Live line").click()
+    page.get_by_role("heading", name="Live line").wait_for()
+    phone = page.get_by_text(serial).locator("..")
+    phone.get_by_text("REJECT").wait_for(timeout=20_000)
+    assert "by person" in phone.inner_text()
+    screenshot(page, "live_line")
+
+
+def test_engineer_opens_a_disagreement(served_app, page):
+    sign_in(page, served_app, "erin")
+    page.get_by_role("link", name="Shadow comparison").click()
+    page.get_by_role("heading", name="Disagreements").wait_for(timeout=20_000)
+    page.get_by_text("choose a disagreement to see it").click()
+    page.get_by_role("option").first.click()
+    page.get_by_text("the person said").wait_for(timeout=20_000)
+    assert page.locator("img").count() >= 1
+    screenshot(page, "shadow_comparison")
+
+
+def test_supervisor_cannot_reach_the_managers_pages(served_app, page):
+    sign_in(page, served_app, "sam")
+    assert page.get_by_role("link", name="Audit log").count() == 0
+    assert page.get_by_role("link", name="Shadow comparison").count() == 0
+    page.goto(f"{served_app}/audit")
+    page.get_by_text("sam · supervisor").wait_for(timeout=20_000)
+    page.wait_for_timeout(1500)
+    assert page.get_by_role("heading", name="Audit log").count() == 0
+    screenshot(page, "supervisor_denied_audit")
+
+
+def test_manager_reads_the_audit_log(served_app, page):
+    sign_in(page, served_app, "mo")
+    page.get_by_role("link", name="Audit log").click()
+    page.get_by_role("heading", name="Audit log").wait_for(timeout=20_000)
+    page.get_by_text("entries · page 1").wait_for()
+    screenshot(page, "audit_log")
+
+
+def test_wrong_password_is_refused_clearly(served_app, page):
+    page.goto(served_app)
+    page.get_by_label("User name").fill("mo")
+    page.get_by_label("Password").fill("not-the-password")
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_text("Wrong user name or password").wait_for(timeout=20_000)
+    screenshot(page, "sign_in_refused")
