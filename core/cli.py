@@ -261,6 +261,14 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from core import bench
 
     output = Path(args.output) if args.output else None
+    if args.target == "pages":
+        from app.bench_pages import bench_pages, format_pages
+
+        result = bench_pages(phones=args.images, rounds=args.rounds)
+        print(format_pages(result))
+        if output:
+            output.write_text(json.dumps(result, indent=2) + "\n")
+        return 0
     if args.target == "detector":
         result = bench.bench_detector(get_settings().shipped_model_dir if not args.model else Path(args.model), images=args.images, rounds=args.rounds)
     else:
@@ -395,9 +403,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(handler=_cmd_evaluate)
 
     bench = commands.add_parser("bench", help="benchmarks: detector backends, worker throughput")
-    bench.add_argument("target", choices=["detector", "worker"])
+    bench.add_argument("target", choices=["detector", "worker", "pages"])
     bench.add_argument("--model", help="model version folder (default: the shipped model)")
-    bench.add_argument("--images", type=int, default=100, help="images (phones) per round")
+    bench.add_argument("--images", type=int, default=100, help="images (phones) per round; for pages, inspections seeded (e.g. 1000000)")
     bench.add_argument("--rounds", type=int, default=3, help="rounds, alternating the compared paths")
     bench.add_argument("--output", help="write the JSON result to this file")
     bench.set_defaults(handler=_cmd_bench)

@@ -44,7 +44,7 @@ def latest_phones(*, session: Session, line_id: int, limit: int = 12) -> list[Ph
         .outerjoin(Routing, Routing.inspection_id == Inspection.id)
         .outerjoin(FinalDecision, FinalDecision.inspection_id == Inspection.id)
         .where(Inspection.line_id == line_id)
-        .order_by(Inspection.id.desc())
+        .order_by(Inspection.captured_at.desc(), Inspection.id.desc())  # along ix_inspections_line_captured
         .limit(limit)
     ).all()
     phones = []

@@ -125,6 +125,7 @@ class Inspection(Base):
         Index("ix_inspections_claim", "status", "lease_expires_at", "id"),
         Index("ix_inspections_line_captured", "line_id", "captured_at"),
         Index("ix_inspections_line_status", "line_id", "status"),
+        Index("ix_inspections_line_processed", "line_id", "processed_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -209,7 +210,10 @@ class ReviewTask(Base):
     """A phone waiting for a person: claimed by one reviewer at a time, with a lease."""
 
     __tablename__ = "review_tasks"
-    __table_args__ = (Index("ix_review_tasks_open", "line_id", "status", "created_at"),)
+    __table_args__ = (
+        Index("ix_review_tasks_open", "line_id", "status", "created_at"),
+        Index("ix_review_tasks_status_created", "status", "created_at"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     inspection_id: Mapped[int] = mapped_column(ForeignKey("inspections.id"), unique=True)
@@ -237,7 +241,7 @@ class HumanDecision(Base):
     verdict: Mapped[str] = mapped_column(String(8))
     saw_model_boxes: Mapped[bool] = mapped_column(Boolean)
     seconds_taken: Mapped[float | None] = mapped_column(Float)
-    decided_at: Mapped[datetime] = mapped_column(default=utcnow)
+    decided_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
 
 
 class FinalDecision(Base):
@@ -248,9 +252,12 @@ class FinalDecision(Base):
         _enum_check("verdict", Verdict),
         _enum_check("decided_by", DecidedBy),
         Index("ix_final_decisions_decided_at", "decided_at"),
+        # Covers the per-line verdict counts of the Live line page and `shadowline status`.
+        Index("ix_final_decisions_line_verdict", "line_id", "verdict", "decided_by"),
     )
 
     inspection_id: Mapped[int] = mapped_column(ForeignKey("inspections.id"), primary_key=True)
+    line_id: Mapped[int] = mapped_column(ForeignKey("lines.id"))
     verdict: Mapped[str] = mapped_column(String(8))
     decided_by: Mapped[str] = mapped_column(String(8))
     level: Mapped[str] = mapped_column(String(16))

@@ -184,6 +184,7 @@ def record_result(
         session.add(
             FinalDecision(
                 inspection_id=inspection_id,
+                line_id=line_id,
                 verdict=routing.model_verdict.value,
                 decided_by=DecidedBy.MODEL.value,
                 level=level.value,

@@ -120,6 +120,7 @@ def record_human_decision(
         session.add(
             FinalDecision(
                 inspection_id=task.inspection_id,
+                line_id=task.line_id,
                 verdict=verdict.value,
                 decided_by=DecidedBy.HUMAN.value,
                 level=routing.level if routing else "unknown",

@@ -54,8 +54,7 @@ def line_statuses(*, session: Session, now: datetime | None = None) -> list[Line
         decided = dict.fromkeys((d.value for d in DecidedBy), 0)
         finals = session.execute(
             select(FinalDecision.verdict, FinalDecision.decided_by, func.count())
-            .join(Inspection, Inspection.id == FinalDecision.inspection_id)
-            .where(Inspection.line_id == line.id)
+            .where(FinalDecision.line_id == line.id)
             .group_by(FinalDecision.verdict, FinalDecision.decided_by)
         )
         for verdict, decided_by, n in finals:
@@ -66,7 +65,9 @@ def line_statuses(*, session: Session, now: datetime | None = None) -> list[Line
         recent = session.scalar(
             select(func.count()).select_from(Inspection).where(Inspection.line_id == line.id, Inspection.processed_at >= now - timedelta(seconds=60))
         )
-        open_tasks = session.scalar(select(func.count()).select_from(ReviewTask).where(ReviewTask.line_id == line.id, ReviewTask.status != "done"))
+        open_tasks = session.scalar(
+            select(func.count()).select_from(ReviewTask).where(ReviewTask.line_id == line.id, ReviewTask.status.in_(["open", "claimed"]))
+        )
         statuses.append(
             LineStatus(
                 line=line.name,

@@ -64,3 +64,21 @@ def test_foreign_keys_and_checks_are_enforced(database):
         )
     with pytest.raises(IntegrityError), database.write() as session:
         session.execute(text("UPDATE line_settings SET level = 'turbo'"))
+
+
+def test_upgrade_backfills_the_line_of_existing_final_decisions(empty_database):
+    upgrade(empty_database.engine, "0002")
+    with empty_database.engine.begin() as connection:
+        connection.execute(text("INSERT INTO lines (id, name, created_at) VALUES (7, 'line-7', '2026-01-01')"))
+        connection.execute(
+            text(
+                "INSERT INTO inspections (id, serial, line_id, captured_at, image_path, source, status, attempts) "
+                "VALUES (1, 's', 7, '2026-01-01', 'p', 'ingest', 'done', 1)"
+            )
+        )
+        connection.execute(
+            text("INSERT INTO final_decisions (inspection_id, verdict, decided_by, level, rule, decided_at) VALUES (1, 'pass', 'model', 'full', 'r', '2026-01-01')")
+        )
+    upgrade(empty_database.engine)
+    with empty_database.engine.connect() as connection:
+        assert connection.execute(text("SELECT line_id FROM final_decisions")).scalar() == 7

@@ -101,7 +101,7 @@ def test_a_phone_gets_one_final_decision_at_most(database):
             routed_model_id=None,
         )
     with pytest.raises(IntegrityError), database.write() as session:
-        session.add(FinalDecision(inspection_id=item.id, verdict="pass", decided_by="human", level="full", rule="x"))
+        session.add(FinalDecision(inspection_id=item.id, line_id=line_id, verdict="pass", decided_by="human", level="full", rule="x"))
 
 
 def test_review_tasks_go_to_one_reviewer_and_become_the_final_decision(database):
