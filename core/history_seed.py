@@ -116,6 +116,7 @@ def seed_history(
                 rows["finals"].append(
                     {
                         "inspection_id": i,
+                        "line_id": line.id,
                         "verdict": verdict,
                         "decided_by": "model",
                         "level": "partial",
@@ -153,6 +154,7 @@ def seed_history(
                 rows["finals"].append(
                     {
                         "inspection_id": i,
+                        "line_id": line.id,
                         "verdict": human,
                         "decided_by": "human",
                         "level": "partial",
