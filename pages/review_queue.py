@@ -88,6 +88,7 @@ with right:
         st.caption(f"The model's boxes are shown ({len(boxes)}).")
     else:
         st.caption("Judge on your own: at this level the model's opinion is not shown.")
-    st.button("PASS", key="review.pass", type="secondary", width="stretch", on_click=_judge, args=(Verdict.PASS,))
-    st.button("REJECT", key="review.reject", type="primary", width="stretch", on_click=_judge, args=(Verdict.REJECT,))
-    st.button("Skip (give back)", key="review.skip", width="stretch", on_click=_skip)
+    st.button("PASS", key="review.pass", shortcut="P", type="secondary", width="stretch", on_click=_judge, args=(Verdict.PASS,))
+    st.button("REJECT", key="review.reject", shortcut="X", type="primary", width="stretch", on_click=_judge, args=(Verdict.REJECT,))
+    st.button("Skip (give back)", key="review.skip", shortcut="S", width="stretch", on_click=_skip)
+    st.caption("Keys: P pass · X reject · S skip. The next phone loads at once.")

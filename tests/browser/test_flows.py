@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from tests.browser.conftest import screenshot, sign_in
@@ -15,8 +17,13 @@ def test_supervisor_reviews_a_phone_and_sees_it_on_the_live_line(served_app, pag
     page.get_by_role("heading", name="Review queue").wait_for()
     serial = page.locator("h3 code").first.inner_text()
     screenshot(page, "review_queue")
-    page.get_by_role("button", name="REJECT").click()
+    page.get_by_role("button", name=re.compile("^REJECT")).click()
     page.get_by_text(f"{serial}: reject recorded").wait_for(timeout=20_000)
+    # The next phone loads at once and can be judged from the keyboard.
+    next_serial = page.locator("h3 code").first.inner_text()
+    assert next_serial != serial
+    page.locator("body").press("p")
+    page.get_by_text(f"{next_serial}: pass recorded").wait_for(timeout=20_000)
     page.get_by_role("link", name="Live line").click()
     page.get_by_role("heading", name="Live line").wait_for()
     phone = page.get_by_text(serial).locator("..")
