@@ -77,7 +77,10 @@ def test_upgrade_backfills_the_line_of_existing_final_decisions(empty_database):
             )
         )
         connection.execute(
-            text("INSERT INTO final_decisions (inspection_id, verdict, decided_by, level, rule, decided_at) VALUES (1, 'pass', 'model', 'full', 'r', '2026-01-01')")
+            text(
+                "INSERT INTO final_decisions (inspection_id, verdict, decided_by, level, rule, decided_at) "
+                "VALUES (1, 'pass', 'model', 'full', 'r', '2026-01-01')"
+            )
         )
     upgrade(empty_database.engine)
     with empty_database.engine.connect() as connection:
