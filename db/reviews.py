@@ -14,6 +14,7 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from core.vocabulary import DecidedBy, Verdict
+from db import audit
 from db.models import FinalDecision, HumanDecision, Inspection, ReviewTask, Routing, utcnow
 
 CLAIM_SECONDS = 120.0
@@ -114,6 +115,14 @@ def record_human_decision(
     )
     session.add(decision)
     session.flush()
+    audit.record(
+        session=session,
+        actor=reviewer,
+        action="phone.decide" if task.kind == "decide" else "phone.audit",
+        entity="inspection",
+        entity_id=task.inspection_id,
+        after={"verdict": verdict.value, "saw_model_boxes": task.show_model_boxes, "simulated": is_simulated},
+    )
     task.status = "done"
     task.done_at = utcnow()
     if task.kind == "decide":

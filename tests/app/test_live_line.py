@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from core.auth import CurrentUser
 from core.camera import get_scenario
 from core.line_simulator import SimulatedInspector, simulate_line
@@ -18,10 +20,11 @@ def _seed(database, settings, count: int) -> None:
     SimulatedInspector().answer_open_tasks(database, line_id=line.id, limit=count - 2)  # two still wait
 
 
-def test_live_line_shows_counters_phones_and_who_decided(database, settings, app_for, shipped_model_dir):
+@pytest.mark.parametrize("role", list(Role))
+def test_live_line_shows_counters_phones_and_who_decided(database, settings, app_for, shipped_model_dir, role):
     _seed(database, settings, 10)
     at = app_for()
-    at.session_state["auth.user"] = CurrentUser("sam", Role.SUPERVISOR)
+    at.session_state["auth.user"] = CurrentUser("someone", role)
     at.run()
     assert not at.exception
     assert at.title[0].value == "Live line"

@@ -136,3 +136,29 @@ def test_review_tasks_go_to_one_reviewer_and_become_the_final_decision(database)
     with database.read() as session:
         final = session.get(FinalDecision, ana.inspection_id)
         assert (final.verdict, final.decided_by, final.level) == ("reject", "human", "assist")
+
+
+def test_a_persons_decision_is_in_the_audit_log(database):
+    line_id = _queue(database, 1)
+    decision = route(AutomationLevel.SHADOW, PhoneFacts("S", max_confidence=0.5), PolicySettings())
+    item = _claim(database, "w", 1)[0]
+    with database.write() as session:
+        record_result(
+            session=session,
+            inspection_id=item.id,
+            line_id=line_id,
+            worker_id="w",
+            level=AutomationLevel.SHADOW,
+            routing=decision,
+            metrics=None,
+            predictions=[],
+            routed_model_id=None,
+        )
+    with database.write() as session:
+        task = claim_next_task(session=session, reviewer="ana")
+        record_human_decision(session=session, task_id=task.task_id, reviewer="ana", verdict=Verdict.PASS)
+    with database.read() as session:
+        from db.models import AuditEntry
+
+        entry = session.scalar(select(AuditEntry).where(AuditEntry.action == "phone.decide"))
+        assert (entry.actor, entry.entity_id, entry.after["verdict"]) == ("ana", str(item.id), "pass")
