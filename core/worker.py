@@ -184,6 +184,20 @@ class Worker:
             "error": error,
         }
 
+    def _inspect_safely(self, item: ClaimedInspection, line: LineConfig) -> dict:
+        """:meth:`_inspect`, but a bug on one phone sends that phone to a person instead of killing the worker."""
+        try:
+            return self._inspect(item, line)
+        except Exception as error:  # the line must keep moving; the phone is not passed
+            log.exception("inspection %s failed unexpectedly", item.id)
+            return {
+                "routing": route(line.level, PhoneFacts(serial=item.serial, image_ok=False), line.policy),
+                "metrics": None,
+                "predictions": [],
+                "routed_model_id": None,
+                "error": f"inspection failed unexpectedly: {error!r}",
+            }
+
     # -- the loop -----------------------------------------------------------------------------
 
     def process_batch(self) -> int:
@@ -194,7 +208,7 @@ class Worker:
             return 0
         with self.database.read() as session:
             lines = {line.id: line for line in list_lines(session=session)}
-        results = [(item, self._inspect(item, lines[item.line_id])) for item in claimed]
+        results = [(item, self._inspect_safely(item, lines[item.line_id])) for item in claimed]
         with self.database.write() as session:
             for item, result in results:
                 try:

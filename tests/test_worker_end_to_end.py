@@ -165,3 +165,25 @@ def test_status_json_reports_each_line(database, settings, level, shipped_model_
     assert line["level"] == level.value and line["counts"]["done"] == 3 and line["queue_depth"] == 0
     assert line["active_model"] == shipped_model_dir.name and line["alarms"] == []
     assert set(line["decided_by"]) == {"model", "human", "pending"}
+
+
+def test_an_unexpected_error_on_one_phone_sends_it_to_a_person_and_the_worker_goes_on(database, settings, monkeypatch, shipped_model_dir):
+    _feed(database, settings, 4, seed=17)
+    import core.worker as worker_module
+
+    real = worker_module.compute_input_metrics
+    calls = {"n": 0}
+
+    def flaky(image):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("a bug on one phone")
+        return real(image)
+
+    monkeypatch.setattr(worker_module, "compute_input_metrics", flaky)
+    stats = Worker(database, settings).run(until_empty=True)
+    assert stats.processed == 4
+    with database.read() as session:
+        failed = session.scalars(select(Inspection).where(Inspection.status == "failed")).all()
+        assert len(failed) == 1 and "a bug on one phone" in failed[0].error
+        assert session.get(Routing, failed[0].id).decider == "human"
