@@ -244,8 +244,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         return 0
     result = evaluate(detector, args.scenario, args.count, args.seed)
     text = json.dumps(result, indent=None if args.json else 2)
-    if args.output:
-        Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
+    default_output = get_settings().data_dir / "evaluations" / f"{result['model_version']}-{args.scenario}-{args.count}-{args.seed}.json"
+    output = Path(args.output) if args.output else default_output
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(result, indent=2) + "\n")
     if args.json:
         print(text)
     else:
@@ -254,6 +256,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             print(f"  {key:>18}: {result[key]:.4f}")
         print(f"  {result['defective_phones']} defective phones ({result['escapes']} escaped)")
         print(f"  {result['good_phones']} good phones ({result['false_rejects']} falsely rejected)")
+        print(f"written to {output}")
     return 0
 
 
@@ -398,7 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--seed", type=int, default=777_000)
     evaluate.add_argument("--backend", choices=["auto", "onnx", "ultralytics"], default="auto")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
-    evaluate.add_argument("--output", help="also write the JSON to this file")
+    evaluate.add_argument("--output", help="write the JSON here (default: DATA_DIR/evaluations/VERSION-SCENARIO-COUNT-SEED.json)")
     evaluate.add_argument("--record", action="store_true", help="evaluate every standard scenario and write the results into the model card")
     evaluate.set_defaults(handler=_cmd_evaluate)
 

@@ -168,8 +168,42 @@ def evaluate(
     }
 
 
+#: Calibration phones come from the validation run seed: used for model selection, never for evaluation.
+CALIBRATION_SEED = 2000
+#: An escaped defect costs this many false rejects when the decision threshold is chosen.
+ESCAPE_COST = 5.0
+
+
+def calibrate_decision_threshold(detector: Detector, *, count: int = 400, seed: int = CALIBRATION_SEED) -> dict[str, Any]:
+    """Choose the reject threshold on validation phones: minimise ESCAPE_COST x escapes + false rejects.
+
+    Ties go to the higher threshold (fewer false rejects for the same cost).
+    """
+    scenario = get_scenario("normal")
+    scores, defective = [], []
+    for index in range(count):
+        phone = render_run_phone(scenario, seed, index, defect_rate=0.5)
+        scores.append(detector.detect(phone.image).max_confidence)
+        defective.append(phone.is_defective)
+    score_array, truth = np.array(scores), np.array(defective)
+    best: tuple[float, float] | None = None
+    for threshold in np.round(np.arange(0.05, 0.91, 0.01), 2):
+        rejected = score_array >= threshold
+        cost = ESCAPE_COST * int((truth & ~rejected).sum()) + int((~truth & rejected).sum())
+        if best is None or cost <= best[1]:
+            best = (float(threshold), cost)
+    assert best is not None
+    return {"decision_threshold": best[0], "cost": best[1], "count": count, "seed": seed, "escape_cost": ESCAPE_COST}
+
+
 def record_standard_evaluations(model_dir: Path, *, count: int = 500, seed: int = DEFAULT_EVAL_SEED, progress: Callable[[str], None] = print) -> dict[str, Any]:
-    """Evaluate a version on every standard scenario and write the results into its card."""
+    """Calibrate the decision threshold, evaluate every standard scenario, write both into the card."""
+    calibration = calibrate_decision_threshold(Detector(model_dir))
+    card = read_card(model_dir)
+    card["decision_threshold"] = calibration["decision_threshold"]
+    card["calibration"] = calibration
+    write_card(model_dir, card)
+    progress(f"decision threshold {calibration['decision_threshold']:.2f} (calibrated on {calibration['count']} validation phones)")
     detector = Detector(model_dir)
     results = {}
     for scenario in STANDARD_SCENARIOS:
