@@ -112,8 +112,8 @@ def page(browser):
 
 def sign_in(page, url: str, name: str) -> None:
     page.goto(url)
-    page.get_by_label("User name").fill(name)
-    page.get_by_label("Password").fill(PASSWORDS[name])
+    page.get_by_role("textbox", name="User name").fill(name)
+    page.get_by_role("textbox", name="Password").fill(PASSWORDS[name])
     page.get_by_role("button", name="Sign in").click()
     page.get_by_text(f"{name} · ").wait_for(timeout=20_000)
 

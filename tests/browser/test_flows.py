@@ -64,8 +64,8 @@ def test_manager_reads_the_audit_log(served_app, page):
 
 def test_wrong_password_is_refused_clearly(served_app, page):
     page.goto(served_app)
-    page.get_by_label("User name").fill("mo")
-    page.get_by_label("Password").fill("not-the-password")
+    page.get_by_role("textbox", name="User name").fill("mo")
+    page.get_by_role("textbox", name="Password").fill("not-the-password")
     page.get_by_role("button", name="Sign in").click()
     page.get_by_text("Wrong user name or password").wait_for(timeout=20_000)
     screenshot(page, "sign_in_refused")
