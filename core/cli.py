@@ -28,11 +28,25 @@ def _cmd_train(args: argparse.Namespace) -> int:
     recipe = training.DataRecipe(train_count=args.train_count, val_count=args.val_count, train_seed=args.train_seed, val_seed=args.val_seed)
     config = training.TrainConfig(version=args.version, epochs=args.epochs, imgsz=args.imgsz, batch=args.batch, seed=args.seed)
     settings.cache_dir.mkdir(parents=True, exist_ok=True)
+    if (models_dir / args.version).exists():
+        raise CommandError(f"model version {args.version!r} already exists in {models_dir}; choose another --version")
+    if args.init_from:
+        from core.detector.card import ModelError, read_card, verify_weights
+
+        try:
+            verify_weights(Path(args.init_from), read_card(Path(args.init_from)), "ultralytics")
+        except ModelError as error:
+            raise CommandError(f"--init-from: {error}") from None
     with tempfile.TemporaryDirectory(prefix="train-", dir=settings.cache_dir) as tmp:
         work = Path(tmp)
         data_yaml = training.build_generated_dataset(work / "dataset", recipe)
         folder = training.train_model_version(
-            config, models_dir, data_yaml, data_description={"source": "generated", "recipe": asdict(recipe)}, workdir=work / "runs"
+            config,
+            models_dir,
+            data_yaml,
+            data_description={"source": "generated", "recipe": asdict(recipe)},
+            workdir=work / "runs",
+            init_from=Path(args.init_from) if args.init_from else None,
         )
     if not args.skip_evaluation:
         from core.evaluation import record_standard_evaluations
@@ -424,6 +438,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--train-seed", type=int, default=1000)
     train.add_argument("--val-seed", type=int, default=2000)
     train.add_argument("--models-dir", help="where to write the version (default: the models folder setting)")
+    train.add_argument("--init-from", help="start from the weights of this model version folder (checked against its card)")
     train.add_argument("--eval-count", type=int, default=500, help="phones per scenario in the evaluation written to the card")
     train.add_argument("--skip-evaluation", action="store_true", help="do not evaluate on the scenarios after training")
     train.set_defaults(handler=_cmd_train)

@@ -127,6 +127,7 @@ def train_model_version(
     workdir: Path,
     progress: Callable[[str], None] = print,
     on_epoch: Callable[[ultralytics_backend.EpochProgress], None] | None = None,
+    init_from: Path | None = None,
 ) -> Path:
     """Train, export and write ``models_dir/<version>/`` with weights and card.
 
@@ -145,6 +146,14 @@ def train_model_version(
         if on_epoch:
             on_epoch(epoch)
 
+    lineage = None
+    init_weights = None
+    if init_from is not None:
+        from core.detector.card import read_card, verify_weights
+
+        parent = read_card(init_from)
+        init_weights = verify_weights(init_from, parent, "ultralytics")  # a .pt is a pickle: only vouched-for weights
+        lineage = {"version": parent["version"], "pt_sha256": parent["weights"][WEIGHTS_PT]["sha256"], "epochs": parent.get("epochs")}
     started = time.monotonic()
     best = ultralytics_backend.train(
         data_yaml,
@@ -156,6 +165,7 @@ def train_model_version(
         architecture=config.architecture,
         on_epoch=report,
         augment=config.augment,
+        init_weights=init_weights,
     )
     train_seconds = time.monotonic() - started
     staging = workdir / "staging"
@@ -170,6 +180,7 @@ def train_model_version(
         "classes": DefectClass.names(),
         "architecture": config.architecture,
         "pretrained": False,
+        "init_from": lineage,
         "imgsz": config.imgsz,
         "onnx_input": list(config.onnx_input),
         "epochs": config.epochs,

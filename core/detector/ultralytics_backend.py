@@ -72,6 +72,7 @@ def train(
     threads: int = 2,
     on_epoch: Callable[[EpochProgress], None] | None = None,
     augment: dict[str, float] | None = None,
+    init_weights: Path | None = None,
 ) -> Path:
     """Train a detector from its YAML architecture, with no pretrained weights.
 
@@ -86,6 +87,8 @@ def train(
         threads: Torch CPU threads.
         on_epoch: Called after each epoch with losses and validation metrics.
         augment: Overrides of Ultralytics augmentation hyper-parameters.
+        init_weights: Start from these ``.pt`` weights (one of our own model versions, already
+            checked against its card) instead of random initialisation.
 
     Returns:
         Path of the best ``.pt`` checkpoint.
@@ -98,7 +101,7 @@ def train(
     # Ultralytics trains on cpu_count-1 threads; on a small machine use every core.
     torch_utils.NUM_THREADS = threads
     torch.set_num_threads(threads)
-    model = YOLO(architecture)
+    model = YOLO(str(init_weights)) if init_weights else YOLO(architecture)
 
     if on_epoch is not None:
 
