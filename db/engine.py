@@ -77,10 +77,10 @@ class Database:
 
     @contextmanager
     def read(self) -> Iterator[Session]:
-        """A read-only unit of work (rolled back at the end)."""
+        """A unit of work that only reads. It ends like any other (nothing to write), and objects
+        loaded in it keep their values afterwards (no expiry), though pages get plain data anyway."""
         with self._reader() as session, session.begin():
             yield session
-            session.rollback()
 
     def dispose(self) -> None:
         self.engine.dispose()

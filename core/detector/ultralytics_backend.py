@@ -122,7 +122,8 @@ def train(
         batch=batch,
         seed=seed,
         deterministic=True,
-        pretrained=False,
+        # False would make Ultralytics rebuild from the YAML and drop init_weights (never downloads here).
+        pretrained=init_weights is not None,
         device="cpu",
         workers=0,
         amp=False,

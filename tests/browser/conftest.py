@@ -110,8 +110,10 @@ def page(browser):
     context.close()
 
 
-def sign_in(page, url: str, name: str) -> None:
-    page.goto(url)
+def sign_in(page, url: str | None, name: str) -> None:
+    """Sign in as ``name`` (opening ``url`` first unless None)."""
+    if url is not None:
+        page.goto(url)
     page.get_by_role("textbox", name="User name").fill(name)
     page.get_by_role("textbox", name="Password").fill(PASSWORDS[name])
     page.get_by_role("button", name="Sign in").click()

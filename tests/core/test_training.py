@@ -60,3 +60,26 @@ def test_tiny_training_run_produces_a_loadable_vouched_model_version(tmp_path, n
         training.train_model_version(
             training.TrainConfig(version="tiny", epochs=1), tmp_path / "models", data_yaml, data_description={}, workdir=tmp_path / "r2"
         )
+
+
+def test_fine_tuning_starts_from_the_parent_weights_and_records_its_lineage(tmp_path, shipped_model_dir):
+    recipe = training.DataRecipe(train_count=16, val_count=4, defect_rate=0.8, train_seed=3000, val_seed=3001)
+    data_yaml = training.build_generated_dataset(tmp_path / "ds", recipe, progress=lambda _: None)
+    losses = {}
+    for name, parent in (("scratch", None), ("tuned", shipped_model_dir)):
+        seen = []
+        folder = training.train_model_version(
+            training.TrainConfig(version=name, epochs=1, imgsz=320, batch=8),
+            tmp_path / "models",
+            data_yaml,
+            data_description={"source": "generated"},
+            workdir=tmp_path / f"runs-{name}",
+            progress=lambda _: None,
+            on_epoch=seen.append,
+            init_from=parent,
+        )
+        losses[name] = seen[0].losses["cls_loss"]
+    # A trained detector already knows scratches: its first epoch's class loss is far below a random one's.
+    assert losses["tuned"] < losses["scratch"] / 3, losses
+    card = json.loads((folder / "card.json").read_text())
+    assert card["init_from"]["version"] == shipped_model_dir.name
