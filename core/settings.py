@@ -16,7 +16,7 @@ from pathlib import Path
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 #: The model version shipped in the repository and registered by ``shadowline init``.
-SHIPPED_MODEL_VERSION = "scratch-v1"
+SHIPPED_MODEL_VERSION = "scratch-v2"
 
 
 @dataclass(frozen=True)
