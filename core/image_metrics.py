@@ -13,6 +13,8 @@ import cv2
 import numpy as np
 
 METRICS_WIDTH = 320
+#: Colour statistics need no detail: they are taken on a thumbnail this wide.
+COLOUR_WIDTH = 80
 
 
 @dataclass(frozen=True)
@@ -54,16 +56,20 @@ def compute_input_metrics(image_bgr: np.ndarray) -> InputMetrics:
     else:
         small = image_bgr
     grey = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
-    b, g, r = (small[..., i].astype(np.float32) for i in range(3))
+    grey_mean, grey_std = cv2.meanStdDev(grey)
+    # Smoothed first so sensor noise does not read as detail: blur must lower the score.
+    _, laplacian_std = cv2.meanStdDev(cv2.Laplacian(cv2.GaussianBlur(grey, (5, 5), 1.0), cv2.CV_32F))
+    thumb_h = max(1, round(small.shape[0] * COLOUR_WIDTH / small.shape[1]))
+    thumb = cv2.resize(small, (COLOUR_WIDTH, thumb_h), interpolation=cv2.INTER_AREA).astype(np.float32)
+    b, g, r = thumb[..., 0], thumb[..., 1], thumb[..., 2]
     rg, yb = r - g, 0.5 * (r + g) - b
     colourfulness = float(np.sqrt(rg.std() ** 2 + yb.std() ** 2) + 0.3 * np.sqrt(rg.mean() ** 2 + yb.mean() ** 2))
     return InputMetrics(
         width=int(width),
         height=int(height),
-        brightness=float(grey.mean()),
-        contrast=float(grey.std()),
-        # Smoothed first so sensor noise does not read as detail: blur must lower the score.
-        sharpness=float(cv2.Laplacian(cv2.GaussianBlur(grey, (5, 5), 1.0), cv2.CV_64F).var()),
+        brightness=float(grey_mean[0, 0]),
+        contrast=float(grey_std[0, 0]),
+        sharpness=float(laplacian_std[0, 0] ** 2),
         colourfulness=colourfulness,
         mean_b=float(b.mean()),
         mean_g=float(g.mean()),

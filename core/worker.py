@@ -35,7 +35,7 @@ from core.vocabulary import Verdict
 from db import audit, heartbeats
 from db.engine import Database
 from db.lines import LineConfig, list_lines
-from db.pipeline import MAX_ATTEMPTS, ClaimedInspection, LeaseLostError, PredictionRecord, claim_batch, record_result
+from db.pipeline import MAX_ATTEMPTS, ClaimedInspection, PhoneResult, PredictionRecord, claim_batch, record_results
 from db.registry import get_model
 
 log = logging.getLogger("shadowline.worker")
@@ -208,20 +208,15 @@ class Worker:
             return 0
         with self.database.read() as session:
             lines = {line.id: line for line in list_lines(session=session)}
-        results = [(item, self._inspect_safely(item, lines[item.line_id])) for item in claimed]
+        results = [PhoneResult(item.id, item.line_id, lines[item.line_id].level, **self._inspect_safely(item, lines[item.line_id])) for item in claimed]
         with self.database.write() as session:
-            for item, result in results:
-                try:
-                    with session.begin_nested():
-                        record_result(
-                            session=session, inspection_id=item.id, line_id=item.line_id, worker_id=self.worker_id, level=lines[item.line_id].level, **result
-                        )
-                except LeaseLostError as lost:
-                    self.stats.lost_leases += 1
-                    log.warning("%s", lost)
-                    continue
-                self.stats.processed += 1
-                self.stats.failed_images += int(result["error"] is not None)
+            written, lost = record_results(session=session, worker_id=self.worker_id, results=results)
+        for inspection_id in lost:
+            log.warning("inspection %s is no longer held by %s: another worker reclaimed it", inspection_id, self.worker_id)
+        self.stats.lost_leases += len(lost)
+        self.stats.processed += len(written)
+        written_ids = set(written)
+        self.stats.failed_images += sum(1 for r in results if r.error is not None and r.inspection_id in written_ids)
         self.beat()
         return len(claimed)
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import CursorResult, and_, or_, select, update
+from sqlalchemy import and_, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from core.image_metrics import InputMetrics
@@ -115,21 +115,6 @@ def claim_batch(*, session: Session, worker_id: str, limit: int, lease_seconds: 
     return sorted((ClaimedInspection(*row) for row in rows), key=lambda c: c.id)
 
 
-def _hold_lease(session: Session, inspection_id: int, worker_id: str, status: InspectionStatus, error: str | None) -> None:
-    result = session.execute(
-        update(Inspection)
-        .where(
-            Inspection.id == inspection_id,
-            Inspection.claimed_by == worker_id,
-            Inspection.status == InspectionStatus.PROCESSING.value,
-        )
-        .values(status=status.value, error=error, processed_at=utcnow(), lease_expires_at=None)
-        .execution_options(synchronize_session=False)
-    )
-    if cast(CursorResult[Any], result).rowcount != 1:
-        raise LeaseLostError(f"inspection {inspection_id} is no longer held by {worker_id}")
-
-
 def record_result(
     *,
     session: Session,
@@ -150,58 +135,122 @@ def record_result(
     judge or audit.
 
     Raises:
-        LeaseLostError: The worker no longer holds the inspection; nothing must be committed.
+        LeaseLostError: The worker no longer holds the inspection; nothing was written.
     """
-    _hold_lease(session, inspection_id, worker_id, InspectionStatus.FAILED if error else InspectionStatus.DONE, error)
-    if metrics is not None:
-        session.add(ImageMetrics(inspection_id=inspection_id, **metrics.as_dict()))
-    for p in predictions:
-        session.add(
-            Prediction(
-                inspection_id=inspection_id,
-                model_version_id=p.model_version_id,
-                is_candidate=p.is_candidate,
-                boxes=p.boxes,
-                max_confidence=p.max_confidence,
-                verdict=p.verdict.value,
-                latency_ms=p.latency_ms,
-            )
-        )
-    session.add(
-        Routing(
-            inspection_id=inspection_id,
-            level=level.value,
-            decider=routing.decider.value,
-            rule=routing.rule,
-            reason=routing.reason,
-            show_model_boxes=routing.show_model_boxes,
-            audit=routing.audit,
-            model_version_id=routed_model_id,
-        )
+    result = PhoneResult(inspection_id, line_id, level, routing, metrics, predictions, routed_model_id, error)
+    _, lost = record_results(session=session, worker_id=worker_id, results=[result])
+    if lost:
+        raise LeaseLostError(f"inspection {inspection_id} is no longer held by {worker_id}")
+
+
+@dataclass(frozen=True)
+class PhoneResult:
+    """Everything the worker found about one phone, ready to be written."""
+
+    inspection_id: int
+    line_id: int
+    level: AutomationLevel
+    routing: RoutingDecision
+    metrics: InputMetrics | None
+    predictions: list[PredictionRecord]
+    routed_model_id: int | None
+    error: str | None = None
+
+
+def record_results(*, session: Session, worker_id: str, results: list[PhoneResult]) -> tuple[list[int], list[int]]:
+    """Write a batch of results in bulk, in the caller's one transaction (what :func:`record_result`
+    does for one phone, with a handful of statements for the whole batch).
+
+    Only phones the worker still holds are written; call it inside a write unit (``BEGIN
+    IMMEDIATE`` on SQLite, row locks on PostgreSQL) so nobody can reclaim them in between.
+
+    Returns:
+        The inspection ids written, and those whose lease was lost (left untouched).
+    """
+    if not results:
+        return [], []
+    ids = [r.inspection_id for r in results]
+    held_query = select(Inspection.id).where(Inspection.id.in_(ids), Inspection.claimed_by == worker_id, Inspection.status == InspectionStatus.PROCESSING.value)
+    if session.get_bind().dialect.name == "postgresql":
+        held_query = held_query.with_for_update()
+    held = set(session.scalars(held_query))
+    written = [r for r in results if r.inspection_id in held]
+    lost = [i for i in ids if i not in held]
+    if not written:
+        return [], lost
+    now = utcnow()
+    session.execute(
+        update(Inspection).execution_options(synchronize_session=False),
+        [
+            {
+                "id": r.inspection_id,
+                "status": (InspectionStatus.FAILED if r.error else InspectionStatus.DONE).value,
+                "error": r.error,
+                "processed_at": now,
+                "lease_expires_at": None,
+            }
+            for r in written
+        ],
     )
-    if routing.decider is Decider.MODEL:
-        assert routing.model_verdict is not None, "a model decision carries its verdict"
-        session.add(
-            FinalDecision(
-                inspection_id=inspection_id,
-                line_id=line_id,
-                verdict=routing.model_verdict.value,
-                decided_by=DecidedBy.MODEL.value,
-                level=level.value,
-                rule=routing.rule,
-                model_version_id=routed_model_id,
+    rows: dict[type, list[dict[str, Any]]] = {ImageMetrics: [], Prediction: [], Routing: [], FinalDecision: [], ReviewTask: []}
+    for r in written:
+        if r.metrics is not None:
+            rows[ImageMetrics].append({"inspection_id": r.inspection_id, **r.metrics.as_dict()})
+        for p in r.predictions:
+            rows[Prediction].append(
+                {
+                    "inspection_id": r.inspection_id,
+                    "model_version_id": p.model_version_id,
+                    "is_candidate": p.is_candidate,
+                    "boxes": p.boxes,
+                    "max_confidence": p.max_confidence,
+                    "verdict": p.verdict.value,
+                    "latency_ms": p.latency_ms,
+                    "created_at": now,
+                }
             )
+        rows[Routing].append(
+            {
+                "inspection_id": r.inspection_id,
+                "level": r.level.value,
+                "decider": r.routing.decider.value,
+                "rule": r.routing.rule,
+                "reason": r.routing.reason,
+                "show_model_boxes": r.routing.show_model_boxes,
+                "audit": r.routing.audit,
+                "model_version_id": r.routed_model_id,
+                "routed_at": now,
+            }
         )
-    if routing.needs_human:
-        session.add(
-            ReviewTask(
-                inspection_id=inspection_id,
-                line_id=line_id,
-                kind="audit" if routing.decider is Decider.MODEL else "decide",
-                show_model_boxes=routing.show_model_boxes,
+        if r.routing.decider is Decider.MODEL:
+            assert r.routing.model_verdict is not None, "a model decision carries its verdict"
+            rows[FinalDecision].append(
+                {
+                    "inspection_id": r.inspection_id,
+                    "line_id": r.line_id,
+                    "verdict": r.routing.model_verdict.value,
+                    "decided_by": DecidedBy.MODEL.value,
+                    "level": r.level.value,
+                    "rule": r.routing.rule,
+                    "model_version_id": r.routed_model_id,
+                    "decided_at": now,
+                }
             )
-        )
-    session.flush()
+        if r.routing.needs_human:
+            rows[ReviewTask].append(
+                {
+                    "inspection_id": r.inspection_id,
+                    "line_id": r.line_id,
+                    "kind": "audit" if r.routing.decider is Decider.MODEL else "decide",
+                    "show_model_boxes": r.routing.show_model_boxes,
+                    "status": "open",
+                    "created_at": now,
+                }
+            )
+    for table, table_rows in rows.items():
+        if table_rows:
+            session.execute(insert(table), table_rows)
+    return [r.inspection_id for r in written], lost
 
 
 def queue_depth(*, session: Session, line_id: int | None = None) -> int:
