@@ -172,12 +172,16 @@ def evaluate(
 CALIBRATION_SEED = 2000
 #: An escaped defect costs this many false rejects when the decision threshold is chosen.
 ESCAPE_COST = 5.0
+#: Decision thresholds the calibration may choose from.
+THRESHOLD_RANGE = (0.20, 0.90)
 
 
 def calibrate_decision_threshold(detector: Detector, *, count: int = 400, seed: int = CALIBRATION_SEED) -> dict[str, Any]:
     """Choose the reject threshold on validation phones: minimise ESCAPE_COST x escapes + false rejects.
 
-    Ties go to the higher threshold (fewer false rejects for the same cost).
+    Ties go to the higher threshold (fewer false rejects for the same cost). The search stays
+    within [THRESHOLD_RANGE]: lower, a single hard validation phone can drag the threshold to the
+    detection floor, and false rejects explode as soon as the inputs drift.
     """
     scenario = get_scenario("normal")
     scores, defective = [], []
@@ -187,13 +191,13 @@ def calibrate_decision_threshold(detector: Detector, *, count: int = 400, seed: 
         defective.append(phone.is_defective)
     score_array, truth = np.array(scores), np.array(defective)
     best: tuple[float, float] | None = None
-    for threshold in np.round(np.arange(0.05, 0.91, 0.01), 2):
+    for threshold in np.round(np.arange(THRESHOLD_RANGE[0], THRESHOLD_RANGE[1] + 0.001, 0.01), 2):
         rejected = score_array >= threshold
         cost = ESCAPE_COST * int((truth & ~rejected).sum()) + int((~truth & rejected).sum())
         if best is None or cost <= best[1]:
             best = (float(threshold), cost)
     assert best is not None
-    return {"decision_threshold": best[0], "cost": best[1], "count": count, "seed": seed, "escape_cost": ESCAPE_COST}
+    return {"decision_threshold": best[0], "cost": best[1], "count": count, "seed": seed, "escape_cost": ESCAPE_COST, "range": list(THRESHOLD_RANGE)}
 
 
 def record_standard_evaluations(model_dir: Path, *, count: int = 500, seed: int = DEFAULT_EVAL_SEED, progress: Callable[[str], None] = print) -> dict[str, Any]:

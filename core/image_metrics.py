@@ -52,7 +52,7 @@ def compute_input_metrics(image_bgr: np.ndarray) -> InputMetrics:
     height, width = image_bgr.shape[:2]
     if width != METRICS_WIDTH:
         new_h = max(1, round(height * METRICS_WIDTH / width))
-        small = cv2.resize(image_bgr, (METRICS_WIDTH, new_h), interpolation=cv2.INTER_AREA)
+        small = cv2.resize(image_bgr, (METRICS_WIDTH, new_h), interpolation=cv2.INTER_LINEAR)
     else:
         small = image_bgr
     grey = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
@@ -60,7 +60,7 @@ def compute_input_metrics(image_bgr: np.ndarray) -> InputMetrics:
     # Smoothed first so sensor noise does not read as detail: blur must lower the score.
     _, laplacian_std = cv2.meanStdDev(cv2.Laplacian(cv2.GaussianBlur(grey, (5, 5), 1.0), cv2.CV_32F))
     thumb_h = max(1, round(small.shape[0] * COLOUR_WIDTH / small.shape[1]))
-    thumb = cv2.resize(small, (COLOUR_WIDTH, thumb_h), interpolation=cv2.INTER_AREA).astype(np.float32)
+    thumb = cv2.resize(small, (COLOUR_WIDTH, thumb_h), interpolation=cv2.INTER_LINEAR).astype(np.float32)
     b, g, r = thumb[..., 0], thumb[..., 1], thumb[..., 2]
     rg, yb = r - g, 0.5 * (r + g) - b
     colourfulness = float(np.sqrt(rg.std() ** 2 + yb.std() ** 2) + 0.3 * np.sqrt(rg.mean() ** 2 + yb.mean() ** 2))

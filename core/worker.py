@@ -40,6 +40,8 @@ from db.registry import get_model
 
 log = logging.getLogger("shadowline.worker")
 
+#: Heartbeats are written at most this often while the worker is busy (and every 2 s when idle).
+HEARTBEAT_SECONDS = 1.0
 #: Seconds before a model that failed to load is tried again.
 MODEL_RETRY_SECONDS = 30.0
 
@@ -83,6 +85,7 @@ class Worker:
         self.stats = WorkerStats()
         self._models: dict[int, _ModelSlot] = {}
         self._stop = threading.Event()
+        self._last_beat = 0.0
 
     # -- models -------------------------------------------------------------------------------
 
@@ -217,10 +220,12 @@ class Worker:
         self.stats.processed += len(written)
         written_ids = set(written)
         self.stats.failed_images += sum(1 for r in results if r.error is not None and r.inspection_id in written_ids)
-        self.beat()
+        if time.monotonic() - self._last_beat >= HEARTBEAT_SECONDS:
+            self.beat()
         return len(claimed)
 
     def beat(self, state: str = "running") -> None:
+        self._last_beat = time.monotonic()
         with self.database.write() as session:
             heartbeats.beat(session=session, worker_id=self.worker_id, processed=self.stats.processed, state=state, model_status=self.model_status())
 
@@ -238,7 +243,6 @@ class Worker:
         """
         started = time.monotonic()
         self.beat()
-        last_beat = time.monotonic()
         try:
             while not self._stop.is_set():
                 claimed = self.process_batch()
@@ -247,9 +251,8 @@ class Worker:
                 if max_seconds is not None and time.monotonic() - started > max_seconds:
                     break
                 if claimed == 0:
-                    if time.monotonic() - last_beat > 2.0:
+                    if time.monotonic() - self._last_beat > 2.0:
                         self.beat()
-                        last_beat = time.monotonic()
                     self._stop.wait(poll_seconds)
         finally:
             self.beat(state="stopped")

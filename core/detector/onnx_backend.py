@@ -26,8 +26,8 @@ def letterbox(image_bgr: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray,
     out_h, out_w = size
     scale = min(out_h / height, out_w / width)
     new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
-    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-    resized = cv2.resize(image_bgr, (new_w, new_h), interpolation=interpolation) if (new_w, new_h) != (width, height) else image_bgr
+    # Bilinear, as Ultralytics' own LetterBox does at prediction time.
+    resized = cv2.resize(image_bgr, (new_w, new_h), interpolation=cv2.INTER_LINEAR) if (new_w, new_h) != (width, height) else image_bgr
     pad_w, pad_h = (out_w - new_w) / 2, (out_h - new_h) / 2
     top, left = round(pad_h - 0.1), round(pad_w - 0.1)
     canvas = np.full((out_h, out_w, 3), LETTERBOX_FILL, np.uint8)

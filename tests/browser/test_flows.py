@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 from playwright.sync_api import expect
 
 from tests.browser.conftest import screenshot, sign_in
@@ -37,8 +38,17 @@ def test_engineer_opens_a_disagreement(served_app, page):
     sign_in(page, served_app, "erin")
     page.get_by_role("link", name="Shadow comparison").click()
     page.get_by_role("heading", name="Disagreements").wait_for(timeout=20_000)
-    page.get_by_role("combobox", name="Open a phone").click()
-    page.get_by_role("option").first.click()
+    page.locator("[data-testid='stPlotlyChart']").nth(1).wait_for(timeout=20_000)
+    # A dropdown opened while the page is still finishing its run closes on the re-render: try again.
+    for _attempt in range(5):
+        page.get_by_role("combobox", name="Open a phone").click()
+        try:
+            page.get_by_role("option").first.click(timeout=4_000)
+            break
+        except PlaywrightTimeoutError:
+            page.keyboard.press("Escape")
+    else:
+        pytest.fail("the disagreement list never opened")
     page.get_by_text("the person said").wait_for(timeout=20_000)
     page.locator("[data-testid='stImage'] img").first.wait_for(timeout=20_000)
     screenshot(page, "shadow_comparison")
