@@ -50,6 +50,7 @@ def latest_phones(*, session: Session, line_id: int, limit: int = 12) -> list[Ph
     phones = []
     for inspection, prediction, routing, final in rows:
         may_show = final is not None or (routing is not None and routing.show_model_boxes)
+        shown = prediction if may_show else None
         phones.append(
             PhoneRow(
                 inspection_id=inspection.id,
@@ -58,9 +59,9 @@ def latest_phones(*, session: Session, line_id: int, limit: int = 12) -> list[Ph
                 status=inspection.status,
                 error=inspection.error,
                 image_path=inspection.image_path,
-                boxes=list(prediction.boxes) if prediction is not None and may_show else [],
-                max_confidence=prediction.max_confidence if prediction is not None and may_show else None,
-                model_verdict=prediction.verdict if prediction is not None and may_show else None,
+                boxes=list(shown.boxes) if shown is not None else [],
+                max_confidence=shown.max_confidence if shown is not None else None,
+                model_verdict=shown.verdict if shown is not None else None,
                 verdict=final.verdict if final else None,
                 decided_by=final.decided_by if final else None,
                 rule=routing.rule if routing else None,

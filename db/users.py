@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from core.auth import CurrentUser, hash_password, throttle_delay, verify_password
@@ -58,7 +58,7 @@ def list_users(*, session: Session) -> list[UserRow]:
 
 
 def count_users(*, session: Session) -> int:
-    return len(session.scalars(select(User.id)).all())
+    return int(session.scalar(select(func.count()).select_from(User)) or 0)
 
 
 def sign_in(*, session: Session, name: str, password: str, now: datetime | None = None) -> SignInResult:

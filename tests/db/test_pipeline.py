@@ -25,6 +25,21 @@ def _queue(database, n: int) -> int:
     return line.id
 
 
+def _record(session, inspection_id: int, line_id: int, worker: str, level, decision) -> None:
+    """Record a routed phone with no metrics or predictions (what these tests care about is the routing)."""
+    record_result(
+        session=session,
+        inspection_id=inspection_id,
+        line_id=line_id,
+        worker_id=worker,
+        level=level,
+        routing=decision,
+        metrics=None,
+        predictions=[],
+        routed_model_id=None,
+    )
+
+
 def _claim(database, worker: str, limit: int, lease: float = 30.0, now=None):
     with database.write() as session:
         return claim_batch(session=session, worker_id=worker, limit=limit, lease_seconds=lease, now=now)
@@ -56,29 +71,9 @@ def test_an_expired_lease_is_reclaimed_and_the_old_holder_cannot_write(database)
     assert second.id == first.id and second.attempts == 2
     decision = route(AutomationLevel.SHADOW, PhoneFacts("S0", max_confidence=0.9), PolicySettings())
     with pytest.raises(LeaseLostError), database.write() as session:
-        record_result(
-            session=session,
-            inspection_id=first.id,
-            line_id=line_id,
-            worker_id="dead-worker",
-            level=AutomationLevel.SHADOW,
-            routing=decision,
-            metrics=None,
-            predictions=[],
-            routed_model_id=None,
-        )
+        _record(session, first.id, line_id, "dead-worker", AutomationLevel.SHADOW, decision)
     with database.write() as session:
-        record_result(
-            session=session,
-            inspection_id=first.id,
-            line_id=line_id,
-            worker_id="other",
-            level=AutomationLevel.SHADOW,
-            routing=decision,
-            metrics=None,
-            predictions=[],
-            routed_model_id=None,
-        )
+        _record(session, first.id, line_id, "other", AutomationLevel.SHADOW, decision)
     with database.read() as session:
         assert session.get(Inspection, first.id).status == "done"
         assert session.scalar(select(func.count()).select_from(ReviewTask)) == 1
@@ -89,17 +84,7 @@ def test_a_phone_gets_one_final_decision_at_most(database):
     item = _claim(database, "w", 1)[0]
     decision = route(AutomationLevel.FULL, PhoneFacts("S0", max_confidence=0.9), PolicySettings())
     with database.write() as session:
-        record_result(
-            session=session,
-            inspection_id=item.id,
-            line_id=line_id,
-            worker_id="w",
-            level=AutomationLevel.FULL,
-            routing=decision,
-            metrics=None,
-            predictions=[],
-            routed_model_id=None,
-        )
+        _record(session, item.id, line_id, "w", AutomationLevel.FULL, decision)
     with pytest.raises(IntegrityError), database.write() as session:
         session.add(FinalDecision(inspection_id=item.id, line_id=line_id, verdict="pass", decided_by="human", level="full", rule="x"))
 
@@ -109,17 +94,7 @@ def test_review_tasks_go_to_one_reviewer_and_become_the_final_decision(database)
     decision = route(AutomationLevel.ASSIST, PhoneFacts("S", max_confidence=0.5), PolicySettings())
     for item in _claim(database, "w", 2):
         with database.write() as session:
-            record_result(
-                session=session,
-                inspection_id=item.id,
-                line_id=line_id,
-                worker_id="w",
-                level=AutomationLevel.ASSIST,
-                routing=decision,
-                metrics=None,
-                predictions=[],
-                routed_model_id=None,
-            )
+            _record(session, item.id, line_id, "w", AutomationLevel.ASSIST, decision)
     with database.write() as session:
         ana = claim_next_task(session=session, reviewer="ana")
     with database.write() as session:
@@ -143,17 +118,7 @@ def test_a_persons_decision_is_in_the_audit_log(database):
     decision = route(AutomationLevel.SHADOW, PhoneFacts("S", max_confidence=0.5), PolicySettings())
     item = _claim(database, "w", 1)[0]
     with database.write() as session:
-        record_result(
-            session=session,
-            inspection_id=item.id,
-            line_id=line_id,
-            worker_id="w",
-            level=AutomationLevel.SHADOW,
-            routing=decision,
-            metrics=None,
-            predictions=[],
-            routed_model_id=None,
-        )
+        _record(session, item.id, line_id, "w", AutomationLevel.SHADOW, decision)
     with database.write() as session:
         task = claim_next_task(session=session, reviewer="ana")
         record_human_decision(session=session, task_id=task.task_id, reviewer="ana", verdict=Verdict.PASS)
