@@ -39,6 +39,10 @@ class Action(StrEnum):
     EDIT_SETTINGS = "edit_settings"
     VIEW_AUDIT = "view_audit"
     VIEW_COMPARISON = "view_comparison"
+    VIEW_DRIFT = "view_drift"
+    ACKNOWLEDGE_ALARM = "acknowledge_alarm"
+    SET_DRIFT_REFERENCE = "set_drift_reference"
+    EDIT_DRIFT_SETTINGS = "edit_drift_settings"
 
 
 _ALL = frozenset(Role)
@@ -55,6 +59,12 @@ PERMISSIONS: dict[Action, frozenset[Role]] = {
     Action.EDIT_SETTINGS: frozenset({Role.ADMIN}),
     Action.VIEW_AUDIT: frozenset({Role.MANAGER, Role.ADMIN}),
     Action.VIEW_COMPARISON: frozenset({Role.ENGINEER, Role.MANAGER}),
+    Action.VIEW_DRIFT: frozenset({Role.ENGINEER, Role.MANAGER, Role.ADMIN}),
+    Action.ACKNOWLEDGE_ALARM: frozenset({Role.ENGINEER, Role.MANAGER}),
+    # Which production period counts as normal is a quality decision, not an admin's.
+    Action.SET_DRIFT_REFERENCE: frozenset({Role.ENGINEER, Role.MANAGER}),
+    # Loosening a threshold hides drift: the engineers who watch it and the admin, all audited.
+    Action.EDIT_DRIFT_SETTINGS: frozenset({Role.ENGINEER, Role.ADMIN}),
 }
 
 

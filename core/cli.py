@@ -52,6 +52,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         from core.evaluation import record_standard_evaluations
 
         record_standard_evaluations(folder, count=args.eval_count, progress=print)
+    from core.drift.reference import compute_model_reference
+
+    compute_model_reference(folder, progress=print)
     print(folder)
     return 0
 
@@ -286,6 +289,14 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         if output:
             output.write_text(json.dumps(result, indent=2) + "\n")
         return 0
+    if args.target == "drift":
+        from core.drift.bench import bench_drift, format_drift
+
+        result = bench_drift(phones=args.images, rounds=args.rounds)
+        print(format_drift(result))
+        if output:
+            output.write_text(json.dumps(result, indent=2) + "\n")
+        return 0
     if args.target == "detector":
         result = bench.bench_detector(get_settings().shipped_model_dir if not args.model else Path(args.model), images=args.images, rounds=args.rounds)
     else:
@@ -294,6 +305,195 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if output:
         output.write_text(json.dumps(result, indent=2) + "\n")
         print(f"written to {output}")
+    return 0
+
+
+PASSWORD_ENV = "SHADOWLINE_PASSWORD"
+
+
+def _acting_user(database, name: str):  # noqa: ANN001, ANN202
+    """Sign in as ``--as NAME`` with the password from SHADOWLINE_PASSWORD or a prompt."""
+    import getpass
+    import os
+
+    from db.users import sign_in
+
+    password = os.environ.get(PASSWORD_ENV)
+    if password is None:
+        if not sys.stdin.isatty():
+            raise CommandError(f"--as {name}: set {PASSWORD_ENV} or run in a terminal to be asked for the password")
+        password = getpass.getpass(f"password for {name}: ")
+    with database.write() as session:
+        result = sign_in(session=session, name=name, password=password)
+    if result.user is None:
+        raise CommandError(f"--as {name}: {result.message}")
+    return result.user
+
+
+def _parse_time(text: str, option: str):  # noqa: ANN202
+    from datetime import UTC, datetime
+
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise CommandError(f"{option}: {text!r} is not an ISO date or time (e.g. 2026-11-22T08:00)") from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
+def _print_verdicts(report) -> None:  # noqa: ANN001
+    print(f"line {report.line} ({report.level}), model {report.model_version}; window: {report.window.phones} phones")
+    print(f"reference: {report.reference or 'none'}" + (f" ({report.reference_error})" if report.reference_error else ""))
+    for v in report.verdicts:
+        score = "-" if v.score is None else f"{v.score:.3g}"
+        flag = {"drift": "DRIFT", "ok": "ok", "inconclusive": "?"}[v.verdict] + (f" ({v.severity})" if v.severity else "")
+        print(f"  {v.metric:<18} {flag:<18} {v.statistic:<14} {score:>10}  n={v.n_current:<6} {v.reason}")
+
+
+def _cmd_drift(args: argparse.Namespace) -> int:
+    from core.drift.metrics import DriftConfig
+    from core.drift.monitor import DriftMonitor
+    from db import drift as drift_db
+
+    database = _database()
+    line = _line(database, args.line)
+    with database.read() as session:
+        config = drift_db.get_config(session=session, line_id=line.id)
+    changes = {}
+    if args.window_phones is not None:
+        changes["window_phones"] = args.window_phones
+    if args.window_minutes is not None:
+        changes["window_minutes"] = args.window_minutes
+    try:
+        config = DriftConfig.from_dict({**config.as_dict(), **changes})
+    except ValueError as error:
+        raise CommandError(str(error)) from None
+    monitor = DriftMonitor(database)
+    if args.check:
+        if changes:
+            raise CommandError("--check uses the line's own settings; --window-phones and --window-minutes only change a look without --check")
+        outcome = monitor.check(line.id)
+        report = outcome.report
+    else:
+        report = monitor.evaluate(line.name, config=config)
+    if args.json:
+        data = report.as_dict()
+        data["metrics"] = data.pop("verdicts")
+        if args.check:
+            data["check"] = {
+                "id": outcome.check_id,
+                "raised": outcome.raised,
+                "escalated": outcome.escalated,
+                "cleared": outcome.cleared,
+                "stepped_down": outcome.stepped_down,
+            }
+        print(json.dumps(data, indent=2))
+        return 0
+    _print_verdicts(report)
+    if args.check:
+        print(f"check {outcome.check_id}: raised {outcome.raised or 'none'}, escalated {outcome.escalated or 'none'}, cleared {outcome.cleared or 'none'}")
+        if outcome.stepped_down:
+            print(f"line stepped down from {outcome.stepped_down[0]} to {outcome.stepped_down[1]}")
+    return 0
+
+
+def _cmd_drift_settings(args: argparse.Namespace) -> int:
+    from core.auth import PermissionDeniedError
+    from core.drift import actions
+    from db import drift as drift_db
+
+    database = _database()
+    line = _line(database, args.line)
+    with database.read() as session:
+        config = drift_db.get_config(session=session, line_id=line.id)
+    if args.set:
+        if not args.as_user:
+            raise CommandError("changing drift settings needs --as USER")
+        try:
+            for assignment in args.set:
+                config = actions.parse_setting(config, assignment)
+            actions.update_settings(database, _acting_user(database, args.as_user), line_name=line.name, config=config, note=args.note)
+        except (ValueError, KeyError, PermissionDeniedError) as error:
+            raise CommandError(str(error).strip("'\"")) from None
+    print(json.dumps(config.as_dict(), indent=2))
+    return 0
+
+
+def _cmd_reference_compute(args: argparse.Namespace) -> int:
+    from core.drift.reference import ReferenceError, compute_model_reference
+
+    settings = get_settings()
+    if not args.model:
+        folder = settings.shipped_model_dir
+    else:
+        folder = Path(args.model) if Path(args.model).is_dir() else settings.models_dir / args.model
+    try:
+        compute_model_reference(folder, progress=print)
+    except ReferenceError as error:
+        raise CommandError(str(error)) from None
+    return 0
+
+
+def _cmd_reference_accept(args: argparse.Namespace) -> int:
+    from core.auth import PermissionDeniedError
+    from core.drift import actions
+    from db.drift import DriftError
+
+    database = _database()
+    user = _acting_user(database, args.as_user)
+    start, end = _parse_time(args.since, "--since"), _parse_time(args.until, "--until")
+    try:
+        reference_id = actions.accept_production_reference(database, user, line_name=args.line, start=start, end=end, note=args.note)
+    except (DriftError, PermissionDeniedError) as error:
+        raise CommandError(str(error)) from None
+    print(f"reference {reference_id}: {args.line} is now compared with its production from {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC")
+    return 0
+
+
+def _cmd_reference_reset(args: argparse.Namespace) -> int:
+    from core.auth import PermissionDeniedError
+    from core.drift import actions
+
+    database = _database()
+    user = _acting_user(database, args.as_user)
+    try:
+        actions.use_model_reference(database, user, line_name=args.line, note=args.note)
+    except PermissionDeniedError as error:
+        raise CommandError(str(error)) from None
+    print(f"{args.line} is compared with its model's training and validation images again")
+    return 0
+
+
+def _cmd_alarms_list(args: argparse.Namespace) -> int:
+    from db import drift as drift_db
+
+    database = _database()
+    line_id = _line(database, args.line).id if args.line else None
+    with database.read() as session:
+        alarms = drift_db.alarm_history(session=session, line_id=line_id) if args.all else drift_db.current_alarms(session=session, line_id=line_id)
+    if args.json:
+        print(json.dumps([{"line": a.line, **a.as_status()} for a in alarms], indent=2))
+        return 0
+    if not alarms:
+        print("no open drift alarms")
+    for a in alarms:
+        state = f"acknowledged by {a.acknowledged_by}" if a.acknowledged else "NOT ACKNOWLEDGED"
+        cleared = f", cleared {a.cleared_at:%H:%M:%S}" if a.cleared_at else ", still drifting"
+        print(f"#{a.id} {a.line} {a.severity.upper()} {a.metric} raised {a.raised_at:%Y-%m-%d %H:%M:%S} UTC, {state}{cleared}: {a.reason}")
+    return 0
+
+
+def _cmd_alarms_ack(args: argparse.Namespace) -> int:
+    from core.auth import PermissionDeniedError
+    from core.drift import actions
+    from db.drift import DriftError
+
+    database = _database()
+    user = _acting_user(database, args.as_user)
+    try:
+        alarm = actions.acknowledge(database, user, alarm_id=args.alarm, note=args.note)
+    except (DriftError, PermissionDeniedError) as error:
+        raise CommandError(str(error)) from None
+    print(f"alarm #{alarm.id} ({alarm.line} {alarm.metric}) acknowledged by {alarm.acknowledged_by}")
     return 0
 
 
@@ -420,12 +620,58 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(handler=_cmd_evaluate)
 
     bench = commands.add_parser("bench", help="benchmarks: detector backends, worker throughput")
-    bench.add_argument("target", choices=["detector", "worker", "pages"])
+    bench.add_argument("target", choices=["detector", "worker", "pages", "drift"])
     bench.add_argument("--model", help="model version folder (default: the shipped model)")
     bench.add_argument("--images", type=int, default=100, help="images (phones) per round; for pages, inspections seeded (e.g. 1000000)")
     bench.add_argument("--rounds", type=int, default=3, help="rounds, alternating the compared paths")
     bench.add_argument("--output", help="write the JSON result to this file")
     bench.set_defaults(handler=_cmd_bench)
+
+    drift = commands.add_parser("drift", help="judge a line's recent phones against its reference, metric by metric")
+    drift.add_argument("--line", default="line-1")
+    drift.add_argument("--json", action="store_true", help="one JSON object: per metric statistic, score, threshold, verdict")
+    drift.add_argument("--window-phones", type=int, help="look at the last N phones instead of the line's setting")
+    drift.add_argument("--window-minutes", type=float, help="look only at phones of the last M minutes")
+    drift.add_argument("--check", action="store_true", help="record the check and raise alarms as the worker does")
+    drift.set_defaults(handler=_cmd_drift)
+
+    drift_settings = commands.add_parser("drift-settings", help="show or change a line's drift settings and thresholds")
+    drift_settings.add_argument("--line", default="line-1")
+    drift_settings.add_argument("--set", action="append", metavar="KEY=VALUE", help="e.g. window_phones=300 or brightness.psi_severe=0.3 (repeatable)")
+    drift_settings.add_argument("--as", dest="as_user", metavar="USER", help="act as this user (password from SHADOWLINE_PASSWORD or a prompt)")
+    drift_settings.add_argument("--note")
+    drift_settings.set_defaults(handler=_cmd_drift_settings)
+
+    reference = commands.add_parser("reference", help="drift references: compute a model's, or accept a production period")
+    reference_commands = reference.add_subparsers(dest="reference_command", required=True, metavar="ACTION")
+    ref_compute = reference_commands.add_parser("compute", help="measure a model version's training/validation images into reference.json")
+    ref_compute.add_argument("--model", help="model version folder or name under models/ (default: the shipped model)")
+    ref_compute.set_defaults(handler=_cmd_reference_compute)
+    ref_accept = reference_commands.add_parser("accept", help="make a period of the line's production its reference")
+    ref_accept.add_argument("--line", default="line-1")
+    ref_accept.add_argument("--since", required=True, help="start (ISO, UTC unless a zone is given)")
+    ref_accept.add_argument("--until", required=True, help="end (ISO)")
+    ref_accept.add_argument("--as", dest="as_user", required=True, metavar="USER")
+    ref_accept.add_argument("--note")
+    ref_accept.set_defaults(handler=_cmd_reference_accept)
+    ref_reset = reference_commands.add_parser("reset", help="compare the line with its model's training/validation images again")
+    ref_reset.add_argument("--line", default="line-1")
+    ref_reset.add_argument("--as", dest="as_user", required=True, metavar="USER")
+    ref_reset.add_argument("--note")
+    ref_reset.set_defaults(handler=_cmd_reference_reset)
+
+    alarms = commands.add_parser("alarms", help="drift alarms: list, acknowledge")
+    alarm_commands = alarms.add_subparsers(dest="alarms_command", required=True, metavar="ACTION")
+    alarms_list = alarm_commands.add_parser("list", help="open alarms (or --all)")
+    alarms_list.add_argument("--line")
+    alarms_list.add_argument("--all", action="store_true", help="closed alarms too")
+    alarms_list.add_argument("--json", action="store_true")
+    alarms_list.set_defaults(handler=_cmd_alarms_list)
+    alarms_ack = alarm_commands.add_parser("ack", help="acknowledge an alarm with a note")
+    alarms_ack.add_argument("alarm", type=int)
+    alarms_ack.add_argument("--note", required=True)
+    alarms_ack.add_argument("--as", dest="as_user", required=True, metavar="USER")
+    alarms_ack.set_defaults(handler=_cmd_alarms_ack)
 
     train = commands.add_parser("train", help="generate a data set and train a model version into models/")
     train.add_argument("--version", required=True, help="name of the new model version folder")

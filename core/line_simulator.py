@@ -77,6 +77,36 @@ class SimulationSummary:
     serials: list[str] = field(default_factory=list)
 
 
+def queue_simulated_phone(
+    database: Database, settings: Settings, *, line_id: int, line_name: str, scenario: Scenario, seed: int, index: int
+) -> tuple[str, bool]:
+    """Photograph phone ``index`` of a simulated run, store the image and queue it; returns its serial and truth."""
+    phone = render_run_phone(scenario, seed, index)
+    ok, encoded = cv2.imencode(".jpg", phone.image, [cv2.IMWRITE_JPEG_QUALITY, 92])
+    if not ok:
+        raise RuntimeError("JPEG encoding failed")
+    relative, digest = store_image_bytes(settings, line_name, encoded.tobytes(), ".jpg")
+    serial = f"SN-{seed}-{index:06d}"
+    truth = {
+        "defective": phone.is_defective,
+        "defects": [{"class_name": d.kind.value, "box": list(d.box)} for d in phone.defects],
+        "colour": phone.colour,
+        "drift": scenario.drift_at(index),
+    }
+    with database.write() as session:
+        queue_inspection(
+            session=session,
+            line_id=line_id,
+            serial=serial,
+            image_path=relative,
+            image_sha256=digest,
+            source="simulator",
+            scenario=scenario.name,
+            truth=truth,
+        )
+    return serial, phone.is_defective
+
+
 def simulate_line(
     database: Database,
     settings: Settings,
@@ -108,34 +138,12 @@ def simulate_line(
             if inspector:
                 summary.answered += inspector.answer_open_tasks(database, line_id=line_id, limit=5)
             time.sleep(min(0.05, max(0.0, due - time.monotonic())))
-        phone = render_run_phone(scenario, seed, index)
-        ok, encoded = cv2.imencode(".jpg", phone.image, [cv2.IMWRITE_JPEG_QUALITY, 92])
-        if not ok:
-            raise RuntimeError("JPEG encoding failed")
-        relative, digest = store_image_bytes(settings, line_name, encoded.tobytes(), ".jpg")
-        serial = f"SN-{seed}-{index:06d}"
-        truth = {
-            "defective": phone.is_defective,
-            "defects": [{"class_name": d.kind.value, "box": list(d.box)} for d in phone.defects],
-            "colour": phone.colour,
-            "drift": scenario.drift_at(index),
-        }
-        with database.write() as session:
-            queue_inspection(
-                session=session,
-                line_id=line_id,
-                serial=serial,
-                image_path=relative,
-                image_sha256=digest,
-                source="simulator",
-                scenario=scenario.name,
-                truth=truth,
-            )
+        serial, defective = queue_simulated_phone(database, settings, line_id=line_id, line_name=line_name, scenario=scenario, seed=seed, index=index)
         summary.phones += 1
-        summary.defective += int(phone.is_defective)
+        summary.defective += int(defective)
         summary.serials.append(serial)
         if on_phone:
-            on_phone(index, serial, phone.is_defective)
+            on_phone(index, serial, defective)
         index += 1
     if inspector:
         deadline = time.monotonic() + drain_seconds

@@ -27,6 +27,7 @@ from types import FrameType
 
 from core.detector.adapter import Detector
 from core.detector.card import ModelError
+from core.drift.monitor import DriftMonitor
 from core.image_metrics import InputMetrics, compute_input_metrics
 from core.imaging import InvalidImageError, read_image
 from core.routing import LEVEL_POLICIES, PhoneFacts, route
@@ -71,10 +72,19 @@ class Worker:
         batch_size: Phones claimed per round.
         lease_seconds: How long a claim holds before another worker may take the phone.
         threads: CPU threads for the detector (0 = onnxruntime's default).
+        monitor_drift: Check each line for drift every ``check_every`` phones (its drift settings).
     """
 
     def __init__(
-        self, database: Database, settings: Settings, *, worker_id: str | None = None, batch_size: int = 8, lease_seconds: float = 30.0, threads: int = 0
+        self,
+        database: Database,
+        settings: Settings,
+        *,
+        worker_id: str | None = None,
+        batch_size: int = 8,
+        lease_seconds: float = 30.0,
+        threads: int = 0,
+        monitor_drift: bool = True,
     ) -> None:
         self.database = database
         self.settings = settings
@@ -86,6 +96,7 @@ class Worker:
         self._models: dict[int, _ModelSlot] = {}
         self._stop = threading.Event()
         self._last_beat = 0.0
+        self.drift = DriftMonitor(database) if monitor_drift else None
 
     # -- models -------------------------------------------------------------------------------
 
@@ -220,9 +231,21 @@ class Worker:
         self.stats.processed += len(written)
         written_ids = set(written)
         self.stats.failed_images += sum(1 for r in results if r.error is not None and r.inspection_id in written_ids)
+        if self.drift is not None:
+            self._check_drift([r.line_id for r in results if r.inspection_id in written_ids])
         if time.monotonic() - self._last_beat >= HEARTBEAT_SECONDS:
             self.beat()
         return len(claimed)
+
+    def _check_drift(self, line_ids: list[int]) -> None:
+        """Run the drift checks that are due; a failing check is logged, never stops the line."""
+        assert self.drift is not None
+        for line_id in set(line_ids):
+            self.drift.note_processed(line_id, line_ids.count(line_id))
+        try:
+            self.drift.check_due()
+        except Exception:
+            log.exception("drift check failed; inspection goes on")
 
     def beat(self, state: str = "running") -> None:
         self._last_beat = time.monotonic()

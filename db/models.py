@@ -313,3 +313,91 @@ class WorkerHeartbeat(Base):
     processed: Mapped[int] = mapped_column(Integer, default=0)
     state: Mapped[str] = mapped_column(String(16), default="running")  # running | stopped
     model_status: Mapped[str] = mapped_column(Text, default="")
+
+
+class DriftSettings(Base):
+    """A line's drift settings (window, minimum sample, thresholds per metric), as a JSON document."""
+
+    __tablename__ = "drift_settings"
+
+    line_id: Mapped[int] = mapped_column(ForeignKey("lines.id"), primary_key=True)
+    config: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_by: Mapped[str] = mapped_column(String(64), default="system")
+
+
+class DriftReference(Base):
+    """A line's choice of reference for a model: a period of its own production, or back to the model's."""
+
+    __tablename__ = "drift_references"
+    __table_args__ = (
+        CheckConstraint("source IN ('model', 'production')", name="ck_source_valid"),
+        Index("ix_drift_references_line_model", "line_id", "model_version_id", "accepted_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    line_id: Mapped[int] = mapped_column(ForeignKey("lines.id"))
+    model_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
+    source: Mapped[str] = mapped_column(String(16))
+    period_start: Mapped[datetime | None] = mapped_column()
+    period_end: Mapped[datetime | None] = mapped_column()
+    phones: Mapped[int] = mapped_column(Integer, default=0)
+    accepted_by: Mapped[str] = mapped_column(String(64))
+    accepted_at: Mapped[datetime] = mapped_column(default=utcnow)
+    note: Mapped[str | None] = mapped_column(Text)
+
+
+class DriftCheck(Base):
+    """One drift check of a line's window: every metric's verdict, kept for the charts over time."""
+
+    __tablename__ = "drift_checks"
+    __table_args__ = (Index("ix_drift_checks_line_checked", "line_id", "checked_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    line_id: Mapped[int] = mapped_column(ForeignKey("lines.id"))
+    model_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
+    checked_at: Mapped[datetime] = mapped_column(default=utcnow)
+    first_inspection_id: Mapped[int | None] = mapped_column(Integer)
+    last_inspection_id: Mapped[int | None] = mapped_column(Integer)
+    window_start: Mapped[datetime | None] = mapped_column()
+    window_end: Mapped[datetime | None] = mapped_column()
+    phones: Mapped[int] = mapped_column(Integer, default=0)
+    reference: Mapped[str] = mapped_column(Text, default="")
+    results: Mapped[list[Any]] = mapped_column(default=list)
+
+
+class DriftAlarm(Base):
+    """A drift alarm on one metric of one line: raised once, kept until someone acknowledges it.
+
+    ``cleared_at`` is set while the metric is back to normal; an alarm is closed when it is both
+    acknowledged and cleared, and only then can the same metric raise a new one.
+    """
+
+    __tablename__ = "drift_alarms"
+    __table_args__ = (
+        CheckConstraint("severity IN ('warning', 'severe')", name="ck_severity_valid"),
+        Index("ix_drift_alarms_line_metric", "line_id", "metric"),
+        Index("ix_drift_alarms_open", "acknowledged_at", "cleared_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    line_id: Mapped[int] = mapped_column(ForeignKey("lines.id"))
+    model_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
+    metric: Mapped[str] = mapped_column(String(32))
+    kind: Mapped[str] = mapped_column(String(16))
+    severity: Mapped[str] = mapped_column(String(8))
+    statistic: Mapped[str] = mapped_column(String(16))
+    score: Mapped[float | None] = mapped_column(Float)
+    threshold: Mapped[float | None] = mapped_column(Float)
+    psi: Mapped[float | None] = mapped_column(Float)
+    reason: Mapped[str] = mapped_column(Text)
+    raised_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+    check_id: Mapped[int | None] = mapped_column(ForeignKey("drift_checks.id"))
+    action: Mapped[str | None] = mapped_column(Text)
+    cleared_at: Mapped[datetime | None] = mapped_column()
+    acknowledged_at: Mapped[datetime | None] = mapped_column()
+    acknowledged_by: Mapped[str | None] = mapped_column(String(64))
+    acknowledgement_note: Mapped[str | None] = mapped_column(Text)
+
+    line: Mapped[Line] = relationship()

@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from core.vocabulary import DecidedBy, InspectionStatus, Verdict
+from db.drift import current_alarms
 from db.heartbeats import worker_states
 from db.lines import list_lines
 from db.models import FinalDecision, Inspection, ReviewTask, utcnow
@@ -83,6 +84,7 @@ def line_statuses(*, session: Session, now: datetime | None = None) -> list[Line
                 model_status=model_status,
                 active_model=line.active_model_version,
                 candidate_model=line.candidate_model_version,
+                alarms=[alarm.as_status() for alarm in current_alarms(session=session, line_id=line.id)],
             )
         )
     return statuses

@@ -1,0 +1,295 @@
+"""The drift monitor: judges a line's rolling window against its reference, raises alarms, steps down.
+
+The worker calls :meth:`DriftMonitor.note_processed` after each batch and :meth:`check_due`
+after it; a line is checked each time ``check_every`` new phones were inspected. A check is
+one transaction: the verdicts are stored (for the charts over time), alarms are raised once and
+updated afterwards, and a severe alarm on the model's inputs, outputs or human agreement moves
+the line down to ``step_down_to`` (shadow by default) so that people judge every phone again.
+Moving back up is a person's decision through the normal approval, never the monitor's.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from core.drift.metrics import METRIC_BY_NAME, DriftConfig, MetricVerdict, Sample, Severity, Verdict, judge
+from core.drift.reference import REFERENCE_FILE, Reference, ReferenceError, load_model_reference, stratify
+from core.vocabulary import AutomationLevel
+from db import audit
+from db import drift as drift_db
+from db.engine import Database
+from db.lines import LineConfig, list_lines, set_level
+from db.models import DriftAlarm, ModelVersion, utcnow
+
+log = logging.getLogger("shadowline.drift")
+
+
+@dataclass(frozen=True)
+class DriftReport:
+    """One line's window judged against its reference."""
+
+    line: str
+    line_id: int
+    level: str
+    model_version: str | None
+    model_version_id: int | None
+    reference: str
+    reference_source: str
+    reference_error: str | None
+    window: drift_db.WindowInfo
+    verdicts: list[MetricVerdict]
+
+    def verdict(self, metric: str) -> MetricVerdict:
+        return next(v for v in self.verdicts if v.metric == metric)
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["window"] = {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in asdict(self.window).items()}
+        return data
+
+
+@dataclass
+class CheckOutcome:
+    """What a check did."""
+
+    report: DriftReport
+    check_id: int
+    raised: list[str] = field(default_factory=list)
+    escalated: list[str] = field(default_factory=list)
+    cleared: list[str] = field(default_factory=list)
+    stepped_down: tuple[str, str] | None = None
+
+
+class DriftMonitor:
+    """Checks lines for drift; keeps references loaded between checks."""
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+        self._references: dict[tuple[Any, ...], tuple[Reference | None, str | None]] = {}
+        self._pending: dict[int, int] = {}
+
+    # -- references ---------------------------------------------------------------------------
+
+    def reference(self, session: Session, line: LineConfig, config: DriftConfig) -> tuple[Reference | None, str | None]:
+        """The line's reference for its active model, or None and why there is none."""
+        model_id = line.active_model_id
+        choice = drift_db.reference_choice(session=session, line_id=line.id, model_version_id=model_id)
+        if choice is not None and choice.source == "production":
+            key: tuple[Any, ...] = ("production", choice.id)
+            if key not in self._references:
+                assert choice.period_start is not None and choice.period_end is not None
+                sample, info = drift_db.period_sample(
+                    session=session, line_id=line.id, model_version_id=model_id, start=choice.period_start, end=choice.period_end
+                )
+                description = (
+                    f"production of {line.name} from {choice.period_start:%Y-%m-%d %H:%M} to {choice.period_end:%Y-%m-%d %H:%M} UTC "
+                    f"({info.phones} phones), accepted by {choice.accepted_by}"
+                )
+                self._references[key] = (Reference(source="production", description=description, sample=sample), None)
+            return self._references[key]
+        if model_id is None:
+            return None, "the line has no active model"
+        model = session.get(ModelVersion, model_id)
+        if model is None:
+            return None, f"model id {model_id} is not registered"
+        stored = Path(model.path) / REFERENCE_FILE
+        # Keyed by the file's mtime too, so a recomputed reference is picked up without a restart.
+        key = ("model", model.path, config.reference_defect_rate, stored.stat().st_mtime_ns if stored.exists() else 0)
+        if key not in self._references:
+            try:
+                loaded = load_model_reference(Path(model.path))
+                self._references[key] = (stratify(loaded, config.reference_defect_rate), None)
+            except ReferenceError as error:
+                self._references[key] = (None, str(error))
+        return self._references[key]
+
+    # -- judging ------------------------------------------------------------------------------
+
+    def _evaluate(self, session: Session, line: LineConfig, config: DriftConfig, now: datetime) -> DriftReport:
+        reference, error = self.reference(session, line, config)
+        window, info = drift_db.window_sample(session=session, line_id=line.id, model_version_id=line.active_model_id, config=config, now=now)
+        verdicts = judge(reference.sample if reference else Sample(), window, config)
+        if reference is None:
+            verdicts = [v if v.verdict != Verdict.INCONCLUSIVE or v.kind == "software" else _with_reason(v, f"no reference: {error}") for v in verdicts]
+        return DriftReport(
+            line=line.name,
+            line_id=line.id,
+            level=line.level.value,
+            model_version=line.active_model_version,
+            model_version_id=line.active_model_id,
+            reference=reference.description if reference else "",
+            reference_source=reference.source if reference else "none",
+            reference_error=error,
+            window=info,
+            verdicts=verdicts,
+        )
+
+    def evaluate(self, line_name: str, *, config: DriftConfig | None = None, now: datetime | None = None) -> DriftReport:
+        """Judge a line's current window without recording anything (``shadowline drift``, the Drift page)."""
+        from db.lines import get_line
+
+        with self.database.read() as session:
+            line = get_line(session=session, name=line_name)
+            return self._evaluate(session, line, config or drift_db.get_config(session=session, line_id=line.id), now or utcnow())
+
+    # -- checking -----------------------------------------------------------------------------
+
+    def check(self, line_id: int, *, now: datetime | None = None) -> CheckOutcome:
+        """Judge a line's window, store the verdicts, raise or update alarms and step down on a severe one."""
+        now = now or utcnow()
+        with self.database.write() as session:
+            line = next(line for line in list_lines(session=session) if line.id == line_id)
+            config = drift_db.get_config(session=session, line_id=line.id)
+            report = self._evaluate(session, line, config, now)
+            previous = drift_db.recent_verdicts(session=session, line_id=line.id, model_version_id=line.active_model_id, checks=config.consecutive - 1)
+            check_id = drift_db.record_check(
+                session=session,
+                line_id=line.id,
+                model_version_id=line.active_model_id,
+                info=report.window,
+                reference=report.reference,
+                verdicts=report.verdicts,
+                now=now,
+            )
+            outcome = CheckOutcome(report=report, check_id=check_id)
+            alarms = drift_db.current_alarm_rows(session=session, line_id=line.id)
+            for verdict in report.verdicts:
+                self._update_alarm(session, line, verdict, alarms, previous, config, check_id, now, outcome)
+            self._step_down_if_needed(session, line, alarms, config, outcome)
+        for metric in outcome.raised + outcome.escalated:
+            log.warning("line %s: drift alarm on %s (%s)", line.name, metric, report.verdict(metric).reason)
+        if outcome.stepped_down:
+            log.warning("line %s stepped down from %s to %s", line.name, *outcome.stepped_down)
+        return outcome
+
+    def _update_alarm(
+        self,
+        session: Session,
+        line: LineConfig,
+        verdict: MetricVerdict,
+        alarms: dict[str, DriftAlarm],
+        previous: list[dict[str, str]],
+        config: DriftConfig,
+        check_id: int,
+        now: datetime,
+        outcome: CheckOutcome,
+    ) -> None:
+        alarm = alarms.get(verdict.metric)
+        if verdict.verdict == Verdict.DRIFT:
+            sustained = len(previous) == config.consecutive - 1 and all(p.get(verdict.metric) == Verdict.DRIFT for p in previous)
+            if alarm is None:
+                if not sustained:
+                    return
+                alarm = DriftAlarm(
+                    line_id=line.id,
+                    model_version_id=line.active_model_id,
+                    metric=verdict.metric,
+                    kind=verdict.kind,
+                    severity=verdict.severity or Severity.WARNING.value,
+                    statistic=verdict.statistic,
+                    score=verdict.score,
+                    threshold=verdict.threshold,
+                    psi=verdict.psi,
+                    reason=verdict.reason,
+                    raised_at=now,
+                    last_seen_at=now,
+                    check_id=check_id,
+                )
+                session.add(alarm)
+                session.flush()
+                alarms[verdict.metric] = alarm
+                outcome.raised.append(verdict.metric)
+                audit.record(
+                    session=session,
+                    actor=audit.SYSTEM_ACTOR,
+                    action="drift.alarm_raised",
+                    entity="drift_alarm",
+                    entity_id=alarm.id,
+                    after={"line": line.name, "metric": verdict.metric, "severity": alarm.severity, "statistic": verdict.statistic, "score": verdict.score},
+                    note=f"{METRIC_BY_NAME[verdict.metric].label}: {verdict.reason}",
+                )
+                return
+            alarm.last_seen_at = now
+            alarm.cleared_at = None
+            alarm.score, alarm.threshold, alarm.psi, alarm.statistic = verdict.score, verdict.threshold, verdict.psi, verdict.statistic
+            if verdict.severity == Severity.SEVERE and alarm.severity != Severity.SEVERE and sustained:
+                before = {"severity": alarm.severity, "acknowledged_by": alarm.acknowledged_by}
+                alarm.severity = Severity.SEVERE.value
+                alarm.reason = verdict.reason
+                # A worse alarm must be seen again: an acknowledgement of the warning does not cover it.
+                alarm.acknowledged_at = alarm.acknowledged_by = alarm.acknowledgement_note = None
+                outcome.escalated.append(verdict.metric)
+                audit.record(
+                    session=session,
+                    actor=audit.SYSTEM_ACTOR,
+                    action="drift.alarm_escalated",
+                    entity="drift_alarm",
+                    entity_id=alarm.id,
+                    before=before,
+                    after={"severity": Severity.SEVERE.value},
+                    note=f"{METRIC_BY_NAME[verdict.metric].label}: {verdict.reason}",
+                )
+        elif verdict.verdict == Verdict.OK and alarm is not None and alarm.cleared_at is None:
+            alarm.cleared_at = now
+            outcome.cleared.append(verdict.metric)
+            audit.record(
+                session=session,
+                actor=audit.SYSTEM_ACTOR,
+                action="drift.alarm_cleared",
+                entity="drift_alarm",
+                entity_id=alarm.id,
+                note=f"{METRIC_BY_NAME[verdict.metric].label} is back within its threshold: {verdict.reason}. The alarm stays until acknowledged.",
+            )
+
+    def _step_down_if_needed(self, session: Session, line: LineConfig, alarms: dict[str, DriftAlarm], config: DriftConfig, outcome: CheckOutcome) -> None:
+        severe = [a for a in alarms.values() if a.severity == Severity.SEVERE.value and a.cleared_at is None and METRIC_BY_NAME[a.metric].steps_down]
+        target = config.step_down_to
+        if not severe or line.level.rank <= target.rank:
+            return
+        causes = "; ".join(f"{METRIC_BY_NAME[a.metric].label}: {a.reason}" for a in severe)
+        set_level(
+            session=session,
+            line_id=line.id,
+            level=target,
+            actor=audit.SYSTEM_ACTOR,
+            note=f"Severe drift, people judge every phone again. {causes}. Moving back up needs the normal approval.",
+        )
+        action = f"stepped the line down from {line.level.value} to {target.value}"
+        for alarm in severe:
+            alarm.action = action if not alarm.action else f"{alarm.action}; {action}"
+        outcome.stepped_down = (line.level.value, target.value)
+
+    # -- scheduling (the worker) --------------------------------------------------------------
+
+    def note_processed(self, line_id: int, phones: int) -> None:
+        self._pending[line_id] = self._pending.get(line_id, 0) + phones
+
+    def check_due(self) -> list[CheckOutcome]:
+        """Check each line that has had ``check_every`` new phones since its last check."""
+        if not self._pending:
+            return []
+        with self.database.read() as session:
+            configs = {line_id: drift_db.get_config(session=session, line_id=line_id) for line_id in self._pending}
+        outcomes = []
+        for line_id, phones in list(self._pending.items()):
+            if phones >= configs[line_id].check_every:
+                self._pending[line_id] = 0
+                outcomes.append(self.check(line_id))
+        return outcomes
+
+
+def _with_reason(verdict: MetricVerdict, reason: str) -> MetricVerdict:
+    from dataclasses import replace
+
+    return replace(verdict, reason=reason)
+
+
+def level_after_step_down(level: AutomationLevel, config: DriftConfig) -> AutomationLevel:
+    """Where a severe alarm leaves a line at ``level``."""
+    return config.step_down_to if level.rank > config.step_down_to.rank else level

@@ -1,0 +1,428 @@
+"""Drift monitoring in the database: settings, windows of recent phones, references, checks and alarms."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+from sqlalchemy import and_, func, or_, select
+from sqlalchemy.orm import Session
+
+from core.drift.metrics import INPUT_METRICS, METRIC_BY_NAME, DriftConfig, MetricVerdict, RateCount, Sample, Severity
+from core.drift.reference import box_category
+from core.vocabulary import InspectionStatus
+from db import audit
+from db.models import DriftAlarm, DriftCheck, DriftReference, DriftSettings, HumanDecision, ImageMetrics, Inspection, Prediction, Routing, utcnow
+
+#: Below this many phones a production period is not accepted as a reference.
+MIN_REFERENCE_PHONES = 200
+
+
+class DriftError(ValueError):
+    """A drift request that cannot be done as asked (too few phones, unknown alarm, ...)."""
+
+
+# -- settings ---------------------------------------------------------------------------------
+
+
+def get_config(*, session: Session, line_id: int) -> DriftConfig:
+    """The line's drift settings (the defaults until someone changes them)."""
+    row = session.get(DriftSettings, line_id)
+    return DriftConfig.from_dict(row.config if row else None)
+
+
+def save_config(*, session: Session, line_id: int, config: DriftConfig, actor: str, note: str | None = None) -> None:
+    """Store a line's drift settings (the caller checks who may) and audit before and after."""
+    row = session.get(DriftSettings, line_id)
+    before = row.config if row else DriftConfig().as_dict()
+    after = config.as_dict()
+    if row is None:
+        session.add(DriftSettings(line_id=line_id, config=after, updated_by=actor))
+    else:
+        row.config = after
+        row.updated_at = utcnow()
+        row.updated_by = actor
+    changed_before = {k: v for k, v in before.items() if after.get(k) != v}
+    changed_after = {k: after[k] for k in changed_before}
+    audit.record(session=session, actor=actor, action="drift.settings", entity="line", entity_id=line_id, before=changed_before, after=changed_after, note=note)
+
+
+# -- windows ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WindowInfo:
+    """Which phones a window holds."""
+
+    phones: int
+    first_inspection_id: int | None
+    last_inspection_id: int | None
+    start: datetime | None
+    end: datetime | None
+
+
+def _rows(session: Session, *, line_id: int, model_version_id: int | None, limit: int | None, since: datetime | None, until: datetime | None) -> list[Any]:
+    conditions = [Inspection.line_id == line_id, Inspection.processed_at.is_not(None)]
+    if since is not None:
+        conditions.append(Inspection.processed_at >= since)
+    if until is not None:
+        conditions.append(Inspection.processed_at <= until)
+    window = select(Inspection.id, Inspection.status, Inspection.processed_at).where(*conditions).order_by(Inspection.processed_at.desc(), Inspection.id.desc())
+    if limit is not None:
+        window = window.limit(limit)
+    w = window.subquery("w")
+    metric_columns = [getattr(ImageMetrics, name) for name in INPUT_METRICS]
+    prediction_join = and_(Prediction.inspection_id == w.c.id, Prediction.is_candidate.is_(False))
+    if model_version_id is not None:
+        prediction_join = and_(prediction_join, Prediction.model_version_id == model_version_id)
+    query = (
+        select(
+            w.c.id,
+            w.c.status,
+            w.c.processed_at,
+            ImageMetrics.inspection_id,
+            *metric_columns,
+            Prediction.max_confidence,
+            func.json_array_length(Prediction.boxes),
+            Prediction.verdict,
+            Prediction.latency_ms,
+            Routing.decider,
+            Routing.audit,
+            HumanDecision.verdict,
+        )
+        .select_from(w)
+        .outerjoin(ImageMetrics, ImageMetrics.inspection_id == w.c.id)
+        .outerjoin(Prediction, prediction_join)
+        .outerjoin(Routing, Routing.inspection_id == w.c.id)
+        .outerjoin(HumanDecision, HumanDecision.inspection_id == w.c.id)
+    )
+    return list(session.execute(query).all())
+
+
+def sample_from_rows(rows: list[Any]) -> tuple[Sample, WindowInfo]:
+    """Turn window rows (see :func:`_rows`) into metric values and counts."""
+    n_inputs = len(INPUT_METRICS)
+    seen: set[int] = set()
+    inputs: list[tuple[float, ...]] = []
+    confidences: list[float] = []
+    boxes: list[str] = []
+    verdicts: list[str] = []
+    latencies: list[float] = []
+    failed = disagreements = pairs = overrides = audits = 0
+    for row in rows:
+        if row[0] in seen:  # a second human decision on one phone: count the phone once
+            continue
+        seen.add(row[0])
+        failed += row[1] == InspectionStatus.FAILED.value
+        if row[3] is not None:
+            inputs.append(row[4 : 4 + n_inputs])
+        confidence, box_count, model_verdict, latency, decider, audited, human = row[4 + n_inputs :]
+        if model_verdict is not None:
+            confidences.append(confidence)
+            boxes.append(box_category(box_count or 0))
+            verdicts.append(model_verdict)
+            latencies.append(latency)
+            if human is not None:
+                pairs += 1
+                disagreements += human != model_verdict
+                if decider == "model" and audited:
+                    audits += 1
+                    overrides += human != model_verdict
+    values: dict[str, np.ndarray] = {}
+    matrix = np.array(inputs, dtype=np.float64).reshape(-1, n_inputs)
+    for i, name in enumerate(INPUT_METRICS):
+        values[name] = matrix[:, i]
+    values["max_confidence"] = np.array(confidences, dtype=np.float64)
+    values["boxes_per_phone"] = np.array(boxes, dtype=str)
+    values["defect_rate"] = np.array(verdicts, dtype=str)
+    rates = {
+        "disagreement_rate": RateCount(disagreements, pairs),
+        "override_rate": RateCount(overrides, audits),
+        "failure_rate": RateCount(failed, len(seen)),
+    }
+    limits = {"latency_p95_ms": float(np.percentile(latencies, 95))} if latencies else {}
+    ids = [row[0] for row in rows]
+    times = [row[2] for row in rows]
+    info = WindowInfo(len(seen), min(ids, default=None), max(ids, default=None), min(times, default=None), max(times, default=None))
+    return Sample(values=values, rates=rates, limits=limits), info
+
+
+def window_sample(
+    *, session: Session, line_id: int, model_version_id: int | None, config: DriftConfig, now: datetime | None = None
+) -> tuple[Sample, WindowInfo]:
+    """The rolling window: the line's last ``window_phones`` inspected phones (within ``window_minutes`` if set)."""
+    since = (now or utcnow()) - timedelta(minutes=config.window_minutes) if config.window_minutes else None
+    rows = _rows(session, line_id=line_id, model_version_id=model_version_id, limit=config.window_phones, since=since, until=None)
+    sample, info = sample_from_rows(rows)
+    queued = session.scalar(
+        select(func.count())
+        .select_from(Inspection)
+        .where(Inspection.line_id == line_id, Inspection.status.in_([InspectionStatus.QUEUED.value, InspectionStatus.PROCESSING.value]))
+    )
+    sample.limits["queue_depth"] = float(queued or 0)
+    return sample, info
+
+
+def period_sample(*, session: Session, line_id: int, model_version_id: int | None, start: datetime, end: datetime) -> tuple[Sample, WindowInfo]:
+    """Every inspected phone of a line in a period (a candidate production reference)."""
+    return sample_from_rows(_rows(session, line_id=line_id, model_version_id=model_version_id, limit=None, since=start, until=end))
+
+
+def _same_model(column: Any, model_version_id: int | None) -> Any:
+    return column.is_(None) if model_version_id is None else column == model_version_id
+
+
+# -- references -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReferenceChoice:
+    id: int
+    source: str
+    period_start: datetime | None
+    period_end: datetime | None
+    phones: int
+    accepted_by: str
+    accepted_at: datetime
+    note: str | None
+
+
+def reference_choice(*, session: Session, line_id: int, model_version_id: int | None) -> ReferenceChoice | None:
+    """The line's latest reference decision for a model (None: the model's own reference)."""
+    row = session.scalar(
+        select(DriftReference)
+        .where(DriftReference.line_id == line_id, _same_model(DriftReference.model_version_id, model_version_id))
+        .order_by(DriftReference.accepted_at.desc(), DriftReference.id.desc())
+        .limit(1)
+    )
+    if row is None:
+        return None
+    return ReferenceChoice(row.id, row.source, row.period_start, row.period_end, row.phones, row.accepted_by, row.accepted_at, row.note)
+
+
+def accept_production_reference(
+    *, session: Session, line_id: int, model_version_id: int | None, start: datetime, end: datetime, actor: str, note: str | None = None
+) -> int:
+    """Make a period of the line's own production its reference for this model (the caller checks who may)."""
+    if end <= start:
+        raise DriftError("the reference period must end after it starts")
+    _, info = period_sample(session=session, line_id=line_id, model_version_id=model_version_id, start=start, end=end)
+    if info.phones < MIN_REFERENCE_PHONES:
+        raise DriftError(f"the period holds {info.phones} inspected phones; a reference needs at least {MIN_REFERENCE_PHONES}")
+    row = DriftReference(line_id=line_id, model_version_id=model_version_id, source="production", period_start=start, period_end=end)
+    row.phones, row.accepted_by, row.note = info.phones, actor, note
+    session.add(row)
+    session.flush()
+    audit.record(
+        session=session,
+        actor=actor,
+        action="drift.reference",
+        entity="line",
+        entity_id=line_id,
+        after={"source": "production", "start": start.isoformat(), "end": end.isoformat(), "phones": info.phones, "model_version_id": model_version_id},
+        note=note,
+    )
+    return row.id
+
+
+def use_model_reference(*, session: Session, line_id: int, model_version_id: int | None, actor: str, note: str | None = None) -> int:
+    """Go back to the model's own training/validation reference."""
+    row = DriftReference(line_id=line_id, model_version_id=model_version_id, source="model", accepted_by=actor, note=note)
+    session.add(row)
+    session.flush()
+    audit.record(
+        session=session,
+        actor=actor,
+        action="drift.reference",
+        entity="line",
+        entity_id=line_id,
+        after={"source": "model", "model_version_id": model_version_id},
+        note=note,
+    )
+    return row.id
+
+
+# -- checks -----------------------------------------------------------------------------------
+
+
+def record_check(
+    *,
+    session: Session,
+    line_id: int,
+    model_version_id: int | None,
+    info: WindowInfo,
+    reference: str,
+    verdicts: list[MetricVerdict],
+    now: datetime | None = None,
+) -> int:
+    row = DriftCheck(
+        line_id=line_id,
+        model_version_id=model_version_id,
+        checked_at=now or utcnow(),
+        first_inspection_id=info.first_inspection_id,
+        last_inspection_id=info.last_inspection_id,
+        window_start=info.start,
+        window_end=info.end,
+        phones=info.phones,
+        reference=reference,
+        results=[v.as_dict() for v in verdicts],
+    )
+    session.add(row)
+    session.flush()
+    return row.id
+
+
+def recent_verdicts(*, session: Session, line_id: int, model_version_id: int | None, checks: int) -> list[dict[str, str]]:
+    """``{metric: verdict}`` of the line's last ``checks`` checks of this model, newest first."""
+    if checks <= 0:
+        return []
+    rows = session.scalars(
+        select(DriftCheck.results)
+        .where(DriftCheck.line_id == line_id, _same_model(DriftCheck.model_version_id, model_version_id))
+        .order_by(DriftCheck.checked_at.desc(), DriftCheck.id.desc())
+        .limit(checks)
+    ).all()
+    return [{r["metric"]: r["verdict"] for r in results} for results in rows]
+
+
+def check_history(*, session: Session, line_id: int, since: datetime | None = None, limit: int = 5000) -> list[DriftCheck]:
+    """The line's checks (oldest first) for the charts over time."""
+    query = select(DriftCheck).where(DriftCheck.line_id == line_id)
+    if since is not None:
+        query = query.where(DriftCheck.checked_at >= since)
+    rows = session.scalars(query.order_by(DriftCheck.checked_at.desc(), DriftCheck.id.desc()).limit(limit)).all()
+    for row in rows:
+        session.expunge(row)
+    return list(reversed(rows))
+
+
+# -- alarms -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AlarmView:
+    """An alarm as plain data; ``as_status`` is what ``shadowline status --json`` prints."""
+
+    id: int
+    line_id: int
+    line: str
+    metric: str
+    kind: str
+    severity: str
+    statistic: str
+    score: float | None
+    threshold: float | None
+    psi: float | None
+    reason: str
+    raised_at: datetime
+    last_seen_at: datetime
+    action: str | None
+    cleared_at: datetime | None
+    acknowledged_at: datetime | None
+    acknowledged_by: str | None
+    acknowledgement_note: str | None
+
+    @property
+    def acknowledged(self) -> bool:
+        return self.acknowledged_at is not None
+
+    @property
+    def label(self) -> str:
+        spec = METRIC_BY_NAME.get(self.metric)
+        return spec.label if spec else self.metric
+
+    def as_status(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "metric": self.metric,
+            "kind": self.kind,
+            "severity": self.severity,
+            "statistic": self.statistic,
+            "score": self.score,
+            "threshold": self.threshold,
+            "reason": self.reason,
+            "raised_at": self.raised_at.isoformat(),
+            "acknowledged": self.acknowledged,
+            "acknowledged_by": self.acknowledged_by,
+            "acknowledged_at": self.acknowledged_at.isoformat() if self.acknowledged_at else None,
+            "cleared_at": self.cleared_at.isoformat() if self.cleared_at else None,
+            "action": self.action,
+        }
+
+
+def _view(alarm: DriftAlarm) -> AlarmView:
+    return AlarmView(
+        alarm.id,
+        alarm.line_id,
+        alarm.line.name,
+        alarm.metric,
+        alarm.kind,
+        alarm.severity,
+        alarm.statistic,
+        alarm.score,
+        alarm.threshold,
+        alarm.psi,
+        alarm.reason,
+        alarm.raised_at,
+        alarm.last_seen_at,
+        alarm.action,
+        alarm.cleared_at,
+        alarm.acknowledged_at,
+        alarm.acknowledged_by,
+        alarm.acknowledgement_note,
+    )
+
+
+_NOT_CLOSED = or_(DriftAlarm.acknowledged_at.is_(None), DriftAlarm.cleared_at.is_(None))
+
+
+def current_alarms(*, session: Session, line_id: int | None = None, unacknowledged_only: bool = False) -> list[AlarmView]:
+    """Alarms not yet closed (unacknowledged, or acknowledged while the drift goes on), severe and newest first."""
+    query = select(DriftAlarm).where(DriftAlarm.acknowledged_at.is_(None) if unacknowledged_only else _NOT_CLOSED)
+    if line_id is not None:
+        query = query.where(DriftAlarm.line_id == line_id)
+    rows = session.scalars(query.order_by(DriftAlarm.raised_at.desc(), DriftAlarm.id.desc())).all()
+    views = [_view(alarm) for alarm in rows]
+    return sorted(views, key=lambda v: v.severity != Severity.SEVERE.value)
+
+
+def alarm_history(*, session: Session, line_id: int | None = None, since: datetime | None = None, limit: int = 500) -> list[AlarmView]:
+    query = select(DriftAlarm)
+    if line_id is not None:
+        query = query.where(DriftAlarm.line_id == line_id)
+    if since is not None:
+        query = query.where(DriftAlarm.raised_at >= since)
+    return [_view(a) for a in session.scalars(query.order_by(DriftAlarm.raised_at.desc(), DriftAlarm.id.desc()).limit(limit))]
+
+
+def current_alarm_rows(*, session: Session, line_id: int) -> dict[str, DriftAlarm]:
+    """The line's not-closed alarm of each metric (the monitor updates them in place)."""
+    rows = session.scalars(select(DriftAlarm).where(DriftAlarm.line_id == line_id, _NOT_CLOSED).order_by(DriftAlarm.id)).all()
+    return {row.metric: row for row in rows}
+
+
+def acknowledge_alarm(*, session: Session, alarm_id: int, actor: str, note: str) -> AlarmView:
+    """Acknowledge an alarm with a note (the caller checks who may); audited."""
+    if not note or not note.strip():
+        raise DriftError("acknowledging an alarm needs a note: what was seen and what is being done")
+    alarm = session.get(DriftAlarm, alarm_id)
+    if alarm is None:
+        raise DriftError(f"no drift alarm with id {alarm_id}")
+    if alarm.acknowledged_at is not None:
+        raise DriftError(f"alarm {alarm_id} was already acknowledged by {alarm.acknowledged_by} at {alarm.acknowledged_at:%Y-%m-%d %H:%M} UTC")
+    alarm.acknowledged_at = utcnow()
+    alarm.acknowledged_by = actor
+    alarm.acknowledgement_note = note.strip()
+    audit.record(
+        session=session,
+        actor=actor,
+        action="drift.alarm_acknowledged",
+        entity="drift_alarm",
+        entity_id=alarm_id,
+        before={"metric": alarm.metric, "severity": alarm.severity, "line_id": alarm.line_id},
+        note=note.strip(),
+    )
+    session.flush()
+    return _view(alarm)
