@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import streamlit as st
 
+from app import state
 from app.session import current_user, sign_in_page, sign_out
+from app.widgets import alarm_banner
 from core.vocabulary import Role
 
 st.set_page_config(page_title="Shadowline", page_icon=":material/visibility:", layout="wide")
@@ -19,6 +21,7 @@ PAGES = [
     ("../pages/live_line.py", "Live line", ":material/conveyor_belt:", "live", ALL_ROLES),
     ("../pages/review_queue.py", "Review queue", ":material/rule:", "review", frozenset({Role.SUPERVISOR})),
     ("../pages/shadow_comparison.py", "Shadow comparison", ":material/compare:", "comparison", frozenset({Role.ENGINEER, Role.MANAGER})),
+    ("../pages/drift.py", "Drift", ":material/monitoring:", "drift", frozenset({Role.ENGINEER, Role.MANAGER, Role.ADMIN})),
     ("../pages/audit_log.py", "Audit log", ":material/history:", "audit", frozenset({Role.MANAGER, Role.ADMIN})),
 ]
 
@@ -33,5 +36,6 @@ with st.sidebar:
         sign_out()
         st.rerun()
 
+alarm_banner(state.database())
 visible = [st.Page(path, title=title, icon=icon, url_path=url, default=i == 0) for i, (path, title, icon, url, roles) in enumerate(PAGES) if user.role in roles]
 st.navigation(visible).run()

@@ -38,3 +38,19 @@ def box_tuples(boxes: list[dict[str, Any]]) -> tuple[tuple[Any, ...], ...]:
 def local_time(moment: datetime, timezone: str, fmt: str = "%H:%M:%S") -> str:
     """``moment`` in the plant's time zone."""
     return moment.astimezone(ZoneInfo(timezone)).strftime(fmt)
+
+
+def alarm_banner(database: Any) -> None:
+    """Unacknowledged drift alarms of every line, at the top of every page."""
+    from db.drift import current_alarms
+
+    with database.read() as session:
+        alarms = current_alarms(session=session, unacknowledged_only=True)
+    if not alarms:
+        return
+    shown = "; ".join(f"**{a.line}**: {a.label} ({a.severity})" + (f", {a.action}" if a.action else "") for a in alarms[:3])
+    more = f" and {len(alarms) - 3} more" if len(alarms) > 3 else ""
+    severe = any(a.severity == "severe" for a in alarms)
+    (st.error if severe else st.warning)(
+        f"Drift alarm{'s' if len(alarms) > 1 else ''}: {shown}{more}. An engineer or manager acknowledges it on the Drift page.", icon=":material/warning:"
+    )

@@ -426,3 +426,36 @@ def acknowledge_alarm(*, session: Session, alarm_id: int, actor: str, note: str)
     )
     session.flush()
     return _view(alarm)
+
+
+# -- for the Drift page -----------------------------------------------------------------------
+
+
+def metric_series(*, session: Session, line_id: int, metric: str, since: datetime | None = None, limit: int = 5000) -> list[tuple[datetime, float]]:
+    """``(processed_at, value)`` of one per-phone numeric metric, the latest ``limit`` phones of the line, oldest first."""
+    if metric in INPUT_METRICS:
+        column: Any = getattr(ImageMetrics, metric)
+        query = select(Inspection.processed_at, column).join(ImageMetrics, ImageMetrics.inspection_id == Inspection.id)
+    elif metric == "max_confidence":
+        query = select(Inspection.processed_at, Prediction.max_confidence).join(
+            Prediction, and_(Prediction.inspection_id == Inspection.id, Prediction.is_candidate.is_(False))
+        )
+    else:
+        raise DriftError(f"{metric} is not a per-phone numeric metric")
+    query = query.where(Inspection.line_id == line_id, Inspection.processed_at.is_not(None))
+    if since is not None:
+        query = query.where(Inspection.processed_at >= since)
+    rows = session.execute(query.order_by(Inspection.processed_at.desc()).limit(limit)).all()
+    return [(at, float(value)) for at, value in reversed(rows)]
+
+
+def recent_images(*, session: Session, line_id: int, limit: int = 6, start: datetime | None = None, end: datetime | None = None) -> list[tuple[str, str]]:
+    """``(serial, image_path)`` of the line's latest inspected phones (within a period if given)."""
+    query = select(Inspection.serial, Inspection.image_path).where(
+        Inspection.line_id == line_id, Inspection.processed_at.is_not(None), Inspection.status == InspectionStatus.DONE.value
+    )
+    if start is not None:
+        query = query.where(Inspection.processed_at >= start)
+    if end is not None:
+        query = query.where(Inspection.processed_at <= end)
+    return [(serial, path) for serial, path in session.execute(query.order_by(Inspection.processed_at.desc()).limit(limit))]

@@ -68,3 +68,12 @@ def cli_env(settings: Settings) -> dict[str, str]:
 
 def cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "core.cli", *args]
+
+
+@pytest.fixture(scope="session")
+def drift_reference(shipped_model_dir: Path):
+    """The shipped model's drift reference, resampled as the monitor does."""
+    from core.drift.metrics import DriftConfig
+    from core.drift.reference import load_model_reference, stratify
+
+    return stratify(load_model_reference(shipped_model_dir), DriftConfig().reference_defect_rate)

@@ -20,7 +20,7 @@ def _sample(n: int, brightness_mean: float = 100.0, **rates: RateCount) -> Sampl
     return Sample(values=values, rates=dict(rates))
 
 
-def _by_metric(verdicts):  # noqa: ANN001, ANN202
+def _by_metric(verdicts):
     return {v.metric: v for v in verdicts}
 
 

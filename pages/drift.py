@@ -1,0 +1,320 @@
+"""Drift: is the line still seeing what the model was trained on? Metrics against the reference, alarms."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from app import state
+from app.session import current_user
+from app.widgets import local_time
+from core.auth import Action, PermissionDeniedError, may
+from core.drift import actions
+from core.drift.metrics import METRIC_BY_NAME, METRICS, DriftConfig, Family, MetricKind
+from core.drift.monitor import DriftMonitor
+from core.imaging import InvalidImageError, read_image
+from core.vocabulary import AutomationLevel
+from db import drift as drift_db
+from db.lines import list_lines
+
+WINDOWS = {"last hour": timedelta(hours=1), "last 24 hours": timedelta(days=1), "last 7 days": timedelta(days=7), "all time": None}
+VERDICT_ICON = {"ok": "✅ ok", "drift": "🔴 drift", "inconclusive": "⚪ inconclusive"}
+KIND_LABEL = {MetricKind.INPUT: "inputs", MetricKind.OUTPUT: "model outputs", MetricKind.HUMAN: "people vs model", MetricKind.SOFTWARE: "system"}
+
+
+@st.cache_resource(show_spinner=False)
+def _monitor(database_url: str) -> DriftMonitor:
+    """One monitor per database: it keeps references loaded between reruns."""
+    return DriftMonitor(state.database())
+
+
+def monitor() -> DriftMonitor:
+    return _monitor(state.settings().database_url)
+
+
+database = state.database()
+settings = state.settings()
+user = current_user()
+assert user is not None
+st.title("Drift")
+st.caption("Each metric of the line's latest phones against the reference. Too few phones is *inconclusive*, never *ok*.")
+
+with database.read() as session:
+    lines = list_lines(session=session)
+if not lines:
+    st.info("No line yet: run `shadowline init`.")
+    st.stop()
+
+filters = st.columns([1, 1, 2])
+line_name = filters[0].selectbox("Line", [line.name for line in lines], key="drift.line")
+window_label = filters[1].selectbox("Time range of the charts", list(WINDOWS), index=1, key="drift.window")
+metric_names = [spec.name for spec in METRICS]
+metric = filters[2].selectbox(
+    "Metric", metric_names, format_func=lambda name: f"{METRIC_BY_NAME[name].label} ({KIND_LABEL[METRIC_BY_NAME[name].kind]})", key="drift.metric"
+)
+line = next(line for line in lines if line.name == line_name)
+since = datetime.now(UTC) - WINDOWS[window_label] if WINDOWS[window_label] else None
+spec = METRIC_BY_NAME[metric]
+
+with database.read() as session:
+    config = drift_db.get_config(session=session, line_id=line.id)
+    alarms = drift_db.current_alarms(session=session, line_id=line.id)
+    history = drift_db.check_history(session=session, line_id=line.id, since=since)
+    past_alarms = drift_db.alarm_history(session=session, line_id=line.id, since=since)
+report = monitor().evaluate(line.name, config=config)
+
+# -- alarms -------------------------------------------------------------------------------------
+st.subheader("Alarms")
+if not alarms:
+    st.success(f"No open alarm on {line.name}.")
+for alarm in alarms:
+    raised = local_time(alarm.raised_at, settings.plant_timezone, "%Y-%m-%d %H:%M")
+    state_text = f"acknowledged by {alarm.acknowledged_by}: {alarm.acknowledgement_note}" if alarm.acknowledged else "not acknowledged"
+    cleared = f" Back to normal since {local_time(alarm.cleared_at, settings.plant_timezone)}." if alarm.cleared_at else ""
+    action = f" The monitor {alarm.action}." if alarm.action else ""
+    text = f"**#{alarm.id} {alarm.severity.upper()} · {alarm.label}** since {raised}: {alarm.reason}.{action}{cleared} ({state_text})"
+    (st.error if alarm.severity == "severe" and not alarm.acknowledged else st.warning)(text)
+    if not alarm.acknowledged and may(user.role, Action.ACKNOWLEDGE_ALARM):
+        with st.form(f"drift.ack.{alarm.id}"):
+            note = st.text_input("What did you see, what is being done?", key=f"drift.ack_note.{alarm.id}")
+            if st.form_submit_button(f"Acknowledge alarm #{alarm.id}"):
+                try:
+                    actions.acknowledge(database, user, alarm_id=alarm.id, note=note)
+                except (drift_db.DriftError, PermissionDeniedError) as error:
+                    st.error(str(error))
+                else:
+                    st.rerun()
+
+# -- every metric now ---------------------------------------------------------------------------
+st.subheader("Now")
+window = report.window
+window_text = f"{window.phones} phones"
+if window.start and window.end:
+    window_text += f", {local_time(window.start, settings.plant_timezone)}–{local_time(window.end, settings.plant_timezone)}"
+st.caption(
+    f"Window: the last {config.window_phones} inspected phones"
+    + (f" of the last {config.window_minutes:g} minutes" if config.window_minutes else "")
+    + f" ({window_text}). Reference: {report.reference or 'none'}."
+    + (f" {report.reference_error}" if report.reference_error else "")
+)
+table = pd.DataFrame(
+    [
+        {
+            "metric": METRIC_BY_NAME[v.metric].label,
+            "watches": KIND_LABEL[MetricKind(v.kind)],
+            "verdict": VERDICT_ICON[v.verdict] + (f" ({v.severity})" if v.severity else ""),
+            "statistic": v.statistic,
+            "score": v.score,
+            "threshold": v.threshold,
+            "PSI": v.psi,
+            "reference": v.reference_value,
+            "current": v.current_value,
+            "n ref": v.n_reference,
+            "n now": v.n_current,
+            "why": v.reason,
+        }
+        for v in report.verdicts
+    ]
+)
+st.dataframe(
+    table,
+    hide_index=True,
+    key="drift.table",
+    column_config={
+        "score": st.column_config.NumberColumn(format="%.3g"),
+        "threshold": st.column_config.NumberColumn(format="%.3g"),
+        "PSI": st.column_config.NumberColumn(format="%.3f"),
+        "reference": st.column_config.NumberColumn("reference (median or share)", format="%.3g"),
+        "current": st.column_config.NumberColumn("now (median or share)", format="%.3g"),
+    },
+)
+
+# -- the chosen metric over time ----------------------------------------------------------------
+st.subheader(spec.label)
+verdict = report.verdict(metric)
+st.caption(f"{VERDICT_ICON[verdict.verdict]}: {verdict.reason}")
+with database.read() as session:
+    reference, _ = monitor().reference(session, line, config)
+    series = drift_db.metric_series(session=session, line_id=line.id, metric=metric, since=since) if spec.family is Family.NUMERIC else []
+reference_values = reference.sample.values.get(metric) if reference else None
+alarm_times = [a.raised_at for a in past_alarms if a.metric == metric]
+
+
+def _mark_alarms(figure: go.Figure) -> None:
+    for moment in alarm_times:
+        figure.add_vline(x=moment, line_color="red", line_dash="dot", annotation_text="alarm", annotation_position="top left")
+
+
+left, right = st.columns(2)
+with left:
+    figure = go.Figure()
+    if spec.family is Family.NUMERIC and series:
+        frame = pd.DataFrame(series, columns=["at", "value"])
+        figure.add_trace(go.Scattergl(x=frame["at"], y=frame["value"], mode="markers", marker={"size": 3, "opacity": 0.35}, name="each phone"))
+        rolling = frame["value"].rolling(max(5, min(config.window_phones, len(frame)) // 5), min_periods=1).median()
+        figure.add_trace(go.Scatter(x=frame["at"], y=rolling, mode="lines", name="rolling median", line={"width": 2}))
+        if reference_values is not None and reference_values.size:
+            low, mid, high = np.percentile(reference_values.astype(float), [5, 50, 95])
+            band = {"annotation_text": "reference 5–95 %", "annotation_position": "top right"}
+            figure.add_hrect(y0=low, y1=high, fillcolor="green", opacity=0.12, line_width=0, **band)
+            figure.add_hline(y=mid, line_dash="dash", line_color="green", annotation_text="reference median")
+    elif history:
+        points = [(check.checked_at, r.get("current_value"), r.get("reference_value")) for check in history for r in check.results if r["metric"] == metric]
+        frame = pd.DataFrame(points, columns=["at", "current", "reference"])
+        figure.add_trace(go.Scatter(x=frame["at"], y=frame["current"], mode="lines+markers", name="window"))
+        figure.add_trace(go.Scatter(x=frame["at"], y=frame["reference"], mode="lines", name="reference", line={"dash": "dash", "color": "green"}))
+    _mark_alarms(figure)
+    figure.update_layout(title="Production against the reference", height=360, margin={"t": 50, "b": 10}, yaxis_title=spec.unit)
+    st.plotly_chart(figure, key="drift.series")
+with right:
+    points = [(check.checked_at, r) for check in history for r in check.results if r["metric"] == metric]
+    figure = go.Figure()
+    if points:
+        frame = pd.DataFrame([{"at": at, **r} for at, r in points])
+        scored = frame[frame["score"].notna()]
+        drifted = scored[scored["verdict"] == "drift"]
+        figure.add_trace(go.Scatter(x=scored["at"], y=scored["score"], mode="lines+markers", name=f"{verdict.statistic} score"))
+        figure.add_trace(go.Scatter(x=drifted["at"], y=drifted["score"], mode="markers", name="drift", marker={"color": "red", "size": 10, "symbol": "x"}))
+        if scored["threshold"].notna().any():
+            figure.add_hline(y=float(scored["threshold"].dropna().iloc[-1]), line_dash="dash", line_color="red", annotation_text="threshold")
+        if "psi" in frame and frame["psi"].notna().any():
+            figure.add_trace(go.Scatter(x=frame["at"], y=frame["psi"], mode="lines", name="PSI", yaxis="y2", line={"color": "orange"}))
+            figure.update_layout(yaxis2={"overlaying": "y", "side": "right", "title": "PSI", "rangemode": "tozero"})
+        if verdict.statistic in ("ks", "chi2"):
+            figure.update_yaxes(type="log", title="p-value (drift below the threshold)", selector={"anchor": "x"})
+    _mark_alarms(figure)
+    figure.update_layout(title="The statistic at each check", height=360, margin={"t": 50, "b": 10}, legend={"orientation": "h"})
+    st.plotly_chart(figure, key="drift.statistic")
+    if not points:
+        st.caption(f"No checks yet in this range: the worker checks the line every {config.check_every} phones.")
+
+current_values = None
+with database.read() as session:
+    window_sample, _ = drift_db.window_sample(session=session, line_id=line.id, model_version_id=line.active_model_id, config=config)
+current_values = window_sample.values.get(metric)
+if reference_values is not None and current_values is not None and reference_values.size and current_values.size:
+    figure = go.Figure()
+    if spec.family is Family.NUMERIC:
+        figure.add_trace(go.Histogram(x=reference_values, histnorm="probability", name="reference", opacity=0.6))
+        figure.add_trace(go.Histogram(x=current_values, histnorm="probability", name="now", opacity=0.6))
+        figure.update_layout(barmode="overlay")
+    else:
+        for name, values in (("reference", reference_values), ("now", current_values)):
+            shares = [float(np.mean(values == category)) for category in spec.categories]
+            figure.add_trace(go.Bar(x=list(spec.categories), y=shares, name=name))
+        figure.update_layout(yaxis_tickformat=".0%")
+    figure.update_layout(title="Reference against the current window", height=320, margin={"t": 50, "b": 10}, xaxis_title=spec.unit)
+    st.plotly_chart(figure, key="drift.histogram")
+
+# -- see it with your own eyes ------------------------------------------------------------------
+st.subheader("Reference and current images")
+if reference is not None and reference.source == "production":
+    choice_images = []
+    with database.read() as session:
+        choice = drift_db.reference_choice(session=session, line_id=line.id, model_version_id=line.active_model_id)
+        if choice:
+            choice_images = drift_db.recent_images(session=session, line_id=line.id, limit=3, start=choice.period_start, end=choice.period_end)
+    reference_images = [(serial, settings.data_dir / path) for serial, path in choice_images]
+else:
+    reference_images = [(path.stem, path) for path in (reference.sample_images if reference else [])][:3]
+with database.read() as session:
+    current_images = [(serial, settings.data_dir / path) for serial, path in drift_db.recent_images(session=session, line_id=line.id, limit=3)]
+
+
+def _show(images: list, caption: str) -> None:
+    if not images:
+        st.caption(f"No {caption} images.")
+        return
+    for column, (name, path) in zip(st.columns(len(images)), images, strict=False):
+        try:
+            column.image(read_image(path)[..., ::-1], caption=str(name))
+        except InvalidImageError as error:
+            column.caption(f"{name}: {error}")
+
+
+image_left, image_right = st.columns(2)
+with image_left:
+    st.markdown("**Reference**")
+    _show(reference_images, "reference")
+with image_right:
+    st.markdown("**Now** (latest phones)")
+    _show(current_images, "current")
+
+# -- reference and settings ---------------------------------------------------------------------
+with st.expander("Reference: what counts as normal"):
+    st.write(report.reference or report.reference_error or "none")
+    if may(user.role, Action.SET_DRIFT_REFERENCE):
+        with st.form("drift.reference"):
+            st.caption("Accept a period of this line's own production as normal, e.g. after new lamps were installed and checked.")
+            today = datetime.now(UTC).date()
+            cols = st.columns(4)
+            start_date = cols[0].date_input("From (UTC)", value=today - timedelta(days=7), key="drift.ref_start_date")
+            start_time = cols[1].time_input("at", value=datetime.min.time(), key="drift.ref_start_time")
+            end_date = cols[2].date_input("Until (UTC)", value=today, key="drift.ref_end_date")
+            end_time = cols[3].time_input("at ", value=datetime.now(UTC).time().replace(microsecond=0), key="drift.ref_end_time")
+            note = st.text_input("Why this period is normal", key="drift.ref_note")
+            if st.form_submit_button("Use this period as the reference"):
+                start = datetime.combine(start_date, start_time, tzinfo=UTC)
+                end = datetime.combine(end_date, end_time, tzinfo=UTC)
+                try:
+                    actions.accept_production_reference(database, user, line_name=line.name, start=start, end=end, note=note or None)
+                except (drift_db.DriftError, PermissionDeniedError) as error:
+                    st.error(str(error))
+                else:
+                    st.rerun()
+        if report.reference_source == "production" and st.button("Back to the model's training reference", key="drift.ref_reset"):
+            actions.use_model_reference(database, user, line_name=line.name)
+            st.rerun()
+
+with st.expander("Settings and thresholds"):
+    editable = may(user.role, Action.EDIT_DRIFT_SETTINGS)
+    with st.form("drift.settings"):
+        cols = st.columns(4)
+        window_phones = cols[0].number_input("Window (phones)", min_value=1, value=config.window_phones, disabled=not editable, key="drift.s_window")
+        min_phones = cols[1].number_input("Minimum phones", min_value=1, value=config.min_phones, disabled=not editable, key="drift.s_min")
+        check_every = cols[2].number_input("Check every (phones)", min_value=1, value=config.check_every, disabled=not editable, key="drift.s_every")
+        consecutive = cols[3].number_input("Checks in a row to alarm", min_value=1, value=config.consecutive, disabled=not editable, key="drift.s_consec")
+        cols = st.columns(3)
+        levels = [level.value for level in AutomationLevel]
+        step_down_to = cols[0].selectbox(
+            "A severe alarm steps down to", levels, index=levels.index(config.step_down_to.value), disabled=not editable, key="drift.s_step"
+        )
+        defect_rate = cols[1].number_input(
+            "Usual defect rate", min_value=0.0, max_value=0.99, value=config.reference_defect_rate, step=0.01, disabled=not editable, key="drift.s_rate"
+        )
+        window_minutes = cols[2].number_input(
+            "Window (minutes, 0 = none)", min_value=0.0, value=float(config.window_minutes or 0), disabled=not editable, key="drift.s_minutes"
+        )
+        rows = [{"metric": s.name, **{k: config.threshold(s.name, k) for k in s.thresholds}} for s in METRICS]
+        thresholds = st.data_editor(pd.DataFrame(rows).set_index("metric"), disabled=not editable, key="drift.s_thresholds")
+        note = st.text_input("Why the change", disabled=not editable, key="drift.s_note")
+        if st.form_submit_button("Save settings", disabled=not editable):
+            overrides: dict[str, dict[str, float]] = {}
+            for name, row in thresholds.iterrows():
+                for key, value in row.items():
+                    if pd.notna(value) and key in METRIC_BY_NAME[str(name)].thresholds and float(value) != METRIC_BY_NAME[str(name)].thresholds[str(key)]:
+                        overrides.setdefault(str(name), {})[str(key)] = float(value)
+            try:
+                new_config = DriftConfig(
+                    window_phones=int(window_phones),
+                    window_minutes=float(window_minutes) or None,
+                    min_phones=int(min_phones),
+                    min_pairs=config.min_pairs,
+                    check_every=int(check_every),
+                    consecutive=int(consecutive),
+                    step_down_to=AutomationLevel(step_down_to),
+                    reference_defect_rate=float(defect_rate),
+                    large_sample=config.large_sample,
+                    thresholds=overrides,
+                )
+                actions.update_settings(database, user, line_name=line.name, config=new_config, note=note or None)
+            except (ValueError, PermissionDeniedError) as error:
+                st.error(str(error))
+            else:
+                st.rerun()
+    if not editable:
+        st.caption("Engineers and admins change these; every change is in the audit log.")

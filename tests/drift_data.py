@@ -1,0 +1,45 @@
+"""Test data for drift: inspected phones whose metrics are drawn from the shipped model's reference."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import numpy as np
+
+from db.lines import get_line
+from db.models import HumanDecision, ImageMetrics, Inspection, Prediction, Routing, utcnow
+
+
+def add_phones(database, reference, n: int, *, darken: float = 1.0, seed: int = 0, at=None, human_disagrees: float = 0.0, status: str = "done") -> None:
+    """Write ``n`` inspected phones whose metrics are drawn from the reference (times ``darken`` for brightness)."""
+    rng = np.random.default_rng(seed)
+    values = reference.sample.values
+    picks = rng.integers(0, values["brightness"].size, n)
+    at = at or utcnow()
+    with database.write() as session:
+        line = get_line(session=session, name="line-1")
+        for k, i in enumerate(picks):
+            inspection = Inspection(
+                serial=f"T-{seed}-{k}", line_id=line.id, image_path="x.jpg", source="simulator", status=status, processed_at=at + timedelta(milliseconds=k)
+            )
+            session.add(inspection)
+            session.flush()
+            metrics = {name: float(values[name][i]) for name in ("brightness", "contrast", "sharpness", "colourfulness", "mean_b", "mean_g", "mean_r")}
+            for name in ("brightness", "mean_b", "mean_g", "mean_r"):
+                metrics[name] *= darken
+            session.add(ImageMetrics(inspection_id=inspection.id, width=640, height=480, **metrics))
+            verdict = str(values["defect_rate"][i])
+            boxes = [{}] * int(values["boxes_per_phone"][i].rstrip("+"))
+            session.add(
+                Prediction(
+                    inspection_id=inspection.id,
+                    model_version_id=line.active_model_id,
+                    boxes=boxes,
+                    max_confidence=float(values["max_confidence"][i]),
+                    verdict=verdict,
+                    latency_ms=15.0,
+                )
+            )
+            session.add(Routing(inspection_id=inspection.id, level="shadow", decider="human", rule="shadow", reason="test"))
+            human = ("pass" if verdict == "reject" else "reject") if rng.random() < human_disagrees else verdict
+            session.add(HumanDecision(inspection_id=inspection.id, user_name="sim", is_simulated=True, verdict=human, saw_model_boxes=False))
