@@ -22,7 +22,7 @@ from db import drift as drift_db
 from db.lines import list_lines
 
 WINDOWS = {"last hour": timedelta(hours=1), "last 24 hours": timedelta(days=1), "last 7 days": timedelta(days=7), "all time": None}
-VERDICT_ICON = {"ok": "✅ ok", "drift": "🔴 drift", "inconclusive": "⚪ inconclusive"}
+VERDICT_ICON = {"ok": "ok", "drift": "DRIFT", "inconclusive": "inconclusive"}
 KIND_LABEL = {MetricKind.INPUT: "inputs", MetricKind.OUTPUT: "model outputs", MetricKind.HUMAN: "people vs model", MetricKind.SOFTWARE: "system"}
 
 
@@ -71,6 +71,8 @@ report = monitor().evaluate(line.name, config=config)
 st.subheader("Alarms")
 if not alarms:
     st.success(f"No open alarm on {line.name}.")
+order = {spec.name: i for i, spec in enumerate(METRICS)}
+alarms.sort(key=lambda a: (a.severity != "severe", a.acknowledged, order.get(a.metric, 99)))
 for alarm in alarms:
     raised = local_time(alarm.raised_at, settings.plant_timezone, "%Y-%m-%d %H:%M")
     state_text = f"acknowledged by {alarm.acknowledged_by}: {alarm.acknowledgement_note}" if alarm.acknowledged else "not acknowledged"
@@ -78,16 +80,23 @@ for alarm in alarms:
     action = f" The monitor {alarm.action}." if alarm.action else ""
     text = f"**#{alarm.id} {alarm.severity.upper()} · {alarm.label}** since {raised}: {alarm.reason}.{action}{cleared} ({state_text})"
     (st.error if alarm.severity == "severe" and not alarm.acknowledged else st.warning)(text)
-    if not alarm.acknowledged and may(user.role, Action.ACKNOWLEDGE_ALARM):
-        with st.form(f"drift.ack.{alarm.id}"):
-            note = st.text_input("What did you see, what is being done?", key=f"drift.ack_note.{alarm.id}")
-            if st.form_submit_button(f"Acknowledge alarm #{alarm.id}"):
-                try:
-                    actions.acknowledge(database, user, alarm_id=alarm.id, note=note)
-                except (drift_db.DriftError, PermissionDeniedError) as error:
-                    st.error(str(error))
-                else:
-                    st.rerun()
+waiting = [alarm for alarm in alarms if not alarm.acknowledged]
+if waiting and may(user.role, Action.ACKNOWLEDGE_ALARM):
+    with st.form("drift.ack"):
+        chosen = st.multiselect(
+            "Alarms to acknowledge", [a.id for a in waiting], default=[a.id for a in waiting], format_func=lambda i: f"#{i}", key="drift.ack_ids"
+        )
+        note = st.text_input("What did you see, what is being done?", key="drift.ack_note")
+        if st.form_submit_button("Acknowledge"):
+            try:
+                if not chosen:
+                    raise drift_db.DriftError("choose at least one alarm")
+                for alarm_id in chosen:
+                    actions.acknowledge(database, user, alarm_id=alarm_id, note=note)
+            except (drift_db.DriftError, PermissionDeniedError) as error:
+                st.error(str(error))
+            else:
+                st.rerun()
 
 # -- every metric now ---------------------------------------------------------------------------
 st.subheader("Now")
@@ -185,7 +194,7 @@ with right:
             figure.add_trace(go.Scatter(x=frame["at"], y=frame["psi"], mode="lines", name="PSI", yaxis="y2", line={"color": "orange"}))
             figure.update_layout(yaxis2={"overlaying": "y", "side": "right", "title": "PSI", "rangemode": "tozero"})
         if verdict.statistic in ("ks", "chi2"):
-            figure.update_yaxes(type="log", title="p-value (drift below the threshold)", selector={"anchor": "x"})
+            figure.update_layout(yaxis={"type": "log", "title": "p-value (drift below the threshold)"})
     _mark_alarms(figure)
     figure.update_layout(title="The statistic at each check", height=360, margin={"t": 50, "b": 10}, legend={"orientation": "h"})
     st.plotly_chart(figure, key="drift.statistic")

@@ -10,18 +10,30 @@ from db.lines import get_line
 from db.models import HumanDecision, ImageMetrics, Inspection, Prediction, Routing, utcnow
 
 
-def add_phones(database, reference, n: int, *, darken: float = 1.0, seed: int = 0, at=None, human_disagrees: float = 0.0, status: str = "done") -> None:
+def add_phones(
+    database,
+    reference,
+    n: int,
+    *,
+    darken: float = 1.0,
+    seed: int = 0,
+    at=None,
+    human_disagrees: float = 0.0,
+    status: str = "done",
+    line_name: str = "line-1",
+    images: list[str] | None = None,
+) -> None:
     """Write ``n`` inspected phones whose metrics are drawn from the reference (times ``darken`` for brightness)."""
     rng = np.random.default_rng(seed)
     values = reference.sample.values
     picks = rng.integers(0, values["brightness"].size, n)
     at = at or utcnow()
     with database.write() as session:
-        line = get_line(session=session, name="line-1")
+        line = get_line(session=session, name=line_name)
         for k, i in enumerate(picks):
-            inspection = Inspection(
-                serial=f"T-{seed}-{k}", line_id=line.id, image_path="x.jpg", source="simulator", status=status, processed_at=at + timedelta(milliseconds=k)
-            )
+            image_path = images[k % len(images)] if images else "x.jpg"
+            inspection = Inspection(serial=f"T-{seed}-{k}", line_id=line.id, image_path=image_path, source="simulator", status=status)
+            inspection.processed_at = at + timedelta(milliseconds=k)
             session.add(inspection)
             session.flush()
             metrics = {name: float(values[name][i]) for name in ("brightness", "contrast", "sharpness", "colourfulness", "mean_b", "mean_g", "mean_r")}

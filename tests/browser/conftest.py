@@ -19,7 +19,7 @@ import pytest
 
 from core.camera import get_scenario
 from core.line_simulator import SimulatedInspector, simulate_line
-from core.settings import PROJECT_ROOT, load_settings
+from core.settings import PROJECT_ROOT, SHIPPED_MODEL_VERSION, load_settings
 from core.vocabulary import Role
 from core.worker import Worker
 from db.bootstrap import initialize, open_database
@@ -38,6 +38,38 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+DRIFTING_LINE = "line-2"
+
+
+def _seed_drifting_line(database, settings) -> None:
+    """A second line whose lights went dim: phones drawn from the model's reference, then darkened, checked by the monitor."""
+    import cv2
+
+    from core.camera import render_run_phone
+    from core.drift.metrics import DriftConfig
+    from core.drift.monitor import DriftMonitor
+    from core.drift.reference import load_model_reference, stratify
+    from core.ingest import store_image_bytes
+    from db import audit
+    from db.lines import add_line
+    from tests.drift_data import add_phones
+
+    reference = stratify(load_model_reference(PROJECT_ROOT / "models" / SHIPPED_MODEL_VERSION), DriftConfig().reference_defect_rate)
+    with database.write() as session:
+        model_id = get_line(session=session, name="line-1").active_model_id
+        line_id = add_line(session=session, name=DRIFTING_LINE, actor=audit.SYSTEM_ACTOR, active_model_id=model_id)
+    monitor = DriftMonitor(database)
+    images: dict[float, list[str]] = {}
+    for darken in (1.0, 0.7, 0.45):
+        phones = [render_run_phone(get_scenario("normal"), 71, i).image for i in range(3)]
+        encoded = [cv2.imencode(".jpg", (image * darken).astype("uint8"))[1].tobytes() for image in phones]
+        images[darken] = [store_image_bytes(settings, DRIFTING_LINE, data, ".jpg")[0] for data in encoded]
+    for seed, darken, phones in ((61, 1.0, 300), (62, 0.7, 200), (63, 0.45, 300)):
+        add_phones(database, reference, phones, seed=seed, darken=darken, line_name=DRIFTING_LINE, images=images[darken])
+        monitor.check(line_id)
+        monitor.check(line_id)
+
+
 @pytest.fixture(scope="session")
 def served_app(tmp_path_factory):
     """A seeded installation and the app serving it; yields the base URL."""
@@ -54,6 +86,7 @@ def served_app(tmp_path_factory):
     Worker(database, settings).run(until_empty=True)
     # A careless simulated inspector answers all but three phones: disagreements to open, phones to review.
     SimulatedInspector(miss_rate=0.5, false_reject_rate=0.3).answer_open_tasks(database, line_id=line.id, limit=11)
+    _seed_drifting_line(database, settings)
     database.dispose()
 
     port = _free_port()

@@ -84,3 +84,31 @@ def test_wrong_password_is_refused_clearly(served_app, page):
     page.get_by_role("button", name="Sign in").click()
     page.get_by_text("Wrong user name or password").wait_for(timeout=20_000)
     screenshot(page, "sign_in_refused")
+
+
+def test_engineer_sees_the_dim_lights_alarm_and_acknowledges_it(served_app, page):
+    sign_in(page, served_app, "erin")
+    expect(page.get_by_text(re.compile(r"Drift alarm.*line-2"))).to_be_visible(timeout=20_000)
+    page.get_by_role("link", name="Drift").click()
+    page.get_by_role("heading", name="Alarms").wait_for(timeout=20_000)
+    for _attempt in range(5):
+        page.get_by_role("combobox", name="Line").click()
+        try:
+            page.get_by_role("option", name="line-2").click(timeout=4_000)
+            break
+        except PlaywrightTimeoutError:
+            page.keyboard.press("Escape")
+    else:
+        pytest.fail("the line list never opened")
+    alarm = page.get_by_text(re.compile(r"SEVERE · Brightness"))
+    expect(alarm).to_be_visible(timeout=20_000)
+    page.locator("[data-testid='stPlotlyChart']").nth(2).wait_for(timeout=20_000)
+    screenshot(page, "drift")
+    page.locator("[data-testid='stPlotlyChart']").first.scroll_into_view_if_needed()
+    screenshot(page, "drift_charts")
+    page.locator("[data-testid='stImage']").first.scroll_into_view_if_needed()
+    screenshot(page, "drift_images")
+    page.get_by_role("textbox", name="What did you see, what is being done?").fill("lamp 3 replaced, watching the next hour")
+    page.get_by_role("button", name="Acknowledge", exact=True).click()
+    expect(page.get_by_text(re.compile(r"acknowledged by erin: lamp 3 replaced")).first).to_be_visible(timeout=20_000)
+    expect(page.get_by_text(re.compile(r"Drift alarm.*line-2"))).to_have_count(0)
