@@ -287,9 +287,11 @@ def recent_verdicts(*, session: Session, line_id: int, model_version_id: int | N
     return [{r["metric"]: r["verdict"] for r in results} for results in rows]
 
 
-def check_history(*, session: Session, line_id: int, since: datetime | None = None, limit: int = 5000) -> list[DriftCheck]:
-    """The line's checks (oldest first) for the charts over time."""
+def check_history(*, session: Session, line_id: int, since: datetime | None = None, model_version_id: int | None = None, limit: int = 5000) -> list[DriftCheck]:
+    """The line's checks (oldest first, of one model version if given) for the charts over time."""
     query = select(DriftCheck).where(DriftCheck.line_id == line_id)
+    if model_version_id is not None:
+        query = query.where(DriftCheck.model_version_id == model_version_id)
     if since is not None:
         query = query.where(DriftCheck.checked_at >= since)
     rows = session.scalars(query.order_by(DriftCheck.checked_at.desc(), DriftCheck.id.desc()).limit(limit)).all()
@@ -426,6 +428,16 @@ def acknowledge_alarm(*, session: Session, alarm_id: int, actor: str, note: str)
     )
     session.flush()
     return _view(alarm)
+
+
+def checked_models(*, session: Session, line_id: int) -> dict[int, str]:
+    """``{model id: version}`` of the models a line was checked with."""
+    from db.models import ModelVersion
+
+    rows = session.execute(
+        select(ModelVersion.id, ModelVersion.version).where(ModelVersion.id.in_(select(DriftCheck.model_version_id).where(DriftCheck.line_id == line_id)))
+    )
+    return {model_id: version for model_id, version in rows}
 
 
 # -- for the Drift page -----------------------------------------------------------------------

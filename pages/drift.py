@@ -49,21 +49,29 @@ if not lines:
     st.info("No line yet: run `shadowline init`.")
     st.stop()
 
-filters = st.columns([1, 1, 2])
+filters = st.columns([1, 1, 1, 2])
 line_name = filters[0].selectbox("Line", [line.name for line in lines], key="drift.line")
-window_label = filters[1].selectbox("Time range of the charts", list(WINDOWS), index=1, key="drift.window")
+line = next(line for line in lines if line.name == line_name)
+with database.read() as session:
+    models = drift_db.checked_models(session=session, line_id=line.id)
+if line.active_model_id is not None and line.active_model_version is not None:
+    models.setdefault(line.active_model_id, line.active_model_version)
+model_ids = sorted(models, key=lambda i: i != line.active_model_id)
+model_id = filters[1].selectbox(
+    "Model (charts)", model_ids, format_func=lambda i: models[i] + (" (active)" if i == line.active_model_id else ""), key="drift.model"
+)
+window_label = filters[2].selectbox("Time range of the charts", list(WINDOWS), index=1, key="drift.window")
 metric_names = [spec.name for spec in METRICS]
-metric = filters[2].selectbox(
+metric = filters[3].selectbox(
     "Metric", metric_names, format_func=lambda name: f"{METRIC_BY_NAME[name].label} ({KIND_LABEL[METRIC_BY_NAME[name].kind]})", key="drift.metric"
 )
-line = next(line for line in lines if line.name == line_name)
 since = datetime.now(UTC) - WINDOWS[window_label] if WINDOWS[window_label] else None
 spec = METRIC_BY_NAME[metric]
 
 with database.read() as session:
     config = drift_db.get_config(session=session, line_id=line.id)
     alarms = drift_db.current_alarms(session=session, line_id=line.id)
-    history = drift_db.check_history(session=session, line_id=line.id, since=since)
+    history = drift_db.check_history(session=session, line_id=line.id, since=since, model_version_id=model_id)
     past_alarms = drift_db.alarm_history(session=session, line_id=line.id, since=since)
 report = monitor().evaluate(line.name, config=config)
 

@@ -66,10 +66,17 @@ def main() -> int:
             )
             report.append(run.as_dict())
             if name == "normal":
-                print(f"normal: {run.phones} phones, {len(run.alarms)} alarms: {sorted(run.alarms)}; level {run.level_before} -> {run.level_after}", flush=True)
+                print(
+                    f"normal: {run.phones} phones, {run.checks_before_onset} checks: "
+                    f"{run.drift_verdicts_before_onset} drift verdicts in {run.metric_checks_before_onset} metric checks, "
+                    f"{len(run.alarms)} alarms {sorted(run.alarms)}; "
+                    f"level {run.level_before} -> {run.level_after}",
+                    flush=True,
+                )
             else:
                 print(
                     f"{name}: caught {run.caught_after} phones after onset, stepped down after {run.stepped_down_after}; "
+                    f"before onset {run.drift_verdicts_before_onset}/{run.metric_checks_before_onset} drift verdicts, {run.false_alarms_before_onset} alarms; "
                     f"alarms {json.dumps({m: (a['severity'], a['after']) for m, a in run.alarms.items()})}; {run.seconds} s",
                     flush=True,
                 )

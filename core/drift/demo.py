@@ -48,6 +48,11 @@ class ScenarioRun:
     caught_after: int | None = None
     stepped_down_after: int | None = None
     false_alarms_before_onset: int = 0
+    #: Checks made while the line was still normal, and how many single-metric drift verdicts they gave
+    #: (an alarm needs ``consecutive`` of them in a row): the false-alarm exposure of the run.
+    checks_before_onset: int = 0
+    metric_checks_before_onset: int = 0
+    drift_verdicts_before_onset: int = 0
     seconds: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
@@ -101,6 +106,12 @@ def run_scenario(
                     run.false_alarms_before_onset += 1
             elif alarm.severity == "severe" and run.alarms[alarm.metric]["severity"] != "severe":
                 run.alarms[alarm.metric].update(severity="severe", severe_after=after_onset, reason=alarm.reason)
+        if after_onset <= 0:
+            with database.read() as session:
+                checks = drift_db.check_history(session=session, line_id=line.id)
+            run.checks_before_onset = len(checks)
+            run.metric_checks_before_onset = sum(len(c.results) for c in checks)
+            run.drift_verdicts_before_onset = sum(1 for c in checks for r in c.results if r["verdict"] == "drift")
         if run.caught_after is None and after_onset > 0 and any(m in expected for m in run.alarms):
             run.caught_after = after_onset
         if run.stepped_down_after is None and current_level.rank < level.rank:
