@@ -43,6 +43,8 @@ log = logging.getLogger("shadowline.worker")
 
 #: Heartbeats are written at most this often while the worker is busy (and every 2 s when idle).
 HEARTBEAT_SECONDS = 1.0
+#: A due drift check waits for a pause in the queue at most this long.
+DRIFT_CHECK_MAX_WAIT_SECONDS = 10.0
 #: Seconds before a model that failed to load is tried again.
 MODEL_RETRY_SECONDS = 30.0
 
@@ -232,16 +234,20 @@ class Worker:
         written_ids = set(written)
         self.stats.failed_images += sum(1 for r in results if r.error is not None and r.inspection_id in written_ids)
         if self.drift is not None:
-            self._check_drift([r.line_id for r in results if r.inspection_id in written_ids])
+            for line_id in {r.line_id for r in results if r.inspection_id in written_ids}:
+                self.drift.note_processed(line_id, sum(1 for r in results if r.line_id == line_id and r.inspection_id in written_ids))
+            # Drift checks are background work: done between phones, not in the middle of a busy queue,
+            # unless one has been waiting DRIFT_CHECK_MAX_WAIT_SECONDS.
+            if self.drift.oldest_due_age() >= DRIFT_CHECK_MAX_WAIT_SECONDS:
+                self.check_drift()
         if time.monotonic() - self._last_beat >= HEARTBEAT_SECONDS:
             self.beat()
         return len(claimed)
 
-    def _check_drift(self, line_ids: list[int]) -> None:
+    def check_drift(self) -> None:
         """Run the drift checks that are due; a failing check is logged, never stops the line."""
-        assert self.drift is not None
-        for line_id in set(line_ids):
-            self.drift.note_processed(line_id, line_ids.count(line_id))
+        if self.drift is None:
+            return
         try:
             self.drift.check_due()
         except Exception:
@@ -269,6 +275,8 @@ class Worker:
         try:
             while not self._stop.is_set():
                 claimed = self.process_batch()
+                if claimed == 0:
+                    self.check_drift()
                 if once or (until_empty and claimed == 0):
                     break
                 if max_seconds is not None and time.monotonic() - started > max_seconds:

@@ -11,6 +11,7 @@ Moving back up is a person's decision through the normal approval, never the mon
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -73,6 +74,8 @@ class DriftMonitor:
         self.database = database
         self._references: dict[tuple[Any, ...], tuple[Reference | None, str | None]] = {}
         self._pending: dict[int, int] = {}
+        self._check_every: dict[int, int] = {}
+        self._due_since: dict[int, float] = {}
 
     # -- references ---------------------------------------------------------------------------
 
@@ -268,19 +271,28 @@ class DriftMonitor:
     # -- scheduling (the worker) --------------------------------------------------------------
 
     def note_processed(self, line_id: int, phones: int) -> None:
+        """Count newly inspected phones of a line; a check falls due every ``check_every`` of them."""
         self._pending[line_id] = self._pending.get(line_id, 0) + phones
+        if line_id not in self._due_since:
+            if line_id not in self._check_every:
+                with self.database.read() as session:
+                    self._check_every[line_id] = drift_db.get_config(session=session, line_id=line_id).check_every
+            if self._pending[line_id] >= self._check_every[line_id]:
+                self._due_since[line_id] = time.monotonic()
+
+    def oldest_due_age(self) -> float:
+        """Seconds the longest-waiting due check has waited (0 when none is due)."""
+        return time.monotonic() - min(self._due_since.values()) if self._due_since else 0.0
 
     def check_due(self) -> list[CheckOutcome]:
         """Check each line that has had ``check_every`` new phones since its last check."""
-        if not self._pending:
-            return []
-        with self.database.read() as session:
-            configs = {line_id: drift_db.get_config(session=session, line_id=line_id) for line_id in self._pending}
         outcomes = []
-        for line_id, phones in list(self._pending.items()):
-            if phones >= configs[line_id].check_every:
-                self._pending[line_id] = 0
-                outcomes.append(self.check(line_id))
+        for line_id in list(self._due_since):
+            del self._due_since[line_id]
+            self._pending[line_id] = 0
+            # Settings may have changed since: re-read at the next count.
+            self._check_every.pop(line_id, None)
+            outcomes.append(self.check(line_id))
         return outcomes
 
 
