@@ -497,6 +497,147 @@ def _cmd_alarms_ack(args: argparse.Namespace) -> int:
     return 0
 
 
+def _refusals():  # noqa: ANN202
+    """The errors a person's action can be refused with: reported as one line, exit 1."""
+    from core.auth import PermissionDeniedError
+    from core.deployment import DeploymentError
+    from core.ladder.actions import LadderError
+    from db.ladder import RequestError
+    from db.lines import LineNotFoundError
+
+    return (PermissionDeniedError, DeploymentError, LadderError, RequestError, LineNotFoundError, ValueError)
+
+
+def _rung(key: str):  # noqa: ANN202
+    from core.ladder.gates import LADDER
+
+    for rung in LADDER:
+        if rung.key == key:
+            return rung
+    raise CommandError(f"--to {key!r}: choose one of {', '.join(r.key for r in LADDER)}")
+
+
+def _cmd_level(args: argparse.Namespace) -> int:
+    from core.ladder import actions
+
+    database = _database()
+    user = _acting_user(database, args.as_user)
+    try:
+        outcome = actions.move(database, user, line_name=args.line, to=_rung(args.to), note=args.note)
+    except _refusals() as error:
+        raise CommandError(str(error)) from None
+    print(outcome.message)
+    return 0
+
+
+def _cmd_gates(args: argparse.Namespace) -> int:
+    from core.ladder import actions
+    from db import ladder as ladder_db
+
+    database = _database()
+    if args.set:
+        user = _acting_user(database, args.as_user) if args.as_user else None
+        if user is None:
+            raise CommandError("changing the gates needs --as USER (an admin)")
+        try:
+            actions.set_gates(database, user, assignments=args.set, note=args.note)
+        except _refusals() as error:
+            raise CommandError(str(error)) from None
+    line = _line(database, args.line)
+    with database.read() as session:
+        config = ladder_db.get_gate_config(session=session)
+        result = actions.gate_for_next(session, line)
+    here = actions.current_rung(line)
+    if args.json:
+        print(json.dumps({"line": line.name, "rung": here.key, "next": result.as_dict() if result else None, "config": config.as_dict()}, indent=2))
+        return 0
+    print(f"{line.name}: {here.label}")
+    if result is None:
+        print("  at the top of the ladder")
+        return 0
+    print(f"  next: {result.target.label}: {result.summary}")
+    for criterion in result.criteria:
+        print(f"    [{criterion.status.value:>7}] {criterion.measured}; needs {criterion.needs}")
+    return 0
+
+
+def _cmd_requests(args: argparse.Namespace) -> int:
+    from db import ladder as ladder_db
+
+    database = _database()
+    line_id = _line(database, args.line).id if args.line else None
+    with database.read() as session:
+        requests = ladder_db.list_requests(session=session, line_id=line_id, pending_only=not args.all)
+    if args.json:
+        print(json.dumps([r.as_dict() for r in requests], indent=2))
+        return 0
+    if not requests:
+        print("no pending requests")
+    for r in requests:
+        target = f"model switch to {r.evidence.get('to')}" if r.kind == "model_switch" else f"{r.to_level}" + (f" {r.to_share:.0%}" if r.to_share else "")
+        decided = f", {r.status} by {r.decided_by}" if r.decided_by else ""
+        print(f"#{r.id} {r.line}: {target} asked by {r.requested_by} at {r.requested_at:%Y-%m-%d %H:%M} UTC [{r.status}{decided}]")
+    return 0
+
+
+def _cmd_approve(args: argparse.Namespace) -> int:
+    from core.ladder import actions
+
+    database = _database()
+    user = _acting_user(database, args.as_user)
+    try:
+        if args.refuse:
+            actions.refuse(database, user, request_id=args.request, note=args.note or "")
+            print(f"request {args.request} refused")
+            return 0
+        outcome = actions.approve(database, user, request_id=args.request, note=args.note)
+    except _refusals() as error:
+        raise CommandError(str(error)) from None
+    print(outcome.message)
+    return 0
+
+
+def _cmd_model(args: argparse.Namespace) -> int:
+    from core import deployment
+
+    database = _database()
+    if args.model_command == "list":
+        from db.registry import list_models
+
+        with database.read() as session:
+            models = list_models(session=session)
+        if args.json:
+            print(json.dumps(models, indent=2, default=str))
+        else:
+            for m in models:
+                print(f"{m['version']:<20} {m['status']:<40} onnx sha256 {str(m['onnx_sha256'])[:12]}  {m['path']}")
+        return 0
+    user = _acting_user(database, args.as_user)
+    try:
+        if args.model_command == "register":
+            from db.registry import register_model_version
+
+            deployment.require_register(user)
+            with database.write() as session:
+                registered = register_model_version(session=session, model_dir=Path(args.path), actor=user.name)
+            print(f"registered {registered.version} ({registered.path})")
+        elif args.model_command == "candidate":
+            print(deployment.set_candidate(database, user, line_name=args.line, version=None if args.version == "none" else args.version, note=args.note))
+        elif args.model_command == "switch":
+            print(deployment.switch(database, user, line_name=args.line, to_version=args.to, note=args.note).message)
+        else:
+            print(deployment.rollback(database, user, line_name=args.line, note=args.note))
+    except _refusals() as error:
+        raise CommandError(str(error)) from None
+    except Exception as error:  # a model folder that cannot be registered
+        from core.detector.card import ModelError
+
+        if isinstance(error, ModelError):
+            raise CommandError(str(error)) from None
+        raise
+    return 0
+
+
 def _cmd_users_add(args: argparse.Namespace) -> int:
     import getpass
     import os
@@ -626,6 +767,58 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--rounds", type=int, default=3, help="rounds, alternating the compared paths")
     bench.add_argument("--output", help="write the JSON result to this file")
     bench.set_defaults(handler=_cmd_bench)
+
+    level = commands.add_parser("level", help="move a line on the automation ladder (down at once; up through the gate)")
+    level.add_argument("--line", default="line-1")
+    level.add_argument("--to", required=True, help="human_only, shadow, assist, partial, canary, canary_20, canary_50 or full")
+    level.add_argument("--as", dest="as_user", required=True, metavar="USER")
+    level.add_argument("--note")
+    level.set_defaults(handler=_cmd_level)
+
+    gates = commands.add_parser("gates", help="the gate to a line's next rung, judged now; --set changes the plant's gates (admin)")
+    gates.add_argument("--line", default="line-1")
+    gates.add_argument("--json", action="store_true")
+    gates.add_argument("--set", action="append", metavar="GATE.FIELD=VALUE", help="e.g. canary.min_pairs=300, rollback.max_disagreement=0.08")
+    gates.add_argument("--as", dest="as_user", metavar="USER")
+    gates.add_argument("--note")
+    gates.set_defaults(handler=_cmd_gates)
+
+    requests_parser = commands.add_parser("requests", help="requests waiting for a manager (moves into canary or full, model switches there)")
+    requests_parser.add_argument("--line")
+    requests_parser.add_argument("--all", action="store_true", help="decided requests too")
+    requests_parser.add_argument("--json", action="store_true")
+    requests_parser.set_defaults(handler=_cmd_requests)
+
+    approve = commands.add_parser("approve", help="a manager approves (or --refuse) a request")
+    approve.add_argument("request", type=int)
+    approve.add_argument("--refuse", action="store_true")
+    approve.add_argument("--note")
+    approve.add_argument("--as", dest="as_user", required=True, metavar="USER")
+    approve.set_defaults(handler=_cmd_approve)
+
+    model = commands.add_parser("model", help="model versions: list, register, candidate, switch, rollback")
+    model_commands = model.add_subparsers(dest="model_command", required=True, metavar="ACTION")
+    model_list = model_commands.add_parser("list", help="registered versions and where they run")
+    model_list.add_argument("--json", action="store_true")
+    model_list.set_defaults(handler=_cmd_model)
+    model_register = model_commands.add_parser("register", help="register a model version folder (hashes checked against its card)")
+    model_register.add_argument("path")
+    model_register.add_argument("--as", dest="as_user", required=True, metavar="USER")
+    model_register.set_defaults(handler=_cmd_model)
+    for name, help_text in (
+        ("candidate", "run VERSION in shadow beside the active model (green); --version none removes it"),
+        ("switch", "make the candidate active (a manager's approval in canary or full)"),
+        ("rollback", "make the previous version active again, at once"),
+    ):
+        sub = model_commands.add_parser(name, help=help_text)
+        sub.add_argument("--line", default="line-1")
+        if name == "candidate":
+            sub.add_argument("--version", required=True)
+        if name == "switch":
+            sub.add_argument("--to", help="the version to switch to (must be the candidate)")
+        sub.add_argument("--as", dest="as_user", required=True, metavar="USER")
+        sub.add_argument("--note")
+        sub.set_defaults(handler=_cmd_model)
 
     drift = commands.add_parser("drift", help="judge a line's recent phones against its reference, metric by metric")
     drift.add_argument("--line", default="line-1")

@@ -30,13 +30,14 @@ from core.detector.card import ModelError
 from core.drift.monitor import DriftMonitor
 from core.image_metrics import InputMetrics, compute_input_metrics
 from core.imaging import InvalidImageError, read_image
-from core.routing import LEVEL_POLICIES, PhoneFacts, route
+from core.ladder.actions import check_rollbacks, step_down
+from core.routing import LEVEL_POLICIES, ModelAuthority, PhoneFacts, route
 from core.settings import Settings
-from core.vocabulary import Verdict
+from core.vocabulary import AutomationLevel, Verdict
 from db import audit, heartbeats
 from db.engine import Database
 from db.lines import LineConfig, list_lines
-from db.pipeline import MAX_ATTEMPTS, ClaimedInspection, PhoneResult, PredictionRecord, claim_batch, record_results
+from db.pipeline import MAX_ATTEMPTS, ClaimedInspection, PhoneResult, PredictionRecord, claim_batch, record_results, requeue_stale
 from db.registry import get_model
 
 log = logging.getLogger("shadowline.worker")
@@ -224,9 +225,22 @@ class Worker:
             return 0
         with self.database.read() as session:
             lines = {line.id: line for line in list_lines(session=session)}
-        results = [PhoneResult(item.id, item.line_id, lines[item.line_id].level, **self._inspect_safely(item, lines[item.line_id])) for item in claimed]
+        results = [
+            PhoneResult(
+                item.id,
+                item.line_id,
+                lines[item.line_id].level,
+                **self._inspect_safely(item, lines[item.line_id]),
+                active_model_id=lines[item.line_id].active_model_id,
+            )
+            for item in claimed
+        ]
         with self.database.write() as session:
-            written, lost = record_results(session=session, worker_id=self.worker_id, results=results)
+            stale = set(requeue_stale(session=session, worker_id=self.worker_id, results=results))
+            written, lost = record_results(session=session, worker_id=self.worker_id, results=[r for r in results if r.inspection_id not in stale])
+        if stale:
+            log.info("%d phones inspected under a line setting that changed meanwhile are queued again", len(stale))
+        self._step_down_lines_whose_model_failed(lines, results)
         for inspection_id in lost:
             log.warning("inspection %s is no longer held by %s: another worker reclaimed it", inspection_id, self.worker_id)
         self.stats.lost_leases += len(lost)
@@ -244,14 +258,30 @@ class Worker:
             self.beat()
         return len(claimed)
 
+    def _step_down_lines_whose_model_failed(self, lines: dict[int, LineConfig], results: list[PhoneResult]) -> None:
+        """A line where the model decides, whose model gave no prediction, drops back to shadow by itself."""
+        failed = {r.line_id for r in results if r.routing.rule == "model_unavailable"}
+        for line_id in failed:
+            line = lines[line_id]
+            if LEVEL_POLICIES[line.level].authority is ModelAuthority.NONE:
+                continue
+            with self.database.write() as session:
+                fresh = next((candidate for candidate in list_lines(session=session) if candidate.id == line_id), None)
+                if fresh is not None:
+                    reason = f"the model {fresh.active_model_version} failed: {self.model_status()}"
+                    if step_down(session, fresh, to_level=AutomationLevel.SHADOW, reason=reason):
+                        log.warning("line %s dropped back to shadow: %s", fresh.name, reason)
+
     def check_drift(self) -> None:
         """Run the drift checks that are due; a failing check is logged, never stops the line."""
         if self.drift is None:
             return
         try:
-            self.drift.check_due()
+            if self.drift.check_due():
+                for what in check_rollbacks(self.database):
+                    log.warning("automatic rollback: %s", what)
         except Exception:
-            log.exception("drift check failed; inspection goes on")
+            log.exception("drift or rollback check failed; inspection goes on")
 
     def beat(self, state: str = "running") -> None:
         self._last_beat = time.monotonic()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -32,6 +33,9 @@ class LineConfig:
     active_model_version: str | None
     candidate_model_id: int | None
     candidate_model_version: str | None
+    previous_model_id: int | None = None
+    previous_model_version: str | None = None
+    level_since: datetime | None = None
 
 
 def add_line(*, session: Session, name: str, actor: str, active_model_id: int | None = None) -> int:
@@ -73,6 +77,9 @@ def _config(line: Line, settings: LineSettings, decision_threshold: float) -> Li
         active_model_version=settings.active_model.version if settings.active_model else None,
         candidate_model_id=settings.candidate_model_id,
         candidate_model_version=settings.candidate_model.version if settings.candidate_model else None,
+        previous_model_id=settings.previous_model_id,
+        previous_model_version=settings.previous_model.version if settings.previous_model else None,
+        level_since=settings.level_since,
     )
 
 
@@ -106,6 +113,9 @@ def update_settings(*, session: Session, line_id: int, actor: str, note: str | N
     before = {key: getattr(settings, key) for key in changes}
     for key, value in changes.items():
         setattr(settings, key, value)
+    if any(key in changes and before[key] != changes[key] for key in ("level", "canary_share")):
+        # Gates count evidence gathered at the current level (and canary share) only.
+        settings.level_since = utcnow()
     settings.updated_at = utcnow()
     settings.updated_by = actor
     action = "line." + "+".join(sorted(changes))

@@ -108,12 +108,17 @@ class LineSettings(Base):
     confidence_high: Mapped[float] = mapped_column(Float, default=0.6)
     active_model_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
     candidate_model_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
+    #: The version that was active before the last switch: rollback makes it active again.
+    previous_model_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
+    #: When the current level (and canary share) began: gates count evidence from here.
+    level_since: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_by: Mapped[str] = mapped_column(String(64), default="system")
 
     line: Mapped[Line] = relationship(back_populates="settings")
     active_model: Mapped[ModelVersion | None] = relationship(foreign_keys=[active_model_id])
     candidate_model: Mapped[ModelVersion | None] = relationship(foreign_keys=[candidate_model_id])
+    previous_model: Mapped[ModelVersion | None] = relationship(foreign_keys=[previous_model_id])
 
 
 class Inspection(Base):
@@ -401,3 +406,47 @@ class DriftAlarm(Base):
     acknowledgement_note: Mapped[str | None] = mapped_column(Text)
 
     line: Mapped[Line] = relationship()
+
+
+class PromotionRequest(Base):
+    """A request that needs a manager: a move into canary or full automation, or a model switch there.
+
+    Holds who asked, the evidence at that moment, and the manager's decision with a note.
+    """
+
+    __tablename__ = "promotion_requests"
+    __table_args__ = (
+        CheckConstraint("kind IN ('level', 'model_switch')", name="ck_kind_valid"),
+        CheckConstraint("status IN ('pending', 'approved', 'refused', 'withdrawn', 'obsolete')", name="ck_status_valid"),
+        Index("ix_promotion_requests_line_status", "line_id", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    line_id: Mapped[int] = mapped_column(ForeignKey("lines.id"))
+    kind: Mapped[str] = mapped_column(String(16))
+    from_level: Mapped[str] = mapped_column(String(16))
+    from_share: Mapped[float | None] = mapped_column(Float)
+    to_level: Mapped[str] = mapped_column(String(16))
+    to_share: Mapped[float | None] = mapped_column(Float)
+    model_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
+    requested_by: Mapped[str] = mapped_column(String(64))
+    requested_at: Mapped[datetime] = mapped_column(default=utcnow)
+    note: Mapped[str | None] = mapped_column(Text)
+    evidence: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    decided_by: Mapped[str | None] = mapped_column(String(64))
+    decided_at: Mapped[datetime | None] = mapped_column()
+    decision_note: Mapped[str | None] = mapped_column(Text)
+
+    line: Mapped[Line] = relationship()
+
+
+class GateSettings(Base):
+    """The plant's promotion gates (one row, ``name='plant'``), as a JSON document an admin edits."""
+
+    __tablename__ = "gate_settings"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    config: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_by: Mapped[str] = mapped_column(String(64), default="system")

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from core.image_metrics import InputMetrics
 from core.routing import Decider, RoutingDecision
 from core.vocabulary import AutomationLevel, DecidedBy, InspectionStatus, Verdict
-from db.models import FinalDecision, ImageMetrics, Inspection, Prediction, ReviewTask, Routing, utcnow
+from db.models import FinalDecision, ImageMetrics, Inspection, LineSettings, Prediction, ReviewTask, Routing, utcnow
 
 #: After this many claims a phone that keeps killing workers is failed and sent to a person.
 MAX_ATTEMPTS = 3
@@ -155,6 +155,33 @@ class PhoneResult:
     predictions: list[PredictionRecord]
     routed_model_id: int | None
     error: str | None = None
+    #: The line's active model when the phone was inspected (checked again when it is written).
+    active_model_id: int | None = None
+
+
+def requeue_stale(*, session: Session, worker_id: str, results: list[PhoneResult]) -> list[int]:
+    """Give back the phones inspected under a line configuration that has changed since (level or active model).
+
+    A switch, rollback or level change takes effect on the very next phone: a phone inspected
+    with the old active model or at the old level is not written but queued again, without
+    counting the attempt, so no phone is decided by a version that is not active at the time.
+    """
+    line_ids = {r.line_id for r in results}
+    current = {
+        line_id: (level, model_id)
+        for line_id, level, model_id in session.execute(
+            select(LineSettings.line_id, LineSettings.level, LineSettings.active_model_id).where(LineSettings.line_id.in_(line_ids))
+        )
+    }
+    stale = [r.inspection_id for r in results if current.get(r.line_id) != (r.level.value, r.active_model_id)]
+    if stale:
+        session.execute(
+            update(Inspection)
+            .where(Inspection.id.in_(stale), Inspection.claimed_by == worker_id, Inspection.status == InspectionStatus.PROCESSING.value)
+            .values(status=InspectionStatus.QUEUED.value, claimed_by=None, lease_expires_at=None, attempts=Inspection.attempts - 1)
+            .execution_options(synchronize_session=False)
+        )
+    return stale
 
 
 def record_results(*, session: Session, worker_id: str, results: list[PhoneResult]) -> tuple[list[int], list[int]]:

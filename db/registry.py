@@ -65,3 +65,32 @@ def register_model_version(*, session: Session, model_dir: Path, actor: str) -> 
 def get_model(*, session: Session, model_id: int) -> RegisteredModel | None:
     model = session.get(ModelVersion, model_id)
     return RegisteredModel(model.id, model.version, model.path, model.onnx_sha256) if model else None
+
+
+def list_models(*, session: Session) -> list[dict[str, object]]:
+    """Every registered version with its card's headline figures and where it runs (active, candidate, previous)."""
+    from db.lines import list_lines
+
+    lines = list_lines(session=session)
+    rows = []
+    for model in session.scalars(select(ModelVersion).order_by(ModelVersion.registered_at)):
+        roles = [f"active on {line.name}" for line in lines if line.active_model_id == model.id]
+        roles += [f"candidate on {line.name}" for line in lines if line.candidate_model_id == model.id]
+        roles += [f"previous on {line.name}" for line in lines if line.previous_model_id == model.id]
+        normal = (model.card or {}).get("evaluation", {}).get("normal", {})
+        rows.append(
+            {
+                "id": model.id,
+                "version": model.version,
+                "status": ", ".join(roles) or "registered, not in use",
+                "path": model.path,
+                "onnx_sha256": model.onnx_sha256,
+                "registered_at": model.registered_at,
+                "init_from": (model.card or {}).get("init_from", {}).get("version"),
+                "map50": normal.get("map50"),
+                "phone_recall": normal.get("phone_recall"),
+                "false_reject_rate": normal.get("false_reject_rate"),
+                "decision_threshold": (model.card or {}).get("decision_threshold"),
+            }
+        )
+    return rows

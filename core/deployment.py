@@ -1,0 +1,121 @@
+"""Blue/green model versions per line: a candidate (green) shadows the active (blue); switch; roll back.
+
+The worker runs the candidate beside the active model on the same phones, so the two can be
+compared before a switch. Switching makes the candidate active and keeps the old version as the
+line's *previous* (and as its candidate, so it stays loaded and keeps being compared): rollback
+swaps them back and takes effect on the worker's next batch. The worker also refuses to write a
+phone decided by a version that stopped being active while it was inspecting (db/pipeline.py).
+Engineers switch freely below canary; in canary and full automation a manager must approve.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from core.auth import Action, CurrentUser, require
+from db import ladder as ladder_db
+from db.engine import Database
+from db.lines import LineConfig, get_line, update_settings
+from db.models import ModelVersion
+
+
+class DeploymentError(ValueError):
+    """A model change that is refused; the message says why."""
+
+
+@dataclass(frozen=True)
+class SwitchOutcome:
+    applied: bool
+    message: str
+    request_id: int | None = None
+
+
+def _model_id(session: Session, version: str) -> int:
+    model_id = session.scalar(select(ModelVersion.id).where(ModelVersion.version == version))
+    if model_id is None:
+        known = ", ".join(session.scalars(select(ModelVersion.version).order_by(ModelVersion.version)))
+        raise DeploymentError(f"no registered model version {version!r}; registered: {known or 'none'}")
+    return model_id
+
+
+def require_register(user: CurrentUser) -> None:
+    """Registering a model version is a deployment step: engineers and managers."""
+    require(user, Action.SWITCH_MODEL)
+
+
+def set_candidate(database: Database, user: CurrentUser, *, line_name: str, version: str | None, note: str | None = None) -> str:
+    """Make ``version`` the line's candidate (green), running in shadow beside the active model; None removes it."""
+    require(user, Action.SWITCH_MODEL)
+    with database.write() as session:
+        line = get_line(session=session, name=line_name)
+        model_id = _model_id(session, version) if version else None
+        if model_id is not None and model_id == line.active_model_id:
+            raise DeploymentError(f"{version} is already the active model of {line.name}")
+        update_settings(session=session, line_id=line.id, actor=user.name, note=note, candidate_model_id=model_id)
+    return f"{line_name}: candidate is now {version or 'none'}"
+
+
+def apply_switch(session: Session, line: LineConfig, *, actor: str, note: str | None) -> str:
+    """Swap candidate and active (the checks are the caller's)."""
+    if line.candidate_model_id is None:
+        raise DeploymentError(f"{line.name} has no candidate model to switch to")
+    update_settings(
+        session=session,
+        line_id=line.id,
+        actor=actor,
+        note=note,
+        active_model_id=line.candidate_model_id,
+        candidate_model_id=line.active_model_id,
+        previous_model_id=line.active_model_id,
+    )
+    return f"{line.name}: {line.candidate_model_version} is active; {line.active_model_version} stays loaded for rollback"
+
+
+def switch(database: Database, user: CurrentUser, *, line_name: str, to_version: str | None = None, note: str | None = None) -> SwitchOutcome:
+    """Make the candidate (or ``to_version``, which must be the candidate) active; a request for a manager in canary or full."""
+    from core.ladder.actions import may_switch_directly
+
+    require(user, Action.SWITCH_MODEL)
+    with database.write() as session:
+        line = get_line(session=session, name=line_name)
+        if line.candidate_model_id is None:
+            raise DeploymentError(f"{line.name} has no candidate: set one first (it must run in shadow before a switch)")
+        if to_version is not None and to_version != line.candidate_model_version:
+            raise DeploymentError(f"{to_version} is not the candidate of {line.name} ({line.candidate_model_version}): set it as candidate first")
+        if not may_switch_directly(user, line):
+            require(user, Action.REQUEST_PROMOTION)
+            request = ladder_db.create_request(
+                session=session,
+                line=line,
+                kind="model_switch",
+                to_level=line.level.value,
+                to_share=None,
+                actor=user.name,
+                evidence={"from": line.active_model_version, "to": line.candidate_model_version},
+                note=note,
+                model_version_id=line.candidate_model_id,
+            )
+            return SwitchOutcome(False, f"request {request.id}: {line.name} is in {line.level.value}, a manager must approve the switch", request.id)
+        return SwitchOutcome(True, apply_switch(session, line, actor=user.name, note=note))
+
+
+def rollback(database: Database, user: CurrentUser, *, line_name: str, note: str | None = None) -> str:
+    """Make the previous version active again, at once (anyone may: it is the safe direction)."""
+    require(user, Action.ROLLBACK)
+    with database.write() as session:
+        line = get_line(session=session, name=line_name)
+        if line.previous_model_id is None:
+            raise DeploymentError(f"{line.name} has no previous model version to roll back to")
+        update_settings(
+            session=session,
+            line_id=line.id,
+            actor=user.name,
+            note=note or "rollback",
+            active_model_id=line.previous_model_id,
+            previous_model_id=line.active_model_id,
+            candidate_model_id=line.active_model_id,
+        )
+    return f"{line_name}: rolled back to {line.previous_model_version}; {line.active_model_version} stays as candidate"

@@ -1,0 +1,1 @@
+"""The automation ladder: rungs, evidence gates, requests a manager approves, automatic rollback."""

@@ -1,0 +1,175 @@
+"""Moving a line on the ladder: down at once, up through the gates, into canary and full only with a manager.
+
+Every function checks the user's permission on the server side first (``core/auth.py``), then
+decides in one write transaction; a refusal raises :class:`LadderError` with a one-line reason and
+changes nothing. Everything that changes is in the audit log.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session
+
+from core.auth import Action, CurrentUser, require
+from core.ladder.gates import GateResult, Rung, Status, judge_gate, next_rung, rollback_reason, rung_of
+from core.vocabulary import AutomationLevel, Role
+from db import audit
+from db import ladder as ladder_db
+from db.engine import Database
+from db.lines import LineConfig, get_line, list_lines, update_settings
+
+
+class LadderError(ValueError):
+    """A move that is refused; the message says why."""
+
+
+@dataclass(frozen=True)
+class MoveOutcome:
+    """What a move did: applied at once, or recorded as a request for a manager."""
+
+    applied: bool
+    rung: Rung
+    request_id: int | None = None
+    message: str = ""
+
+
+def current_rung(line: LineConfig) -> Rung:
+    return rung_of(line.level, line.policy.canary_share)
+
+
+def gate_for_next(session: Session, line: LineConfig) -> GateResult | None:
+    """The gate to the rung above the line's, judged now (None at the top)."""
+    target = next_rung(current_rung(line))
+    if target is None:
+        return None
+    config = ladder_db.get_gate_config(session=session)
+    comparison = ladder_db.evidence(session=session, line=line)
+    return judge_gate(target, config.gate(target), comparison, severe_alarms=ladder_db.severe_alarm_metrics(session=session, line_id=line.id))
+
+
+def _apply(session: Session, line: LineConfig, rung: Rung, actor: str, note: str) -> None:
+    changes: dict[str, object] = {"level": rung.level.value}
+    if rung.share is not None:
+        changes["canary_share"] = rung.share
+    update_settings(session=session, line_id=line.id, actor=actor, note=note, **changes)
+
+
+def move(database: Database, user: CurrentUser, *, line_name: str, to: Rung, note: str | None = None) -> MoveOutcome:
+    """Move a line to ``to``: down at once (anyone), up one rung when its gate is met (a manager's request for canary and full)."""
+    with database.write() as session:
+        line = get_line(session=session, name=line_name)
+        here = current_rung(line)
+        if to.key == here.key:
+            raise LadderError(f"{line.name} is already at {here.label}")
+        if to.order() < here.order():
+            require(user, Action.LEVEL_DOWN)
+            _apply(session, line, to, user.name, note or f"moved down from {here.label} by {user.name}")
+            return MoveOutcome(True, to, message=f"{line.name} moved down from {here.label} to {to.label}")
+        require(user, Action.LEVEL_UP)
+        above = next_rung(here)
+        if above is None or above.key != to.key:
+            raise LadderError(f"one rung at a time: from {here.label} the next is {above.label if above else 'nothing (the top)'}")
+        result = gate_for_next(session, line)
+        assert result is not None
+        if result.status is not Status.MET:
+            raise LadderError(result.summary)
+        if result.gate.needs_manager:
+            require(user, Action.REQUEST_PROMOTION)
+            request = ladder_db.create_request(
+                session=session,
+                line=line,
+                kind="level",
+                to_level=to.level.value,
+                to_share=to.share,
+                actor=user.name,
+                evidence=result.as_dict(),
+                note=note,
+            )
+            return MoveOutcome(False, here, request.id, f"request {request.id}: a manager must approve the move of {line.name} to {to.label}")
+        _apply(session, line, to, user.name, note or f"gate met: {'; '.join(c.measured for c in result.criteria)}")
+        return MoveOutcome(True, to, message=f"{line.name} moved up from {here.label} to {to.label}")
+
+
+def approve(database: Database, user: CurrentUser, *, request_id: int, note: str | None = None) -> MoveOutcome:
+    """A manager approves a request: the gate is judged again now, and the change applied if it still holds."""
+    require(user, Action.APPROVE_PROMOTION)
+    with database.write() as session:
+        request = ladder_db.get_request(session=session, request_id=request_id)
+        if request.status != "pending":
+            raise LadderError(f"request {request_id} is already {request.status}")
+        line = get_line(session=session, name=request.line)
+        here = current_rung(line)
+        moved_share = line.level is AutomationLevel.CANARY and (request.from_share or 0) != (line.policy.canary_share or 0)
+        if request.from_level != line.level.value or moved_share:
+            # Closed as obsolete (committed), then refused below.
+            ladder_db.close_request(session=session, request_id=request_id, status="obsolete", actor=user.name, note="the line moved since the request")
+            obsolete = f"request {request_id} is obsolete: {line.name} is now at {here.label}"
+        elif request.kind == "model_switch":
+            from core.deployment import apply_switch
+
+            ladder_db.close_request(session=session, request_id=request_id, status="approved", actor=user.name, note=note)
+            message = apply_switch(session, line, actor=user.name, note=f"approved request {request_id}" + (f": {note}" if note else ""))
+            return MoveOutcome(True, here, request_id, message)
+        else:
+            result = gate_for_next(session, line)
+            if result is None or result.target.level.value != request.to_level or result.status is not Status.MET:
+                raise LadderError("the gate no longer holds: " + (result.summary if result else "the line is at the top"))
+            ladder_db.close_request(session=session, request_id=request_id, status="approved", actor=user.name, note=note)
+            by = f"request {request_id} of {request.requested_by} approved by {user.name}" + (f": {note}" if note else "")
+            _apply(session, line, result.target, user.name, by)
+            return MoveOutcome(True, result.target, request_id, f"{line.name} moved up from {here.label} to {result.target.label}")
+    raise LadderError(obsolete)
+
+
+def refuse(database: Database, user: CurrentUser, *, request_id: int, note: str) -> None:
+    """A manager refuses a request, saying why."""
+    require(user, Action.APPROVE_PROMOTION)
+    if not note or not note.strip():
+        raise LadderError("refusing a request needs a note saying why")
+    with database.write() as session:
+        ladder_db.close_request(session=session, request_id=request_id, status="refused", actor=user.name, note=note.strip())
+
+
+def set_gates(database: Database, user: CurrentUser, *, assignments: list[str], note: str | None = None) -> ladder_db.GateConfig:
+    """An admin changes the plant's gates (``canary.min_pairs=300``)."""
+    require(user, Action.EDIT_SETTINGS)
+    with database.write() as session:
+        config = ladder_db.get_gate_config(session=session)
+        for assignment in assignments:
+            config = config.with_setting(assignment)
+        ladder_db.save_gate_config(session=session, config=config, actor=user.name, note=note)
+        return config
+
+
+def step_down(session: Session, line: LineConfig, *, to_level: AutomationLevel, reason: str) -> bool:
+    """The system moves a line down by itself (rollback); True when it moved."""
+    if line.level.rank <= to_level.rank:
+        return False
+    update_settings(
+        session=session,
+        line_id=line.id,
+        actor=audit.SYSTEM_ACTOR,
+        note=f"Automatic rollback from {current_rung(line).label}: {reason}. Moving back up needs the normal approval.",
+        level=to_level.value,
+    )
+    return True
+
+
+def check_rollbacks(database: Database) -> list[str]:
+    """Drop lines in canary or full automation whose people override the model too often; returns what happened."""
+    happened = []
+    with database.write() as session:
+        rule = ladder_db.get_gate_config(session=session).rollback
+        for line in list_lines(session=session):
+            if line.level not in (AutomationLevel.CANARY, AutomationLevel.FULL):
+                continue
+            reason = rollback_reason(rule, ladder_db.evidence(session=session, line=line))
+            if reason and step_down(session, line, to_level=rule.to_level, reason=reason):
+                happened.append(f"{line.name}: {reason}")
+    return happened
+
+
+def may_switch_directly(user: CurrentUser, line: LineConfig) -> bool:
+    """Engineers switch models freely below canary; in canary and full a manager must approve (managers may switch)."""
+    return line.level not in (AutomationLevel.CANARY, AutomationLevel.FULL) or user.role is Role.MANAGER
