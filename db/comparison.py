@@ -82,3 +82,23 @@ def paired_decisions(
 
 def model_versions(*, session: Session) -> list[str]:
     return list(session.scalars(select(ModelVersion.version).order_by(ModelVersion.registered_at)))
+
+
+CHAMPION_CHALLENGER_COLUMNS = ["inspection_id", "serial", "active_verdict", "active_confidence", "candidate_verdict", "candidate_confidence", "human_verdict"]
+
+
+def champion_challenger(*, session: Session, line_id: int, active_id: int, candidate_id: int, limit: int = MAX_PAIRS) -> pd.DataFrame:
+    """The line's latest phones that both versions judged, with the person's verdict where there is one."""
+    from sqlalchemy.orm import aliased
+
+    active, candidate = aliased(Prediction), aliased(Prediction)
+    query = (
+        select(Inspection.id, Inspection.serial, active.verdict, active.max_confidence, candidate.verdict, candidate.max_confidence, HumanDecision.verdict)
+        .join(active, and_(active.inspection_id == Inspection.id, active.model_version_id == active_id))
+        .join(candidate, and_(candidate.inspection_id == Inspection.id, candidate.model_version_id == candidate_id))
+        .outerjoin(HumanDecision, HumanDecision.inspection_id == Inspection.id)
+        .where(Inspection.line_id == line_id)
+        .order_by(Inspection.id.desc())
+        .limit(limit)
+    )
+    return pd.DataFrame(session.execute(query).all(), columns=CHAMPION_CHALLENGER_COLUMNS)

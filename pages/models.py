@@ -1,0 +1,118 @@
+"""Models: registered versions, each line's active (blue) and candidate (green), compared on the same phones; switch and roll back."""
+
+from __future__ import annotations
+
+import pandas as pd
+import plotly.express as px
+import streamlit as st
+
+from app import state
+from app.session import current_user
+from core import deployment
+from core.auth import Action, PermissionDeniedError, may
+from core.comparison import compare
+from core.ladder.actions import LadderError, may_switch_directly
+from db.comparison import champion_challenger
+from db.lines import list_lines
+from db.registry import list_models
+
+REGISTRY_COLUMNS = ["version", "status", "map50", "phone_recall", "false_reject_rate", "decision_threshold", "init_from", "onnx_sha256", "registered_at"]
+
+database = state.database()
+user = current_user()
+assert user is not None
+st.title("Models")
+
+with database.read() as session:
+    models = list_models(session=session)
+    lines = list_lines(session=session)
+st.subheader("Registered versions")
+st.dataframe(
+    pd.DataFrame(models)[
+        ["version", "status", "map50", "phone_recall", "false_reject_rate", "decision_threshold", "init_from", "onnx_sha256", "registered_at"]
+    ],
+    hide_index=True,
+    key="models.registry",
+    column_config={"onnx_sha256": st.column_config.TextColumn("ONNX sha256"), "map50": st.column_config.NumberColumn("mAP50 (normal)", format="%.3f")},
+)
+if not lines:
+    st.stop()
+
+line_name = st.selectbox("Line", [line.name for line in lines], key="models.line")
+line = next(line for line in lines if line.name == line_name)
+cols = st.columns(3)
+cols[0].metric("Active (blue)", line.active_model_version or "none")
+cols[1].metric("Candidate (green, in shadow)", line.candidate_model_version or "none")
+cols[2].metric("Previous (rollback target)", line.previous_model_version or "none")
+
+flash = st.session_state.pop("models.flash", None)
+if flash:
+    st.success(flash)
+
+# -- champion against challenger ----------------------------------------------------------------
+if line.active_model_id and line.candidate_model_id:
+    with database.read() as session:
+        pairs = champion_challenger(session=session, line_id=line.id, active_id=line.active_model_id, candidate_id=line.candidate_model_id)
+    st.subheader(f"{line.active_model_version} against {line.candidate_model_version} on the same phones")
+    if pairs.empty:
+        st.info("No phone has been judged by both versions yet: the worker runs the candidate on every phone from now on.")
+    else:
+        judged = pairs.dropna(subset=["human_verdict"])
+        both = st.columns(3)
+        both[0].metric("Phones judged by both versions", f"{len(pairs):,}")
+        both[1].metric("Versions agree", f"{(pairs['active_verdict'] == pairs['candidate_verdict']).mean():.1%}")
+        both[2].metric("Of them judged by a person", f"{len(judged):,}")
+        rows = []
+        for role, column, version in (
+            ("active", "active_verdict", line.active_model_version),
+            ("candidate", "candidate_verdict", line.candidate_model_version),
+        ):
+            result = compare(judged.rename(columns={column: "model_verdict"})[["human_verdict", "model_verdict"]])
+            rows.append(
+                {
+                    "version": f"{version} ({role})",
+                    "agreement with people": result.agreement.describe(),
+                    "escape rate": result.escape.describe(),
+                    "over-reject rate": result.over_reject.describe(),
+                }
+            )
+        st.dataframe(pd.DataFrame(rows), hide_index=True, key="models.compare")
+        figure = px.scatter(
+            pairs,
+            x="active_confidence",
+            y="candidate_confidence",
+            color=pairs["human_verdict"].fillna("not judged"),
+            labels={"active_confidence": f"{line.active_model_version} confidence", "candidate_confidence": f"{line.candidate_model_version} confidence"},
+            title="Highest confidence per phone",
+        )
+        figure.update_layout(height=380, margin={"t": 50, "b": 10}, legend_title_text="person said")
+        st.plotly_chart(figure, key="models.scatter")
+
+# -- actions ------------------------------------------------------------------------------------
+st.subheader("Deploy")
+note = st.text_input("Note", key="models.note")
+versions = [m["version"] for m in models if m["version"] != line.active_model_version]
+
+
+def _act(action) -> None:
+    try:
+        message = action()
+    except (deployment.DeploymentError, LadderError, PermissionDeniedError, ValueError) as error:
+        st.error(f"Refused: {error}")
+    else:
+        st.session_state["models.flash"] = message
+        st.rerun()
+
+
+if may(user.role, Action.SWITCH_MODEL):
+    chosen = st.selectbox("Candidate to run in shadow", ["none", *versions], key="models.candidate_choice")
+    if st.button("Set candidate", key="models.set_candidate"):
+        _act(lambda: deployment.set_candidate(database, user, line_name=line.name, version=None if chosen == "none" else chosen, note=note or None))
+    if line.candidate_model_id:
+        label = "Switch" if may_switch_directly(user, line) else "Request a switch (a manager approves in canary and full)"
+        if st.button(f"{label}: make {line.candidate_model_version} active", type="primary", key="models.switch"):
+            _act(lambda: deployment.switch(database, user, line_name=line.name, note=note or None).message)
+can_roll_back = line.previous_model_id is not None and may(user.role, Action.ROLLBACK)
+if can_roll_back and st.button(f"Roll back to {line.previous_model_version}", key="models.rollback"):
+    _act(lambda: deployment.rollback(database, user, line_name=line.name, note=note or None))
+st.caption("Rollback takes effect on the worker's next phones; the version rolled back from stays loaded as the candidate.")

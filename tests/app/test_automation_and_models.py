@@ -1,0 +1,124 @@
+"""The Automation and Models pages: the slider moves lines through the server-side checks; requests and approvals; blue/green."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from core.auth import CurrentUser
+from core.ladder import actions
+from core.vocabulary import AutomationLevel, Role
+from core.worker import Worker
+from db import ladder as ladder_db
+from db.lines import get_line, set_level
+from db.registry import register_model_version
+from tests.drift_data import add_phones
+
+AUTOMATION, MODELS = "../pages/automation.py", "../pages/models.py"
+
+
+def _signed_in(app_for, role: Role, page: str):
+    at = app_for()
+    at.session_state["auth.user"] = CurrentUser(f"a-{role.value}", role)
+    at.run()
+    at.switch_page(page).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def _level(database) -> AutomationLevel:
+    with database.read() as session:
+        return get_line(session=session, name="line-1").level
+
+
+def _put(database, level: AutomationLevel) -> None:
+    with database.write() as session:
+        set_level(session=session, line_id=get_line(session=session, name="line-1").id, level=level, actor="test")
+
+
+@pytest.fixture
+def small_gates(database):
+    actions.set_gates(database, CurrentUser("root", Role.ADMIN), assignments=[f"{k}.min_pairs=60" for k in ("assist", "partial", "canary")])
+
+
+@pytest.mark.parametrize("role", list(Role))
+def test_every_role_sees_the_slider_and_may_move_down(database, app_for, role) -> None:
+    _put(database, AutomationLevel.PARTIAL)
+    at = _signed_in(app_for, role, AUTOMATION)
+    slider = at.select_slider(key="automation.slider.line-1")
+    assert slider.value == "partial automation"
+    assert any("not enough evidence yet" in w.value for w in at.warning)  # no traffic: the gate waits
+    slider.set_value("shadow").run()
+    at.button(key="automation.move").click().run()
+    assert not at.exception
+    assert _level(database) is AutomationLevel.SHADOW
+    assert any("moved down" in s.value for s in at.success)
+
+
+def test_a_move_up_without_evidence_is_refused_on_the_page(database, app_for) -> None:
+    at = _signed_in(app_for, Role.SUPERVISOR, AUTOMATION)
+    at.select_slider(key="automation.slider.line-1").set_value("AI assistance").run()
+    at.button(key="automation.move").click().run()
+    assert any("Refused: not enough evidence yet" in e.value for e in at.error)
+    assert _level(database) is AutomationLevel.SHADOW
+
+
+def test_engineer_requests_canary_and_a_manager_approves_on_the_page(database, app_for, drift_reference, small_gates) -> None:
+    _put(database, AutomationLevel.PARTIAL)
+    add_phones(database, drift_reference, 400, seed=9)
+    at = _signed_in(app_for, Role.ENGINEER, AUTOMATION)
+    at.select_slider(key="automation.slider.line-1").set_value("canary 5%").run()
+    at.button(key="automation.move").click().run()
+    assert _level(database) is AutomationLevel.PARTIAL
+    with database.read() as session:
+        (request,) = ladder_db.list_requests(session=session, pending_only=True)
+    assert not [b for b in at.button if b.label.startswith("Approve")], "engineers do not approve"
+
+    manager = _signed_in(app_for, Role.MANAGER, AUTOMATION)
+    manager.text_input(key=f"automation.decision_note.{request.id}").input("numbers are good")
+    manager.button(key=f"automation.approve.{request.id}").click().run()
+    assert not manager.exception
+    assert _level(database) is AutomationLevel.CANARY
+    assert manager.select_slider(key="automation.slider.line-1").value == "canary 5%"
+
+
+def test_models_page_sets_a_candidate_compares_it_and_switches(database, settings, app_for, shipped_model_dir, tmp_path) -> None:
+    folder = tmp_path / "green"
+    shutil.copytree(shipped_model_dir, folder)
+    card = json.loads((folder / "card.json").read_text())
+    card["version"] = "green"
+    (folder / "card.json").write_text(json.dumps(card))
+    with database.write() as session:
+        register_model_version(session=session, model_dir=folder, actor="test")
+    at = _signed_in(app_for, Role.ENGINEER, MODELS)
+    assert set(at.dataframe[0].value["version"]) == {"scratch-v2", "green"}
+    at.selectbox(key="models.candidate_choice").set_value("green").run()
+    at.button(key="models.set_candidate").click().run()
+    assert not at.exception
+    from core.camera import get_scenario
+    from core.line_simulator import simulate_line
+
+    with database.read() as session:
+        line = get_line(session=session, name="line-1")
+    simulate_line(database, settings, line_id=line.id, line_name=line.name, scenario=get_scenario("normal"), count=12, rate=1000, seed=3, inspector=None)
+    Worker(database, settings).run(until_empty=True)
+    at.run()
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Candidate (green, in shadow)"] == "green" and metrics["Phones judged by both versions"] == "12"
+    at.button(key="models.switch").click().run()
+    assert not at.exception
+    with database.read() as session:
+        assert get_line(session=session, name="line-1").active_model_version == "green"
+    at.button(key="models.rollback").click().run()
+    with database.read() as session:
+        assert get_line(session=session, name="line-1").active_model_version == "scratch-v2"
+
+
+def test_supervisors_have_no_models_page(database, app_for) -> None:
+    at = app_for()
+    at.session_state["auth.user"] = CurrentUser("s", Role.SUPERVISOR)
+    at.run()
+    with pytest.raises(ValueError):
+        at.switch_page(MODELS)
