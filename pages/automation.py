@@ -47,7 +47,8 @@ with database.read() as session:
 labels = [rung.label for rung in LADDER]
 st.subheader(f"{line.name}: {here.label}")
 st.caption(MEANING[line.level] + (f" Since {local_time(line.level_since, settings.plant_timezone, '%Y-%m-%d %H:%M')}." if line.level_since else ""))
-chosen_label = st.select_slider("Automation level", options=labels, value=here.label, key=f"automation.slider.{line.name}")
+# The key names the current rung: once the line moves, the slider starts again from where the line is.
+chosen_label = st.select_slider("Automation level", options=labels, value=here.label, key=f"automation.slider.{line.name}.{here.key}")
 chosen = LADDER[labels.index(chosen_label)]
 if chosen.key != here.key:
     going_up = chosen.order() > here.order()
@@ -59,7 +60,6 @@ if chosen.key != here.key:
         except (actions.LadderError, PermissionDeniedError) as error:
             st.error(f"Refused: {error}")
         else:
-            st.session_state.pop(f"automation.slider.{line.name}", None)
             st.session_state["automation.flash"] = outcome.message
             st.rerun()
 flash = st.session_state.pop("automation.flash", None)
@@ -120,7 +120,6 @@ for request in pending:
                 except (actions.LadderError, RequestError, PermissionDeniedError, ValueError) as error:
                     st.error(f"Not approved: {error}")
                 else:
-                    st.session_state.pop(f"automation.slider.{line.name}", None)
                     st.session_state["automation.flash"] = outcome.message
                     st.rerun()
             if refuse_col.button(f"Refuse #{request.id}", key=f"automation.refuse.{request.id}"):

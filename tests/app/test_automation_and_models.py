@@ -47,7 +47,7 @@ def small_gates(database):
 def test_every_role_sees_the_slider_and_may_move_down(database, app_for, role) -> None:
     _put(database, AutomationLevel.PARTIAL)
     at = _signed_in(app_for, role, AUTOMATION)
-    slider = at.select_slider(key="automation.slider.line-1")
+    slider = at.select_slider[0]
     assert slider.value == "partial automation"
     assert any("not enough evidence yet" in w.value for w in at.warning)  # no traffic: the gate waits
     slider.set_value("shadow").run()
@@ -59,7 +59,7 @@ def test_every_role_sees_the_slider_and_may_move_down(database, app_for, role) -
 
 def test_a_move_up_without_evidence_is_refused_on_the_page(database, app_for) -> None:
     at = _signed_in(app_for, Role.SUPERVISOR, AUTOMATION)
-    at.select_slider(key="automation.slider.line-1").set_value("AI assistance").run()
+    at.select_slider[0].set_value("AI assistance").run()
     at.button(key="automation.move").click().run()
     assert any("Refused: not enough evidence yet" in e.value for e in at.error)
     assert _level(database) is AutomationLevel.SHADOW
@@ -69,7 +69,7 @@ def test_engineer_requests_canary_and_a_manager_approves_on_the_page(database, a
     _put(database, AutomationLevel.PARTIAL)
     add_phones(database, drift_reference, 400, seed=9)
     at = _signed_in(app_for, Role.ENGINEER, AUTOMATION)
-    at.select_slider(key="automation.slider.line-1").set_value("canary 5%").run()
+    at.select_slider[0].set_value("canary 5%").run()
     at.button(key="automation.move").click().run()
     assert _level(database) is AutomationLevel.PARTIAL
     with database.read() as session:
@@ -81,7 +81,7 @@ def test_engineer_requests_canary_and_a_manager_approves_on_the_page(database, a
     manager.button(key=f"automation.approve.{request.id}").click().run()
     assert not manager.exception
     assert _level(database) is AutomationLevel.CANARY
-    assert manager.select_slider(key="automation.slider.line-1").value == "canary 5%"
+    assert manager.select_slider[0].value == "canary 5%"
 
 
 def test_models_page_sets_a_candidate_compares_it_and_switches(database, settings, app_for, shipped_model_dir, tmp_path) -> None:

@@ -68,6 +68,29 @@ def _seed_drifting_line(database, settings) -> None:
         add_phones(database, reference, phones, seed=seed, darken=darken, line_name=DRIFTING_LINE, images=images[darken])
         monitor.check(line_id)
         monitor.check(line_id)
+    _seed_canary_request(database, reference, images[1.0])
+
+
+PROMOTED_LINE = "line-3"
+
+
+def _seed_canary_request(database, reference, images: list[str]) -> None:
+    """A third line in partial automation with good evidence, and an engineer's request to move it into canary."""
+    from core.auth import CurrentUser
+    from core.ladder import actions
+    from core.ladder.gates import Rung
+    from core.vocabulary import AutomationLevel
+    from db import audit
+    from db.lines import add_line, set_level
+    from tests.drift_data import add_phones
+
+    actions.set_gates(database, CurrentUser("root", Role.ADMIN), assignments=["canary.min_pairs=100"], note="browser test")
+    with database.write() as session:
+        model_id = get_line(session=session, name="line-1").active_model_id
+        line_id = add_line(session=session, name=PROMOTED_LINE, actor=audit.SYSTEM_ACTOR, active_model_id=model_id)
+        set_level(session=session, line_id=line_id, level=AutomationLevel.PARTIAL, actor="test")
+    add_phones(database, reference, 300, seed=64, line_name=PROMOTED_LINE, images=images)
+    actions.move(database, CurrentUser("erin", Role.ENGINEER), line_name=PROMOTED_LINE, to=Rung(AutomationLevel.CANARY, 0.05), note="300 phones agree")
 
 
 @pytest.fixture(scope="session")

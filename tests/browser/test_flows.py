@@ -112,3 +112,28 @@ def test_engineer_sees_the_dim_lights_alarm_and_acknowledges_it(served_app, page
     page.get_by_role("button", name="Acknowledge", exact=True).click()
     expect(page.get_by_text(re.compile(r"acknowledged by erin: lamp 3 replaced")).first).to_be_visible(timeout=20_000)
     expect(page.get_by_text(re.compile(r"Drift alarm.*line-2"))).to_have_count(0)
+
+
+def test_manager_approves_a_move_to_canary_and_sees_the_slider_move(served_app, page):
+    sign_in(page, served_app, "mo")
+    page.get_by_role("link", name="Automation").click()
+    page.get_by_role("heading", name="Automation").wait_for(timeout=20_000)
+    for _attempt in range(5):
+        page.get_by_role("combobox", name="Line").click()
+        try:
+            page.get_by_role("option", name="line-3").click(timeout=4_000)
+            break
+        except PlaywrightTimeoutError:
+            page.keyboard.press("Escape")
+    else:
+        pytest.fail("the line list never opened")
+    expect(page.get_by_role("heading", name="line-3: partial automation")).to_be_visible(timeout=20_000)
+    expect(page.get_by_text(re.compile(r"Request #\d+.*move to canary 5%.*asked by erin"))).to_be_visible(timeout=20_000)
+    page.get_by_role("textbox", name="Decision note").fill("a week of good numbers, go")
+    screenshot(page, "automation_request")
+    page.get_by_role("button", name=re.compile(r"Approve #\d+")).click()
+    expect(page.get_by_role("heading", name="line-3: canary 5%")).to_be_visible(timeout=20_000)
+    expect(page.get_by_text("line-3 moved up from partial automation to canary 5%")).to_be_visible(timeout=20_000)
+    slider_value = page.locator("[data-testid='stSliderThumbValue']").first
+    expect(slider_value).to_have_text("canary 5%", timeout=20_000)
+    screenshot(page, "automation_approved")
