@@ -233,6 +233,11 @@ def _cmd_status(args: argparse.Namespace) -> int:
         print(f"{s.line}: level={s.level} model={s.active_model} queue={s.queue_depth} open reviews={s.open_review_tasks} {s.phones_per_min:.0f} phones/min")
         print(f"  status {s.counts}  verdicts {s.verdicts}  decided by {s.decided_by}")
         print(f"  worker {'alive' if s.worker_alive else 'NOT RUNNING'} (heartbeat {age}); model: {s.model_status}")
+        if s.candidate_model or s.pending_requests:
+            print(f"  candidate model {s.candidate_model or 'none'}; requests waiting for a manager: {s.pending_requests}")
+        for alarm in s.alarms:
+            seen = " (acknowledged)" if alarm["acknowledged"] else ""
+            print(f"  {alarm['severity'].upper()} drift alarm on {alarm['metric']} since {alarm['raised_at']}{seen}")
     return 0
 
 

@@ -9,11 +9,11 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from core.vocabulary import DecidedBy, InspectionStatus, Verdict
+from core.vocabulary import AutomationLevel, DecidedBy, InspectionStatus, Verdict
 from db.drift import current_alarms
 from db.heartbeats import worker_states
 from db.lines import list_lines
-from db.models import FinalDecision, Inspection, ReviewTask, utcnow
+from db.models import FinalDecision, Inspection, PromotionRequest, ReviewTask, utcnow
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,9 @@ class LineStatus:
     active_model: str | None
     candidate_model: str | None
     alarms: list[dict[str, Any]] = field(default_factory=list)
+    canary_share: float | None = None
+    previous_model: str | None = None
+    pending_requests: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -85,6 +88,14 @@ def line_statuses(*, session: Session, now: datetime | None = None) -> list[Line
                 active_model=line.active_model_version,
                 candidate_model=line.candidate_model_version,
                 alarms=[alarm.as_status() for alarm in current_alarms(session=session, line_id=line.id)],
+                canary_share=line.policy.canary_share if line.level is AutomationLevel.CANARY else None,
+                previous_model=line.previous_model_version,
+                pending_requests=int(
+                    session.scalar(
+                        select(func.count()).select_from(PromotionRequest).where(PromotionRequest.line_id == line.id, PromotionRequest.status == "pending")
+                    )
+                    or 0
+                ),
             )
         )
     return statuses

@@ -19,8 +19,8 @@ from core.ladder.actions import approve
 from core.line_simulator import queue_simulated_phone
 from core.vocabulary import AutomationLevel, Role
 from core.worker import Worker
-from db.lines import get_line, set_level
-from db.models import AuditEntry, FinalDecision, Prediction
+from db.lines import get_line, set_active_model, set_level
+from db.models import AuditEntry, FinalDecision, ModelVersion, Prediction
 from db.pipeline import queue_depth
 from db.registry import register_model_version
 
@@ -111,3 +111,22 @@ def test_switch_and_rollback_while_the_worker_runs(database, settings, green) ->
 
     assert all(model == active_at(at) for at, model in decisions), "a phone was decided by a version that was not active"
     assert len({model for _, model in decisions}) == 2, "both versions decided phones: the switch took effect while running"
+
+
+def test_a_failing_model_drops_a_fully_automated_line_back_to_shadow(database, settings, green) -> None:
+    line = _line(database)
+    with database.write() as session:
+        model = session.scalar(select(ModelVersion).where(ModelVersion.version == green))
+        set_active_model(session=session, line_id=line.id, model_id=model.id, actor="test")
+        set_level(session=session, line_id=line.id, level=AutomationLevel.FULL, actor="test")
+        weights = Path(model.path) / "model.onnx"
+    weights.write_bytes(weights.read_bytes()[:-100] + b"x" * 100)  # tampered: the hash no longer matches
+    for i in range(3):
+        queue_simulated_phone(database, settings, line_id=line.id, line_name=line.name, scenario=get_scenario("normal"), seed=909, index=i)
+    Worker(database, settings, worker_id="fails").run(until_empty=True)
+    assert _line(database).level is AutomationLevel.SHADOW
+    with database.read() as session:
+        decided = session.execute(select(FinalDecision.decided_by)).scalars().all()
+        notes = [e.note or "" for e in session.scalars(select(AuditEntry).where(AuditEntry.actor == "system", AuditEntry.action == "line.level"))]
+    assert "model" not in decided, "no phone was passed by a model that could not be loaded"
+    assert any("Automatic rollback from full automation" in note and "failed" in note for note in notes)
