@@ -142,10 +142,38 @@ with st.expander("Recent level changes (all lines)"):
 with st.expander("The plant's gates"):
     with database.read() as session:
         config = ladder_db.get_gate_config(session=session)
-    st.dataframe(pd.DataFrame([{"into": key, **vars(value)} for key, value in config.gates.items()]), hide_index=True, key="automation.gates")
-    rule = config.rollback
+    editable = may(user.role, Action.EDIT_SETTINGS)
+    frame = pd.DataFrame([{"into": key, **vars(value)} for key, value in config.gates.items()]).set_index("into")
+    with st.form("automation.gates_form"):
+        edited = st.data_editor(frame, disabled=not editable, key="automation.gates")
+        rule = config.rollback
+        cols = st.columns(2)
+        max_disagreement = cols[0].number_input(
+            "Rollback when overrides exceed",
+            min_value=0.0,
+            max_value=1.0,
+            value=rule.max_disagreement,
+            step=0.01,
+            disabled=not editable,
+            key="automation.rb_max",
+        )
+        min_pairs = cols[1].number_input("…after at least (phones)", min_value=1, value=rule.min_pairs, disabled=not editable, key="automation.rb_min")
+        gates_note = st.text_input("Why the change", disabled=not editable, key="automation.gates_note")
+        if st.form_submit_button("Save gates", disabled=not editable):
+            assignments = [f"rollback.max_disagreement={max_disagreement}", f"rollback.min_pairs={int(min_pairs)}"]
+            for key, row in edited.iterrows():
+                for name, value in row.items():
+                    if name == "needs_manager":
+                        continue  # which moves need a manager is the product's rule, not a setting
+                    assignments.append(f"{key}.{name}={'none' if pd.isna(value) else value}")
+            try:
+                actions.set_gates(database, user, assignments=assignments, note=gates_note or None)
+            except (ValueError, PermissionDeniedError) as error:
+                st.error(str(error))
+            else:
+                st.rerun()
     st.caption(
         f"Automatic rollback in canary and full automation: when people override the model on more than {rule.max_disagreement:.0%} of phones "
         f"(95 % lower bound, after at least {rule.min_pairs} phones judged by both), the line drops to {rule.to_level.value}. "
-        "An admin changes these with `shadowline gates --set GATE.FIELD=VALUE --as USER`; every change is audited."
+        + ("Every change is audited." if editable else "An admin changes these (here or with `shadowline gates --set`); every change is audited.")
     )

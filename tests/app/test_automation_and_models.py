@@ -122,3 +122,16 @@ def test_supervisors_have_no_models_page(database, app_for) -> None:
     at.run()
     with pytest.raises(ValueError):
         at.switch_page(MODELS)
+
+
+def test_an_admin_edits_the_gates_on_the_page(database, app_for) -> None:
+    at = _signed_in(app_for, Role.ADMIN, AUTOMATION)
+    at.number_input(key="automation.rb_max").set_value(0.07)
+    at.text_input(key="automation.gates_note").input("stricter after the audit")
+    next(b for b in at.button if b.label == "Save gates").click().run()
+    assert not at.exception
+    with database.read() as session:
+        config = ladder_db.get_gate_config(session=session)
+    assert config.rollback.max_disagreement == pytest.approx(0.07) and config.gates["canary"].min_pairs == 500
+    engineer = _signed_in(app_for, Role.ENGINEER, AUTOMATION)
+    assert next(b for b in engineer.button if b.label == "Save gates").disabled
