@@ -39,8 +39,14 @@ def paired_decisions(
     model_version: str | None = None,
     include_simulated: bool = True,
     limit: int = MAX_PAIRS,
+    use_labels: bool = True,
 ) -> pd.DataFrame:
-    """One row per human decision on a phone the active model also judged, newest first."""
+    """One row per human decision on a phone the active model also judged, newest first.
+
+    Where a quality engineer's label gives a phone's truth, it is the better reference: it replaces
+    the person's verdict in ``human_verdict`` (the person's stays in ``person_verdict``) and
+    ``reference`` says which one it is (``label`` or ``person``).
+    """
     query = (
         select(
             Inspection.id,
@@ -77,6 +83,16 @@ def paired_decisions(
     frame = pd.DataFrame(session.execute(query).all(), columns=COLUMNS)
     if not frame.empty:
         frame["decided_at"] = pd.to_datetime(frame["decided_at"], utc=True)
+    frame["person_verdict"] = frame["human_verdict"]
+    frame["reference"] = "person"
+    if use_labels and not frame.empty:
+        from db.labels import truths
+
+        known = truths(session=session, line_id=line_id)
+        labelled = frame["inspection_id"].isin(known.keys())
+        if labelled.any():
+            frame.loc[labelled, "human_verdict"] = [known[i].verdict.value for i in frame.loc[labelled, "inspection_id"]]
+            frame.loc[labelled, "reference"] = "label"
     return frame
 
 

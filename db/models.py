@@ -450,3 +450,28 @@ class GateSettings(Base):
     config: Mapped[dict[str, Any]] = mapped_column(default=dict)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_by: Mapped[str] = mapped_column(String(64), default="system")
+
+
+class Label(Base):
+    """A quality engineer's label of one phone: boxes with classes and the gold verdict.
+
+    One row per engineer and phone (relabelling replaces it, audited). Two engineers may label the
+    same phone blind; where they disagree, one label is marked ``adjudicated`` and becomes the truth.
+    """
+
+    __tablename__ = "labels"
+    __table_args__ = (
+        UniqueConstraint("inspection_id", "labeller", name="uq_label_per_engineer"),
+        _enum_check("verdict", Verdict),
+        Index("ix_labels_created", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    inspection_id: Mapped[int] = mapped_column(ForeignKey("inspections.id"), index=True)
+    labeller: Mapped[str] = mapped_column(String(64))
+    boxes: Mapped[list[Any]] = mapped_column(default=list)
+    verdict: Mapped[str] = mapped_column(String(8))
+    reason: Mapped[str | None] = mapped_column(String(32))
+    seconds_taken: Mapped[float | None] = mapped_column(Float)
+    adjudicated: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
