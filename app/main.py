@@ -21,6 +21,7 @@ PAGES = [
     ("../pages/live_line.py", "Live line", ":material/conveyor_belt:", "live", ALL_ROLES),
     ("../pages/review_queue.py", "Review queue", ":material/rule:", "review", frozenset({Role.SUPERVISOR})),
     ("../pages/shadow_comparison.py", "Shadow comparison", ":material/compare:", "comparison", frozenset({Role.ENGINEER, Role.MANAGER})),
+    ("../pages/labelling.py", "Labelling", ":material/label:", "labelling", frozenset({Role.ENGINEER})),
     ("../pages/automation.py", "Automation", ":material/tune:", "automation", ALL_ROLES),
     ("../pages/models.py", "Models", ":material/model_training:", "models", frozenset({Role.ENGINEER, Role.MANAGER, Role.ADMIN})),
     ("../pages/drift.py", "Drift", ":material/monitoring:", "drift", frozenset({Role.ENGINEER, Role.MANAGER, Role.ADMIN})),

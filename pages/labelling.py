@@ -1,0 +1,149 @@
+"""Labelling: phones worth a label, best first; the engineer corrects the model's boxes and sets the gold verdict."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+
+import pandas as pd
+import streamlit as st
+
+from app import state
+from app.session import current_user
+from app.widgets import annotated_image, local_time
+from core.auth import PermissionDeniedError
+from core.labelling import LabelBox, adjudicate, compare_labels, save_label
+from core.vocabulary import DefectClass, Verdict
+from db.labels import REASONS, LabelError, label_queue, labels_of
+from db.lines import list_lines
+
+WINDOWS = {"last 24 hours": timedelta(days=1), "last 7 days": timedelta(days=7), "all time": None}
+REASON_TEXT = {
+    "audit_failure": "a person overrode the model in an audit",
+    "disagreement": "the person and the model disagree",
+    "drift_window": "inspected while a drift alarm was raised",
+    "low_confidence": "the model was unsure",
+}
+
+database = state.database()
+settings = state.settings()
+user = current_user()
+assert user is not None
+st.title("Labelling")
+st.caption(
+    "Correct the model's boxes (edit a row to move a box, delete a row, add a row to draw one), set the class and the gold verdict. "
+    "Your label is saved with your name and the time. Keys: S saves, N skips to the next phone."
+)
+
+with database.read() as session:
+    lines = list_lines(session=session)
+filters = st.columns([1, 1, 2])
+line_name = filters[0].selectbox("Line", ["all lines", *(line.name for line in lines)], key="labelling.line")
+window = filters[1].selectbox("Time range", list(WINDOWS), index=1, key="labelling.window")
+reasons = filters[2].multiselect("Why", list(REASONS), default=list(REASONS), format_func=lambda r: REASON_TEXT[r], key="labelling.reasons")
+line_id = next((line.id for line in lines if line.name == line_name), None)
+since = datetime.now(UTC) - WINDOWS[window] if WINDOWS[window] else None
+with database.read() as session:
+    queue = label_queue(session=session, labeller=user.name, line_id=line_id, since=since, reasons=tuple(reasons), limit=200)
+
+if not queue:
+    st.success("Nothing waits for your label in this range.")
+    st.stop()
+
+skipped: set[int] = st.session_state.setdefault("labelling.skipped", set())
+waiting = [item for item in queue if item.inspection_id not in skipped] or queue
+item = waiting[0]
+st.caption(f"{len(queue)} phones worth a label; this one because {REASON_TEXT[item.reason]}.")
+if st.session_state.get("labelling.current") != item.inspection_id:
+    st.session_state["labelling.current"] = item.inspection_id
+    st.session_state["labelling.started"] = time.monotonic()
+
+model_boxes = pd.DataFrame(
+    [
+        {"class_name": b["class_name"], "x1": b["x1"], "y1": b["y1"], "x2": b["x2"], "y2": b["y2"], "confidence": b["confidence"]}
+        for b in item.model_boxes
+        if b["confidence"] >= 0.25
+    ],
+    columns=["class_name", "x1", "y1", "x2", "y2", "confidence"],
+)
+left, right = st.columns([3, 2])
+with right:
+    st.markdown(f"**{item.serial}** · processed {local_time(item.processed_at, settings.plant_timezone, '%Y-%m-%d %H:%M:%S')}")
+    st.markdown(
+        f"Person: **{item.human_verdict or 'not judged'}** · model: **{item.model_verdict}** (highest confidence {item.max_confidence:.2f})"
+        if item.max_confidence is not None
+        else "The model gave no prediction."
+    )
+    edited = st.data_editor(
+        model_boxes.drop(columns=["confidence"]),
+        num_rows="dynamic",
+        key=f"labelling.boxes.{item.inspection_id}",
+        column_config={"class_name": st.column_config.SelectboxColumn("class", options=[c.value for c in DefectClass], required=True)},
+        hide_index=True,
+    )
+    verdict_default = 1 if len(edited) else 0
+    verdict = st.radio(
+        "Gold verdict", [Verdict.PASS.value, Verdict.REJECT.value], index=verdict_default, horizontal=True, key=f"labelling.verdict.{item.inspection_id}"
+    )
+    save_col, skip_col = st.columns(2)
+    saved = save_col.button("Save label", type="primary", shortcut="S", key="labelling.save", width="stretch")
+    if skip_col.button("Next (skip)", shortcut="N", key="labelling.skip", width="stretch"):
+        skipped.add(item.inspection_id)
+        st.rerun()
+
+try:
+    boxes = [LabelBox.from_dict(row) for row in edited.dropna(subset=["class_name"]).to_dict("records")]
+    box_error = None
+except (ValueError, KeyError, TypeError) as error:
+    boxes, box_error = [], str(error)
+with left:
+    drawn = tuple((b.x1, b.y1, b.x2, b.y2, 1.0, b.class_name) for b in boxes)
+    image = annotated_image(str(settings.data_dir / item.image_path), drawn)
+    if image is None:
+        st.error("The stored image cannot be read.")
+    else:
+        st.image(image, caption="your boxes (the model's above 0.25 to start from)", width="stretch")
+if box_error:
+    st.error(f"A box is not valid: {box_error}")
+if saved and not box_error:
+    try:
+        save_label(
+            database,
+            user,
+            inspection_id=item.inspection_id,
+            verdict=Verdict(verdict),
+            boxes=boxes,
+            reason=item.reason,
+            seconds_taken=time.monotonic() - st.session_state.get("labelling.started", time.monotonic()),
+        )
+    except (ValueError, LabelError, PermissionDeniedError) as error:
+        st.error(str(error))
+    else:
+        st.session_state["labelling.saved"] = item.inspection_id
+        st.rerun()
+
+# -- the phone labelled just now: do the labels of two engineers agree? ------------------------
+last = st.session_state.get("labelling.saved")
+if last is not None:
+    with database.read() as session:
+        labels = labels_of(session=session, inspection_id=last)
+    mine = next((label for label in labels if label.labeller == user.name), None)
+    others = [label for label in labels if label.labeller != user.name]
+    if mine and others:
+        st.subheader("Two labels of the phone you just saved")
+        for other in others:
+            agreement = compare_labels((mine.verdict, mine.boxes), (other.verdict, other.boxes))
+            (st.success if agreement.agree else st.warning)(f"Your label and {other.labeller}'s: {agreement.describe()}.")
+            if not agreement.agree:
+                choice = st.radio(
+                    "Which label is the truth?",
+                    [mine.id, other.id],
+                    format_func=lambda i, theirs=other.labeller: "mine" if i == mine.id else theirs,
+                    key=f"labelling.adj.{last}",
+                )
+                if st.button("Adjudicate", key=f"labelling.adjudicate.{last}"):
+                    adjudicate(database, user, label_id=int(choice), note="adjudicated on the Labelling page")
+                    st.session_state.pop("labelling.saved", None)
+                    st.rerun()
+    elif mine:
+        st.caption(f"Saved your label of the previous phone ({mine.verdict.value}, {len(mine.boxes)} boxes).")

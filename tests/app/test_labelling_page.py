@@ -1,0 +1,89 @@
+"""The Labelling page: the queue's first phone, the model's boxes to start from, saving, blind second labels."""
+
+from __future__ import annotations
+
+import pytest
+
+from core.auth import CurrentUser
+from core.camera import get_scenario
+from core.labelling import LabelBox, save_label
+from core.line_simulator import SimulatedInspector, simulate_line
+from core.vocabulary import Role, Verdict
+from core.worker import Worker
+from db.labels import label_queue, labels_of
+from db.lines import get_line
+
+PAGE = "../pages/labelling.py"
+
+
+def _seed(database, settings) -> None:
+    with database.read() as session:
+        line = get_line(session=session, name="line-1")
+    simulate_line(
+        database,
+        settings,
+        line_id=line.id,
+        line_name=line.name,
+        scenario=get_scenario("new-defect").with_ramp(0, 0),
+        count=16,
+        rate=1000,
+        seed=12,
+        inspector=None,
+    )
+    Worker(database, settings).run(until_empty=True)
+    SimulatedInspector(miss_rate=0.0, false_reject_rate=0.2).answer_open_tasks(database, line_id=line.id)
+
+
+def _delete_all_boxes(at, item) -> None:
+    shown = sum(1 for b in item.model_boxes if b["confidence"] >= 0.25)
+    at.session_state[f"labelling.boxes.{item.inspection_id}"] = {"edited_rows": {}, "added_rows": [], "deleted_rows": list(range(shown))}
+
+
+def _page(app_for, name: str, role: Role = Role.ENGINEER):
+    at = app_for()
+    at.session_state["auth.user"] = CurrentUser(name, role)
+    at.run()
+    at.switch_page(PAGE).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_engineer_labels_the_first_phone_of_the_queue(database, settings, app_for) -> None:
+    _seed(database, settings)
+    with database.read() as session:
+        first = label_queue(session=session, labeller="erin", limit=1)[0]
+    at = _page(app_for, "erin")
+    assert any(first.serial in m.value for m in at.markdown)
+    assert not at.error, [e.value for e in at.error]  # the image was readable and the boxes valid
+    _delete_all_boxes(at, first)
+    at.radio(key=f"labelling.verdict.{first.inspection_id}").set_value("pass")
+    at.button(key="labelling.save").click().run()
+    assert not at.exception
+    with database.read() as session:
+        labels = labels_of(session=session, inspection_id=first.inspection_id)
+        after = label_queue(session=session, labeller="erin", limit=1)[0]
+    assert [(label.labeller, label.verdict, label.boxes) for label in labels] == [("erin", Verdict.PASS, [])]
+    assert after.inspection_id != first.inspection_id
+    assert any(after.serial in m.value for m in at.markdown), "the next phone is shown at once"
+
+
+def test_a_second_engineer_sees_where_the_labels_differ(database, settings, app_for) -> None:
+    _seed(database, settings)
+    with database.read() as session:
+        first = label_queue(session=session, labeller="erin", limit=1)[0]
+    save_label(database, CurrentUser("erin", Role.ENGINEER), inspection_id=first.inspection_id, verdict=Verdict.REJECT, boxes=[LabelBox("chip", 5, 5, 50, 40)])
+    at = _page(app_for, "eli")
+    _delete_all_boxes(at, first)
+    at.radio(key=f"labelling.verdict.{first.inspection_id}").set_value("pass")
+    at.button(key="labelling.save").click().run()
+    assert not at.exception
+    assert any("the verdicts differ" in w.value for w in at.warning)
+
+
+def test_only_engineers_label(database, app_for) -> None:
+    for role in (Role.SUPERVISOR, Role.MANAGER, Role.ADMIN):
+        at = app_for()
+        at.session_state["auth.user"] = CurrentUser("x", role)
+        at.run()
+        with pytest.raises(ValueError):
+            at.switch_page(PAGE)
