@@ -30,6 +30,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     settings.cache_dir.mkdir(parents=True, exist_ok=True)
     if (models_dir / args.version).exists():
         raise CommandError(f"model version {args.version!r} already exists in {models_dir}; choose another --version")
+    candidate_user = None
+    if args.candidate_for:
+        if not args.as_user:
+            raise CommandError("--candidate-for needs --as USER (an engineer or manager)")
+        database = _database()
+        candidate_user = _acting_user(database, args.as_user)
     if args.init_from:
         from core.detector.card import ModelError, read_card, verify_weights
 
@@ -37,25 +43,66 @@ def _cmd_train(args: argparse.Namespace) -> int:
             verify_weights(Path(args.init_from), read_card(Path(args.init_from)), "ultralytics")
         except ModelError as error:
             raise CommandError(f"--init-from: {error}") from None
-    with tempfile.TemporaryDirectory(prefix="train-", dir=settings.cache_dir) as tmp:
-        work = Path(tmp)
-        data_yaml = training.build_generated_dataset(work / "dataset", recipe)
-        folder = training.train_model_version(
+    manifest = None
+    if args.dataset:
+        from core.dataset import DatasetError, read_manifest
+
+        try:
+            manifest = read_manifest(Path(args.dataset))
+        except DatasetError as error:
+            raise CommandError(f"--dataset: {error}") from None
+    if manifest is not None:
+        folder = training.train_from_dataset(
+            Path(args.dataset),
             config,
             models_dir,
-            data_yaml,
-            data_description={"source": "generated", "recipe": asdict(recipe)},
-            workdir=work / "runs",
+            cache_dir=settings.cache_dir,
             init_from=Path(args.init_from) if args.init_from else None,
+            eval_count=0 if args.skip_evaluation else args.eval_count,
         )
-    if not args.skip_evaluation:
-        from core.evaluation import record_standard_evaluations
+    else:
+        with tempfile.TemporaryDirectory(prefix="train-", dir=settings.cache_dir) as tmp:
+            work = Path(tmp)
+            data_yaml = training.build_generated_dataset(work / "dataset", recipe)
+            folder = training.train_model_version(
+                config,
+                models_dir,
+                data_yaml,
+                data_description={"source": "generated", "recipe": asdict(recipe)},
+                workdir=work / "runs",
+                init_from=Path(args.init_from) if args.init_from else None,
+            )
+        if not args.skip_evaluation:
+            from core.evaluation import record_standard_evaluations
 
-        record_standard_evaluations(folder, count=args.eval_count, progress=print)
-    from core.drift.reference import compute_model_reference
+            record_standard_evaluations(folder, count=args.eval_count, progress=print)
+        from core.drift.reference import compute_model_reference
 
-    compute_model_reference(folder, progress=print)
+        compute_model_reference(folder, progress=print)
+    if candidate_user is not None:
+        from core import deployment
+        from db.registry import register_model_version
+
+        database = _database()
+        with database.write() as session:
+            register_model_version(session=session, model_dir=folder, actor=candidate_user.name)
+        print(deployment.set_candidate(database, candidate_user, line_name=args.candidate_for, version=args.version, note="trained by shadowline train"))
     print(folder)
+    return 0
+
+
+def _cmd_dataset_export(args: argparse.Namespace) -> int:
+    from core.dataset import DatasetError, ExportRecipe, export_dataset
+    from core.training import DataRecipe
+
+    generated = DataRecipe(
+        train_count=args.generated_train, val_count=args.generated_val, train_seed=args.generated_seed, val_seed=args.generated_seed + 1000, defect_rate=0.6
+    )
+    try:
+        root = export_dataset(_database(), get_settings(), ExportRecipe(name=args.name, line=args.line, val_share=args.val_share, generated=generated))
+    except DatasetError as error:
+        raise CommandError(str(error)) from None
+    print(root)
     return 0
 
 
@@ -871,6 +918,17 @@ def build_parser() -> argparse.ArgumentParser:
     alarms_ack.add_argument("--as", dest="as_user", required=True, metavar="USER")
     alarms_ack.set_defaults(handler=_cmd_alarms_ack)
 
+    dataset = commands.add_parser("dataset", help="versioned YOLO data sets from labelled phones")
+    dataset_commands = dataset.add_subparsers(dest="dataset_command", required=True, metavar="ACTION")
+    export = dataset_commands.add_parser("export", help="write DATA_DIR/datasets/NAME: labelled phones + generated ones, data.yaml, manifest")
+    export.add_argument("--name", required=True)
+    export.add_argument("--line", help="only this line's labelled phones")
+    export.add_argument("--val-share", type=float, default=0.2)
+    export.add_argument("--generated-train", type=int, default=200)
+    export.add_argument("--generated-val", type=int, default=40)
+    export.add_argument("--generated-seed", type=int, default=5000)
+    export.set_defaults(handler=_cmd_dataset_export)
+
     train = commands.add_parser("train", help="generate a data set and train a model version into models/")
     train.add_argument("--version", required=True, help="name of the new model version folder")
     train.add_argument("--epochs", type=int, default=60)
@@ -885,6 +943,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--init-from", help="start from the weights of this model version folder (checked against its card)")
     train.add_argument("--eval-count", type=int, default=500, help="phones per scenario in the evaluation written to the card")
     train.add_argument("--skip-evaluation", action="store_true", help="do not evaluate on the scenarios after training")
+    train.add_argument("--dataset", help="train on an exported data set (shadowline dataset export) instead of generating one")
+    train.add_argument("--candidate-for", metavar="LINE", help="register the new version and run it in shadow on this line (needs --as)")
+    train.add_argument("--as", dest="as_user", metavar="USER")
     train.set_defaults(handler=_cmd_train)
     return parser
 

@@ -9,7 +9,7 @@ false-reject rate (good phones rejected), each with its Wilson 95 % interval and
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -87,6 +87,16 @@ class _Tally:
     false_rejects: int = 0
 
 
+@dataclass(frozen=True)
+class TruthPhone:
+    """One image with its true boxes (``xyxy`` pixels), classes and whether it is defective."""
+
+    image: np.ndarray
+    boxes: np.ndarray
+    classes: np.ndarray
+    defective: bool
+
+
 def evaluate(
     detector: Detector,
     scenario: str = "normal",
@@ -107,15 +117,51 @@ def evaluate(
     if count <= 0:
         raise ValueError(f"count must be > 0, got {count}")
     sc = get_scenario(scenario).with_ramp(ramp=max(1, count // 2))
+
+    def phones() -> Iterator[TruthPhone]:
+        for index in range(count):
+            phone = render_run_phone(sc, seed, index, defect_rate=defect_rate)
+            yield TruthPhone(
+                phone.image,
+                np.array([d.box for d in phone.defects], np.float32).reshape(-1, 4),
+                np.array([d.kind.class_id for d in phone.defects], np.int64),
+                phone.is_defective,
+            )
+
+    return {"scenario": scenario, "seed": seed, **evaluate_phones(detector, phones(), count=count, progress=progress)}
+
+
+def yolo_split_phones(root: Path, split: str = "val") -> Iterator[TruthPhone]:
+    """The images of one split of a YOLO-format data set with their labels (normalised ``class cx cy w h``)."""
+    from core.imaging import InvalidImageError, read_image
+
+    for image_path in sorted((root / "images" / split).glob("*")):
+        try:
+            image = read_image(image_path)
+        except InvalidImageError:
+            continue
+        height, width = image.shape[:2]
+        label = root / "labels" / split / f"{image_path.stem}.txt"
+        rows = [line.split() for line in label.read_text().splitlines() if line.strip()] if label.is_file() else []
+        boxes = [
+            ((float(cx) - float(w) / 2) * width, (float(cy) - float(h) / 2) * height, (float(cx) + float(w) / 2) * width, (float(cy) + float(h) / 2) * height)
+            for _, cx, cy, w, h in rows
+        ]
+        yield TruthPhone(image, np.array(boxes, np.float32).reshape(-1, 4), np.array([int(r[0]) for r in rows], np.int64), bool(rows))
+
+
+def evaluate_phones(
+    detector: Detector, phones: Iterable[TruthPhone], *, count: int | None = None, progress: Callable[[int, int], None] | None = None
+) -> dict[str, Any]:
+    """Box and phone-level metrics of ``detector`` over any stream of phones with their truth."""
     threshold = detector.info.decision_threshold
     tally = _Tally(scores={}, hits={}, truths={})
     latencies = []
-    for index in range(count):
-        phone = render_run_phone(sc, seed, index, defect_rate=defect_rate)
+    seen = 0
+    for phone in phones:
         detections = detector.detect(phone.image)
         latencies.append(detections.latency_ms)
-        truth_boxes = np.array([d.box for d in phone.defects], np.float32).reshape(-1, 4)
-        truth_classes = np.array([d.kind.class_id for d in phone.defects], np.int64)
+        truth_boxes, truth_classes = phone.boxes, phone.classes
         matched = match_predictions(detections, truth_boxes, truth_classes)
         for k in truth_classes:
             tally.truths[int(k)] = tally.truths.get(int(k), 0) + 1
@@ -128,14 +174,17 @@ def evaluate(
         tally.fp += int(confident.sum()) - confident_hits
         tally.fn += len(truth_boxes) - confident_hits
         rejected = detector.verdict_is_reject(detections)
-        if phone.is_defective:
+        if phone.defective:
             tally.defective += 1
             tally.caught += int(rejected)
         else:
             tally.good += 1
             tally.false_rejects += int(rejected)
+        seen += 1
         if progress:
-            progress(index + 1, count)
+            progress(seen, count or seen)
+    if seen == 0:
+        raise ValueError("no phones to evaluate on")
 
     per_class = {}
     for k, n_truth in sorted(tally.truths.items()):
@@ -147,9 +196,7 @@ def evaluate(
     return {
         "model_version": detector.version,
         "backend": detector.info.backend,
-        "scenario": scenario,
-        "count": count,
-        "seed": seed,
+        "count": seen,
         "decision_threshold": threshold,
         "precision": tally.tp / (tally.tp + tally.fp) if tally.tp + tally.fp else 0.0,
         "recall": tally.tp / (tally.tp + tally.fn) if tally.tp + tally.fn else float("nan"),
