@@ -106,6 +106,14 @@ def _cmd_dataset_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_job_run(args: argparse.Namespace) -> int:
+    from core.training_jobs import run_job
+
+    job = run_job(_database(), get_settings(), args.job, eval_count=args.eval_count)
+    print(f"job {job.id}: {job.status}: {job.message or ''}")
+    return 0 if job.status == "done" else 1
+
+
 def _database():  # noqa: ANN202 - imported lazily so `shadowline --help` stays fast
     from db.bootstrap import open_database
 
@@ -928,6 +936,13 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--generated-val", type=int, default=40)
     export.add_argument("--generated-seed", type=int, default=5000)
     export.set_defaults(handler=_cmd_dataset_export)
+
+    job = commands.add_parser("job", help="background training jobs (started from the Models page)")
+    job_commands = job.add_subparsers(dest="job_command", required=True, metavar="ACTION")
+    job_run = job_commands.add_parser("run", help="run a recorded training job in this process")
+    job_run.add_argument("job", type=int)
+    job_run.add_argument("--eval-count", type=int, default=200, help="phones per scenario in the evaluation")
+    job_run.set_defaults(handler=_cmd_job_run)
 
     train = commands.add_parser("train", help="generate a data set and train a model version into models/")
     train.add_argument("--version", required=True, help="name of the new model version folder")

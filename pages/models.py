@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import plotly.express as px
 import streamlit as st
@@ -116,3 +118,74 @@ can_roll_back = line.previous_model_id is not None and may(user.role, Action.ROL
 if can_roll_back and st.button(f"Roll back to {line.previous_model_version}", key="models.rollback"):
     _act(lambda: deployment.rollback(database, user, line_name=line.name, note=note or None))
 st.caption("Rollback takes effect on the worker's next phones; the version rolled back from stays loaded as the candidate.")
+
+# -- data sets and training in the background ---------------------------------------------------
+st.subheader("Retrain")
+datasets_dir = state.settings().data_dir / "datasets"
+datasets = (
+    sorted((p for p in datasets_dir.glob("*") if (p / "manifest.json").is_file()), key=lambda p: p.stat().st_mtime, reverse=True)
+    if datasets_dir.is_dir()
+    else []
+)
+if may(user.role, Action.SWITCH_MODEL):
+    with st.form("models.export"):
+        st.caption("Export every agreed or adjudicated label (with generated phones mixed in) as a versioned YOLO data set.")
+        export_name = st.text_input("Data set name", value=f"labels-{pd.Timestamp.now(tz='UTC'):%Y%m%d-%H%M}", key="models.export_name")
+        if st.form_submit_button("Export labelled phones"):
+            from core.dataset import DatasetError, ExportRecipe, export_dataset
+
+            try:
+                root = export_dataset(database, state.settings(), ExportRecipe(name=export_name), progress=lambda _: None)
+            except DatasetError as error:
+                st.error(str(error))
+            else:
+                st.session_state["models.flash"] = f"data set written to {root}"
+                st.rerun()
+    if datasets:
+        with st.form("models.train"):
+            dataset = st.selectbox("Data set", datasets, format_func=lambda p: p.name, key="models.train_dataset")
+            cols = st.columns(3)
+            version = cols[0].text_input("New version name", value=f"{line.active_model_version}-r{len(models) + 1}", key="models.train_version")
+            epochs = cols[1].number_input("Epochs", min_value=1, max_value=300, value=15, key="models.train_epochs")
+            as_candidate = cols[2].checkbox(f"Run it in shadow on {line.name} when done", value=True, key="models.train_candidate")
+            if st.form_submit_button("Start training"):
+                from core.training_jobs import start_job
+
+                active = next((m for m in models if m["version"] == line.active_model_version), None)
+                try:
+                    job_id = start_job(
+                        database,
+                        state.settings(),
+                        user,
+                        dataset=dataset,
+                        version=version,
+                        epochs=int(epochs),
+                        init_from=Path(str(active["path"])) if active else None,
+                        candidate_for=line.name if as_candidate else None,
+                    )
+                except (ValueError, PermissionDeniedError) as error:
+                    st.error(str(error))
+                else:
+                    st.session_state["models.flash"] = f"training job {job_id} started in the background"
+                    st.rerun()
+
+
+@st.fragment(run_every=2)
+def training_jobs() -> None:
+    from core.training_jobs import cancel_job, list_jobs
+
+    jobs = list_jobs(database)
+    if not jobs:
+        st.caption("No training job yet.")
+        return
+    for job in jobs[:5]:
+        metrics = job.progress.get("metrics") or {}
+        detail = f"epoch {job.progress.get('epoch', 0)}/{job.epochs}" + (f", mAP50 {metrics['mAP50']:.3f}" if "mAP50" in metrics else "")
+        st.progress(job.fraction, text=f"job {job.id}: {job.version} · {job.status} · {detail}" + (f" · {job.message}" if job.message else ""))
+        cancellable = job.status in ("queued", "running") and not job.cancel_requested and may(user.role, Action.SWITCH_MODEL)
+        if cancellable and st.button(f"Cancel job {job.id}", key=f"models.cancel.{job.id}"):
+            cancel_job(database, user, job.id)
+            st.rerun(scope="fragment")
+
+
+training_jobs()

@@ -135,3 +135,10 @@ def test_an_admin_edits_the_gates_on_the_page(database, app_for) -> None:
     assert config.rollback.max_disagreement == pytest.approx(0.07) and config.gates["canary"].min_pairs == 500
     engineer = _signed_in(app_for, Role.ENGINEER, AUTOMATION)
     assert next(b for b in engineer.button if b.label == "Save gates").disabled
+
+
+def test_models_page_refuses_to_export_without_labels_and_shows_no_jobs(database, app_for) -> None:
+    at = _signed_in(app_for, Role.ENGINEER, MODELS)
+    assert any("No training job yet" in c.value for c in at.caption)
+    next(b for b in at.button if b.label == "Export labelled phones").click().run()
+    assert any("labelled phones" in e.value and "needs at least 1" in e.value for e in at.error)
