@@ -180,3 +180,21 @@ def screenshot(page, name: str) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.wait_for_timeout(500)
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def pick(page, combobox: str, option: str | None = None) -> None:
+    """Choose an option of a Streamlit selectbox (the first one when ``option`` is None).
+
+    A dropdown opened while the page is still finishing its run closes on the re-render: try again.
+    """
+    from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
+
+    for _attempt in range(5):
+        page.get_by_role("combobox", name=combobox).click()
+        choice = page.get_by_role("option", name=option) if option else page.get_by_role("option").first
+        try:
+            choice.click(timeout=4_000)
+            return
+        except PlaywrightTimeoutError:
+            page.keyboard.press("Escape")
+    pytest.fail(f"the list {combobox!r} never opened")

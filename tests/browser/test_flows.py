@@ -5,10 +5,9 @@ from __future__ import annotations
 import re
 
 import pytest
-from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 from playwright.sync_api import expect
 
-from tests.browser.conftest import screenshot, sign_in
+from tests.browser.conftest import pick, screenshot, sign_in
 
 pytestmark = pytest.mark.browser
 
@@ -39,16 +38,7 @@ def test_engineer_opens_a_disagreement(served_app, page):
     page.get_by_role("link", name="Shadow comparison").click()
     page.get_by_role("heading", name="Disagreements").wait_for(timeout=20_000)
     page.locator("[data-testid='stPlotlyChart']").nth(1).wait_for(timeout=20_000)
-    # A dropdown opened while the page is still finishing its run closes on the re-render: try again.
-    for _attempt in range(5):
-        page.get_by_role("combobox", name="Open a phone").click()
-        try:
-            page.get_by_role("option").first.click(timeout=4_000)
-            break
-        except PlaywrightTimeoutError:
-            page.keyboard.press("Escape")
-    else:
-        pytest.fail("the disagreement list never opened")
+    pick(page, "Open a phone")
     page.get_by_text("the person said").wait_for(timeout=20_000)
     page.locator("[data-testid='stImage'] img").first.wait_for(timeout=20_000)
     screenshot(page, "shadow_comparison")
@@ -91,15 +81,7 @@ def test_engineer_sees_the_dim_lights_alarm_and_acknowledges_it(served_app, page
     expect(page.get_by_text(re.compile(r"Drift alarm.*line-2"))).to_be_visible(timeout=20_000)
     page.get_by_role("link", name="Drift").click()
     page.get_by_role("heading", name="Alarms").wait_for(timeout=20_000)
-    for _attempt in range(5):
-        page.get_by_role("combobox", name="Line").click()
-        try:
-            page.get_by_role("option", name="line-2").click(timeout=4_000)
-            break
-        except PlaywrightTimeoutError:
-            page.keyboard.press("Escape")
-    else:
-        pytest.fail("the line list never opened")
+    pick(page, "Line", "line-2")
     alarm = page.get_by_text(re.compile(r"SEVERE · Brightness"))
     expect(alarm).to_be_visible(timeout=20_000)
     page.locator("[data-testid='stPlotlyChart']").nth(2).wait_for(timeout=20_000)
@@ -118,15 +100,7 @@ def test_manager_approves_a_move_to_canary_and_sees_the_slider_move(served_app, 
     sign_in(page, served_app, "mo")
     page.get_by_role("link", name="Automation").click()
     page.get_by_role("heading", name="Automation").wait_for(timeout=20_000)
-    for _attempt in range(5):
-        page.get_by_role("combobox", name="Line").click()
-        try:
-            page.get_by_role("option", name="line-3").click(timeout=4_000)
-            break
-        except PlaywrightTimeoutError:
-            page.keyboard.press("Escape")
-    else:
-        pytest.fail("the line list never opened")
+    pick(page, "Line", "line-3")
     expect(page.get_by_role("heading", name="line-3: partial automation")).to_be_visible(timeout=20_000)
     expect(page.get_by_text(re.compile(r"Request #\d+.*move to canary 5%.*asked by erin"))).to_be_visible(timeout=20_000)
     page.get_by_role("textbox", name="Decision note").fill("a week of good numbers, go")
