@@ -66,7 +66,37 @@ def _view(row: TrainingJob) -> JobView:
     )
 
 
+def _alive(pid: int | None) -> bool:
+    """Whether the job's process still runs (a dead child of this process is reaped, not mistaken for alive)."""
+    if pid is None:
+        return False
+    try:
+        finished, _ = os.waitpid(pid, os.WNOHANG)
+        if finished:
+            return False
+    except ChildProcessError:
+        pass  # started by another process (the app or the CLI): ask the system
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def reap_dead_jobs(database: Database) -> list[int]:
+    """Mark running jobs whose process is gone (killed, machine restarted) as failed, saying so."""
+    with database.write() as session:
+        dead = [row for row in session.query(TrainingJob).filter(TrainingJob.status == "running") if not _alive(row.pid)]
+        for row in dead:
+            epoch = (row.progress or {}).get("epoch", 0)
+            row.status, row.message, row.updated_at = "failed", f"the training process (pid {row.pid}) died after epoch {epoch}; start the job again", utcnow()
+        return [row.id for row in dead]
+
+
 def list_jobs(database: Database, limit: int = 20) -> list[JobView]:
+    reap_dead_jobs(database)
     with database.read() as session:
         return [_view(r) for r in session.query(TrainingJob).order_by(TrainingJob.id.desc()).limit(limit)]
 

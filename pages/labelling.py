@@ -53,7 +53,7 @@ if not queue:
 skipped: set[int] = st.session_state.setdefault("labelling.skipped", set())
 waiting = [item for item in queue if item.inspection_id not in skipped] or queue
 item = waiting[0]
-st.caption(f"{len(queue)} phones worth a label; this one because {REASON_TEXT[item.reason]}.")
+st.caption(f"{len(queue)}{' or more' if len(queue) == 200 else ''} phones worth a label; this one because {REASON_TEXT[item.reason]}.")
 if st.session_state.get("labelling.current") != item.inspection_id:
     st.session_state["labelling.current"] = item.inspection_id
     st.session_state["labelling.started"] = time.monotonic()

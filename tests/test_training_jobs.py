@@ -79,3 +79,23 @@ def test_a_cancelled_job_stops_at_the_next_epoch(installation) -> None:
     job = _wait(database, job_id, {"cancelled", "done", "failed"})
     assert job.status == "cancelled" and job.progress["epoch"] < 200 and "cancelled after epoch" in (job.message or "")
     assert not (settings.models_dir / "chips-long").exists()
+
+
+def test_a_killed_job_is_reported_as_failed_not_running_forever(installation) -> None:
+    import os
+    import signal
+
+    from core.training_jobs import list_jobs
+    from db.models import TrainingJob
+
+    database, settings, dataset = installation
+    job_id = start_job(database, settings, ERIN, dataset=dataset, version="chips-killed", epochs=200, init_from=settings.shipped_model_dir, candidate_for=None)
+    deadline = time.monotonic() + 120
+    while get_job(database, job_id).status != "running" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    with database.read() as session:
+        pid = session.get(TrainingJob, job_id).pid
+    os.killpg(pid, signal.SIGKILL)
+    time.sleep(0.5)
+    (job,) = [j for j in list_jobs(database) if j.id == job_id]
+    assert job.status == "failed" and "died" in (job.message or "")

@@ -111,3 +111,17 @@ def test_manager_approves_a_move_to_canary_and_sees_the_slider_move(served_app, 
     slider_value = page.locator("[data-testid='stSliderThumbValue']").first
     expect(slider_value).to_have_text("canary 5%", timeout=20_000)
     screenshot(page, "automation_approved")
+
+
+def test_engineer_labels_a_disagreement_in_the_browser(served_app, page):
+    sign_in(page, served_app, "erin")
+    page.get_by_role("link", name="Labelling").click()
+    page.get_by_role("heading", name="Labelling").wait_for(timeout=20_000)
+    page.locator("[data-testid='stImage'] img").first.wait_for(timeout=20_000)
+    expect(page.get_by_text(re.compile(r"this one because the person and the model disagree"))).to_be_visible(timeout=20_000)
+    serial = page.get_by_text(re.compile(r"SN-\d+-\d+")).first.inner_text().split(" ")[0]
+    screenshot(page, "labelling")
+    # The gold verdict starts from the boxes (the model's): keep them, save.
+    page.get_by_role("button", name="Save label").click()
+    expect(page.get_by_text(re.compile(r"Saved your label of the previous phone \((pass|reject), \d+ boxes\)"))).to_be_visible(timeout=20_000)
+    expect(page.get_by_text(serial)).to_have_count(0)
