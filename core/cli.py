@@ -457,7 +457,6 @@ def _cmd_drift(args: argparse.Namespace) -> int:
 
 
 def _cmd_drift_settings(args: argparse.Namespace) -> int:
-    from core.auth import PermissionDeniedError
     from core.drift import actions
     from db import drift as drift_db
 
@@ -472,7 +471,7 @@ def _cmd_drift_settings(args: argparse.Namespace) -> int:
             for assignment in args.set:
                 config = actions.parse_setting(config, assignment)
             actions.update_settings(database, _acting_user(database, args.as_user), line_name=line.name, config=config, note=args.note)
-        except (ValueError, KeyError, PermissionDeniedError) as error:
+        except (*_refusals(), KeyError) as error:
             raise CommandError(str(error).strip("'\"")) from None
     print(json.dumps(config.as_dict(), indent=2))
     return 0
@@ -494,30 +493,27 @@ def _cmd_reference_compute(args: argparse.Namespace) -> int:
 
 
 def _cmd_reference_accept(args: argparse.Namespace) -> int:
-    from core.auth import PermissionDeniedError
     from core.drift import actions
-    from db.drift import DriftError
 
     database = _database()
     user = _acting_user(database, args.as_user)
     start, end = _parse_time(args.since, "--since"), _parse_time(args.until, "--until")
     try:
         reference_id = actions.accept_production_reference(database, user, line_name=args.line, start=start, end=end, note=args.note)
-    except (DriftError, PermissionDeniedError) as error:
+    except _refusals() as error:
         raise CommandError(str(error)) from None
     print(f"reference {reference_id}: {args.line} is now compared with its production from {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC")
     return 0
 
 
 def _cmd_reference_reset(args: argparse.Namespace) -> int:
-    from core.auth import PermissionDeniedError
     from core.drift import actions
 
     database = _database()
     user = _acting_user(database, args.as_user)
     try:
         actions.use_model_reference(database, user, line_name=args.line, note=args.note)
-    except PermissionDeniedError as error:
+    except _refusals() as error:
         raise CommandError(str(error)) from None
     print(f"{args.line} is compared with its model's training and validation images again")
     return 0
@@ -543,15 +539,13 @@ def _cmd_alarms_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_alarms_ack(args: argparse.Namespace) -> int:
-    from core.auth import PermissionDeniedError
     from core.drift import actions
-    from db.drift import DriftError
 
     database = _database()
     user = _acting_user(database, args.as_user)
     try:
         alarm = actions.acknowledge(database, user, alarm_id=args.alarm, note=args.note)
-    except (DriftError, PermissionDeniedError) as error:
+    except _refusals() as error:
         raise CommandError(str(error)) from None
     print(f"alarm #{alarm.id} ({alarm.line} {alarm.metric}) acknowledged by {alarm.acknowledged_by}")
     return 0
