@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from core.labelling import LabelBox, compare_labels
 from core.vocabulary import Verdict
 from db import audit
-from db.models import DriftAlarm, DriftCheck, HumanDecision, Inspection, Label, LineSettings, Prediction, Routing, utcnow
+from db.models import DriftAlarm, DriftCheck, HumanDecision, Inspection, Label, Prediction, Routing, utcnow
 
 #: Reasons a phone is worth a label, best first.
 REASONS = ("audit_failure", "disagreement", "drift_window", "low_confidence")
@@ -86,7 +86,6 @@ def label_queue(
             Prediction.boxes,
             label_count,
         )
-        .join(LineSettings, LineSettings.line_id == Inspection.line_id)
         .join(Prediction, and_(Prediction.inspection_id == Inspection.id, Prediction.is_candidate.is_(False)))
         .outerjoin(HumanDecision, HumanDecision.inspection_id == Inspection.id)
         .outerjoin(Routing, Routing.inspection_id == Inspection.id)

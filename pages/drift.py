@@ -73,7 +73,7 @@ with database.read() as session:
     alarms = drift_db.current_alarms(session=session, line_id=line.id)
     history = drift_db.check_history(session=session, line_id=line.id, since=since, model_version_id=model_id)
     past_alarms = drift_db.alarm_history(session=session, line_id=line.id, since=since)
-report = monitor().evaluate(line.name, config=config)
+report, window_sample = monitor().evaluate_with_window(line.name, config=config)
 
 # -- alarms -------------------------------------------------------------------------------------
 st.subheader("Alarms")
@@ -209,9 +209,6 @@ with right:
     if not points:
         st.caption(f"No checks yet in this range: the worker checks the line every {config.check_every} phones.")
 
-current_values = None
-with database.read() as session:
-    window_sample, _ = drift_db.window_sample(session=session, line_id=line.id, model_version_id=line.active_model_id, config=config)
 current_values = window_sample.values.get(metric)
 if reference_values is not None and current_values is not None and reference_values.size and current_values.size:
     figure = go.Figure()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,6 @@ from sqlalchemy.orm import Session
 
 from core.drift.metrics import METRIC_BY_NAME, DriftConfig, MetricVerdict, Sample, Severity, Verdict, judge
 from core.drift.reference import REFERENCE_FILE, Reference, ReferenceError, load_model_reference, stratify
-from core.vocabulary import AutomationLevel
 from db import audit
 from db import drift as drift_db
 from db.engine import Database
@@ -115,12 +114,15 @@ class DriftMonitor:
     # -- judging ------------------------------------------------------------------------------
 
     def _evaluate(self, session: Session, line: LineConfig, config: DriftConfig, now: datetime) -> DriftReport:
+        return self._evaluate_window(session, line, config, now)[0]
+
+    def _evaluate_window(self, session: Session, line: LineConfig, config: DriftConfig, now: datetime) -> tuple[DriftReport, Sample]:
         reference, error = self.reference(session, line, config)
         window, info = drift_db.window_sample(session=session, line_id=line.id, model_version_id=line.active_model_id, config=config, now=now)
         verdicts = judge(reference.sample if reference else Sample(), window, config)
         if reference is None:
-            verdicts = [v if v.verdict != Verdict.INCONCLUSIVE or v.kind == "software" else _with_reason(v, f"no reference: {error}") for v in verdicts]
-        return DriftReport(
+            verdicts = [v if v.verdict != Verdict.INCONCLUSIVE or v.kind == "software" else replace(v, reason=f"no reference: {error}") for v in verdicts]
+        report = DriftReport(
             line=line.name,
             line_id=line.id,
             level=line.level.value,
@@ -132,6 +134,15 @@ class DriftMonitor:
             window=info,
             verdicts=verdicts,
         )
+        return report, window
+
+    def evaluate_with_window(self, line_name: str, *, config: DriftConfig | None = None, now: datetime | None = None) -> tuple[DriftReport, Sample]:
+        """:meth:`evaluate`, and the window's values as well (the Drift page draws them without reading them again)."""
+        from db.lines import get_line
+
+        with self.database.read() as session:
+            line = get_line(session=session, name=line_name)
+            return self._evaluate_window(session, line, config or drift_db.get_config(session=session, line_id=line.id), now or utcnow())
 
     def evaluate(self, line_name: str, *, config: DriftConfig | None = None, now: datetime | None = None) -> DriftReport:
         """Judge a line's current window without recording anything (``shadowline drift``, the Drift page)."""
@@ -294,14 +305,3 @@ class DriftMonitor:
             self._check_every.pop(line_id, None)
             outcomes.append(self.check(line_id))
         return outcomes
-
-
-def _with_reason(verdict: MetricVerdict, reason: str) -> MetricVerdict:
-    from dataclasses import replace
-
-    return replace(verdict, reason=reason)
-
-
-def level_after_step_down(level: AutomationLevel, config: DriftConfig) -> AutomationLevel:
-    """Where a severe alarm leaves a line at ``level``."""
-    return config.step_down_to if level.rank > config.step_down_to.rank else level
