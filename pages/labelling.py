@@ -9,8 +9,9 @@ import pandas as pd
 import streamlit as st
 
 from app import state
+from app.box_editor import box_editor, image_payload
 from app.session import current_user
-from app.widgets import annotated_image, local_time
+from app.widgets import local_time
 from core.auth import PermissionDeniedError
 from core.labelling import LabelBox, adjudicate, compare_labels, save_label
 from core.vocabulary import DefectClass, Verdict
@@ -31,8 +32,9 @@ user = current_user()
 assert user is not None
 st.title("Labelling")
 st.caption(
-    "Correct the model's boxes (edit a row to move a box, delete a row, add a row to draw one), set the class and the gold verdict. "
-    "Your label is saved with your name and the time. Keys: S saves, N skips to the next phone."
+    "Start from the model's boxes: drag on the image to draw a box, drag a box to move it, drag a corner to resize it. "
+    "With the image focused: 1-3 set the class of the selected box, Delete removes it, arrows nudge it (Alt+arrows resize). "
+    "S saves your label (with your name and the time), N skips to the next phone."
 )
 
 with database.read() as session:
@@ -58,15 +60,33 @@ if st.session_state.get("labelling.current") != item.inspection_id:
     st.session_state["labelling.current"] = item.inspection_id
     st.session_state["labelling.started"] = time.monotonic()
 
-model_boxes = pd.DataFrame(
-    [
-        {"class_name": b["class_name"], "x1": b["x1"], "y1": b["y1"], "x2": b["x2"], "y2": b["y2"], "confidence": b["confidence"]}
-        for b in item.model_boxes
-        if b["confidence"] >= 0.25
-    ],
-    columns=["class_name", "x1", "y1", "x2", "y2", "confidence"],
-)
+model_boxes = [{"class_name": b["class_name"], "x1": b["x1"], "y1": b["y1"], "x2": b["x2"], "y2": b["y2"]} for b in item.model_boxes if b["confidence"] >= 0.25]
+classes = [c.value for c in DefectClass]
 left, right = st.columns([3, 2])
+with left:
+    payload = image_payload(str(settings.data_dir / item.image_path))
+    if payload is None:
+        st.error("The stored image cannot be read: skip this phone (N); it stays in the queue for someone to look at.")
+        edited: list[dict[str, object]] = []
+    else:
+        edited = box_editor(
+            key=f"labelling.editor.{item.inspection_id}",
+            image=payload,
+            boxes=model_boxes,
+            classes=classes,
+            revision=str(item.inspection_id),
+        )
+try:
+    boxes = [LabelBox.from_dict(row) for row in edited]
+    box_error = None
+except (ValueError, KeyError, TypeError) as error:
+    boxes, box_error = [], str(error)
+# The verdict follows the boxes (boxes mean reject) until the engineer changes it.
+verdict_key = f"labelling.verdict.{item.inspection_id}"
+had_boxes_key = f"labelling.had_boxes.{item.inspection_id}"
+if st.session_state.get(had_boxes_key) != bool(boxes):
+    st.session_state[had_boxes_key] = bool(boxes)
+    st.session_state[verdict_key] = Verdict.REJECT.value if boxes else Verdict.PASS.value
 with right:
     st.markdown(f"**{item.serial}** · processed {local_time(item.processed_at, settings.plant_timezone, '%Y-%m-%d %H:%M:%S')}")
     st.markdown(
@@ -74,35 +94,15 @@ with right:
         if item.max_confidence is not None
         else "The model gave no prediction."
     )
-    edited = st.data_editor(
-        model_boxes.drop(columns=["confidence"]),
-        num_rows="dynamic",
-        key=f"labelling.boxes.{item.inspection_id}",
-        column_config={"class_name": st.column_config.SelectboxColumn("class", options=[c.value for c in DefectClass], required=True)},
-        hide_index=True,
-    )
-    verdict_default = 1 if len(edited) else 0
-    verdict = st.radio(
-        "Gold verdict", [Verdict.PASS.value, Verdict.REJECT.value], index=verdict_default, horizontal=True, key=f"labelling.verdict.{item.inspection_id}"
-    )
+    table = pd.DataFrame([b.as_dict() for b in boxes], columns=["class_name", "x1", "y1", "x2", "y2"], index=range(1, len(boxes) + 1))
+    st.dataframe(table.rename(columns={"class_name": "class"}), width="stretch")
+    verdict = st.radio("Gold verdict", [Verdict.PASS.value, Verdict.REJECT.value], horizontal=True, key=verdict_key)
     save_col, skip_col = st.columns(2)
-    saved = save_col.button("Save label", type="primary", shortcut="S", key="labelling.save", width="stretch")
+    saved = save_col.button("Save label", type="primary", shortcut="S", key="labelling.save", width="stretch", disabled=payload is None)
     if skip_col.button("Next (skip)", shortcut="N", key="labelling.skip", width="stretch"):
         skipped.add(item.inspection_id)
         st.rerun()
 
-try:
-    boxes = [LabelBox.from_dict(row) for row in edited.dropna(subset=["class_name"]).to_dict("records")]
-    box_error = None
-except (ValueError, KeyError, TypeError) as error:
-    boxes, box_error = [], str(error)
-with left:
-    drawn = tuple((b.x1, b.y1, b.x2, b.y2, 1.0, b.class_name) for b in boxes)
-    image = annotated_image(str(settings.data_dir / item.image_path), drawn)
-    if image is None:
-        st.error("The stored image cannot be read.")
-    else:
-        st.image(image, caption="your boxes (the model's above 0.25 to start from)", width="stretch")
 if box_error:
     st.error(f"A box is not valid: {box_error}")
 if saved and not box_error:
@@ -146,4 +146,4 @@ if last is not None:
                     st.session_state.pop("labelling.saved", None)
                     st.rerun()
     elif mine:
-        st.caption(f"Saved your label of the previous phone ({mine.verdict.value}, {len(mine.boxes)} boxes).")
+        st.caption(f"Saved your label of the previous phone ({mine.verdict.value}, {len(mine.boxes)} box{'' if len(mine.boxes) == 1 else 'es'}).")

@@ -31,6 +31,9 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--generated-train", type=int, default=200)
     parser.add_argument("--generated-val", type=int, default=40)
+    parser.add_argument(
+        "--generated-seed", type=int, default=5000, help="first seed of the generated training phones (the shipped model was trained from seed 1001)"
+    )
     parser.add_argument("--eval-count", type=int, default=300, help="held-out generated phones per scenario for the before/after comparison")
     parser.add_argument("--output", type=Path, help="write the report as JSON here")
     args = parser.parse_args()
@@ -62,7 +65,7 @@ def main() -> int:
             line = get_line(session=session, name="line-1")
         summary = label_queue_from_truth(database, line_id=line.id, count=args.labels)
         print(f"labelled {summary.labelled} phones ({summary.defective} defective) by reason {summary.by_reason}", flush=True)
-        generated = DataRecipe(train_count=args.generated_train, val_count=args.generated_val, train_seed=5000, val_seed=6000, defect_rate=0.6)
+        generated = DataRecipe(train_count=args.generated_train, val_count=args.generated_val, train_seed=args.generated_seed, val_seed=6000, defect_rate=0.6)
         root = export_dataset(database, settings, ExportRecipe(name="new-defect-labels-1", generated=generated))
         models_dir = Path(tmp) / "models"
         folder = train_from_dataset(

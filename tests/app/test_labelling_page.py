@@ -34,9 +34,9 @@ def _seed(database, settings) -> None:
     SimulatedInspector(miss_rate=0.0, false_reject_rate=0.2).answer_open_tasks(database, line_id=line.id)
 
 
-def _delete_all_boxes(at, item) -> None:
-    shown = sum(1 for b in item.model_boxes if b["confidence"] >= 0.25)
-    at.session_state[f"labelling.boxes.{item.inspection_id}"] = {"edited_rows": {}, "added_rows": [], "deleted_rows": list(range(shown))}
+def _set_boxes(at, item, boxes: list[dict]) -> None:
+    """What the box editor sends when the engineer has finished drawing (the browser test drives the real mouse)."""
+    at.session_state[f"labelling.editor.{item.inspection_id}"] = {"boxes": boxes}
 
 
 def _page(app_for, name: str, role: Role = Role.ENGINEER):
@@ -55,7 +55,7 @@ def test_engineer_labels_the_first_phone_of_the_queue(database, settings, app_fo
     at = _page(app_for, "erin")
     assert any(first.serial in m.value for m in at.markdown)
     assert not at.error, [e.value for e in at.error]  # the image was readable and the boxes valid
-    _delete_all_boxes(at, first)
+    _set_boxes(at, first, [])
     at.radio(key=f"labelling.verdict.{first.inspection_id}").set_value("pass")
     at.button(key="labelling.save").click().run()
     assert not at.exception
@@ -73,7 +73,7 @@ def test_a_second_engineer_sees_where_the_labels_differ(database, settings, app_
         first = label_queue(session=session, labeller="erin", limit=1)[0]
     save_label(database, CurrentUser("erin", Role.ENGINEER), inspection_id=first.inspection_id, verdict=Verdict.REJECT, boxes=[LabelBox("chip", 5, 5, 50, 40)])
     at = _page(app_for, "eli")
-    _delete_all_boxes(at, first)
+    _set_boxes(at, first, [])
     at.radio(key=f"labelling.verdict.{first.inspection_id}").set_value("pass")
     at.button(key="labelling.save").click().run()
     assert not at.exception
@@ -87,3 +87,47 @@ def test_only_engineers_label(database, app_for) -> None:
         at.run()
         with pytest.raises(ValueError):
             at.switch_page(PAGE)
+
+
+def test_boxes_drawn_in_the_editor_are_saved_and_the_verdict_follows_them(database, settings, app_for) -> None:
+    _seed(database, settings)
+    with database.read() as session:
+        first = label_queue(session=session, labeller="erin", limit=1)[0]
+    at = _page(app_for, "erin")
+    drawn = {"class_name": "chip", "x1": 10.0, "y1": 20.0, "x2": 60.0, "y2": 55.0}
+    _set_boxes(at, first, [])
+    at.run()
+    assert at.radio(key=f"labelling.verdict.{first.inspection_id}").value == "pass", "no boxes: the verdict starts at pass"
+    _set_boxes(at, first, [drawn])
+    at.run()
+    assert at.radio(key=f"labelling.verdict.{first.inspection_id}").value == "reject", "a drawn box turns the verdict to reject"
+    assert at.dataframe[0].value.to_dict("records") == [{"class": "chip", "x1": 10.0, "y1": 20.0, "x2": 60.0, "y2": 55.0}]
+    at.button(key="labelling.save").click().run()
+    assert not at.exception
+    with database.read() as session:
+        labels = labels_of(session=session, inspection_id=first.inspection_id)
+    assert [(label.verdict, label.boxes) for label in labels] == [(Verdict.REJECT, [LabelBox("chip", 10, 20, 60, 55)])]
+
+
+def test_a_pass_with_boxes_is_refused_with_a_reason(database, settings, app_for) -> None:
+    _seed(database, settings)
+    with database.read() as session:
+        first = label_queue(session=session, labeller="erin", limit=1)[0]
+    at = _page(app_for, "erin")
+    _set_boxes(at, first, [{"class_name": "scratch", "x1": 1, "y1": 2, "x2": 30, "y2": 40}])
+    at.run()
+    at.radio(key=f"labelling.verdict.{first.inspection_id}").set_value("pass")
+    at.button(key="labelling.save").click().run()
+    assert any("cannot pass" in e.value for e in at.error)
+    with database.read() as session:
+        assert labels_of(session=session, inspection_id=first.inspection_id) == []
+
+
+def test_an_unreadable_image_cannot_be_labelled(database, settings, app_for) -> None:
+    _seed(database, settings)
+    with database.read() as session:
+        first = label_queue(session=session, labeller="erin", limit=1)[0]
+    (settings.data_dir / first.image_path).write_bytes(b"\xff\xd8\xff truncated")
+    at = _page(app_for, "erin")
+    assert any("cannot be read" in e.value for e in at.error)
+    assert at.button(key="labelling.save").disabled

@@ -94,10 +94,16 @@ def _seed_canary_request(database, reference, images: list[str]) -> None:
 
 
 @pytest.fixture(scope="session")
-def served_app(tmp_path_factory):
-    """A seeded installation and the app serving it; yields the base URL."""
+def served_env(tmp_path_factory) -> dict[str, str]:
+    """The environment of the served installation (tests read its database through ``load_settings(served_env)``)."""
     root = tmp_path_factory.mktemp("browser")
-    env = dict(os.environ, SHADOWLINE_DATA_DIR=str(root / "data"), SHADOWLINE_MODELS_DIR=str(PROJECT_ROOT / "models"))
+    return dict(os.environ, SHADOWLINE_DATA_DIR=str(root / "data"), SHADOWLINE_MODELS_DIR=str(PROJECT_ROOT / "models"))
+
+
+@pytest.fixture(scope="session")
+def served_app(served_env):
+    """A seeded installation and the app serving it; yields the base URL."""
+    env = served_env
     settings = load_settings(env)
     database = open_database(settings)
     initialize(database, settings)

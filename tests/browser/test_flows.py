@@ -113,15 +113,55 @@ def test_manager_approves_a_move_to_canary_and_sees_the_slider_move(served_app, 
     screenshot(page, "automation_approved")
 
 
-def test_engineer_labels_a_disagreement_in_the_browser(served_app, page):
+def test_engineer_draws_boxes_with_the_mouse_and_saves_the_label(served_app, served_env, page):
+    from core.settings import load_settings
+    from db.bootstrap import open_database
+    from db.labels import labels_of
+    from db.models import ImageMetrics, Inspection
+
     sign_in(page, served_app, "erin")
     page.get_by_role("link", name="Labelling").click()
     page.get_by_role("heading", name="Labelling").wait_for(timeout=20_000)
-    page.locator("[data-testid='stImage'] img").first.wait_for(timeout=20_000)
     expect(page.get_by_text(re.compile(r"this one because the person and the model disagree"))).to_be_visible(timeout=20_000)
     serial = page.get_by_text(re.compile(r"SN-\d+-\d+")).first.inner_text().split(" ")[0]
+    canvas = page.locator(".box-editor canvas")
+    canvas.wait_for(timeout=20_000)
     screenshot(page, "labelling")
-    # The gold verdict starts from the boxes (the model's): keep them, save.
+    # Start from nothing, draw one box, make it a chip from the keyboard, then drag it 40 screen pixels right.
+    page.get_by_role("button", name="Remove all boxes").click()
+    expect(page.locator(".box-editor .count")).to_have_text("0 boxes")
+    expect(page.get_by_role("radio", name="pass")).to_be_checked(timeout=20_000)
+    box = canvas.bounding_box()
+    x0, y0 = box["x"] + box["width"] * 0.30, box["y"] + box["height"] * 0.30
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    page.mouse.move(x0 + 60, y0 + 40, steps=6)
+    page.mouse.move(x0 + 120, y0 + 80, steps=6)
+    page.mouse.up()
+    page.keyboard.press("3")
+    page.mouse.move(x0 + 60, y0 + 40)
+    page.mouse.down()
+    page.mouse.move(x0 + 100, y0 + 40, steps=8)
+    page.mouse.up()
+    expect(page.locator(".box-editor .count")).to_have_text("1 box")
+    expect(canvas).to_have_attribute("aria-label", "Phone image with 1 box: chip")
+    expect(page.get_by_role("radio", name="reject")).to_be_checked(timeout=20_000)
+    screenshot(page, "labelling_drawn")
     page.get_by_role("button", name="Save label").click()
-    expect(page.get_by_text(re.compile(r"Saved your label of the previous phone \((pass|reject), \d+ boxes\)"))).to_be_visible(timeout=20_000)
+    expect(page.get_by_text("Saved your label of the previous phone (reject, 1 box)")).to_be_visible(timeout=20_000)
     expect(page.get_by_text(serial)).to_have_count(0)
+
+    database = open_database(load_settings(served_env))
+    try:
+        with database.read() as session:
+            inspection_id = session.query(Inspection.id).filter(Inspection.serial == serial).scalar()
+            (label,) = labels_of(session=session, inspection_id=inspection_id)
+            width = session.get(ImageMetrics, inspection_id).width
+    finally:
+        database.dispose()
+    scale = width / box["width"]  # image pixels per screen pixel
+    (saved,) = label.boxes
+    assert (label.labeller, label.verdict.value, saved.class_name) == ("erin", "reject", "chip")
+    expected = (box["width"] * 0.30 + 40, box["height"] * 0.30, box["width"] * 0.30 + 160, box["height"] * 0.30 + 80)
+    for got, want in zip((saved.x1, saved.y1, saved.x2, saved.y2), expected, strict=True):
+        assert abs(got - want * scale) <= 3, (saved, [w * scale for w in expected])
