@@ -143,6 +143,17 @@ def test_engineer_draws_boxes_with_the_mouse_and_saves_the_label(served_app, ser
     page.mouse.down()
     page.mouse.move(x0 + 100, y0 + 40, steps=8)
     page.mouse.up()
+    # Resize it by its bottom-right corner; draw a second box and delete it from the keyboard.
+    page.mouse.move(x0 + 160, y0 + 80)
+    page.mouse.down()
+    page.mouse.move(x0 + 180, y0 + 100, steps=8)
+    page.mouse.up()
+    page.mouse.move(x0 - 100, y0 + 150)
+    page.mouse.down()
+    page.mouse.move(x0 - 40, y0 + 190, steps=6)
+    page.mouse.up()
+    expect(page.locator(".box-editor .count")).to_have_text("2 boxes")
+    page.keyboard.press("Delete")
     expect(page.locator(".box-editor .count")).to_have_text("1 box")
     expect(canvas).to_have_attribute("aria-label", "Phone image with 1 box: chip")
     expect(page.get_by_role("radio", name="reject")).to_be_checked(timeout=20_000)
@@ -162,6 +173,6 @@ def test_engineer_draws_boxes_with_the_mouse_and_saves_the_label(served_app, ser
     scale = width / box["width"]  # image pixels per screen pixel
     (saved,) = label.boxes
     assert (label.labeller, label.verdict.value, saved.class_name) == ("erin", "reject", "chip")
-    expected = (box["width"] * 0.30 + 40, box["height"] * 0.30, box["width"] * 0.30 + 160, box["height"] * 0.30 + 80)
+    expected = (box["width"] * 0.30 + 40, box["height"] * 0.30, box["width"] * 0.30 + 180, box["height"] * 0.30 + 100)
     for got, want in zip((saved.x1, saved.y1, saved.x2, saved.y2), expected, strict=True):
         assert abs(got - want * scale) <= 3, (saved, [w * scale for w in expected])
