@@ -31,6 +31,25 @@ def annotated_image(path: str, boxes: tuple[tuple[Any, ...], ...]) -> np.ndarray
     return np.ascontiguousarray(image[..., ::-1])
 
 
+LABEL_COLOURS = ((255, 160, 0), (0, 140, 255))  # BGR: the first label blue, the second orange
+
+
+@st.cache_data(ttl=300, max_entries=64, show_spinner=False)
+def two_labels_image(path: str, first: tuple[tuple[Any, ...], ...], second: tuple[tuple[Any, ...], ...]) -> np.ndarray | None:
+    """The stored image as RGB with two labels' ``(x1, y1, x2, y2, class_name)`` boxes, numbered from 1; None if unreadable."""
+    try:
+        image = read_image(Path(path))
+    except InvalidImageError:
+        return None
+    thickness = max(2, image.shape[1] // 300)
+    for boxes, colour, below in ((first, LABEL_COLOURS[0], False), (second, LABEL_COLOURS[1], True)):
+        for number, (x1, y1, x2, y2, name) in enumerate(boxes, start=1):
+            cv2.rectangle(image, (int(x1), int(y1)), (int(x2), int(y2)), colour, thickness)
+            y = min(image.shape[0] - 4, int(y2) + 14) if below else max(12, int(y1) - 4)
+            cv2.putText(image, f"{number} {name}", (int(x1), y), cv2.FONT_HERSHEY_SIMPLEX, 0.45, colour, 1, cv2.LINE_AA)
+    return np.ascontiguousarray(image[..., ::-1])
+
+
 def box_tuples(boxes: list[dict[str, Any]]) -> tuple[tuple[Any, ...], ...]:
     return tuple((b["x1"], b["y1"], b["x2"], b["y2"], b["confidence"], b["class_name"]) for b in boxes)
 

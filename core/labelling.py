@@ -102,6 +102,17 @@ def compare_labels(first: tuple[Verdict, list[LabelBox]], second: tuple[Verdict,
     )
 
 
+def agreement_rows(agreement: LabelAgreement, first: list[LabelBox], second: list[LabelBox]) -> list[dict[str, Any]]:
+    """Where two labels' boxes meet and where they part, one row per box pair or lone box (boxes numbered from 1)."""
+    rows: list[dict[str, Any]] = []
+    for pairs, where in ((agreement.matched, "same box"), (agreement.class_mismatches, "classes differ")):
+        for i, j, overlap in pairs:
+            rows.append({"first": f"{i + 1} {first[i].class_name}", "second": f"{j + 1} {second[j].class_name}", "iou": round(overlap, 2), "where": where})
+    rows += [{"first": f"{i + 1} {first[i].class_name}", "second": None, "iou": None, "where": "only in the first label"} for i in agreement.only_first]
+    rows += [{"first": None, "second": f"{j + 1} {second[j].class_name}", "iou": None, "where": "only in the second label"} for j in agreement.only_second]
+    return rows
+
+
 def save_label(
     database: Any,
     user: CurrentUser,

@@ -130,6 +130,12 @@ def _view(row: Label) -> LabelView:
     return LabelView(row.id, row.inspection_id, row.labeller, Verdict(row.verdict), [LabelBox.from_dict(b) for b in row.boxes], row.adjudicated, row.created_at)
 
 
+def image_path_of(*, session: Session, inspection_id: int) -> str | None:
+    """Where a phone's stored image is (relative to the data folder)."""
+    row = session.get(Inspection, inspection_id)
+    return row.image_path if row else None
+
+
 def labels_of(*, session: Session, inspection_id: int) -> list[LabelView]:
     return [_view(r) for r in session.scalars(select(Label).where(Label.inspection_id == inspection_id).order_by(Label.created_at))]
 

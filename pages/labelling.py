@@ -11,11 +11,11 @@ import streamlit as st
 from app import state
 from app.box_editor import box_editor, image_payload
 from app.session import current_user
-from app.widgets import local_time
+from app.widgets import local_time, two_labels_image
 from core.auth import PermissionDeniedError
-from core.labelling import LabelBox, adjudicate, compare_labels, save_label
+from core.labelling import LabelBox, adjudicate, agreement_rows, compare_labels, save_label
 from core.vocabulary import DefectClass, Verdict
-from db.labels import REASONS, LabelError, label_queue, labels_of
+from db.labels import REASONS, LabelError, image_path_of, label_queue, labels_of
 from db.lines import list_lines
 
 WINDOWS = {"last 24 hours": timedelta(days=1), "last 7 days": timedelta(days=7), "all time": None}
@@ -127,6 +127,7 @@ last = st.session_state.get("labelling.saved")
 if last is not None:
     with database.read() as session:
         labels = labels_of(session=session, inspection_id=last)
+        last_image = image_path_of(session=session, inspection_id=last)
     mine = next((label for label in labels if label.labeller == user.name), None)
     others = [label for label in labels if label.labeller != user.name]
     if mine and others:
@@ -135,6 +136,20 @@ if last is not None:
             agreement = compare_labels((mine.verdict, mine.boxes), (other.verdict, other.boxes))
             (st.success if agreement.agree else st.warning)(f"Your label and {other.labeller}'s: {agreement.describe()}.")
             if not agreement.agree:
+                picture, where = st.columns([3, 2])
+                both = two_labels_image(
+                    str(settings.data_dir / (last_image or "")),
+                    tuple((b.x1, b.y1, b.x2, b.y2, b.class_name) for b in mine.boxes),
+                    tuple((b.x1, b.y1, b.x2, b.y2, b.class_name) for b in other.boxes),
+                )
+                if both is not None:
+                    picture.image(both, caption=f"blue: yours ({mine.verdict.value}); orange: {other.labeller}'s ({other.verdict.value})", width="stretch")
+                rows = agreement_rows(agreement, mine.boxes, other.boxes)
+                where.dataframe(
+                    pd.DataFrame(rows, columns=["first", "second", "iou", "where"]).rename(columns={"first": "yours", "second": other.labeller, "iou": "IoU"}),
+                    hide_index=True,
+                    width="stretch",
+                )
                 choice = st.radio(
                     "Which label is the truth?",
                     [mine.id, other.id],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from core.labelling import LabelBox, compare_labels, iou
+from core.labelling import LabelBox, agreement_rows, compare_labels, iou
 from core.vocabulary import Verdict
 
 
@@ -39,3 +39,15 @@ def test_bad_boxes_are_refused() -> None:
         box("smudge", 0, 0, 1, 1)
     with pytest.raises(ValueError, match="x2 > x1"):
         box("scratch", 5, 0, 1, 1)
+
+
+def test_agreement_rows_say_where_two_labels_meet_and_part() -> None:
+    first = [LabelBox("scratch", 0, 0, 10, 10), LabelBox("chip", 50, 50, 60, 60), LabelBox("dent", 100, 100, 120, 120)]
+    second = [LabelBox("scratch", 1, 0, 10, 10), LabelBox("dent", 50, 50, 60, 61), LabelBox("chip", 200, 200, 210, 210)]
+    rows = agreement_rows(compare_labels((Verdict.REJECT, first), (Verdict.REJECT, second)), first, second)
+    assert rows == [
+        {"first": "1 scratch", "second": "1 scratch", "iou": 0.9, "where": "same box"},
+        {"first": "2 chip", "second": "2 dent", "iou": 0.91, "where": "classes differ"},
+        {"first": "3 dent", "second": None, "iou": None, "where": "only in the first label"},
+        {"first": None, "second": "3 chip", "iou": None, "where": "only in the second label"},
+    ]
