@@ -136,6 +136,10 @@ def image_path_of(*, session: Session, inspection_id: int) -> str | None:
     return row.image_path if row else None
 
 
+def serials_of(*, session: Session, inspection_ids: list[int]) -> dict[int, str]:
+    return {row[0]: row[1] for row in session.execute(select(Inspection.id, Inspection.serial).where(Inspection.id.in_(inspection_ids)))}
+
+
 def labels_of(*, session: Session, inspection_id: int) -> list[LabelView]:
     return [_view(r) for r in session.scalars(select(Label).where(Label.inspection_id == inspection_id).order_by(Label.created_at))]
 
@@ -199,3 +203,22 @@ def truths(*, session: Session, inspection_ids: list[int] | None = None, line_id
     for row in session.scalars(query.order_by(Label.created_at)):
         grouped.setdefault(row.inspection_id, []).append(_view(row))
     return {inspection_id: found for inspection_id, labels in grouped.items() if (found := truth(labels)) is not None}
+
+
+def awaiting_adjudication(*, session: Session, line_id: int | None = None, limit: int = 100) -> list[int]:
+    """Phones (inspection ids, oldest label first) whose labels disagree and that nobody has adjudicated yet."""
+    several = (
+        select(Label.inspection_id)
+        .group_by(Label.inspection_id)
+        .having(func.count() > 1, func.max(case((Label.adjudicated.is_(True), 1), else_=0)) == 0)
+        .order_by(func.min(Label.created_at))
+    )
+    if line_id is not None:
+        several = several.join(Inspection, Inspection.id == Label.inspection_id).where(Inspection.line_id == line_id)
+    waiting: list[int] = []
+    for inspection_id in session.scalars(several):
+        if truth(labels_of(session=session, inspection_id=inspection_id)) is None:
+            waiting.append(inspection_id)
+            if len(waiting) >= limit:
+                break
+    return waiting

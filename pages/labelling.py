@@ -1,4 +1,5 @@
-"""Labelling: phones worth a label, best first; the engineer corrects the model's boxes and sets the gold verdict."""
+"""Labelling: phones worth a label, best first; the engineer corrects the model's boxes and sets the gold verdict.
+Where two engineers' labels of a phone disagree, one of them is adjudicated as the truth."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from app.widgets import local_time, two_labels_image
 from core.auth import PermissionDeniedError
 from core.labelling import LabelBox, adjudicate, agreement_rows, compare_labels, save_label
 from core.vocabulary import DefectClass, Verdict
-from db.labels import REASONS, LabelError, image_path_of, label_queue, labels_of
+from db.labels import REASONS, LabelError, LabelView, awaiting_adjudication, image_path_of, label_queue, labels_of, serials_of, truth
 from db.lines import list_lines
 
 WINDOWS = {"last 24 hours": timedelta(days=1), "last 7 days": timedelta(days=7), "all time": None}
@@ -37,128 +38,193 @@ st.caption(
     "S saves your label (with your name and the time), N skips to the next phone."
 )
 
-with database.read() as session:
-    lines = list_lines(session=session)
-filters = st.columns([1, 1, 2])
-line_name = filters[0].selectbox("Line", ["all lines", *(line.name for line in lines)], key="labelling.line")
-window = filters[1].selectbox("Time range", list(WINDOWS), index=1, key="labelling.window")
-reasons = filters[2].multiselect("Why", list(REASONS), default=list(REASONS), format_func=lambda r: REASON_TEXT[r], key="labelling.reasons")
-line_id = next((line.id for line in lines if line.name == line_name), None)
-since = datetime.now(UTC) - WINDOWS[window] if WINDOWS[window] else None
-with database.read() as session:
-    queue = label_queue(session=session, labeller=user.name, line_id=line_id, since=since, reasons=tuple(reasons), limit=200)
 
-if not queue:
-    st.success("Nothing waits for your label in this range.")
-    st.stop()
-
-skipped: set[int] = st.session_state.setdefault("labelling.skipped", set())
-waiting = [item for item in queue if item.inspection_id not in skipped] or queue
-item = waiting[0]
-st.caption(f"{len(queue)}{' or more' if len(queue) == 200 else ''} phones worth a label; this one because {REASON_TEXT[item.reason]}.")
-if st.session_state.get("labelling.current") != item.inspection_id:
-    st.session_state["labelling.current"] = item.inspection_id
-    st.session_state["labelling.started"] = time.monotonic()
-
-model_boxes = [{"class_name": b["class_name"], "x1": b["x1"], "y1": b["y1"], "x2": b["x2"], "y2": b["y2"]} for b in item.model_boxes if b["confidence"] >= 0.25]
-classes = [c.value for c in DefectClass]
-left, right = st.columns([3, 2])
-with left:
-    payload = image_payload(str(settings.data_dir / item.image_path))
-    if payload is None:
-        st.error("The stored image cannot be read: skip this phone (N); it stays in the queue for someone to look at.")
-        edited: list[dict[str, object]] = []
-    else:
-        edited = box_editor(
-            key=f"labelling.editor.{item.inspection_id}",
-            image=payload,
-            boxes=model_boxes,
-            classes=classes,
-            revision=str(item.inspection_id),
+def show_two_labels(first: LabelView, second: LabelView, image_path: str | None, first_name: str) -> None:
+    """Both labels drawn on the phone's image, and which boxes match (IoU), differ in class or stand alone."""
+    agreement = compare_labels((first.verdict, first.boxes), (second.verdict, second.boxes))
+    (st.success if agreement.agree else st.warning)(f"{first_name.capitalize()} and {second.labeller}'s labels: {agreement.describe()}.")
+    if agreement.agree:
+        return
+    picture, where = st.columns([3, 2])
+    both = (
+        two_labels_image(
+            str(settings.data_dir / image_path),
+            tuple((b.x1, b.y1, b.x2, b.y2, b.class_name) for b in first.boxes),
+            tuple((b.x1, b.y1, b.x2, b.y2, b.class_name) for b in second.boxes),
         )
-try:
-    boxes = [LabelBox.from_dict(row) for row in edited]
-    box_error = None
-except (ValueError, KeyError, TypeError) as error:
-    boxes, box_error = [], str(error)
-# The verdict follows the boxes (boxes mean reject) until the engineer changes it.
-verdict_key = f"labelling.verdict.{item.inspection_id}"
-had_boxes_key = f"labelling.had_boxes.{item.inspection_id}"
-if st.session_state.get(had_boxes_key) != bool(boxes):
-    st.session_state[had_boxes_key] = bool(boxes)
-    st.session_state[verdict_key] = Verdict.REJECT.value if boxes else Verdict.PASS.value
-with right:
-    st.markdown(f"**{item.serial}** · processed {local_time(item.processed_at, settings.plant_timezone, '%Y-%m-%d %H:%M:%S')}")
-    st.markdown(
-        f"Person: **{item.human_verdict or 'not judged'}** · model: **{item.model_verdict}** (highest confidence {item.max_confidence:.2f})"
-        if item.max_confidence is not None
-        else "The model gave no prediction."
+        if image_path
+        else None
     )
-    table = pd.DataFrame([b.as_dict() for b in boxes], columns=["class_name", "x1", "y1", "x2", "y2"], index=range(1, len(boxes) + 1))
-    st.dataframe(table.rename(columns={"class_name": "class"}), width="stretch")
-    verdict = st.radio("Gold verdict", [Verdict.PASS.value, Verdict.REJECT.value], horizontal=True, key=verdict_key)
-    save_col, skip_col = st.columns(2)
-    saved = save_col.button("Save label", type="primary", shortcut="S", key="labelling.save", width="stretch", disabled=payload is None)
-    if skip_col.button("Next (skip)", shortcut="N", key="labelling.skip", width="stretch"):
-        skipped.add(item.inspection_id)
-        st.rerun()
-
-if box_error:
-    st.error(f"A box is not valid: {box_error}")
-if saved and not box_error:
-    try:
-        save_label(
-            database,
-            user,
-            inspection_id=item.inspection_id,
-            verdict=Verdict(verdict),
-            boxes=boxes,
-            reason=item.reason,
-            seconds_taken=time.monotonic() - st.session_state.get("labelling.started", time.monotonic()),
-        )
-    except (ValueError, LabelError, PermissionDeniedError) as error:
-        st.error(str(error))
+    if both is None:
+        picture.error("The stored image cannot be read; the boxes are in the table.")
     else:
-        st.session_state["labelling.saved"] = item.inspection_id
-        st.rerun()
+        picture.image(both, caption=f"blue: {first_name} ({first.verdict.value}); orange: {second.labeller}'s ({second.verdict.value})", width="stretch")
+    table = pd.DataFrame(agreement_rows(agreement, first.boxes, second.boxes), columns=["first", "second", "iou", "where"])
+    where.dataframe(table.rename(columns={"first": first_name, "second": second.labeller, "iou": "IoU"}), hide_index=True, width="stretch")
 
-# -- the phone labelled just now: do the labels of two engineers agree? ------------------------
-last = st.session_state.get("labelling.saved")
-if last is not None:
+
+def settle(inspection_id: int, labels: list[LabelView]) -> None:
+    """Choose which label is the phone's truth (audited with a note)."""
+    choice = st.radio(
+        "Which label is the truth?",
+        [label.id for label in labels],
+        format_func=lambda i: next(f"{label.labeller}'s ({label.verdict.value}, {len(label.boxes)} boxes)" for label in labels if label.id == i),
+        key=f"labelling.adj.{inspection_id}",
+        horizontal=True,
+    )
+    note = st.text_input("Note (why this one)", key=f"labelling.adj_note.{inspection_id}")
+    if st.button("Adjudicate", key=f"labelling.adjudicate.{inspection_id}", type="primary"):
+        try:
+            adjudicate(database, user, label_id=int(choice), note=note.strip() or "adjudicated on the Labelling page")
+        except (LabelError, PermissionDeniedError) as error:
+            st.error(str(error))
+        else:
+            st.session_state.pop("labelling.saved", None)
+            st.session_state["labelling.settled"] = inspection_id
+            st.rerun()
+
+
+def previous_phone() -> None:
+    """The phone labelled just now: does another engineer's label of it agree?"""
+    last = st.session_state.get("labelling.saved")
+    if last is None:
+        return
     with database.read() as session:
         labels = labels_of(session=session, inspection_id=last)
-        last_image = image_path_of(session=session, inspection_id=last)
+        image_path = image_path_of(session=session, inspection_id=last)
     mine = next((label for label in labels if label.labeller == user.name), None)
     others = [label for label in labels if label.labeller != user.name]
     if mine and others:
         st.subheader("Two labels of the phone you just saved")
         for other in others:
-            agreement = compare_labels((mine.verdict, mine.boxes), (other.verdict, other.boxes))
-            (st.success if agreement.agree else st.warning)(f"Your label and {other.labeller}'s: {agreement.describe()}.")
-            if not agreement.agree:
-                picture, where = st.columns([3, 2])
-                both = two_labels_image(
-                    str(settings.data_dir / (last_image or "")),
-                    tuple((b.x1, b.y1, b.x2, b.y2, b.class_name) for b in mine.boxes),
-                    tuple((b.x1, b.y1, b.x2, b.y2, b.class_name) for b in other.boxes),
-                )
-                if both is not None:
-                    picture.image(both, caption=f"blue: yours ({mine.verdict.value}); orange: {other.labeller}'s ({other.verdict.value})", width="stretch")
-                rows = agreement_rows(agreement, mine.boxes, other.boxes)
-                where.dataframe(
-                    pd.DataFrame(rows, columns=["first", "second", "iou", "where"]).rename(columns={"first": "yours", "second": other.labeller, "iou": "IoU"}),
-                    hide_index=True,
-                    width="stretch",
-                )
-                choice = st.radio(
-                    "Which label is the truth?",
-                    [mine.id, other.id],
-                    format_func=lambda i, theirs=other.labeller: "mine" if i == mine.id else theirs,
-                    key=f"labelling.adj.{last}",
-                )
-                if st.button("Adjudicate", key=f"labelling.adjudicate.{last}"):
-                    adjudicate(database, user, label_id=int(choice), note="adjudicated on the Labelling page")
-                    st.session_state.pop("labelling.saved", None)
-                    st.rerun()
+            show_two_labels(mine, other, image_path, "yours")
+        if truth(labels) is None:
+            settle(last, labels)
     elif mine:
         st.caption(f"Saved your label of the previous phone ({mine.verdict.value}, {len(mine.boxes)} box{'' if len(mine.boxes) == 1 else 'es'}).")
+
+
+def label_phones(line_id: int | None) -> None:
+    window = filters[1].selectbox("Time range", list(WINDOWS), index=1, key="labelling.window")
+    reasons = filters[2].multiselect("Why", list(REASONS), default=list(REASONS), format_func=lambda r: REASON_TEXT[r], key="labelling.reasons")
+    since = datetime.now(UTC) - WINDOWS[window] if WINDOWS[window] else None
+    with database.read() as session:
+        queue = label_queue(session=session, labeller=user.name, line_id=line_id, since=since, reasons=tuple(reasons), limit=200)
+    if not queue:
+        st.success("Nothing waits for your label in this range.")
+        previous_phone()
+        return
+
+    skipped: set[int] = st.session_state.setdefault("labelling.skipped", set())
+    waiting = [item for item in queue if item.inspection_id not in skipped] or queue
+    item = waiting[0]
+    st.caption(f"{len(queue)}{' or more' if len(queue) == 200 else ''} phones worth a label; this one because {REASON_TEXT[item.reason]}.")
+    if st.session_state.get("labelling.current") != item.inspection_id:
+        st.session_state["labelling.current"] = item.inspection_id
+        st.session_state["labelling.started"] = time.monotonic()
+
+    model_boxes = [
+        {"class_name": b["class_name"], "x1": b["x1"], "y1": b["y1"], "x2": b["x2"], "y2": b["y2"]} for b in item.model_boxes if b["confidence"] >= 0.25
+    ]
+    left, right = st.columns([3, 2])
+    with left:
+        payload = image_payload(str(settings.data_dir / item.image_path))
+        if payload is None:
+            st.error("The stored image cannot be read: skip this phone (N); it stays in the queue for someone to look at.")
+            edited: list[dict[str, object]] = []
+        else:
+            edited = box_editor(
+                key=f"labelling.editor.{item.inspection_id}",
+                image=payload,
+                boxes=model_boxes,
+                classes=[c.value for c in DefectClass],
+                revision=str(item.inspection_id),
+            )
+    try:
+        boxes = [LabelBox.from_dict(row) for row in edited]
+        box_error = None
+    except (ValueError, KeyError, TypeError) as error:
+        boxes, box_error = [], str(error)
+    # The verdict follows the boxes (boxes mean reject) until the engineer changes it.
+    verdict_key = f"labelling.verdict.{item.inspection_id}"
+    had_boxes_key = f"labelling.had_boxes.{item.inspection_id}"
+    if st.session_state.get(had_boxes_key) != bool(boxes):
+        st.session_state[had_boxes_key] = bool(boxes)
+        st.session_state[verdict_key] = Verdict.REJECT.value if boxes else Verdict.PASS.value
+    with right:
+        st.markdown(f"**{item.serial}** · processed {local_time(item.processed_at, settings.plant_timezone, '%Y-%m-%d %H:%M:%S')}")
+        st.markdown(
+            f"Person: **{item.human_verdict or 'not judged'}** · model: **{item.model_verdict}** (highest confidence {item.max_confidence:.2f})"
+            if item.max_confidence is not None
+            else "The model gave no prediction."
+        )
+        table = pd.DataFrame([b.as_dict() for b in boxes], columns=["class_name", "x1", "y1", "x2", "y2"], index=range(1, len(boxes) + 1))
+        st.dataframe(table.rename(columns={"class_name": "class"}), width="stretch")
+        verdict = st.radio("Gold verdict", [Verdict.PASS.value, Verdict.REJECT.value], horizontal=True, key=verdict_key)
+        save_col, skip_col = st.columns(2)
+        saved = save_col.button("Save label", type="primary", shortcut="S", key="labelling.save", width="stretch", disabled=payload is None)
+        if skip_col.button("Next (skip)", shortcut="N", key="labelling.skip", width="stretch"):
+            skipped.add(item.inspection_id)
+            st.rerun()
+
+    if box_error:
+        st.error(f"A box is not valid: {box_error}")
+    if saved and not box_error:
+        try:
+            save_label(
+                database,
+                user,
+                inspection_id=item.inspection_id,
+                verdict=Verdict(verdict),
+                boxes=boxes,
+                reason=item.reason,
+                seconds_taken=time.monotonic() - st.session_state.get("labelling.started", time.monotonic()),
+            )
+        except (ValueError, LabelError, PermissionDeniedError) as error:
+            st.error(str(error))
+        else:
+            st.session_state["labelling.saved"] = item.inspection_id
+            st.rerun()
+    previous_phone()
+
+
+def settle_disagreements(waiting: list[int]) -> None:
+    settled = st.session_state.pop("labelling.settled", None)
+    if settled is not None:
+        st.success("Adjudicated: that phone's truth is set (see the audit log).")
+    if not waiting:
+        st.success("No labels wait for adjudication.")
+        return
+    with database.read() as session:
+        phones = {i: (labels_of(session=session, inspection_id=i), image_path_of(session=session, inspection_id=i)) for i in waiting}
+        serials = serials_of(session=session, inspection_ids=waiting)
+    chosen = st.selectbox("Phone", waiting, format_func=lambda i: f"{serials.get(i, i)} ({len(phones[i][0])} labels)", key="labelling.settle_phone", index=0)
+    if chosen not in phones:
+        return
+    labels, image_path = phones[chosen]
+    for other in labels[1:]:
+        show_two_labels(labels[0], other, image_path, f"{labels[0].labeller}'s")
+    settle(chosen, labels)
+
+
+with database.read() as session:
+    lines = list_lines(session=session)
+    waiting_ids = awaiting_adjudication(session=session)
+mode = st.radio(
+    "Task",
+    ["label", "settle"],
+    format_func=lambda m: "Label phones" if m == "label" else f"Settle disagreements ({len(waiting_ids)}{'+' if len(waiting_ids) == 100 else ''})",
+    horizontal=True,
+    key="labelling.mode",
+    label_visibility="collapsed",
+)
+filters = st.columns([1, 1, 2])
+line_name = filters[0].selectbox("Line", ["all lines", *(line.name for line in lines)], key="labelling.line")
+line_id = next((line.id for line in lines if line.name == line_name), None)
+if mode == "label":
+    label_phones(line_id)
+else:
+    if line_id is not None:
+        with database.read() as session:
+            waiting_ids = awaiting_adjudication(session=session, line_id=line_id)
+    settle_disagreements(waiting_ids)

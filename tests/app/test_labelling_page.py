@@ -10,6 +10,7 @@ from core.labelling import LabelBox, save_label
 from core.line_simulator import SimulatedInspector, simulate_line
 from core.vocabulary import Role, Verdict
 from core.worker import Worker
+from db import audit
 from db.labels import label_queue, labels_of
 from db.lines import get_line
 
@@ -135,3 +136,32 @@ def test_an_unreadable_image_cannot_be_labelled(database, settings, app_for) -> 
     at = _page(app_for, "erin")
     assert any("cannot be read" in e.value for e in at.error)
     assert at.button(key="labelling.save").disabled
+
+
+def test_labels_that_disagree_are_settled_later_from_their_own_list(database, settings, app_for) -> None:
+    _seed(database, settings)
+    with database.read() as session:
+        first, second = label_queue(session=session, labeller="erin", limit=2)
+    chip = [LabelBox("chip", 5, 5, 50, 40)]
+    for phone in (first, second):
+        save_label(database, CurrentUser("erin", Role.ENGINEER), inspection_id=phone.inspection_id, verdict=Verdict.REJECT, boxes=chip)
+    save_label(database, CurrentUser("eli", Role.ENGINEER), inspection_id=first.inspection_id, verdict=Verdict.PASS, boxes=[])
+    save_label(database, CurrentUser("eli", Role.ENGINEER), inspection_id=second.inspection_id, verdict=Verdict.REJECT, boxes=chip)  # agrees
+    at = _page(app_for, "ana")
+    mode = at.radio(key="labelling.mode")
+    assert mode.options == ["Label phones", "Settle disagreements (1)"]
+    mode.set_value("settle").run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key="labelling.settle_phone").value == first.inspection_id
+    assert any("the verdicts differ" in w.value for w in at.warning)
+    with database.read() as session:
+        eli = next(label for label in labels_of(session=session, inspection_id=first.inspection_id) if label.labeller == "eli")
+    at.radio(key=f"labelling.adj.{first.inspection_id}").set_value(eli.id)
+    at.text_input(key=f"labelling.adj_note.{first.inspection_id}").input("the mark wipes off")
+    at.button(key=f"labelling.adjudicate.{first.inspection_id}").click().run()
+    assert not at.exception, at.exception
+    assert any("No labels wait for adjudication" in s.value for s in at.success)
+    with database.read() as session:
+        assert [label.adjudicated for label in labels_of(session=session, inspection_id=first.inspection_id) if label.labeller == "eli"] == [True]
+        entries, _ = audit.search(session=session, action_prefix="label.adjudicate")
+    assert entries[["actor", "note"]].values.tolist() == [["ana", "the mark wipes off"]]

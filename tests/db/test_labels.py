@@ -9,7 +9,7 @@ from core.labelling import LabelBox, adjudicate, save_label
 from core.vocabulary import Role, Verdict
 from db import audit
 from db.comparison import paired_decisions
-from db.labels import label_queue, labels_of, truths
+from db.labels import awaiting_adjudication, label_queue, labels_of, truths
 from db.lines import get_line
 from tests.drift_data import add_phones
 
@@ -80,3 +80,22 @@ def test_labels_are_the_better_truth_once_they_agree_or_are_adjudicated(database
     adjudicate(database, ERIN, label_id=eli_label.id, note="looked again under the lamp")
     with database.read() as session:
         assert truths(session=session)[inspection_id].labeller == "eli"
+
+
+def test_labels_that_disagree_wait_for_adjudication_until_someone_settles_them(database, drift_reference) -> None:
+    add_phones(database, drift_reference, 60, seed=2, human_disagrees=0.2)
+    with database.read() as session:
+        a, b, c = (item.inspection_id for item in label_queue(session=session, labeller="erin", limit=3))
+    for phone in (a, b, c):
+        save_label(database, ERIN, inspection_id=phone, verdict=Verdict.REJECT, boxes=CHIP)
+    save_label(database, ELI, inspection_id=a, verdict=Verdict.PASS, boxes=[])  # disagrees
+    save_label(database, ELI, inspection_id=b, verdict=Verdict.REJECT, boxes=[LabelBox("chip", 11, 10, 40, 31)])  # agrees
+    save_label(database, ELI, inspection_id=c, verdict=Verdict.REJECT, boxes=[LabelBox("scratch", 10, 10, 40, 30)])  # class differs
+    with database.read() as session:
+        assert awaiting_adjudication(session=session) == [a, c]
+        assert awaiting_adjudication(session=session, line_id=_line_id(database) + 1) == []
+        eli_label = next(label for label in labels_of(session=session, inspection_id=a) if label.labeller == "eli")
+    adjudicate(database, ERIN, label_id=eli_label.id, note="no chip on second look")
+    with database.read() as session:
+        assert awaiting_adjudication(session=session) == [c]
+        assert truths(session=session, inspection_ids=[a])[a].labeller == "eli"
