@@ -28,12 +28,14 @@ class Settings:
         database_url: SQLAlchemy URL of the database.
         models_dir: Folder holding one sub-folder per model version.
         plant_timezone: IANA time zone the pages show times in.
+        max_training_jobs: Training jobs that may run at once (each takes every CPU core it gets).
     """
 
     data_dir: Path
     database_url: str
     models_dir: Path
     plant_timezone: str
+    max_training_jobs: int = 1
 
     @property
     def images_dir(self) -> Path:
@@ -55,7 +57,10 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
     database_url = env.get("SHADOWLINE_DATABASE_URL") or f"sqlite:///{data_dir / 'shadowline.db'}"
     models_dir = Path(env.get("SHADOWLINE_MODELS_DIR") or PROJECT_ROOT / "models").resolve()
     timezone = env.get("SHADOWLINE_TIMEZONE") or "UTC"
-    return Settings(data_dir=data_dir, database_url=database_url, models_dir=models_dir, plant_timezone=timezone)
+    jobs = env.get("SHADOWLINE_MAX_TRAINING_JOBS") or "1"
+    if not jobs.isdigit() or int(jobs) < 1:
+        raise ValueError(f"SHADOWLINE_MAX_TRAINING_JOBS must be a whole number of at least 1, got {jobs!r}")
+    return Settings(data_dir=data_dir, database_url=database_url, models_dir=models_dir, plant_timezone=timezone, max_training_jobs=int(jobs))
 
 
 @cache

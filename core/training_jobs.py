@@ -88,7 +88,12 @@ def _alive(pid: int | None) -> bool:
 def reap_dead_jobs(database: Database) -> list[int]:
     """Mark running jobs whose process is gone (killed, machine restarted) as failed, saying so."""
     with database.write() as session:
-        dead = [row for row in session.query(TrainingJob).filter(TrainingJob.status == "running") if not _alive(row.pid)]
+        # A queued job has a pid once its process was started; one without a pid is still being started.
+        dead = [
+            row
+            for row in session.query(TrainingJob).filter(TrainingJob.status.in_(("queued", "running")))
+            if (row.status == "running" or row.pid is not None) and not _alive(row.pid)
+        ]
         for row in dead:
             epoch = (row.progress or {}).get("epoch", 0)
             row.status, row.message, row.updated_at = "failed", f"the training process (pid {row.pid}) died after epoch {epoch}; start the job again", utcnow()
@@ -130,7 +135,15 @@ def start_job(
         raise ValueError("epochs must be at least 1")
     if (settings.models_dir / version).exists():
         raise ValueError(f"model version {version!r} already exists: choose another name")
+    reap_dead_jobs(database)
     with database.write() as session:
+        busy = session.query(TrainingJob).filter(TrainingJob.status.in_(("queued", "running"))).order_by(TrainingJob.id).all()
+        if len(busy) >= settings.max_training_jobs:
+            names = ", ".join(f"#{job.id} {job.version} (started by {job.requested_by})" for job in busy)
+            raise ValueError(
+                f"{len(busy)} training job(s) already running, the most this machine runs at once ({settings.max_training_jobs}): {names}. "
+                "Wait for it to finish or cancel it."
+            )
         row = TrainingJob(
             version=version,
             dataset=str(dataset),

@@ -75,6 +75,8 @@ def test_a_cancelled_job_stops_at_the_next_epoch(installation) -> None:
     while get_job(database, job_id).progress.get("epoch", 0) < 1 and time.monotonic() < deadline:
         assert get_job(database, job_id).status in ("queued", "running"), (settings.data_dir / "jobs" / f"{job_id}.log").read_text()[-2000:]
         time.sleep(0.5)
+    with pytest.raises(ValueError, match=r"already running.*#\d+ chips-long \(started by erin\)"):
+        start_job(database, settings, ERIN, dataset=dataset, version="chips-second", epochs=1, init_from=None, candidate_for=None)
     cancel_job(database, ERIN, job_id)
     job = _wait(database, job_id, {"cancelled", "done", "failed"})
     assert job.status == "cancelled" and job.progress["epoch"] < 200 and "cancelled after epoch" in (job.message or "")
@@ -99,3 +101,8 @@ def test_a_killed_job_is_reported_as_failed_not_running_forever(installation) ->
     time.sleep(0.5)
     (job,) = [j for j in list_jobs(database) if j.id == job_id]
     assert job.status == "failed" and "died" in (job.message or "")
+    # The dead job does not hold the machine's one training slot.
+    again = start_job(
+        database, settings, ERIN, dataset=dataset, version="chips-again", epochs=1, init_from=settings.shipped_model_dir, candidate_for=None, eval_count=5
+    )
+    assert _wait(database, again, {"done", "failed", "cancelled"}).status == "done"
