@@ -145,12 +145,9 @@ def label_phones(line_id: int | None) -> None:
         box_error = None
     except (ValueError, KeyError, TypeError) as error:
         boxes, box_error = [], str(error)
-    # The verdict follows the boxes (boxes mean reject) until the engineer changes it.
-    verdict_key = f"labelling.verdict.{item.inspection_id}"
-    had_boxes_key = f"labelling.had_boxes.{item.inspection_id}"
-    if st.session_state.get(had_boxes_key) != bool(boxes):
-        st.session_state[had_boxes_key] = bool(boxes)
-        st.session_state[verdict_key] = Verdict.REJECT.value if boxes else Verdict.PASS.value
+    # The verdict follows the boxes (boxes mean reject) until the engineer changes it: one widget for
+    # "has boxes" and one for "has none", so a quick run of edits can never leave a stale choice.
+    verdict_key = f"labelling.verdict.{item.inspection_id}.{'boxes' if boxes else 'none'}"
     with right:
         st.markdown(f"**{item.serial}** · processed {local_time(item.processed_at, settings.plant_timezone, '%Y-%m-%d %H:%M:%S')}")
         st.markdown(
@@ -160,7 +157,7 @@ def label_phones(line_id: int | None) -> None:
         )
         table = pd.DataFrame([b.as_dict() for b in boxes], columns=["class_name", "x1", "y1", "x2", "y2"], index=range(1, len(boxes) + 1))
         st.dataframe(table.rename(columns={"class_name": "class"}), width="stretch")
-        verdict = st.radio("Gold verdict", [Verdict.PASS.value, Verdict.REJECT.value], horizontal=True, key=verdict_key)
+        verdict = st.radio("Gold verdict", [Verdict.PASS.value, Verdict.REJECT.value], index=1 if boxes else 0, horizontal=True, key=verdict_key)
         save_col, skip_col = st.columns(2)
         saved = save_col.button("Save label", type="primary", shortcut="S", key="labelling.save", width="stretch", disabled=payload is None)
         if skip_col.button("Next (skip)", shortcut="N", key="labelling.skip", width="stretch"):

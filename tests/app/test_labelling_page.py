@@ -57,7 +57,8 @@ def test_engineer_labels_the_first_phone_of_the_queue(database, settings, app_fo
     assert any(first.serial in m.value for m in at.markdown)
     assert not at.error, [e.value for e in at.error]  # the image was readable and the boxes valid
     _set_boxes(at, first, [])
-    at.radio(key=f"labelling.verdict.{first.inspection_id}").set_value("pass")
+    at.run()
+    at.radio(key=f"labelling.verdict.{first.inspection_id}.none").set_value("pass")
     at.button(key="labelling.save").click().run()
     assert not at.exception
     with database.read() as session:
@@ -75,7 +76,8 @@ def test_a_second_engineer_sees_where_the_labels_differ(database, settings, app_
     save_label(database, CurrentUser("erin", Role.ENGINEER), inspection_id=first.inspection_id, verdict=Verdict.REJECT, boxes=[LabelBox("chip", 5, 5, 50, 40)])
     at = _page(app_for, "eli")
     _set_boxes(at, first, [])
-    at.radio(key=f"labelling.verdict.{first.inspection_id}").set_value("pass")
+    at.run()
+    at.radio(key=f"labelling.verdict.{first.inspection_id}.none").set_value("pass")
     at.button(key="labelling.save").click().run()
     assert not at.exception
     assert any("the verdicts differ" in w.value for w in at.warning)
@@ -102,10 +104,10 @@ def test_boxes_drawn_in_the_editor_are_saved_and_the_verdict_follows_them(databa
     drawn = {"class_name": "chip", "x1": 10.0, "y1": 20.0, "x2": 60.0, "y2": 55.0}
     _set_boxes(at, first, [])
     at.run()
-    assert at.radio(key=f"labelling.verdict.{first.inspection_id}").value == "pass", "no boxes: the verdict starts at pass"
+    assert at.radio(key=f"labelling.verdict.{first.inspection_id}.none").value == "pass", "no boxes: the verdict starts at pass"
     _set_boxes(at, first, [drawn])
     at.run()
-    assert at.radio(key=f"labelling.verdict.{first.inspection_id}").value == "reject", "a drawn box turns the verdict to reject"
+    assert at.radio(key=f"labelling.verdict.{first.inspection_id}.boxes").value == "reject", "a drawn box turns the verdict to reject"
     assert at.dataframe[0].value.to_dict("records") == [{"class": "chip", "x1": 10.0, "y1": 20.0, "x2": 60.0, "y2": 55.0}]
     at.button(key="labelling.save").click().run()
     assert not at.exception
@@ -121,7 +123,7 @@ def test_a_pass_with_boxes_is_refused_with_a_reason(database, settings, app_for)
     at = _page(app_for, "erin")
     _set_boxes(at, first, [{"class_name": "scratch", "x1": 1, "y1": 2, "x2": 30, "y2": 40}])
     at.run()
-    at.radio(key=f"labelling.verdict.{first.inspection_id}").set_value("pass")
+    at.radio(key=f"labelling.verdict.{first.inspection_id}.boxes").set_value("pass")
     at.button(key="labelling.save").click().run()
     assert any("cannot pass" in e.value for e in at.error)
     with database.read() as session:
