@@ -57,6 +57,8 @@ class TrainConfig:
     #: ONNX input (height, width): the camera's 4:3 frames letterboxed to 320 wide fill 320x256 with little padding.
     onnx_input: tuple[int, int] = (256, 320)
     augment: dict[str, float] = field(default_factory=lambda: {"hsv_v": 0.3, "flipud": 0.5, "close_mosaic": 10})
+    #: Optimiser settings when training starts from an earlier version (fine-tuning); empty: Ultralytics' own.
+    fine_tune: dict[str, float | str] = field(default_factory=dict)
 
 
 def yolo_label_lines(boxes: list[tuple[int, tuple[float, float, float, float]]], width: int, height: int) -> list[str]:
@@ -165,6 +167,7 @@ def train_model_version(
         architecture=config.architecture,
         on_epoch=report,
         augment=config.augment,
+        optimiser=config.fine_tune if init_weights is not None else None,
         init_weights=init_weights,
     )
     train_seconds = time.monotonic() - started

@@ -225,8 +225,11 @@ def run_job(database: Database, settings: Settings, job_id: int, *, eval_count: 
         _update(database, job_id, status="cancelled", message="cancelled before it started")
         return get_job(database, job_id)
 
+    history: list[dict[str, float]] = []
+
     def on_epoch(epoch: Any) -> None:
-        progress = {"epoch": epoch.epoch, "epochs": epoch.epochs, "losses": epoch.losses, "metrics": epoch.metrics, "stage": "training"}
+        history.append({"epoch": epoch.epoch, **epoch.losses, **{k: v for k, v in epoch.metrics.items() if not k.startswith("fitness")}})
+        progress = {"epoch": epoch.epoch, "epochs": epoch.epochs, "losses": epoch.losses, "metrics": epoch.metrics, "stage": "training", "history": history}
         if _update(database, job_id, progress=progress):
             raise JobCancelledError(f"cancelled after epoch {epoch.epoch}")
 
@@ -249,7 +252,7 @@ def run_job(database: Database, settings: Settings, job_id: int, *, eval_count: 
     except Exception as error:  # the job reports any failure; the app keeps running
         _update(database, job_id, status="failed", message=f"{type(error).__name__}: {error}")
         raise
-    _update(database, job_id, progress={"epoch": job.epochs, "epochs": job.epochs, "stage": "registering"})
+    _update(database, job_id, progress={"epoch": job.epochs, "epochs": job.epochs, "stage": "registering", "history": history})
     with database.write() as session:
         registered = register_model_version(session=session, model_dir=folder, actor=job.requested_by)
     message = f"model {registered.version} trained and registered"

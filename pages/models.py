@@ -182,6 +182,16 @@ def training_jobs() -> None:
         metrics = job.progress.get("metrics") or {}
         detail = f"epoch {job.progress.get('epoch', 0)}/{job.epochs}" + (f", mAP50 {metrics['mAP50']:.3f}" if "mAP50" in metrics else "")
         st.progress(job.fraction, text=f"job {job.id}: {job.version} · {job.status} · {detail}" + (f" · {job.message}" if job.message else ""))
+        losses = job.progress.get("losses") or {}
+        if losses:
+            st.caption("latest epoch: " + ", ".join(f"{name} {value:.3f}" for name, value in {**losses, **metrics}.items() if not name.startswith("fitness")))
+        history = pd.DataFrame(job.progress.get("history") or [])
+        if job is jobs[0] and len(history) > 1:
+            curves = history.melt(id_vars="epoch", var_name="measure", value_name="value")
+            curves["panel"] = curves["measure"].map(lambda m: "loss" if m.endswith("loss") else "validation")
+            figure = px.line(curves, x="epoch", y="value", color="measure", facet_col="panel", markers=True, height=260)
+            figure.update_yaxes(matches=None, showticklabels=True)
+            st.plotly_chart(figure, key=f"models.curves.{job.id}")
         cancellable = job.status in ("queued", "running") and not job.cancel_requested and may(user.role, Action.SWITCH_MODEL)
         if cancellable and st.button(f"Cancel job {job.id}", key=f"models.cancel.{job.id}"):
             cancel_job(database, user, job.id)

@@ -24,6 +24,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
+def _setting(text: str) -> tuple[str, float | str]:
+    key, _, value = text.partition("=")
+    try:
+        return key.strip(), float(value)
+    except ValueError:
+        return key.strip(), value.strip()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--phones", type=int, default=300, help="new-defect phones run through the line")
@@ -36,6 +44,9 @@ def main() -> int:
     )
     parser.add_argument("--eval-count", type=int, default=300, help="held-out generated phones per scenario for the before/after comparison")
     parser.add_argument("--output", type=Path, help="write the report as JSON here")
+    parser.add_argument(
+        "--fine-tune", action="append", default=[], metavar="KEY=VALUE", help="an Ultralytics optimiser setting for the fine-tune, e.g. lr0=0.0002 (repeatable)"
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="shadowline-retrain-demo-") as tmp:
@@ -70,7 +81,7 @@ def main() -> int:
         models_dir = Path(tmp) / "models"
         folder = train_from_dataset(
             root,
-            TrainConfig(version="scratch-v3-chips", epochs=args.epochs),
+            TrainConfig(version="scratch-v3-chips", epochs=args.epochs, fine_tune=dict(_setting(text) for text in args.fine_tune)),
             models_dir,
             cache_dir=settings.cache_dir,
             init_from=settings.shipped_model_dir,

@@ -72,6 +72,7 @@ def train(
     threads: int = 2,
     on_epoch: Callable[[EpochProgress], None] | None = None,
     augment: dict[str, float] | None = None,
+    optimiser: dict[str, float | str] | None = None,
     init_weights: Path | None = None,
 ) -> Path:
     """Train a detector from its YAML architecture, with no pretrained weights.
@@ -87,6 +88,7 @@ def train(
         threads: Torch CPU threads.
         on_epoch: Called after each epoch with losses and validation metrics.
         augment: Overrides of Ultralytics augmentation hyper-parameters.
+        optimiser: Overrides of Ultralytics optimiser settings (``optimizer``, ``lr0``, ``warmup_epochs``, ...).
         init_weights: Start from these ``.pt`` weights (one of our own model versions, already
             checked against its card) instead of random initialisation.
 
@@ -133,6 +135,7 @@ def train(
         exist_ok=True,
         verbose=False,
         **(augment or {}),
+        **(optimiser or {}),
     )
     trainer = model.trainer
     assert trainer is not None, "Ultralytics keeps its trainer after train()"

@@ -142,3 +142,26 @@ def test_models_page_refuses_to_export_without_labels_and_shows_no_jobs(database
     assert any("No training job yet" in c.value for c in at.caption)
     next(b for b in at.button if b.label == "Export labelled phones").click().run()
     assert any("labelled phones" in e.value and "needs at least 1" in e.value for e in at.error)
+
+
+def test_models_page_shows_a_jobs_losses_and_curves_by_epoch(database, app_for) -> None:
+    from db.models import TrainingJob
+
+    history = [{"epoch": e, "box_loss": 1.8 - 0.1 * e, "cls_loss": 1.1 - 0.05 * e, "mAP50": 0.5 + 0.05 * e} for e in (1, 2, 3)]
+    with database.write() as session:
+        session.add(
+            TrainingJob(
+                version="v-curves",
+                dataset="/nowhere",
+                epochs=10,
+                requested_by="erin",
+                status="done",
+                message="model v-curves trained and registered",
+                progress={"epoch": 3, "epochs": 10, "losses": {"box_loss": 1.5, "cls_loss": 0.95}, "metrics": {"mAP50": 0.65}, "history": history},
+            )
+        )
+    at = _signed_in(app_for, Role.ENGINEER, MODELS)
+    assert not at.exception, at.exception
+    assert any("latest epoch: box_loss 1.500, cls_loss 0.950, mAP50 0.650" in c.value for c in at.caption)
+    charts = [c for c in at.get("plotly_chart") if "models.curves" in str(c.proto.id)]
+    assert len(charts) == 1
