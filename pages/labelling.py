@@ -32,11 +32,6 @@ settings = state.settings()
 user = current_user()
 assert user is not None
 st.title("Labelling")
-st.caption(
-    "Start from the model's boxes: drag on the image to draw a box, drag a box to move it, drag a corner to resize it. "
-    "With the image focused: 1-3 set the class of the selected box, Delete removes it, arrows nudge it (Alt+arrows resize). "
-    "S saves your label (with your name and the time), N skips to the next phone."
-)
 
 
 def show_two_labels(first: LabelView, second: LabelView, image_path: str | None, first_name: str) -> None:
@@ -60,7 +55,7 @@ def show_two_labels(first: LabelView, second: LabelView, image_path: str | None,
     else:
         picture.image(both, caption=f"blue: {first_name} ({first.verdict.value}); orange: {second.labeller}'s ({second.verdict.value})", width="stretch")
     table = pd.DataFrame(agreement_rows(agreement, first.boxes, second.boxes), columns=["first", "second", "iou", "where"])
-    where.dataframe(table.rename(columns={"first": first_name, "second": second.labeller, "iou": "IoU"}), hide_index=True, width="stretch")
+    where.dataframe(table.rename(columns={"first": first_name, "second": f"{second.labeller}'s", "iou": "IoU"}), hide_index=True, width="stretch")
 
 
 def settle(inspection_id: int, labels: list[LabelView]) -> None:
@@ -105,6 +100,11 @@ def previous_phone() -> None:
 
 
 def label_phones(line_id: int | None) -> None:
+    st.caption(
+        "Start from the model's boxes: drag on the image to draw a box, drag a box to move it, drag a corner to resize it. "
+        "With the image focused: 1-3 set the class of the selected box, Delete removes it, arrows nudge it (Alt+arrows resize). "
+        "S saves your label (with your name and the time), N skips to the next phone."
+    )
     window = filters[1].selectbox("Time range", list(WINDOWS), index=1, key="labelling.window")
     reasons = filters[2].multiselect("Why", list(REASONS), default=list(REASONS), format_func=lambda r: REASON_TEXT[r], key="labelling.reasons")
     since = datetime.now(UTC) - WINDOWS[window] if WINDOWS[window] else None

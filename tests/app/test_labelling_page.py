@@ -82,7 +82,7 @@ def test_a_second_engineer_sees_where_the_labels_differ(database, settings, app_
     assert not at.exception
     assert any("the verdicts differ" in w.value for w in at.warning)
     where = at.dataframe[-1].value
-    assert where.to_dict("records") == [{"yours": None, "erin": "1 chip", "IoU": None, "where": "only in the second label"}]
+    assert where.to_dict("records") == [{"yours": None, "erin's": "1 chip", "IoU": None, "where": "only in the second label"}]
     captions = [caption for image in at.get("image") for caption in image.captions]
     assert any("orange: erin's (reject)" in caption for caption in captions), captions
 

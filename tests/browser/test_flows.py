@@ -176,3 +176,42 @@ def test_engineer_draws_boxes_with_the_mouse_and_saves_the_label(served_app, ser
     expected = (box["width"] * 0.30 + 40, box["height"] * 0.30, box["width"] * 0.30 + 180, box["height"] * 0.30 + 100)
     for got, want in zip((saved.x1, saved.y1, saved.x2, saved.y2), expected, strict=True):
         assert abs(got - want * scale) <= 3, (saved, [w * scale for w in expected])
+
+
+def test_engineer_settles_two_labels_that_disagree(served_app, served_env, page):
+    from core.auth import CurrentUser
+    from core.labelling import LabelBox, save_label
+    from core.settings import load_settings
+    from core.vocabulary import Role, Verdict
+    from db.bootstrap import open_database
+    from db.labels import awaiting_adjudication, label_queue
+
+    database = open_database(load_settings(served_env))
+    try:
+        with database.read() as session:
+            phone = label_queue(session=session, labeller="ana", limit=1)[0]
+        save_label(
+            database,
+            CurrentUser("ana", Role.ENGINEER),
+            inspection_id=phone.inspection_id,
+            verdict=Verdict.REJECT,
+            boxes=[LabelBox("scratch", 200, 150, 320, 190)],
+        )
+        save_label(
+            database, CurrentUser("eli", Role.ENGINEER), inspection_id=phone.inspection_id, verdict=Verdict.REJECT, boxes=[LabelBox("dent", 205, 150, 320, 195)]
+        )
+        sign_in(page, served_app, "erin")
+        page.get_by_role("link", name="Labelling").click()
+        page.get_by_text(re.compile(r"Settle disagreements \(\d+\)")).click()
+        expect(page.get_by_text("ana's and eli's labels: 1 box(es) with different classes.")).to_be_visible(timeout=20_000)
+        page.locator("[data-testid='stImage'] img").first.wait_for(timeout=20_000)
+        screenshot(page, "labelling_settle")
+        page.get_by_text("eli's (reject, 1 boxes)").click()
+        expect(page.get_by_role("radio", name=re.compile(r"^eli's"))).to_be_checked()
+        page.get_by_role("textbox", name="Note (why this one)").fill("a dent: the edge is pressed in")
+        page.get_by_role("button", name="Adjudicate").click()
+        expect(page.get_by_text("Adjudicated: that phone's truth is set")).to_be_visible(timeout=20_000)
+        with database.read() as session:
+            assert phone.inspection_id not in awaiting_adjudication(session=session)
+    finally:
+        database.dispose()
