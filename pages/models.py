@@ -131,11 +131,21 @@ if may(user.role, Action.SWITCH_MODEL):
     with st.form("models.export"):
         st.caption("Export every agreed or adjudicated label (with generated phones mixed in) as a versioned YOLO data set.")
         export_name = st.text_input("Data set name", value=f"labels-{pd.Timestamp.now(tz='UTC'):%Y%m%d-%H%M}", key="models.export_name")
+        recipe_cols = st.columns(3)
+        only_line = recipe_cols[0].checkbox(f"Only {line.name}'s labels", value=False, key="models.export_only_line")
+        generated_train = recipe_cols[1].number_input("Generated phones to train on", min_value=0, max_value=5000, value=200, step=50, key="models.export_gen")
+        generated_val = recipe_cols[2].number_input("Generated phones held out", min_value=0, max_value=1000, value=40, step=10, key="models.export_gen_val")
         if st.form_submit_button("Export labelled phones"):
             from core.dataset import DatasetError, ExportRecipe, export_dataset
+            from core.training import DataRecipe
 
+            recipe = ExportRecipe(
+                name=export_name,
+                line=line.name if only_line else None,
+                generated=DataRecipe(train_count=int(generated_train), val_count=int(generated_val), train_seed=5000, val_seed=6000, defect_rate=0.6),
+            )
             try:
-                root = export_dataset(database, state.settings(), ExportRecipe(name=export_name), progress=lambda _: None)
+                root = export_dataset(database, state.settings(), recipe, progress=lambda _: None)
             except DatasetError as error:
                 st.error(str(error))
             else:

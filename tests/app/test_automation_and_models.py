@@ -165,3 +165,30 @@ def test_models_page_shows_a_jobs_losses_and_curves_by_epoch(database, app_for) 
     assert any("latest epoch: box_loss 1.500, cls_loss 0.950, mAP50 0.650" in c.value for c in at.caption)
     charts = [c for c in at.get("plotly_chart") if "models.curves" in str(c.proto.id)]
     assert len(charts) == 1
+
+
+def test_models_page_exports_a_data_set_by_its_recipe(database, settings, app_for) -> None:
+    from core.camera import get_scenario
+    from core.dataset import read_manifest
+    from core.labelling import LabelBox, save_label
+    from core.line_simulator import simulate_line
+    from core.vocabulary import Verdict
+
+    with database.read() as session:
+        line = get_line(session=session, name="line-1")
+    simulate_line(database, settings, line_id=line.id, line_name=line.name, scenario=get_scenario("normal"), count=4, rate=1000, seed=3, inspector=None)
+    Worker(database, settings).run(until_empty=True)
+    engineer = CurrentUser("erin", Role.ENGINEER)
+    for inspection_id in (1, 2):
+        save_label(database, engineer, inspection_id=inspection_id, verdict=Verdict.REJECT, boxes=[LabelBox("scratch", 10, 10, 60, 30)])
+    at = _signed_in(app_for, Role.ENGINEER, MODELS)
+    at.text_input(key="models.export_name").input("recipe-test")
+    at.checkbox(key="models.export_only_line").check()
+    at.number_input(key="models.export_gen").set_value(0)
+    at.number_input(key="models.export_gen_val").set_value(0)
+    next(b for b in at.button if b.label == "Export labelled phones").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    manifest = read_manifest(settings.data_dir / "datasets" / "recipe-test")
+    assert manifest["counts"]["labelled_train"] + manifest["counts"]["labelled_val"] == 2
+    assert (manifest["counts"]["generated_train"], manifest["counts"]["generated_val"]) == (0, 0)
+    assert manifest["recipe"]["line"] == "line-1"
