@@ -4,8 +4,8 @@
 //
 // Mouse: drag on the image to draw a box; drag a box to move it; drag a corner to resize it; click a
 // box to select it. Keys (with the editor focused): 1-9 set the class of the selected box (and of the
-// next box drawn), Delete or Backspace removes it, arrows move it by one pixel (ten with Shift),
-// Alt+arrows resize it, Tab selects the next box, Escape selects none.
+// next box drawn), A adds a box in the middle, Delete or Backspace removes the selected one, arrows
+// move it by one pixel (ten with Shift), Alt+arrows resize it, Tab selects the next box, Escape none.
 
 const HANDLE = 7; // screen pixels around a corner that grab it
 const MIN_SIZE = 3; // image pixels: smaller drags are clicks, not boxes
@@ -268,6 +268,18 @@ function createEditor(root) {
     if (/^[1-9]$/.test(key) && !event.ctrlKey && !event.metaKey) {
       const name = editor.classes[Number(key) - 1];
       if (name) setClass(name);
+      event.preventDefault();
+      return;
+    }
+    if ((key === "a" || key === "A") && !event.ctrlKey && !event.metaKey) {
+      // a box without the mouse: in the middle, then arrows move it and Alt+arrows size it
+      const size = Math.max(MIN_SIZE, Math.round(Math.min(editor.width, editor.height) / 10));
+      const x1 = Math.round((editor.width - size) / 2);
+      const y1 = Math.round((editor.height - size) / 2);
+      editor.boxes.push({ class_name: editor.drawClass || editor.classes[0], x1, y1, x2: x1 + size, y2: y1 + size });
+      editor.selected = editor.boxes.length - 1;
+      redraw();
+      emit();
       event.preventDefault();
       return;
     }

@@ -102,7 +102,7 @@ def previous_phone() -> None:
 def label_phones(line_id: int | None) -> None:
     st.caption(
         "Start from the model's boxes: drag on the image to draw a box, drag a box to move it, drag a corner to resize it. "
-        "With the image focused: 1-3 set the class of the selected box, Delete removes it, arrows nudge it (Alt+arrows resize). "
+        "With the image focused: 1-3 set the class of the selected box, A adds a box, Delete removes it, arrows nudge it (Alt+arrows resize). "
         "S saves your label (with your name and the time), N skips to the next phone."
     )
     window = filters[1].selectbox("Time range", list(WINDOWS), index=1, key="labelling.window")

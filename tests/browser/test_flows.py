@@ -155,6 +155,11 @@ def test_engineer_draws_boxes_with_the_mouse_and_saves_the_label(served_app, ser
     expect(page.locator(".box-editor .count")).to_have_text("2 boxes")
     page.keyboard.press("Delete")
     expect(page.locator(".box-editor .count")).to_have_text("1 box")
+    # Without the mouse: A adds a box in the middle, 1 makes it a scratch, Delete takes it away again.
+    page.keyboard.press("a")
+    page.keyboard.press("1")
+    expect(canvas).to_have_attribute("aria-label", "Phone image with 2 boxes: chip, scratch")
+    page.keyboard.press("Delete")
     expect(canvas).to_have_attribute("aria-label", "Phone image with 1 box: chip")
     expect(page.get_by_role("radio", name="reject")).to_be_checked(timeout=20_000)
     screenshot(page, "labelling_drawn")
