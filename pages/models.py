@@ -156,7 +156,7 @@ if may(user.role, Action.SWITCH_MODEL):
             dataset = st.selectbox("Data set", datasets, format_func=lambda p: p.name, key="models.train_dataset")
             cols = st.columns(3)
             version = cols[0].text_input("New version name", value=f"{line.active_model_version}-r{len(models) + 1}", key="models.train_version")
-            epochs = cols[1].number_input("Epochs", min_value=1, max_value=300, value=15, key="models.train_epochs")
+            epochs = cols[1].number_input("Epochs", min_value=1, max_value=300, value=30, key="models.train_epochs")
             as_candidate = cols[2].checkbox(f"Run it in shadow on {line.name} when done", value=True, key="models.train_candidate")
             if st.form_submit_button("Start training"):
                 from core.training_jobs import start_job

@@ -62,3 +62,23 @@ def test_input_metrics_follow_the_conditions():
     assert dim.brightness < 0.5 * bright.brightness
     assert blurred.sharpness < 0.5 * bright.sharpness
     assert (bright.width, bright.height) == (480, 360)
+
+
+def test_the_threshold_sits_in_the_middle_of_the_gap_between_good_and_defective_phones() -> None:
+    from core.evaluation import choose_threshold
+
+    # Good phones score up to 0.25, defective ones from 0.55: every threshold in (0.25, 0.55] costs 0.
+    scores = np.array([0.05, 0.1, 0.25, 0.55, 0.7, 0.9])
+    defective = np.array([False, False, False, True, True, True])
+    threshold, cost = choose_threshold(scores, defective)
+    assert cost == 0 and threshold == pytest.approx(0.41)  # the middle of 0.26 .. 0.55
+
+
+def test_an_escape_costs_more_than_a_false_reject() -> None:
+    from core.evaluation import ESCAPE_COST, choose_threshold
+
+    # One faint defect (0.3) among good phones scoring up to 0.35: catching it costs one false reject, missing it ESCAPE_COST.
+    scores = np.array([0.1, 0.35, 0.3, 0.8])
+    defective = np.array([False, False, True, True])
+    threshold, cost = choose_threshold(scores, defective)
+    assert ESCAPE_COST > 1 and cost == 1 and threshold <= 0.30
