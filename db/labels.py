@@ -192,6 +192,14 @@ def truth(labels: list[LabelView]) -> LabelView | None:
     return None
 
 
+def _by_phone(session: Session, query: Any) -> dict[int, list[LabelView]]:
+    """The labels the query selects, grouped by phone, each phone's oldest first (phones in the order of their first label)."""
+    grouped: dict[int, list[LabelView]] = {}
+    for row in session.scalars(query.order_by(Label.created_at)):
+        grouped.setdefault(row.inspection_id, []).append(_view(row))
+    return grouped
+
+
 def truths(*, session: Session, inspection_ids: list[int] | None = None, line_id: int | None = None) -> dict[int, LabelView]:
     """The truth of every labelled phone (of a line, or of the given phones) that has one."""
     query = select(Label)
@@ -199,26 +207,13 @@ def truths(*, session: Session, inspection_ids: list[int] | None = None, line_id
         query = query.where(Label.inspection_id.in_(inspection_ids))
     if line_id is not None:
         query = query.join(Inspection, Inspection.id == Label.inspection_id).where(Inspection.line_id == line_id)
-    grouped: dict[int, list[LabelView]] = {}
-    for row in session.scalars(query.order_by(Label.created_at)):
-        grouped.setdefault(row.inspection_id, []).append(_view(row))
-    return {inspection_id: found for inspection_id, labels in grouped.items() if (found := truth(labels)) is not None}
+    return {inspection_id: found for inspection_id, labels in _by_phone(session, query).items() if (found := truth(labels)) is not None}
 
 
 def awaiting_adjudication(*, session: Session, line_id: int | None = None, limit: int = 100) -> list[int]:
     """Phones (inspection ids, oldest label first) whose labels disagree and that nobody has adjudicated yet."""
-    several = (
-        select(Label.inspection_id)
-        .group_by(Label.inspection_id)
-        .having(func.count() > 1, func.max(case((Label.adjudicated.is_(True), 1), else_=0)) == 0)
-        .order_by(func.min(Label.created_at))
-    )
+    several = select(Label.inspection_id).group_by(Label.inspection_id).having(func.count() > 1, func.max(case((Label.adjudicated.is_(True), 1), else_=0)) == 0)
     if line_id is not None:
         several = several.join(Inspection, Inspection.id == Label.inspection_id).where(Inspection.line_id == line_id)
-    waiting: list[int] = []
-    for inspection_id in session.scalars(several):
-        if truth(labels_of(session=session, inspection_id=inspection_id)) is None:
-            waiting.append(inspection_id)
-            if len(waiting) >= limit:
-                break
-    return waiting
+    grouped = _by_phone(session, select(Label).where(Label.inspection_id.in_(several)))  # one query, however many phones
+    return [inspection_id for inspection_id, labels in grouped.items() if truth(labels) is None][:limit]
