@@ -193,12 +193,12 @@ def settle_disagreements(waiting: list[int]) -> None:
         st.success("No labels wait for adjudication.")
         return
     with database.read() as session:
-        phones = {i: (labels_of(session=session, inspection_id=i), image_path_of(session=session, inspection_id=i)) for i in waiting}
         serials = serials_of(session=session, inspection_ids=waiting)
-    chosen = st.selectbox("Phone", waiting, format_func=lambda i: f"{serials.get(i, i)} ({len(phones[i][0])} labels)", key="labelling.settle_phone", index=0)
-    if chosen not in phones:
+    chosen = st.selectbox("Phone", waiting, format_func=lambda i: str(serials.get(i, i)), key="labelling.settle_phone", index=0)
+    if chosen not in waiting:
         return
-    labels, image_path = phones[chosen]
+    with database.read() as session:
+        labels, image_path = labels_of(session=session, inspection_id=chosen), image_path_of(session=session, inspection_id=chosen)
     for other in labels[1:]:
         show_two_labels(labels[0], other, image_path, f"{labels[0].labeller}'s")
     settle(chosen, labels)
