@@ -36,6 +36,10 @@ class LineConfig:
     previous_model_id: int | None = None
     previous_model_version: str | None = None
     level_since: datetime | None = None
+    #: The inspection service's answer budget for this line, in milliseconds.
+    answer_budget_ms: int = 300
+    #: The gate's action when no answer comes in time: ``to_person`` or ``reject``, never ``pass``.
+    failsafe_action: str = "to_person"
 
 
 def add_line(*, session: Session, name: str, actor: str, active_model_id: int | None = None) -> int:
@@ -80,6 +84,8 @@ def _config(line: Line, settings: LineSettings, decision_threshold: float) -> Li
         previous_model_id=settings.previous_model_id,
         previous_model_version=settings.previous_model.version if settings.previous_model else None,
         level_since=settings.level_since,
+        answer_budget_ms=settings.answer_budget_ms,
+        failsafe_action=settings.failsafe_action,
     )
 
 
@@ -130,3 +136,27 @@ def set_level(*, session: Session, line_id: int, level: AutomationLevel, actor: 
 def set_active_model(*, session: Session, line_id: int, model_id: int | None, actor: str, note: str | None = None) -> None:
     """Make ``model_id`` the line's active (blue) model and audit it."""
     update_settings(session=session, line_id=line_id, actor=actor, note=note, active_model_id=model_id)
+
+
+#: The fail-safe actions a line may choose; ``pass`` is never one of them.
+FAILSAFE_ACTIONS = ("to_person", "reject")
+
+
+def set_answer_settings(*, session: Session, line_id: int, actor: str, budget_ms: int | None = None, failsafe_action: str | None = None, note: str | None = None) -> None:
+    """Change a line's answer budget and fail-safe action (audited); callers check who may.
+
+    Raises:
+        ValueError: A budget that is not a positive whole number of milliseconds, or a fail-safe
+            other than ``to_person`` or ``reject``.
+    """
+    changes: dict[str, object] = {}
+    if budget_ms is not None:
+        if not 1 <= budget_ms <= 60_000:
+            raise ValueError(f"the answer budget must be 1-60000 ms, got {budget_ms}")
+        changes["answer_budget_ms"] = int(budget_ms)
+    if failsafe_action is not None:
+        if failsafe_action not in FAILSAFE_ACTIONS:
+            raise ValueError(f"the fail-safe must be one of {', '.join(FAILSAFE_ACTIONS)} (never pass), got {failsafe_action!r}")
+        changes["failsafe_action"] = failsafe_action
+    if changes:
+        update_settings(session=session, line_id=line_id, actor=actor, note=note, **changes)

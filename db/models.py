@@ -98,6 +98,8 @@ class LineSettings(Base):
         CheckConstraint("canary_share >= 0 AND canary_share <= 1", name="ck_canary_share"),
         CheckConstraint("audit_share >= 0 AND audit_share <= 1", name="ck_audit_share"),
         CheckConstraint("confidence_low <= confidence_high", name="ck_confidence_band"),
+        CheckConstraint("answer_budget_ms > 0", name="ck_answer_budget"),
+        CheckConstraint("failsafe_action IN ('to_person', 'reject')", name="ck_failsafe_action"),
     )
 
     line_id: Mapped[int] = mapped_column(ForeignKey("lines.id"), primary_key=True)
@@ -114,6 +116,10 @@ class LineSettings(Base):
     level_since: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_by: Mapped[str] = mapped_column(String(64), default="system")
+    #: How long the line waits for the inspection service's answer before it acts on the fail-safe.
+    answer_budget_ms: Mapped[int] = mapped_column(Integer, default=300, server_default="300")
+    #: What the gate does when no answer comes in time: divert to a person, or reject. Never pass.
+    failsafe_action: Mapped[str] = mapped_column(String(16), default="to_person", server_default="to_person")
 
     line: Mapped[Line] = relationship(back_populates="settings")
     active_model: Mapped[ModelVersion | None] = relationship(foreign_keys=[active_model_id])
@@ -259,6 +265,8 @@ class FinalDecision(Base):
         Index("ix_final_decisions_decided_at", "decided_at"),
         # Covers the per-line verdict counts of the Live line page and `shadowline status`.
         Index("ix_final_decisions_line_verdict", "line_id", "verdict", "decided_by"),
+        # The hold station follows a line's final decisions in order (the service's cursor).
+        Index("ix_final_decisions_line_decided", "line_id", "decided_at", "inspection_id"),
     )
 
     inspection_id: Mapped[int] = mapped_column(ForeignKey("inspections.id"), primary_key=True)
@@ -497,3 +505,58 @@ class TrainingJob(Base):
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ApiKey(Base):
+    """A station's key to the inspection service: one line, stored as a hash, revocable.
+
+    The key itself (``slk_<prefix>_<secret>``) is shown once when created; only the sha256 of
+    the whole key is kept (keys are 256-bit random, so a plain hash suffices, unlike passwords).
+    """
+
+    __tablename__ = "api_keys"
+    __table_args__ = (UniqueConstraint("line_id", "name", name="uq_api_key_name_per_line"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    prefix: Mapped[str] = mapped_column(String(16), unique=True)
+    key_sha256: Mapped[str] = mapped_column(String(64))
+    line_id: Mapped[int] = mapped_column(ForeignKey("lines.id"))
+    name: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(64))
+    revoked_at: Mapped[datetime | None] = mapped_column()
+    revoked_by: Mapped[str | None] = mapped_column(String(64))
+
+    line: Mapped[Line] = relationship()
+
+
+class GateAnswer(Base):
+    """What the inspection service told a line's gate about one phone, phone by phone.
+
+    One row per (line, serial): a station's retry of the same serial finds it and gets the same
+    answer, never a second phone. ``action`` is what the gate did (``pass``, ``reject`` or
+    ``to_person``); ``failsafe`` is the reason when the answer was the line's fail-safe. The
+    row is written once when the phone arrives and completed once when it is answered; the final
+    verdict, when a person gives it later, is in ``final_decisions``.
+    """
+
+    __tablename__ = "gate_answers"
+    __table_args__ = (
+        UniqueConstraint("line_id", "serial", name="uq_gate_answer_line_serial"),
+        CheckConstraint("action IS NULL OR action IN ('pass', 'reject', 'to_person')", name="ck_gate_action_valid"),
+    )
+
+    inspection_id: Mapped[int] = mapped_column(ForeignKey("inspections.id"), primary_key=True)
+    line_id: Mapped[int] = mapped_column(ForeignKey("lines.id"))
+    serial: Mapped[str] = mapped_column(String(64))
+    station: Mapped[str | None] = mapped_column(String(64))
+    api_key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id"))
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    action: Mapped[str | None] = mapped_column(String(16))
+    decided_by: Mapped[str | None] = mapped_column(String(8))
+    level: Mapped[str | None] = mapped_column(String(16))
+    rule: Mapped[str | None] = mapped_column(String(64))
+    model_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
+    failsafe: Mapped[str | None] = mapped_column(String(32))
+    latency_ms: Mapped[float | None] = mapped_column(Float)
+    answered_at: Mapped[datetime | None] = mapped_column()

@@ -1,0 +1,233 @@
+"""Queries of the inspection service: phones posted by a line's station, the answers given to its
+gate, and the final decisions the line follows afterwards.
+
+A posted phone is inserted already claimed by the service (status ``processing``, with a lease),
+beside a ``gate_answers`` row that makes its serial unique on the line. The answer is written
+once (:func:`record_answer` only fills an empty row): whatever the gate was told first stays what
+it was told. Functions take ``*, session`` and never commit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from core.vocabulary import InspectionStatus
+from db.models import FinalDecision, GateAnswer, Inspection, Line, ModelVersion, utcnow
+
+#: Where a posted phone came from (``inspections.source``).
+SERVICE_SOURCE = "service"
+
+
+@dataclass(frozen=True)
+class OpenedPhone:
+    """A posted phone's inspection: new, or the one a previous post of the same serial made."""
+
+    inspection_id: int
+    created: bool
+
+
+def open_posted_phone(
+    *,
+    session: Session,
+    line_id: int,
+    serial: str,
+    image_path: str,
+    image_sha256: str,
+    captured_at: datetime | None,
+    station: str | None,
+    api_key_id: int | None,
+    holder: str,
+    lease_seconds: float,
+) -> OpenedPhone:
+    """Insert a posted phone, claimed by ``holder``, unless the line already has this serial.
+
+    On SQLite the caller's write unit holds the write lock, so the look-up and the insert cannot
+    interleave with another post; elsewhere the unique (line, serial) constraint decides and the
+    loser finds the winner's row.
+    """
+    existing = session.scalar(select(GateAnswer.inspection_id).where(GateAnswer.line_id == line_id, GateAnswer.serial == serial))
+    if existing is not None:
+        return OpenedPhone(existing, created=False)
+    now = utcnow()
+    try:
+        with session.begin_nested():
+            inspection = Inspection(
+                line_id=line_id,
+                serial=serial,
+                image_path=image_path,
+                image_sha256=image_sha256,
+                source=SERVICE_SOURCE,
+                captured_at=captured_at or now,
+                status=InspectionStatus.PROCESSING.value,
+                claimed_by=holder,
+                lease_expires_at=now + timedelta(seconds=lease_seconds),
+                attempts=1,
+            )
+            session.add(inspection)
+            session.flush()
+            session.add(GateAnswer(inspection_id=inspection.id, line_id=line_id, serial=serial, station=station, api_key_id=api_key_id, received_at=now))
+            session.flush()
+    except IntegrityError:
+        winner = session.scalar(select(GateAnswer.inspection_id).where(GateAnswer.line_id == line_id, GateAnswer.serial == serial))
+        if winner is None:
+            raise
+        return OpenedPhone(winner, created=False)
+    return OpenedPhone(inspection.id, created=True)
+
+
+@dataclass(frozen=True)
+class StoredAnswer:
+    """What the gate was told about a phone, and its final decision once there is one."""
+
+    inspection_id: int
+    line_id: int
+    line: str
+    serial: str
+    station: str | None
+    received_at: datetime
+    action: str | None
+    decided_by: str | None
+    level: str | None
+    rule: str | None
+    model_version: str | None
+    failsafe: str | None
+    latency_ms: float | None
+    answered_at: datetime | None
+    status: str
+    final_verdict: str | None
+    final_decided_by: str | None
+    final_decided_at: datetime | None
+
+
+def _answers_query():  # noqa: ANN202 - a Select of (GateAnswer, line name, version, status, final decision)
+    return (
+        select(GateAnswer, Line.name, ModelVersion.version, Inspection.status, FinalDecision)
+        .join(Line, Line.id == GateAnswer.line_id)
+        .join(Inspection, Inspection.id == GateAnswer.inspection_id)
+        .outerjoin(ModelVersion, ModelVersion.id == GateAnswer.model_version_id)
+        .outerjoin(FinalDecision, FinalDecision.inspection_id == GateAnswer.inspection_id)
+    )
+
+
+def _stored(row: tuple) -> StoredAnswer:  # type: ignore[type-arg]
+    answer, line_name, version, status, final = row
+    return StoredAnswer(
+        inspection_id=answer.inspection_id,
+        line_id=answer.line_id,
+        line=line_name,
+        serial=answer.serial,
+        station=answer.station,
+        received_at=answer.received_at,
+        action=answer.action,
+        decided_by=answer.decided_by,
+        level=answer.level,
+        rule=answer.rule,
+        model_version=version,
+        failsafe=answer.failsafe,
+        latency_ms=answer.latency_ms,
+        answered_at=answer.answered_at,
+        status=status,
+        final_verdict=final.verdict if final else None,
+        final_decided_by=final.decided_by if final else None,
+        final_decided_at=final.decided_at if final else None,
+    )
+
+
+def get_answer(*, session: Session, inspection_id: int) -> StoredAnswer | None:
+    row = session.execute(_answers_query().where(GateAnswer.inspection_id == inspection_id)).first()
+    return _stored(row.tuple()) if row else None
+
+
+def find_answer(*, session: Session, line_id: int, serial: str) -> StoredAnswer | None:
+    row = session.execute(_answers_query().where(GateAnswer.line_id == line_id, GateAnswer.serial == serial)).first()
+    return _stored(row.tuple()) if row else None
+
+
+def record_answer(
+    *,
+    session: Session,
+    inspection_id: int,
+    action: str,
+    decided_by: str,
+    level: str,
+    rule: str,
+    model_version_id: int | None,
+    failsafe: str | None,
+    latency_ms: float,
+) -> bool:
+    """Write what the gate was told, only if nothing was written yet; returns whether this call wrote it."""
+    result = session.execute(
+        update(GateAnswer)
+        .where(GateAnswer.inspection_id == inspection_id, GateAnswer.action.is_(None))
+        .values(
+            action=action,
+            decided_by=decided_by,
+            level=level,
+            rule=rule,
+            model_version_id=model_version_id,
+            failsafe=failsafe,
+            latency_ms=latency_ms,
+            answered_at=utcnow(),
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def answer_state(*, session: Session, inspection_id: int) -> tuple[str | None, str | None]:
+    """The (action, failsafe reason) already given for a phone; (None, None) while unanswered."""
+    row = session.execute(select(GateAnswer.action, GateAnswer.failsafe).where(GateAnswer.inspection_id == inspection_id)).first()
+    return (row[0], row[1]) if row else (None, None)
+
+
+@dataclass(frozen=True)
+class FinalDecisionEvent:
+    """One final decision of a line, in the order a hold station follows them."""
+
+    inspection_id: int
+    serial: str
+    verdict: str
+    decided_by: str
+    rule: str
+    decided_at: datetime
+    #: What the gate was told when the phone was posted to the service; None for phones that came otherwise.
+    gate_action: str | None
+
+
+def final_decisions_after(*, session: Session, line_id: int, after: tuple[datetime, int] | None, limit: int = 100) -> list[FinalDecisionEvent]:
+    """A line's final decisions after the cursor ``(decided_at, inspection_id)``, oldest first.
+
+    On SQLite every write unit holds the write lock from its start and stamps ``decided_at``
+    inside it, so decisions commit in the order of their stamps and a cursor never skips one.
+    """
+    query = (
+        select(FinalDecision, Inspection.serial, GateAnswer.action)
+        .join(Inspection, Inspection.id == FinalDecision.inspection_id)
+        .outerjoin(GateAnswer, GateAnswer.inspection_id == FinalDecision.inspection_id)
+        .where(FinalDecision.line_id == line_id)
+        .order_by(FinalDecision.decided_at, FinalDecision.inspection_id)
+        .limit(limit)
+    )
+    if after is not None:
+        at, inspection_id = after
+        query = query.where(or_(FinalDecision.decided_at > at, and_(FinalDecision.decided_at == at, FinalDecision.inspection_id > inspection_id)))
+    return [
+        FinalDecisionEvent(final.inspection_id, serial, final.verdict, final.decided_by, final.rule, final.decided_at, action)
+        for final, serial, action in session.execute(query)
+    ]
+
+
+def latest_decision_cursor(*, session: Session, line_id: int) -> tuple[datetime, int] | None:
+    """The cursor of a line's newest final decision (to follow only what comes next)."""
+    row = session.execute(
+        select(FinalDecision.decided_at, FinalDecision.inspection_id)
+        .where(FinalDecision.line_id == line_id)
+        .order_by(FinalDecision.decided_at.desc(), FinalDecision.inspection_id.desc())
+        .limit(1)
+    ).first()
+    return (row[0], row[1]) if row else None
