@@ -75,7 +75,9 @@ def create_key(*, session: Session, line_name: str, name: str, actor: str) -> tu
     row = ApiKey(prefix=prefix, key_sha256=_digest(key), line_id=line.id, name=name, created_by=actor)
     session.add(row)
     session.flush()
-    audit.record(session=session, actor=actor, action="api_key.create", entity="api_key", entity_id=row.id, after={"line": line_name, "name": name, "prefix": prefix})
+    audit.record(
+        session=session, actor=actor, action="api_key.create", entity="api_key", entity_id=row.id, after={"line": line_name, "name": name, "prefix": prefix}
+    )
     return _info(row, line.name), key
 
 
@@ -99,7 +101,9 @@ def revoke_key(*, session: Session, key_ref: str, actor: str, line_name: str | N
     key, name = found
     key.revoked_at = utcnow()
     key.revoked_by = actor
-    audit.record(session=session, actor=actor, action="api_key.revoke", entity="api_key", entity_id=key.id, before={"line": name, "name": key.name, "prefix": key.prefix})
+    audit.record(
+        session=session, actor=actor, action="api_key.revoke", entity="api_key", entity_id=key.id, before={"line": name, "name": key.name, "prefix": key.prefix}
+    )
     session.flush()
     return _info(key, name)
 

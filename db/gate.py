@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -114,7 +115,7 @@ def _answers_query():  # noqa: ANN202 - a Select of (GateAnswer, line name, vers
     )
 
 
-def _stored(row: tuple) -> StoredAnswer:  # type: ignore[type-arg]
+def _stored(row: tuple[Any, ...]) -> StoredAnswer:
     answer, line_name, version, status, final = row
     return StoredAnswer(
         inspection_id=answer.inspection_id,

@@ -142,7 +142,9 @@ def set_active_model(*, session: Session, line_id: int, model_id: int | None, ac
 FAILSAFE_ACTIONS = ("to_person", "reject")
 
 
-def set_answer_settings(*, session: Session, line_id: int, actor: str, budget_ms: int | None = None, failsafe_action: str | None = None, note: str | None = None) -> None:
+def set_answer_settings(
+    *, session: Session, line_id: int, actor: str, budget_ms: int | None = None, failsafe_action: str | None = None, note: str | None = None
+) -> None:
     """Change a line's answer budget and fail-safe action (audited); callers check who may.
 
     Raises:
