@@ -733,6 +733,67 @@ def _cmd_up(args: argparse.Namespace) -> int:
     return run_product(port=args.port, scenario=args.scenario, rate=args.rate, simulate=not args.no_simulator, address=args.address)
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from core.server.run import serve
+
+    return serve(address=args.address, port=args.port, threads=args.threads, detector_threads=args.detector_threads)
+
+
+def _cli_actor() -> str:
+    import os
+
+    # Whoever runs the command line on the server is trusted as an administrator; the log says who.
+    return f"cli:{os.environ.get('USER', 'unknown')}"
+
+
+def _cmd_keys(args: argparse.Namespace) -> int:
+    from db.api_keys import ApiKeyError, create_key, list_keys, revoke_key
+
+    database = _database()
+    try:
+        if args.keys_command == "add":
+            with database.write() as session:
+                info, key = create_key(session=session, line_name=args.line, name=args.name, actor=_cli_actor())
+            print(key)
+            print(f"key {info.prefix} for station {info.name} on line {info.line}: shown this once, store it in the station's configuration", file=sys.stderr)
+        elif args.keys_command == "revoke":
+            with database.write() as session:
+                info = revoke_key(session=session, key_ref=args.key, line_name=args.line, actor=_cli_actor())
+            print(f"key {info.prefix} ({info.name} on {info.line}) revoked")
+        else:
+            with database.read() as session:
+                keys = list_keys(session=session, line_name=args.line, include_revoked=args.all)
+            for k in keys:
+                state = "active" if k.active else f"revoked {k.revoked_at:%Y-%m-%d %H:%M}"
+                print(f"{k.prefix:<10}{k.line:<16}{k.name:<24}{k.created_at:%Y-%m-%d %H:%M}  {k.created_by:<20}{state}")
+    except ApiKeyError as error:
+        raise CommandError(str(error)) from None
+    return 0
+
+
+def _cmd_line_answer(args: argparse.Namespace) -> int:
+    from core.auth import Action, PermissionDeniedError, require
+    from db.lines import set_answer_settings
+
+    database = _database()
+    line = _line(database, args.line)
+    if args.budget_ms is None and args.failsafe is None:
+        print(f"{line.name}: answer budget {line.answer_budget_ms} ms, fail-safe {line.failsafe_action}")
+        return 0
+    if not args.as_user:
+        raise CommandError("changing the budget or the fail-safe needs --as USER (an admin)")
+    user = _acting_user(database, args.as_user)
+    try:
+        require(user, Action.EDIT_SETTINGS)
+        with database.write() as session:
+            set_answer_settings(session=session, line_id=line.id, actor=user.name, budget_ms=args.budget_ms, failsafe_action=args.failsafe, note=args.note)
+    except (PermissionDeniedError, ValueError) as error:
+        raise CommandError(str(error)) from None
+    line = _line(database, args.line)
+    print(f"{line.name}: answer budget {line.answer_budget_ms} ms, fail-safe {line.failsafe_action}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="shadowline", description="Visual inspection from the lab to the line.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -753,6 +814,35 @@ def build_parser() -> argparse.ArgumentParser:
     line_add = line_commands.add_parser("add", help="add a line (shadow mode, the shipped model)")
     line_add.add_argument("name")
     line_add.set_defaults(handler=_cmd_line_add)
+    line_answer = line_commands.add_parser("answer", help="show or change the inspection service's answer budget and fail-safe of a line (admin)")
+    line_answer.add_argument("--line", default="line-1")
+    line_answer.add_argument("--budget-ms", type=int, help="how long the gate waits for an answer (default 300)")
+    line_answer.add_argument("--failsafe", choices=["to_person", "reject"], help="the gate's action when no answer comes in time (never pass)")
+    line_answer.add_argument("--as", dest="as_user", metavar="USER")
+    line_answer.add_argument("--note")
+    line_answer.set_defaults(handler=_cmd_line_answer)
+
+    serve = commands.add_parser("serve", help="the HTTP inspection service the line's camera station posts phones to")
+    serve.add_argument("--port", type=int, default=8600)
+    serve.add_argument("--address", default="127.0.0.1", help="address to listen on (the plant network's, or 0.0.0.0)")
+    serve.add_argument("--threads", type=int, default=4, help="phones inspected at once")
+    serve.add_argument("--detector-threads", type=int, default=0, help="detector CPU threads (0: onnxruntime's default)")
+    serve.set_defaults(handler=_cmd_serve)
+
+    keys = commands.add_parser("keys", help="API keys of the inspection service, one per station and line")
+    key_commands = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    keys_add = key_commands.add_parser("add", help="make a key for a station on a line; prints it once")
+    keys_add.add_argument("--line", required=True)
+    keys_add.add_argument("--name", required=True, help="the station's name")
+    keys_add.set_defaults(handler=_cmd_keys)
+    keys_list = key_commands.add_parser("list", help="keys (never the keys themselves)")
+    keys_list.add_argument("--line")
+    keys_list.add_argument("--all", action="store_true", help="revoked keys too")
+    keys_list.set_defaults(handler=_cmd_keys)
+    keys_revoke = key_commands.add_parser("revoke", help="revoke a key by its prefix (or by station name with --line)")
+    keys_revoke.add_argument("key", help="the key's prefix as `keys list` shows it, or the station name with --line")
+    keys_revoke.add_argument("--line")
+    keys_revoke.set_defaults(handler=_cmd_keys)
 
     users = commands.add_parser("users", help="manage the people who sign in")
     user_commands = users.add_subparsers(dest="users_command", required=True, metavar="ACTION")

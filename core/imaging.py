@@ -125,3 +125,21 @@ def to_bgr8(image: np.ndarray, *, source: str = "image") -> np.ndarray:
         alpha = image[..., 3:4].astype(np.float32) / 255.0
         image = (image[..., :3].astype(np.float32) * alpha + 255.0 * (1 - alpha)).round().astype(np.uint8)
     return np.ascontiguousarray(image)
+
+
+_SIGNATURES = (
+    (b"\xff\xd8\xff", "jpeg"),
+    (b"\x89PNG\r\n\x1a\n", "png"),
+    (b"BM", "bmp"),
+    (b"II*\x00", "tiff"),
+    (b"MM\x00*", "tiff"),
+)
+
+
+def image_format(data: bytes) -> str | None:
+    """The image format the bytes announce by their signature (``jpeg``, ``png``, ``bmp``, ``tiff``,
+    ``webp``), or None: a request of text or a PDF is refused, while a truncated JPEG is an image
+    that fails to decode (stored, and judged by a person)."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    return next((name for signature, name in _SIGNATURES if data.startswith(signature)), None)

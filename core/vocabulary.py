@@ -79,3 +79,21 @@ class DefectClass(StrEnum):
     def names(cls) -> dict[int, str]:
         """The ``{id: name}`` mapping written into YOLO data files."""
         return {member.class_id: member.value for member in cls}
+
+
+class GateAction(StrEnum):
+    """What the line's gate does with a phone the inspection service answered for."""
+
+    PASS = "pass"
+    REJECT = "reject"
+    TO_PERSON = "to_person"  # divert the phone to a person's station
+
+
+class FailsafeReason(StrEnum):
+    """Why the gate acted on the line's fail-safe instead of a judged answer."""
+
+    BUDGET_EXCEEDED = "budget_exceeded"
+    MODEL_UNAVAILABLE = "model_unavailable"
+    IMAGE_UNREADABLE = "image_unreadable"
+    DATABASE_BUSY = "database_busy"
+    INTERNAL_ERROR = "internal_error"

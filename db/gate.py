@@ -141,12 +141,12 @@ def _stored(row: tuple[Any, ...]) -> StoredAnswer:
 
 def get_answer(*, session: Session, inspection_id: int) -> StoredAnswer | None:
     row = session.execute(_answers_query().where(GateAnswer.inspection_id == inspection_id)).first()
-    return _stored(row.tuple()) if row else None
+    return _stored(tuple(row)) if row else None
 
 
 def find_answer(*, session: Session, line_id: int, serial: str) -> StoredAnswer | None:
     row = session.execute(_answers_query().where(GateAnswer.line_id == line_id, GateAnswer.serial == serial)).first()
-    return _stored(row.tuple()) if row else None
+    return _stored(tuple(row)) if row else None
 
 
 def record_answer(

@@ -1,0 +1,51 @@
+"""``shadowline serve``: the inspection service on uvicorn, next to the worker on the edge box."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from core.settings import Settings, get_settings
+
+log = logging.getLogger("shadowline.server")
+
+#: Seconds between background drift checks (the worker's cadence; checks run only when due).
+DRIFT_CHECK_SECONDS = 5.0
+
+
+def build_service(settings: Settings | None = None, *, threads: int = 4, detector_threads: int = 0):  # noqa: ANN201 - InspectionService, imported lazily
+    """The service over the installation of ``settings``, its models loading in the background."""
+    from core.server.bridge import WorkerPath
+    from core.server.service import InspectionService
+    from db.bootstrap import open_database
+
+    settings = settings or get_settings()
+    database = open_database(settings)
+    service = InspectionService(database, settings, WorkerPath(database, settings, threads=detector_threads), threads=threads)
+    service.start_loading()
+    return service
+
+
+def _drift_loop(service, stop: threading.Event) -> None:  # noqa: ANN001
+    while not stop.wait(DRIFT_CHECK_SECONDS):
+        service.background_checks()
+
+
+def serve(*, address: str = "127.0.0.1", port: int = 8600, threads: int = 4, detector_threads: int = 0) -> int:
+    """Run the service until interrupted."""
+    import uvicorn
+
+    from core.server.app import create_app
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    service = build_service(threads=threads, detector_threads=detector_threads)
+    stop = threading.Event()
+    threading.Thread(target=_drift_loop, args=(service, stop), name="drift-checks", daemon=True).start()
+    print(f"Shadowline inspection service on http://{address}:{port} (docs: /docs, metrics: /metrics)", flush=True)
+    try:
+        uvicorn.run(create_app(service), host=address, port=port, log_level="warning", access_log=False)
+    finally:
+        stop.set()
+        service.close()
+    return 0

@@ -1,0 +1,130 @@
+"""The JSON the inspection service speaks (pydantic models, also its OpenAPI schema)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from core.server.service import Answer
+from db.gate import FinalDecisionEvent, StoredAnswer
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="stable, e.g. unauthorized, forbidden, unknown_line, no_image, not_an_image, body_too_large")
+    message: str
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+class InspectionAnswer(BaseModel):
+    """What the gate does with the phone, and why."""
+
+    inspection_id: int | None = Field(description="None only if the database was too busy to record the phone in time; find it later by serial")
+    line: str
+    serial: str
+    action: Literal["pass", "reject", "to_person"]
+    decided_by: Literal["model", "person"] = Field(description="person: the final verdict is pending, follow it by GET or the decisions cursor")
+    pending: bool
+    level: str = Field(description="the line's automation level")
+    rule: str = Field(description="the routing rule, or failsafe_<reason>")
+    model_version: str | None = Field(description="the line's active (blue) version the answer rests on; None when no model judged the phone")
+    model_slot: Literal["blue"] | None
+    latency_ms: float
+    failsafe: str | None = Field(description="None, or why the answer is the line's fail-safe")
+    replayed: bool = Field(description="this serial had been posted before on the line: the same inspection and action")
+
+    @classmethod
+    def from_answer(cls, answer: Answer) -> InspectionAnswer:
+        return cls(
+            inspection_id=answer.inspection_id,
+            line=answer.line,
+            serial=answer.serial,
+            action=answer.action.value,
+            decided_by=answer.decided_by,  # type: ignore[arg-type]
+            pending=answer.pending,
+            level=answer.level,
+            rule=answer.rule,
+            model_version=answer.model_version,
+            model_slot="blue" if answer.model_version else None,
+            latency_ms=round(answer.latency_ms, 2),
+            failsafe=answer.failsafe.value if answer.failsafe else None,
+            replayed=answer.replayed,
+        )
+
+
+class FinalDecisionBody(BaseModel):
+    verdict: Literal["pass", "reject"]
+    decided_by: str = Field(description="model or human")
+    decided_at: datetime
+
+
+class InspectionRecord(BaseModel):
+    """A posted phone: the gate's answer, and the final decision once there is one."""
+
+    inspection_id: int
+    line: str
+    serial: str
+    station: str | None
+    received_at: datetime
+    status: str
+    action: str | None
+    decided_by: str | None
+    level: str | None
+    rule: str | None
+    model_version: str | None
+    failsafe: str | None
+    latency_ms: float | None
+    final: FinalDecisionBody | None
+
+    @classmethod
+    def from_stored(cls, stored: StoredAnswer) -> InspectionRecord:
+        final = None
+        if stored.final_verdict is not None and stored.final_decided_at is not None:
+            final = FinalDecisionBody(verdict=stored.final_verdict, decided_by=stored.final_decided_by or "", decided_at=stored.final_decided_at)  # type: ignore[arg-type]
+        return cls(
+            inspection_id=stored.inspection_id,
+            line=stored.line,
+            serial=stored.serial,
+            station=stored.station,
+            received_at=stored.received_at,
+            status=stored.status,
+            action=stored.action,
+            decided_by=stored.decided_by,
+            level=stored.level,
+            rule=stored.rule,
+            model_version=stored.model_version,
+            failsafe=stored.failsafe,
+            latency_ms=stored.latency_ms,
+            final=final,
+        )
+
+
+class DecisionEvent(BaseModel):
+    inspection_id: int
+    serial: str
+    verdict: Literal["pass", "reject"]
+    decided_by: str
+    rule: str
+    decided_at: datetime
+    gate_action: str | None = Field(description="what the gate did when the phone was posted; None for phones that came by file")
+
+    @classmethod
+    def from_event(cls, event: FinalDecisionEvent) -> DecisionEvent:
+        return cls(
+            inspection_id=event.inspection_id,
+            serial=event.serial,
+            verdict=event.verdict,  # type: ignore[arg-type]
+            decided_by=event.decided_by,
+            rule=event.rule,
+            decided_at=event.decided_at,
+            gate_action=event.gate_action,
+        )
+
+
+class DecisionPage(BaseModel):
+    decisions: list[DecisionEvent]
+    cursor: str = Field(description="pass it as 'after' to get the next decisions")

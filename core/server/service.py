@@ -1,0 +1,582 @@
+"""The inspection service's domain: one posted phone in, one answer for the gate out, in time.
+
+:class:`InspectionService` is what ``shadowline serve`` runs (the HTTP layer in ``app.py`` only
+parses, authenticates and serialises). A posted phone is stored and inserted already claimed by
+the service, inspected on the same path as the worker's (:class:`core.inspection.Inspector`),
+and written with :func:`db.pipeline.record_results` while the claim is held, in one transaction
+that also records the gate's answer.
+
+The answer has a budget (per line, 300 ms by default). Each phone is one :class:`_Job` running
+in a thread; the request waits for it until the budget is spent. If it has not answered by then,
+the request answers the line's fail-safe (``to_person`` or ``reject``, never ``pass``) and the job
+is told so: it still inspects and stores the phone, but writes it routed to a person under the
+fail-safe's rule, so a late model answer can never become a model decision the line did not act
+on. The switch is one state change under a lock, made before the job's writing transaction
+decides what to write; a job already writing is waited for (it holds the write lock; its commit
+takes milliseconds).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
+
+from core.ingest import store_image_bytes
+from core.routing import LEVEL_POLICIES, Decider, RoutingDecision
+from core.settings import Settings
+from core.vocabulary import FailsafeReason, GateAction
+from db import gate
+from db.api_keys import KeyInfo, authenticate
+from db.engine import Database
+from db.lines import LineConfig, list_lines
+from db.pipeline import PhoneResult, queue_depth, record_results
+
+log = logging.getLogger("shadowline.server")
+
+#: The claim a posted phone is inserted with: far beyond any budget, so the worker takes it over
+#: only if this service died with the phone unfinished.
+LEASE_SECONDS = 120.0
+#: How often a retry of a serial answered by another process looks for that answer.
+REPLAY_POLL_SECONDS = 0.02
+#: A phone inspected under a line setting that changed meanwhile is inspected again, at most this often.
+MAX_REINSPECTIONS = 3
+
+#: A policy rule that means the answer could not be judged: the line's fail-safe applies.
+_FAILSAFE_RULES = {"image_failed": FailsafeReason.IMAGE_UNREADABLE, "model_unavailable": FailsafeReason.MODEL_UNAVAILABLE}
+_DECIDED_BY_PERSON = "person"
+
+
+class UnknownLineError(LookupError):
+    """No line of that name."""
+
+
+class AccessDeniedError(PermissionError):
+    """A missing, unknown or revoked key (401), or a key of another line (403)."""
+
+    def __init__(self, message: str, *, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What the service tells the gate about one phone.
+
+    Attributes:
+        inspection_id: The phone's inspection; None only when the database was too busy to record
+            it within the budget (it is recorded afterwards; look it up by serial).
+        action: ``pass``, ``reject`` or ``to_person``.
+        decided_by: ``model``, or ``person`` when a person will judge (the final verdict pending).
+        rule: The routing policy's rule, or ``failsafe_<reason>``.
+        model_version: The version whose prediction the answer rests on (the line's active, blue,
+            version); None when no model judged the phone.
+        latency_ms: From the phone's arrival to this answer.
+        failsafe: None, or why the answer is the line's fail-safe.
+        replayed: True when this serial had been posted before (a station's retry).
+    """
+
+    inspection_id: int | None
+    line: str
+    serial: str
+    action: GateAction
+    decided_by: str
+    level: str
+    rule: str
+    model_version: str | None
+    latency_ms: float
+    failsafe: FailsafeReason | None
+    replayed: bool = False
+
+    @property
+    def pending(self) -> bool:
+        return self.decided_by == _DECIDED_BY_PERSON
+
+
+class _State(StrEnum):
+    PENDING = "pending"
+    FAILSAFE = "failsafe"  # the line was answered with the fail-safe; the job writes the phone for a person
+    COMMITTING = "committing"  # the job is writing its judged answer; wait for it
+    DONE = "done"
+
+
+class _Stage(StrEnum):
+    QUEUING = "queuing"
+    INSPECTING = "inspecting"
+    WRITING = "writing"
+    REPLAYING = "replaying"
+
+
+@dataclass(frozen=True)
+class _Findings:
+    """One inspection's outcome, before it is written."""
+
+    line: LineConfig
+    result: PhoneResult
+    model_version: str | None
+
+
+def failsafe_routing(line: LineConfig, reason: FailsafeReason) -> RoutingDecision:
+    """Where a phone the gate handled with its fail-safe goes: to a person, under the fail-safe's rule."""
+    return RoutingDecision(
+        decider=Decider.HUMAN,
+        model_verdict=None,
+        show_model_boxes=LEVEL_POLICIES[line.level].human_sees_boxes,
+        audit=False,
+        rule=f"failsafe_{reason.value}",
+        reason=f"The gate acted on the line's fail-safe ({line.failsafe_action}) because of {reason.value.replace('_', ' ')}; a person judges the phone.",
+    )
+
+
+def answer_for(line: LineConfig, routing: RoutingDecision, *, model_version: str | None) -> tuple[GateAction, str, FailsafeReason | None]:
+    """The gate's action for a routing decision: the model's verdict, a person, or the fail-safe."""
+    if routing.decider is Decider.MODEL:
+        assert routing.model_verdict is not None, "a model decision carries its verdict"
+        return GateAction(routing.model_verdict.value), "model", None
+    reason = _FAILSAFE_RULES.get(routing.rule)
+    if reason is not None:
+        return GateAction(line.failsafe_action), _DECIDED_BY_PERSON, reason
+    return GateAction.TO_PERSON, _DECIDED_BY_PERSON, None
+
+
+class _Job:
+    """One posted phone on its way through the service, shared by every request for its serial."""
+
+    def __init__(self, service: InspectionService, *, line: LineConfig, serial: str, image: bytes, suffix: str, meta: dict[str, object]) -> None:
+        self.service = service
+        self.line = line
+        self.serial = serial
+        self.image = image
+        self.suffix = suffix
+        self.meta = meta
+        self.started = time.perf_counter()
+        self.lock = threading.Lock()
+        self.state = _State.PENDING
+        self.stage = _Stage.QUEUING
+        self.failsafe: FailsafeReason | None = None
+        self.failsafe_latency_ms: float | None = None
+        self.inspection_id: int | None = None
+        self.image_path: str | None = None
+        self.answer: Answer | None = None
+        self.replayed = False
+
+    # -- called by requests (event loop) ------------------------------------------------------
+
+    def give_failsafe(self, latency_ms: float) -> bool:
+        """Answer the line with its fail-safe unless the job is already writing or done; returns whether it did."""
+        with self.lock:
+            if self.state is _State.FAILSAFE:
+                return True
+            if self.state is not _State.PENDING or self.stage is _Stage.REPLAYING:
+                return False
+            self.state = _State.FAILSAFE
+            self.failsafe = FailsafeReason.DATABASE_BUSY if self.stage in (_Stage.QUEUING, _Stage.WRITING) else FailsafeReason.BUDGET_EXCEEDED
+            self.failsafe_latency_ms = latency_ms
+            return True
+
+    def failsafe_answer(self) -> Answer:
+        assert self.failsafe is not None
+        line = self.line
+        return Answer(
+            inspection_id=self.inspection_id,
+            line=line.name,
+            serial=self.serial,
+            action=GateAction(line.failsafe_action),
+            decided_by=_DECIDED_BY_PERSON,
+            level=line.level.value,
+            rule=f"failsafe_{self.failsafe.value}",
+            model_version=None,
+            latency_ms=self.failsafe_latency_ms or 0.0,
+            failsafe=self.failsafe,
+            replayed=self.replayed,
+        )
+
+    # -- the job's thread ---------------------------------------------------------------------
+
+    def run(self) -> Answer:
+        try:
+            return self._run()
+        except Exception as error:
+            log.exception("phone %s on %s: inspection failed; the fail-safe applies", self.serial, self.line.name)
+            reason = FailsafeReason.DATABASE_BUSY if isinstance(error, OperationalError) else FailsafeReason.INTERNAL_ERROR
+            return self._fall_back(reason)
+
+    def _elapsed_ms(self) -> float:
+        return (time.perf_counter() - self.started) * 1000
+
+    def _run(self) -> Answer:
+        service = self.service
+        existing = service.stored_answer_id(self.line.id, self.serial)
+        if existing is None:
+            relative, digest = store_image_bytes(service.settings, self.line.name, self.image, self.suffix)
+            self.image_path = relative
+            with service.database.write() as session:
+                opened = gate.open_posted_phone(
+                    session=session,
+                    line_id=self.line.id,
+                    serial=self.serial,
+                    image_path=relative,
+                    image_sha256=digest,
+                    captured_at=self.meta.get("captured_at"),  # type: ignore[arg-type]
+                    station=self.meta.get("station"),  # type: ignore[arg-type]
+                    api_key_id=self.meta.get("api_key_id"),  # type: ignore[arg-type]
+                    holder=service.holder_id,
+                    lease_seconds=LEASE_SECONDS,
+                )
+            self.inspection_id = opened.inspection_id
+            if not opened.created:
+                existing = opened.inspection_id
+        if existing is not None:
+            return self._replay(existing)
+        for _ in range(MAX_REINSPECTIONS + 1):
+            with self.lock:
+                self.stage = _Stage.INSPECTING
+            assert self.inspection_id is not None and self.image_path is not None
+            findings = service.inspect(self.inspection_id, self.serial, self.image_path, self.line)
+            with self.lock:
+                self.stage = _Stage.WRITING
+            answer = self._write(findings)
+            if answer is not None:
+                return answer
+            self.line = service.line_config(self.line.name)  # a setting changed meanwhile: inspect again under the new one
+        return self._fall_back(FailsafeReason.BUDGET_EXCEEDED)
+
+    def _replay(self, inspection_id: int) -> Answer:
+        """A serial posted before: the answer it got, waiting (up to the budget) if it is still being inspected elsewhere."""
+        with self.lock:
+            self.stage = _Stage.REPLAYING
+            self.replayed = True
+            self.inspection_id = inspection_id
+        deadline = self.started + self.line.answer_budget_ms / 1000
+        service = self.service
+        while True:
+            stored = service.stored_answer(inspection_id)
+            if stored is not None and stored.action is not None:
+                return service.answer_from_stored(stored, latency_ms=self._elapsed_ms())
+            if time.perf_counter() >= deadline:
+                break
+            time.sleep(REPLAY_POLL_SECONDS)
+        # Unanswered still (the process inspecting it died, or is slow): give the fail-safe, if nobody answers first.
+        with service.database.write() as session:
+            gate.record_answer(
+                session=session,
+                inspection_id=inspection_id,
+                action=self.line.failsafe_action,
+                decided_by=_DECIDED_BY_PERSON,
+                level=self.line.level.value,
+                rule=f"failsafe_{FailsafeReason.BUDGET_EXCEEDED.value}",
+                model_version_id=None,
+                failsafe=FailsafeReason.BUDGET_EXCEEDED.value,
+                latency_ms=self._elapsed_ms(),
+            )
+        stored = service.stored_answer(inspection_id)
+        assert stored is not None and stored.action is not None
+        return service.answer_from_stored(stored, latency_ms=self._elapsed_ms())
+
+    def _write(self, findings: _Findings) -> Answer | None:
+        """Write the phone and the gate's answer in one transaction; None when the line changed meanwhile."""
+        service = self.service
+        assert self.inspection_id is not None
+        with service.database.write() as session:
+            fresh = next((line for line in list_lines(session=session) if line.id == self.line.id), None)
+            if fresh is None or _policy_key(fresh) != _policy_key(findings.line):
+                return None
+            given_action, given_failsafe = gate.answer_state(session=session, inspection_id=self.inspection_id)
+            with self.lock:
+                if self.state is _State.PENDING and given_action is None:
+                    self.state = _State.COMMITTING
+                elif self.state is _State.PENDING:  # answered by another process meanwhile: keep to it
+                    self.state = _State.FAILSAFE
+                    self.failsafe = FailsafeReason(given_failsafe) if given_failsafe else FailsafeReason.BUDGET_EXCEEDED
+                    self.failsafe_latency_ms = self._elapsed_ms()
+                failsafe = self.failsafe if self.state is _State.FAILSAFE else None
+            result = findings.result
+            if failsafe is not None:
+                result = replace(result, routing=failsafe_routing(findings.line, failsafe))
+                action, decided_by, model_version = GateAction(findings.line.failsafe_action), _DECIDED_BY_PERSON, None
+                latency_ms = self.failsafe_latency_ms or self._elapsed_ms()
+                model_version_id = None
+            else:
+                action, decided_by, failsafe = answer_for(findings.line, result.routing, model_version=findings.model_version)
+                model_version = findings.model_version if result.routed_model_id is not None else None
+                model_version_id = result.routed_model_id
+                latency_ms = self._elapsed_ms()
+            _, lost = record_results(session=session, worker_id=service.holder_id, results=[result])
+            if lost:
+                raise RuntimeError(f"inspection {self.inspection_id}: the service's claim was lost (held longer than {LEASE_SECONDS:.0f} s)")
+            gate.record_answer(
+                session=session,
+                inspection_id=self.inspection_id,
+                action=action.value,
+                decided_by=decided_by,
+                level=findings.line.level.value,
+                rule=result.routing.rule,
+                model_version_id=model_version_id,
+                failsafe=failsafe.value if failsafe else None,
+                latency_ms=latency_ms,
+            )
+        answer = Answer(
+            inspection_id=self.inspection_id,
+            line=findings.line.name,
+            serial=self.serial,
+            action=action,
+            decided_by=decided_by,
+            level=findings.line.level.value,
+            rule=result.routing.rule,
+            model_version=model_version,
+            latency_ms=latency_ms,
+            failsafe=failsafe,
+        )
+        with self.lock:
+            self.state = _State.FAILSAFE if failsafe is not None and self.state is _State.FAILSAFE else _State.DONE
+            self.answer = answer
+        service.after_written(findings.line, result)
+        return answer
+
+    def _fall_back(self, reason: FailsafeReason) -> Answer:
+        """Something failed: the line gets its fail-safe, and the phone (if it was recorded) goes to a person."""
+        with self.lock:
+            if self.state is not _State.FAILSAFE:
+                self.state = _State.FAILSAFE
+                self.failsafe = reason
+                self.failsafe_latency_ms = self._elapsed_ms()
+        if self.inspection_id is not None:
+            try:
+                self.service.write_failsafe(self.inspection_id, self.line, self.failsafe or reason, latency_ms=self.failsafe_latency_ms or 0.0)
+            except Exception:
+                log.exception("inspection %s: could not record the fail-safe; the worker takes the phone over when its claim expires", self.inspection_id)
+        return self.failsafe_answer()
+
+
+def _policy_key(line: LineConfig) -> tuple[object, ...]:
+    return (line.level, line.active_model_id, line.candidate_model_id, line.policy)
+
+
+class InspectionService:
+    """The inspection service: authenticates stations, answers the gate, keeps the metrics.
+
+    Args:
+        database: The plant's database.
+        settings: Data folder (images are stored under it).
+        inspector: The one inspection path shared with the worker.
+        threads: Jobs inspected at once (the detector itself uses every core it is given).
+    """
+
+    def __init__(self, database: Database, settings: Settings, inspector: object, *, threads: int = 4) -> None:
+        from core.server.metrics import ServiceMetrics
+
+        self.database = database
+        self.settings = settings
+        self.inspector = inspector
+        self.holder_id = f"service-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="inspect")
+        self._in_flight: dict[tuple[int, str], tuple[_Job, asyncio.Future[Answer]]] = {}
+        self.metrics = ServiceMetrics(self._queue_depths, self._model_labels)
+        self._ready = threading.Event()
+        self._load_error: str | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def start_loading(self) -> None:
+        """Load every line's models in the background; :meth:`readiness` says when done."""
+        threading.Thread(target=self._load_models, name="load-models", daemon=True).start()
+
+    def _load_models(self) -> None:
+        try:
+            with self.database.read() as session:
+                lines = list_lines(session=session)
+            self.inspector.load(lines)  # type: ignore[attr-defined]
+            self._load_error = None
+        except Exception as error:
+            log.exception("loading the models failed")
+            self._load_error = str(error)
+        finally:
+            self._ready.set()
+
+    def readiness(self) -> tuple[bool, dict[str, object]]:
+        """Ready = the models are loaded and the database answers."""
+        checks: dict[str, object] = {}
+        try:
+            with self.database.read() as session:
+                session.execute(text("SELECT 1"))
+            checks["database"] = "ok"
+        except Exception as error:
+            checks["database"] = f"unreachable: {error}"
+        if not self._ready.is_set():
+            checks["models"] = "loading"
+        else:
+            problems = self.inspector.model_problems()  # type: ignore[attr-defined]
+            checks["models"] = "ok" if not problems and self._load_error is None else (self._load_error or "; ".join(problems))
+        return all(value == "ok" for value in checks.values()), checks
+
+    def background_checks(self) -> None:
+        """Drift checks and automatic rollbacks that are due, as the worker runs them between phones."""
+        self.inspector.background_checks()  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=False)
+
+    # -- reads --------------------------------------------------------------------------------
+
+    def line_config(self, name: str) -> LineConfig:
+        with self.database.read() as session:
+            for line in list_lines(session=session):
+                if line.name == name:
+                    return line
+        raise UnknownLineError(f"no line named {name!r}")
+
+    def authorize(self, key: str | None, line_name: str | None) -> tuple[KeyInfo, LineConfig | None]:
+        """The key's info and the line it may act on (one read)."""
+        if not key:
+            raise AccessDeniedError("missing API key: send 'Authorization: Bearer KEY' (an admin makes one with `shadowline keys add`)", status=401)
+        with self.database.read() as session:
+            info = authenticate(session=session, key=key)
+            if info is None:
+                raise AccessDeniedError("unknown or revoked API key", status=401)
+            if line_name is None:
+                return info, None
+            line = next((line for line in list_lines(session=session) if line.name == line_name), None)
+        if line is None:
+            raise UnknownLineError(f"no line named {line_name!r}")
+        if line.id != info.line_id:
+            raise AccessDeniedError(f"this key ({info.name}) is for line {info.line}, not {line_name}", status=403)
+        return info, line
+
+    def stored_answer_id(self, line_id: int, serial: str) -> int | None:
+        with self.database.read() as session:
+            stored = gate.find_answer(session=session, line_id=line_id, serial=serial)
+        return stored.inspection_id if stored else None
+
+    def stored_answer(self, inspection_id: int) -> gate.StoredAnswer | None:
+        with self.database.read() as session:
+            return gate.get_answer(session=session, inspection_id=inspection_id)
+
+    def find_by_serial(self, line_id: int, serial: str) -> gate.StoredAnswer | None:
+        with self.database.read() as session:
+            return gate.find_answer(session=session, line_id=line_id, serial=serial)
+
+    def answer_from_stored(self, stored: gate.StoredAnswer, *, latency_ms: float) -> Answer:
+        assert stored.action is not None
+        return Answer(
+            inspection_id=stored.inspection_id,
+            line=stored.line,
+            serial=stored.serial,
+            action=GateAction(stored.action),
+            decided_by=stored.decided_by or _DECIDED_BY_PERSON,
+            level=stored.level or "",
+            rule=stored.rule or "",
+            model_version=stored.model_version,
+            latency_ms=latency_ms,
+            failsafe=FailsafeReason(stored.failsafe) if stored.failsafe else None,
+            replayed=True,
+        )
+
+    def decisions_after(self, line_id: int, after: tuple[datetime, int] | None, limit: int) -> list[gate.FinalDecisionEvent]:
+        with self.database.read() as session:
+            return gate.final_decisions_after(session=session, line_id=line_id, after=after, limit=limit)
+
+    def latest_cursor(self, line_id: int) -> tuple[datetime, int] | None:
+        with self.database.read() as session:
+            return gate.latest_decision_cursor(session=session, line_id=line_id)
+
+    def _queue_depths(self) -> dict[str, int]:
+        try:
+            with self.database.read() as session:
+                return {line.name: queue_depth(session=session, line_id=line.id) for line in list_lines(session=session)}
+        except Exception:
+            log.exception("queue depth unavailable")
+            return {}
+
+    def _model_labels(self) -> list[dict[str, str]]:
+        try:
+            with self.database.read() as session:
+                lines = list_lines(session=session)
+        except Exception:
+            return []
+        labels = []
+        for line in lines:
+            for slot, model_id, version in (
+                ("blue", line.active_model_id, line.active_model_version),
+                ("green", line.candidate_model_id, line.candidate_model_version),
+            ):
+                if model_id is not None:
+                    loaded = self.inspector.is_loaded(model_id)  # type: ignore[attr-defined]
+                    labels.append({"line": line.name, "slot": slot, "version": version or "", "loaded": str(loaded).lower()})
+        return labels
+
+    # -- the inspection -----------------------------------------------------------------------
+
+    def inspect(self, inspection_id: int, serial: str, image_path: str, line: LineConfig) -> _Findings:
+        """Run the shared inspection path on one phone (in a job's thread)."""
+        result, model_version = self.inspector.inspect_posted(inspection_id, serial, image_path, line)  # type: ignore[attr-defined]
+        return _Findings(line, result, model_version)
+
+    def after_written(self, line: LineConfig, result: PhoneResult) -> None:
+        """What the worker does after writing a phone: drift bookkeeping, fallbacks (in the job's thread)."""
+        self.inspector.after_written(line, result)  # type: ignore[attr-defined]
+
+    def write_failsafe(self, inspection_id: int, line: LineConfig, reason: FailsafeReason, *, latency_ms: float) -> None:
+        """Record a phone the line handled with its fail-safe, with no findings, for a person to judge."""
+        result = PhoneResult(inspection_id, line.id, line.level, failsafe_routing(line, reason), None, [], None, None, active_model_id=line.active_model_id)
+        with self.database.write() as session:
+            record_results(session=session, worker_id=self.holder_id, results=[result])
+            gate.record_answer(
+                session=session,
+                inspection_id=inspection_id,
+                action=line.failsafe_action,
+                decided_by=_DECIDED_BY_PERSON,
+                level=line.level.value,
+                rule=f"failsafe_{reason.value}",
+                model_version_id=None,
+                failsafe=reason.value,
+                latency_ms=latency_ms,
+            )
+
+    async def post(
+        self, *, line: LineConfig, key: KeyInfo, serial: str, image: bytes, suffix: str, captured_at: datetime | None, station: str | None
+    ) -> Answer:
+        """Inspect one posted phone and answer within the line's budget (the fail-safe otherwise)."""
+        arrived = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        slot = (line.id, serial)
+        shared = self._in_flight.get(slot)
+        if shared is None:
+            job = _Job(self, line=line, serial=serial, image=image, suffix=suffix, meta={"captured_at": captured_at, "station": station, "api_key_id": key.id})
+            future = loop.run_in_executor(self._pool, job.run)
+            self._in_flight[slot] = (job, future)
+            self.metrics.in_flight.inc()
+
+            def _finished(_: object) -> None:
+                self._in_flight.pop(slot, None)
+                self.metrics.in_flight.dec()
+
+            future.add_done_callback(_finished)
+        else:
+            job, future = shared
+        remaining = job.started + line.answer_budget_ms / 1000 - time.perf_counter()
+        try:
+            answer = await asyncio.wait_for(asyncio.shield(future), timeout=max(0.0, remaining))
+        except TimeoutError:
+            latency_ms = (time.perf_counter() - arrived) * 1000
+            answer = job.failsafe_answer() if job.give_failsafe(latency_ms) else await asyncio.shield(future)
+        latency_ms = (time.perf_counter() - arrived) * 1000
+        answer = replace(answer, latency_ms=latency_ms, replayed=answer.replayed or shared is not None)
+        self._count(answer)
+        return answer
+
+    def _count(self, answer: Answer) -> None:
+        self.metrics.latency.labels(answer.line, answer.model_version or "none").observe(answer.latency_ms / 1000)
+        self.metrics.actions.labels(answer.line, answer.action.value, answer.decided_by).inc()
+        if answer.failsafe is not None:
+            self.metrics.failsafes.labels(answer.line, answer.failsafe.value).inc()
