@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core.imaging import image_format
 from core.server.schemas import DecisionEvent, DecisionPage, ErrorBody, InspectionAnswer, InspectionRecord
-from core.server.service import InspectionService, AccessDeniedError, UnknownLineError
+from core.server.service import AccessDeniedError, InspectionService, UnknownLineError
 
 #: The largest request accepted: a camera frame is a few MB at most.
 MAX_BODY_BYTES = 25 * 1024 * 1024

@@ -28,6 +28,11 @@ def make_key(database, line: str = "line-1", name: str = "station-1") -> str:
 
 @pytest.fixture
 def service(database, settings):
+    # A generous budget: these tests check behaviour, not speed, on a machine shared with other work.
+    from db.lines import set_answer_settings
+
+    with database.write() as session:
+        set_answer_settings(session=session, line_id=1, actor="test", budget_ms=10_000)
     svc = InspectionService(database, settings, WorkerPath(database, settings, threads=2), threads=4)
     svc.start_loading()
     yield svc

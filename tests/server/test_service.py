@@ -1,0 +1,278 @@
+"""The inspection service in-process: actions per level, fail-safes, idempotency, keys, 4xx, readiness, metrics, the cursor."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+
+from core.server.app import create_app
+from core.server.bridge import WorkerPath
+from core.server.service import InspectionService
+from core.vocabulary import Verdict
+from db import audit
+from db.api_keys import revoke_key
+from db.lines import add_line, get_line, set_answer_settings, update_settings
+from db.models import FinalDecision, GateAnswer, Inspection, Prediction, ReviewTask, Routing
+from db.reviews import claim_next_task, record_human_decision
+from tests.server.conftest import make_key, phone_jpeg, post
+
+
+def wait_ready(client, seconds: float = 60.0) -> None:
+    deadline = time.monotonic() + seconds
+    while client.get("/readyz").status_code != 200:
+        assert time.monotonic() < deadline, client.get("/readyz").json()
+        time.sleep(0.1)
+
+
+def set_line(database, **changes) -> None:
+    with database.write() as session:
+        line = get_line(session=session, name="line-1")
+        update_settings(session=session, line_id=line.id, actor="test", **changes)
+
+
+def wait_written(database, inspection_id: int, seconds: float = 30.0) -> None:
+    """Until the job behind a fail-safe answer has written the phone (it goes on after the answer)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        with database.read() as session:
+            if session.get(Routing, inspection_id) is not None:
+                return
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
+def count(database, model) -> int:
+    with database.read() as session:
+        return int(session.scalar(select(func.count()).select_from(model)))
+
+
+@pytest.mark.parametrize(
+    ("level", "changes", "action", "decided_by", "rule"),
+    [
+        # shadow: a person decides; the model runs and is logged, never shown
+        ("shadow", {}, "to_person", "person", "shadow_human"),
+        ("human_only", {}, "to_person", "person", "human_only_human"),
+        # canary: the model decides its share (all of it here), people the rest (none of it)
+        ("canary", {"canary_share": 1.0}, None, "model", "canary_model_share"),
+        ("canary", {"canary_share": 0.0}, "to_person", "person", "canary_human_share"),
+        # full: the model decides; the audit sample also goes to a person
+        ("full", {"audit_share": 0.0}, None, "model", "full_model"),
+        ("full", {"audit_share": 1.0}, None, "model", "full_audit_sample"),
+    ],
+)
+def test_every_level_answers_by_its_policy(client, key, database, level, changes, action, decided_by, rule):
+    wait_ready(client)
+    set_line(database, level=level, **changes)
+    answer = post(client, key, f"SN-{level}", phone_jpeg(3)).json()
+    assert (answer["decided_by"], answer["rule"], answer["level"], answer["failsafe"]) == (decided_by, rule, level, None)
+    with database.read() as session:
+        final = session.get(FinalDecision, answer["inspection_id"])
+        predictions = session.scalars(select(Prediction).where(Prediction.inspection_id == answer["inspection_id"])).all()
+        task = session.scalar(select(ReviewTask).where(ReviewTask.inspection_id == answer["inspection_id"]))
+    if decided_by == "model":
+        assert answer["action"] == final.verdict and final.decided_by == "model" and answer["model_version"] == "scratch-v2"
+    else:
+        assert answer["action"] == action and final is None and task.kind == "decide"
+    assert len(predictions) == (0 if level == "human_only" else 1)  # shadow: the model is logged
+    assert (task is not None and task.kind == "audit") == (rule == "full_audit_sample") or decided_by == "person"
+
+
+@pytest.mark.parametrize("failsafe_action", ["to_person", "reject"])
+def test_missing_model_gives_the_failsafe_never_pass(client, key, database, service, failsafe_action, monkeypatch):
+    wait_ready(client)
+    set_line(database, level="full", audit_share=0.0)
+    with database.write() as session:
+        set_answer_settings(session=session, line_id=1, actor="admin", failsafe_action=failsafe_action)
+    monkeypatch.setattr(service.inspector.worker, "_detector", lambda model_id: None)
+    answer = post(client, key, "SN-nomodel").json()
+    assert (answer["action"], answer["failsafe"], answer["decided_by"]) == (failsafe_action, "model_unavailable", "person")
+    with database.read() as session:
+        assert session.get(FinalDecision, answer["inspection_id"]) is None
+        assert session.scalar(select(ReviewTask.kind).where(ReviewTask.inspection_id == answer["inspection_id"])) == "decide"
+
+
+def test_unreadable_image_is_stored_and_gets_the_failsafe(client, key, database):
+    wait_ready(client)
+    set_line(database, level="full", audit_share=0.0)
+    truncated = phone_jpeg(1)[:300]  # a JPEG's start: an image, but not a readable one
+    answer = post(client, key, "SN-broken", truncated).json()
+    assert (answer["action"], answer["failsafe"]) == ("to_person", "image_unreadable")
+    with database.read() as session:
+        inspection = session.get(Inspection, answer["inspection_id"])
+        assert inspection.status == "failed" and "truncated" in inspection.error
+        assert session.get(FinalDecision, answer["inspection_id"]) is None
+
+
+def test_exceeded_budget_answers_the_failsafe_and_the_late_model_answer_never_decides(client, key, database, service):
+    wait_ready(client)
+    set_line(database, level="full", audit_share=0.0)
+    with database.write() as session:
+        set_answer_settings(session=session, line_id=1, actor="admin", budget_ms=1, failsafe_action="reject")
+    answer = post(client, key, "SN-late", phone_jpeg(5)).json()
+    assert (answer["action"], answer["failsafe"], answer["decided_by"]) == ("reject", "budget_exceeded", "person")
+    # At 1 ms the phone may not even be recorded yet when the gate is answered; it is found by serial afterwards.
+    record = client.get("/v1/lines/line-1/inspections", headers={"Authorization": f"Bearer {key}"}, params={"serial": "SN-late"}).json()
+    inspection_id = record["inspection_id"]
+    assert answer["inspection_id"] in (None, inspection_id)
+    wait_written(database, inspection_id)
+    with database.read() as session:
+        routing = session.get(Routing, inspection_id)
+        stored = session.get(GateAnswer, inspection_id)
+        assert routing.decider == "human" and routing.rule == "failsafe_budget_exceeded"
+        assert session.get(FinalDecision, inspection_id) is None  # the model's late verdict decided nothing
+        assert session.scalar(select(func.count()).select_from(Prediction).where(Prediction.inspection_id == inspection_id)) == 1  # but it is kept
+        assert (stored.action, stored.failsafe) == ("reject", "budget_exceeded")
+    again = post(client, key, "SN-late", phone_jpeg(5)).json()
+    assert (again["action"], again["inspection_id"], again["failsafe"], again["replayed"]) == ("reject", inspection_id, "budget_exceeded", True)
+
+
+def test_concurrent_retries_are_one_phone_with_one_answer(client, key, database):
+    wait_ready(client)
+    set_line(database, level="full", audit_share=0.0)
+    answers = []
+
+    def send() -> None:
+        answers.append(post(client, key, "SN-retry", phone_jpeg(7)).json())
+
+    threads = [threading.Thread(target=send) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len({(a["inspection_id"], a["action"], a["rule"]) for a in answers}) == 1, answers
+    assert sum(not a["replayed"] for a in answers) == 1
+    with database.read() as session:
+        assert session.scalar(select(func.count()).select_from(Inspection).where(Inspection.serial == "SN-retry")) == 1
+        assert session.scalar(select(func.count()).select_from(FinalDecision)) == 1
+
+
+def test_keys_are_scoped_to_their_line_and_revocable(client, key, database):
+    with database.write() as session:
+        add_line(session=session, name="line-2", actor="test", active_model_id=1)
+    other = make_key(database, "line-2", "station-2")
+    refused = post(client, other, "SN-x", line="line-1")
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "forbidden"
+    with database.write() as session:
+        revoke_key(session=session, key_ref="station-1", line_name="line-1", actor="admin")
+        assert audit.search(session=session, action_prefix="api_key.")[1] == 3  # two made, one revoked
+    revoked = post(client, key, "SN-y")
+    assert revoked.status_code == 401 and revoked.json()["error"]["code"] == "unauthorized"
+    assert count(database, Inspection) == 0
+
+
+@pytest.mark.parametrize(
+    ("case", "status", "code"),
+    [
+        ("no image", 400, "no_image"),
+        ("not an image", 415, "not_an_image"),
+        ("empty image", 400, "no_image"),
+        ("no serial", 400, "bad_request"),
+        ("unknown line", 404, "unknown_line"),
+        ("no key", 401, "unauthorized"),
+        ("bad key", 401, "unauthorized"),
+        ("200 MB body", 413, "body_too_large"),
+    ],
+)
+def test_bad_requests_get_a_json_4xx_and_change_nothing(client, key, database, case, status, code):
+    headers = {"Authorization": f"Bearer {key}"}
+    url = "/v1/lines/line-1/inspections"
+    image = {"image": ("phone.jpg", phone_jpeg(0), "image/jpeg")}
+    if case == "no image":
+        response = client.post(url, headers=headers, data={"serial": "S1"})
+    elif case == "not an image":
+        response = client.post(url, headers=headers, files={"image": ("notes.txt", b"hello, not a phone", "text/plain")}, data={"serial": "S1"})
+    elif case == "empty image":
+        response = client.post(url, headers=headers, files={"image": ("phone.jpg", b"", "image/jpeg")}, data={"serial": "S1"})
+    elif case == "no serial":
+        response = client.post(url, headers=headers, files=image)
+    elif case == "unknown line":
+        response = client.post("/v1/lines/line-9/inspections", headers=headers, files=image, data={"serial": "S1"})
+    elif case == "no key":
+        response = client.post(url, files=image, data={"serial": "S1"})
+    elif case == "bad key":
+        response = client.post(url, headers={"Authorization": "Bearer slk_00000000_" + "x" * 43}, files=image, data={"serial": "S1"})
+    else:
+        response = client.post(
+            url, headers={**headers, "Content-Type": "multipart/form-data; boundary=x", "Content-Length": str(200 * 1024 * 1024)}, content=b"--x"
+        )
+    assert response.status_code == status, response.text
+    assert response.json()["error"]["code"] == code
+    assert count(database, Inspection) == 0 and count(database, GateAnswer) == 0
+
+
+def test_not_ready_until_the_model_is_loaded(database, settings):
+    loaded = threading.Event()
+
+    class SlowPath(WorkerPath):
+        def load(self, lines):
+            loaded.wait(30)
+            super().load(lines)
+
+    service = InspectionService(database, settings, SlowPath(database, settings), threads=2)
+    service.start_loading()
+    try:
+        with TestClient(create_app(service)) as client:
+            assert client.get("/healthz").status_code == 200
+            response = client.get("/readyz")
+            assert response.status_code == 503 and response.json()["checks"]["models"] == "loading"
+            loaded.set()
+            wait_ready(client)
+            assert client.get("/readyz").json() == {"ready": True, "checks": {"database": "ok", "models": "ok"}}
+    finally:
+        loaded.set()
+        service.close()
+
+
+def test_metrics_text(client, key, database):
+    wait_ready(client)
+    post(client, key, "SN-m1")
+    client.post("/v1/lines/line-1/inspections", data={"serial": "x"})
+    text = client.get("/metrics").text
+    for expected in (
+        'shadowline_inspection_latency_seconds_bucket{le="0.3",line="line-1",model_version="scratch-v2"}',
+        'shadowline_gate_actions_total{action="to_person",decided_by="person",line="line-1"} 1.0',
+        "shadowline_failsafes_total",
+        'shadowline_queue_depth{line="line-1"} 0.0',
+        'shadowline_model_info{line="line-1",loaded="true",slot="blue",version="scratch-v2"} 1.0',
+        "shadowline_rejected_requests_total",
+    ):
+        assert expected in text, expected
+    assert client.get("/openapi.json").json()["paths"]["/v1/lines/{line}/inspections"]["post"]
+
+
+def test_a_persons_verdict_reaches_the_line_through_the_cursor(client, key, database):
+    wait_ready(client)
+    headers = {"Authorization": f"Bearer {key}"}
+    start = client.get("/v1/lines/line-1/decisions", headers=headers).json()
+    assert start["decisions"] == []
+    answer = post(client, key, "SN-hold").json()
+    assert answer["action"] == "to_person" and answer["pending"]
+    result = {}
+
+    def follow() -> None:
+        result["page"] = client.get("/v1/lines/line-1/decisions", headers=headers, params={"after": start["cursor"], "wait": 20}).json()
+
+    follower = threading.Thread(target=follow)
+    follower.start()
+    time.sleep(0.5)
+    with database.write() as session:
+        item = claim_next_task(session=session, reviewer="sam")
+        record_human_decision(session=session, task_id=item.task_id, reviewer="sam", verdict=Verdict.REJECT)
+    follower.join(30)
+    [event] = result["page"]["decisions"]
+    assert (event["inspection_id"], event["serial"], event["verdict"], event["decided_by"], event["gate_action"]) == (
+        answer["inspection_id"],
+        "SN-hold",
+        "reject",
+        "human",
+        "to_person",
+    )
+    record = client.get(f"/v1/inspections/{answer['inspection_id']}", headers=headers).json()
+    assert record["final"]["verdict"] == "reject" and record["final"]["decided_by"] == "human"
+    assert client.get("/v1/lines/line-1/inspections", headers=headers, params={"serial": "SN-hold"}).json()["inspection_id"] == answer["inspection_id"]
+    after = client.get("/v1/lines/line-1/decisions", headers=headers, params={"after": result["page"]["cursor"]}).json()
+    assert after["decisions"] == []
