@@ -730,13 +730,50 @@ def _cmd_users_list(args: argparse.Namespace) -> int:
 def _cmd_up(args: argparse.Namespace) -> int:
     from core.supervisor import run_product
 
-    return run_product(port=args.port, scenario=args.scenario, rate=args.rate, simulate=not args.no_simulator, address=args.address)
+    return run_product(
+        port=args.port, scenario=args.scenario, rate=args.rate, simulate=not args.no_simulator, address=args.address, service_port=args.service_port
+    )
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     from core.server.run import serve
 
     return serve(address=args.address, port=args.port, threads=args.threads, detector_threads=args.detector_threads)
+
+
+def _cmd_station(args: argparse.Namespace) -> int:
+    import logging
+    import os
+
+    from core.camera import UnknownScenarioError, get_scenario
+    from core.line_simulator import SimulatedInspector
+    from core.server.station import run_station
+    from db.pipeline import attach_simulated_truth
+
+    logging.basicConfig(level=logging.INFO if not args.quiet else logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    key = os.environ.get("SHADOWLINE_API_KEY")
+    if not key:
+        raise CommandError("set SHADOWLINE_API_KEY to the station's key (`shadowline keys add --line L --name N`)")
+    try:
+        scenario = get_scenario(args.scenario)
+    except UnknownScenarioError as error:
+        raise CommandError(str(error)) from None
+    database = _database()
+    line = _line(database, args.line)
+    inspector = SimulatedInspector() if args.inspector == "simulated" else None
+
+    def on_answer(serial: str, answer: dict[str, object], truth: dict[str, object]) -> None:
+        if answer.get("inspection_id") is not None:
+            with database.write() as session:
+                attach_simulated_truth(session=session, inspection_id=int(str(answer["inspection_id"])), scenario=scenario.name, truth=truth)
+        if inspector:
+            inspector.answer_open_tasks(database, line_id=line.id, limit=5)
+
+    gate = run_station(
+        args.url, key=key, line=line.name, scenario=scenario, rate=args.rate, count=args.count, seed=args.seed, station=args.name, on_answer=on_answer
+    )
+    print(f"station {args.name}: gate actions {dict(gate.actions)}, fail-safes {gate.failsafes}")
+    return 0
 
 
 def _cli_actor() -> str:
@@ -804,6 +841,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--scenario", default="normal")
     up.add_argument("--rate", type=float, default=2.0, help="simulated phones per second")
     up.add_argument("--no-simulator", action="store_true", help="do not start the simulated line")
+    up.add_argument("--service-port", type=int, default=8600, help="port of the inspection service the simulated station posts to")
     up.set_defaults(handler=_cmd_up)
 
     init = commands.add_parser("init", help="create or upgrade the database, register the shipped model, create line-1")
@@ -828,6 +866,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--threads", type=int, default=4, help="phones inspected at once")
     serve.add_argument("--detector-threads", type=int, default=0, help="detector CPU threads (0: onnxruntime's default)")
     serve.set_defaults(handler=_cmd_serve)
+
+    station = commands.add_parser("station", help="a simulated camera station and reject gate posting phones to the inspection service")
+    station.add_argument("--url", default="http://127.0.0.1:8600")
+    station.add_argument("--line", default="line-1")
+    station.add_argument("--name", default="camera-1", help="the station's name")
+    station.add_argument("--scenario", default="normal")
+    station.add_argument("--rate", type=float, default=2.0, help="phones per second")
+    station.add_argument("--count", type=int, help="phones to post (default: until Ctrl-C)")
+    station.add_argument("--seed", type=int, default=1)
+    station.add_argument("--inspector", choices=["simulated", "none"], default="simulated", help="answer the diverted phones with the simulated inspector")
+    station.add_argument("--quiet", action="store_true")
+    station.set_defaults(handler=_cmd_station)
 
     keys = commands.add_parser("keys", help="API keys of the inspection service, one per station and line")
     key_commands = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")

@@ -1,12 +1,16 @@
 """``shadowline up``: the whole product on one machine, for a first look or a small plant.
 
-Initialises the database, then runs three child processes: the worker, a simulated line, and
+Initialises the database, then runs the child processes: the worker, the inspection service
+(``shadowline serve``), a simulated camera station that posts each phone to the service and acts
+on the answer with a simulated reject gate (``shadowline station``, with a key made for it), and
 the Streamlit app. A worker that dies is restarted (its unfinished phones are reclaimed when
 their leases expire); if the app dies, or on Ctrl-C / SIGTERM, everything is stopped.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import subprocess
 import sys
@@ -24,13 +28,32 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "core.cli", *args]
 
 
-def run_product(*, port: int = 8501, scenario: str = "normal", rate: float = 2.0, simulate: bool = True, address: str = "127.0.0.1") -> int:
+SERVICE_PORT = 8600
+DEMO_STATION = "demo-camera"
+
+
+def _demo_station_key(database) -> str:  # noqa: ANN001
+    """A fresh key for the demo station of line-1 (the previous run's is revoked; both audited)."""
+    from db.api_keys import ApiKeyError, create_key, revoke_key
+    from db.bootstrap import DEFAULT_LINE
+
+    with database.write() as session:
+        with contextlib.suppress(ApiKeyError):  # none yet on a first run
+            revoke_key(session=session, key_ref=DEMO_STATION, line_name=DEFAULT_LINE, actor="shadowline-up")
+        _, key = create_key(session=session, line_name=DEFAULT_LINE, name=DEMO_STATION, actor="shadowline-up")
+    return key
+
+
+def run_product(
+    *, port: int = 8501, scenario: str = "normal", rate: float = 2.0, simulate: bool = True, address: str = "127.0.0.1", service_port: int = SERVICE_PORT
+) -> int:
     """Run until interrupted; returns the exit code."""
     from db.bootstrap import initialize, open_database
 
     settings = get_settings()
     database = open_database(settings)
     report = initialize(database, settings)
+    station_key = _demo_station_key(database) if simulate else None
     database.dispose()
     if report.model_problem:
         print(f"warning: {report.model_problem}; phones will be routed to people", file=sys.stderr)
@@ -40,6 +63,7 @@ def run_product(*, port: int = 8501, scenario: str = "normal", rate: float = 2.0
 
     commands = {
         "worker": _cli("worker"),
+        "service": _cli("serve", "--port", str(service_port), "--address", address),
         "app": [
             sys.executable,
             "-m",
@@ -59,7 +83,9 @@ def run_product(*, port: int = 8501, scenario: str = "normal", rate: float = 2.0
         ],
     }
     if simulate:
-        commands["simulator"] = _cli("simulate", "--scenario", scenario, "--rate", str(rate), "--quiet")
+        seed = int(time.time())  # new serials each run: a serial posted again is a station's retry, answered as before
+        url = f"http://{'127.0.0.1' if address in ('0.0.0.0', '::') else address}:{service_port}"
+        commands["simulator"] = _cli("station", "--url", url, "--scenario", scenario, "--rate", str(rate), "--seed", str(seed), "--name", DEMO_STATION)
     children: dict[str, subprocess.Popen[bytes]] = {}
     stopping = False
 
@@ -69,9 +95,12 @@ def run_product(*, port: int = 8501, scenario: str = "normal", rate: float = 2.0
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    env = dict(os.environ)
+    if station_key:
+        env["SHADOWLINE_API_KEY"] = station_key
     for name, command in commands.items():
-        children[name] = subprocess.Popen(command, cwd=Path(PROJECT_ROOT))
-    print(f"Open http://localhost:{port} (Ctrl-C stops everything)", flush=True)
+        children[name] = subprocess.Popen(command, cwd=Path(PROJECT_ROOT), env=env)
+    print(f"Open http://localhost:{port}; inspection service on port {service_port} (Ctrl-C stops everything)", flush=True)
     code = 0
     try:
         while not stopping:
@@ -90,7 +119,7 @@ def run_product(*, port: int = 8501, scenario: str = "normal", rate: float = 2.0
                     continue
                 print(f"{name} exited with {status}; restarting it in {RESTART_PAUSE_SECONDS:.0f} s", file=sys.stderr, flush=True)
                 time.sleep(RESTART_PAUSE_SECONDS)
-                children[name] = subprocess.Popen(commands[name], cwd=Path(PROJECT_ROOT))
+                children[name] = subprocess.Popen(commands[name], cwd=Path(PROJECT_ROOT), env=env)
     finally:
         for child in children.values():
             if child.poll() is None:

@@ -288,3 +288,10 @@ def queue_depth(*, session: Session, line_id: int | None = None) -> int:
     if line_id is not None:
         query = query.where(Inspection.line_id == line_id)
     return int(session.scalar(query) or 0)
+
+
+def attach_simulated_truth(*, session: Session, inspection_id: int, scenario: str, truth: dict[str, Any]) -> None:
+    """Record the generator's truth beside a simulated phone posted through the service (never shown to the model)."""
+    session.execute(
+        update(Inspection).where(Inspection.id == inspection_id).values(scenario=scenario, truth=truth).execution_options(synchronize_session=False)
+    )

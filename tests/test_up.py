@@ -21,7 +21,13 @@ def _free_port() -> int:
 def test_up_serves_the_app_runs_the_worker_and_the_line_then_stops_everything(settings, shipped_model_dir):
     port = _free_port()
     env = cli_env(settings)
-    product = subprocess.Popen(cli("up", "--port", str(port), "--rate", "5"), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    product = subprocess.Popen(
+        cli("up", "--port", str(port), "--service-port", str(_free_port()), "--rate", "5"),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 90
         healthy = False
