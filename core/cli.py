@@ -357,6 +357,17 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         if output:
             output.write_text(json.dumps(result, indent=2) + "\n")
         return 0
+    if args.target == "line":
+        from core.server.bench import bench_line, format_line
+
+        rates = [float(r) for r in args.rates.split(",") if r]
+        result = bench_line(
+            get_settings().shipped_model_dir if not args.model else Path(args.model), rates=rates, seconds=args.seconds, max_search=not args.no_max
+        )
+        print(format_line(result))
+        if output:
+            output.write_text(json.dumps(result, indent=2) + "\n")
+        return 0
     if args.target == "detector":
         result = bench.bench_detector(get_settings().shipped_model_dir if not args.model else Path(args.model), images=args.images, rounds=args.rounds)
     else:
@@ -955,7 +966,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(handler=_cmd_evaluate)
 
     bench = commands.add_parser("bench", help="benchmarks: detector backends, worker throughput")
-    bench.add_argument("target", choices=["detector", "worker", "pages", "drift"])
+    bench.add_argument("target", choices=["detector", "worker", "pages", "drift", "line"])
+    bench.add_argument("--rates", default="5,10,20", help="line: arrival rates to post at, phones/s (then the highest sustained one is searched)")
+    bench.add_argument("--seconds", type=float, default=60.0, help="line: seconds per rate")
+    bench.add_argument("--no-max", action="store_true", help="line: skip the search for the highest sustained rate")
     bench.add_argument("--model", help="model version folder (default: the shipped model)")
     bench.add_argument("--images", type=int, default=100, help="images (phones) per round; for pages, inspections seeded (e.g. 1000000)")
     bench.add_argument("--rounds", type=int, default=3, help="rounds, alternating the compared paths")

@@ -1,0 +1,156 @@
+"""``shadowline bench line``: the inspection service under a real HTTP client at fixed arrival rates.
+
+Open loop: phone ``i`` is sent at ``start + i / rate`` whatever the earlier answers, by a pool of
+client threads, so a slow service shows as latency rather than as a slower client. Capture to
+answer is measured from that scheduled moment to the answer's arrival. The service runs as its
+own process (``shadowline serve``) on a fresh installation; the same images go through the
+detector alone in a fresh process, for its latency and throughput.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import cv2
+import httpx
+import numpy as np
+
+from core.bench import _detector_round, _in_fresh_process, _machine, _render_images
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _percentiles(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {"p50_ms": float("nan"), "p99_ms": float("nan"), "max_ms": float("nan")}
+    return {"p50_ms": float(np.percentile(values, 50)), "p99_ms": float(np.percentile(values, 99)), "max_ms": float(max(values))}
+
+
+def _run_rate(url: str, key: str, images: list[bytes], rate: float, seconds: float, run: str) -> dict[str, Any]:
+    count = max(1, int(rate * seconds))
+    latencies: list[float] = []
+    failsafes: dict[str, int] = {}
+    errors = 0
+
+    with httpx.Client(base_url=url, limits=httpx.Limits(max_connections=64, max_keepalive_connections=64)) as client:
+
+        def send(i: int, due: float) -> None:
+            nonlocal errors
+            time.sleep(max(0.0, due - time.perf_counter()))
+            try:
+                response = client.post(
+                    "/v1/lines/line-1/inspections",
+                    headers={"Authorization": f"Bearer {key}"},
+                    files={"image": ("phone.jpg", images[i % len(images)], "image/jpeg")},
+                    data={"serial": f"{run}-{i:06d}"},
+                    timeout=30,
+                )
+                answered = time.perf_counter()
+                response.raise_for_status()
+                answer = response.json()
+            except httpx.HTTPError:
+                errors += 1
+                return
+            latencies.append((answered - due) * 1000)
+            if answer["failsafe"]:
+                failsafes[answer["failsafe"]] = failsafes.get(answer["failsafe"], 0) + 1
+
+        start = time.perf_counter() + 0.2
+        with ThreadPoolExecutor(max_workers=48) as pool:
+            futures = [pool.submit(send, i, start + i / rate) for i in range(count)]
+            for future in futures:
+                future.result()
+        elapsed = time.perf_counter() - start
+    return {
+        "rate": rate,
+        "phones": count,
+        "seconds": round(elapsed, 1),
+        **_percentiles(latencies),
+        "failsafes": sum(failsafes.values()),
+        "failsafe_reasons": failsafes,
+        "errors": errors,
+        "answered_per_s": round(len(latencies) / elapsed, 2),
+    }
+
+
+def bench_line(model_dir: Path, *, rates: list[float], seconds: float = 60.0, images: int = 100, max_search: bool = True) -> dict[str, Any]:
+    """Post generated phones at each rate for ``seconds``; compare with the detector alone on the same images."""
+    rendered = _render_images(images)
+    encoded = [cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 92])[1].tobytes() for image in rendered]
+    detector = _in_fresh_process(_detector_round, str(model_dir), "auto", images, os.cpu_count() or 1)
+    detector_summary = {**_percentiles(detector["latencies_ms"]), "images_per_s": round(detector["images_per_s"], 2), "backend": detector["backend"]}
+    with tempfile.TemporaryDirectory(prefix="shadowline-bench-line-") as tmp:
+        env = dict(os.environ, SHADOWLINE_DATA_DIR=tmp, SHADOWLINE_MODELS_DIR=str(model_dir.parent))
+        env.pop("SHADOWLINE_DATABASE_URL", None)
+        subprocess.run([sys.executable, "-m", "core.cli", "init"], env=env, check=True, capture_output=True)
+        key = subprocess.run(
+            [sys.executable, "-m", "core.cli", "keys", "add", "--line", "line-1", "--name", "bench"], env=env, check=True, capture_output=True, text=True
+        ).stdout.strip()
+        port = _free_port()
+        server = subprocess.Popen(
+            [sys.executable, "-m", "core.cli", "serve", "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 120
+            while True:
+                try:
+                    if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise RuntimeError("the service never became ready")
+                time.sleep(0.5)
+            _run_rate(url, key, encoded, 5, 2, "warmup")
+            runs = [_run_rate(url, key, encoded, rate, seconds, f"r{rate:g}") for rate in rates]
+            sustained = None
+            if max_search:
+                # The highest rate answered in full, without a fail-safe, stepping down from the detector's own throughput.
+                for share in (1.0, 0.95, 0.9, 0.85, 0.8, 0.7, 0.6, 0.5):
+                    rate = round(detector["images_per_s"] * share, 1)
+                    result = _run_rate(url, key, encoded, rate, seconds, f"max{rate:g}")
+                    runs.append(result)
+                    if result["failsafes"] == 0 and result["errors"] == 0 and result["answered_per_s"] >= 0.97 * rate:
+                        sustained = rate
+                        break
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+    return {
+        "benchmark": "line",
+        "seconds_per_rate": seconds,
+        "machine": _machine(),
+        "load_average": os.getloadavg(),
+        "detector_only": detector_summary,
+        "runs": runs,
+        "sustained_rate": sustained,
+        "sustained_share_of_detector": round(sustained / detector["images_per_s"], 3) if sustained else None,
+    }
+
+
+def format_line(result: dict[str, Any]) -> str:
+    d = result["detector_only"]
+    lines = [
+        f"line benchmark, {result['seconds_per_rate']:g} s per rate, {result['machine']}, load {', '.join(f'{x:.2f}' for x in result['load_average'])}",
+        f"detector alone ({d['backend']}): p50 {d['p50_ms']:.1f} ms, p99 {d['p99_ms']:.1f} ms, max {d['max_ms']:.1f} ms, {d['images_per_s']:.1f} images/s",
+        f"{'phones/s':>9}{'phones':>8}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'fail-safes':>12}{'errors':>8}{'answered/s':>12}",
+    ]
+    for r in result["runs"]:
+        lines.append(
+            f"{r['rate']:>9g}{r['phones']:>8}{r['p50_ms']:>9.1f}{r['p99_ms']:>9.1f}{r['max_ms']:>9.1f}{r['failsafes']:>12}{r['errors']:>8}{r['answered_per_s']:>12.2f}"
+        )
+    lines.append(f"sustained: {result['sustained_rate']} phones/s = {result['sustained_share_of_detector']} of the detector's throughput")
+    return "\n".join(lines)
