@@ -113,7 +113,9 @@ def test_exceeded_budget_answers_the_failsafe_and_the_late_model_answer_never_de
     with database.write() as session:
         set_answer_settings(session=session, line_id=1, actor="admin", budget_ms=1, failsafe_action="reject")
     answer = post(client, key, "SN-late", phone_jpeg(5)).json()
-    assert (answer["action"], answer["failsafe"], answer["decided_by"]) == ("reject", "budget_exceeded", "person")
+    # Under load the 1 ms may run out while the phone waits to be recorded (counted as the database's doing past 50 ms).
+    reason = answer["failsafe"]
+    assert (answer["action"], answer["decided_by"]) == ("reject", "person") and reason in ("budget_exceeded", "database_busy")
     # At 1 ms the phone may not even be recorded yet when the gate is answered; it is found by serial afterwards.
     record = client.get("/v1/lines/line-1/inspections", headers={"Authorization": f"Bearer {key}"}, params={"serial": "SN-late"}).json()
     inspection_id = record["inspection_id"]
@@ -122,12 +124,12 @@ def test_exceeded_budget_answers_the_failsafe_and_the_late_model_answer_never_de
     with database.read() as session:
         routing = session.get(Routing, inspection_id)
         stored = session.get(GateAnswer, inspection_id)
-        assert routing.decider == "human" and routing.rule == "failsafe_budget_exceeded"
+        assert routing.decider == "human" and routing.rule == f"failsafe_{reason}"
         assert session.get(FinalDecision, inspection_id) is None  # the model's late verdict decided nothing
         assert session.scalar(select(func.count()).select_from(Prediction).where(Prediction.inspection_id == inspection_id)) == 1  # but it is kept
-        assert (stored.action, stored.failsafe) == ("reject", "budget_exceeded")
+        assert (stored.action, stored.failsafe) == ("reject", reason)
     again = post(client, key, "SN-late", phone_jpeg(5)).json()
-    assert (again["action"], again["inspection_id"], again["failsafe"], again["replayed"]) == ("reject", inspection_id, "budget_exceeded", True)
+    assert (again["action"], again["inspection_id"], again["failsafe"], again["replayed"]) == ("reject", inspection_id, reason, True)
 
 
 def test_concurrent_retries_are_one_phone_with_one_answer(client, key, database):
