@@ -117,8 +117,11 @@ def test_exceeded_budget_answers_the_failsafe_and_the_late_model_answer_never_de
     reason = answer["failsafe"]
     assert (answer["action"], answer["decided_by"]) == ("reject", "person") and reason in ("budget_exceeded", "database_busy")
     # At 1 ms the phone may not even be recorded yet when the gate is answered; it is found by serial afterwards.
-    record = client.get("/v1/lines/line-1/inspections", headers={"Authorization": f"Bearer {key}"}, params={"serial": "SN-late"}).json()
-    inspection_id = record["inspection_id"]
+    deadline = time.monotonic() + 30
+    while (found := client.get("/v1/lines/line-1/inspections", headers={"Authorization": f"Bearer {key}"}, params={"serial": "SN-late"})).status_code == 404:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    inspection_id = found.json()["inspection_id"]
     assert answer["inspection_id"] in (None, inspection_id)
     wait_written(database, inspection_id)
     with database.read() as session:
