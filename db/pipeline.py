@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import and_, insert, or_, select, update
 from sqlalchemy.orm import Session
 
+from core.admission import AdmissionResult
 from core.image_metrics import InputMetrics
 from core.routing import Decider, RoutingDecision
 from core.vocabulary import AutomationLevel, DecidedBy, InspectionStatus, Verdict
@@ -157,6 +158,8 @@ class PhoneResult:
     error: str | None = None
     #: The line's active model when the phone was inspected (checked again when it is written).
     active_model_id: int | None = None
+    #: The admission check's answer on the active model, where it ran.
+    admission: AdmissionResult | None = None
 
 
 def requeue_stale(*, session: Session, worker_id: str, results: list[PhoneResult]) -> list[int]:
@@ -247,6 +250,10 @@ def record_results(*, session: Session, worker_id: str, results: list[PhoneResul
                 "audit": r.routing.audit,
                 "model_version_id": r.routed_model_id,
                 "routed_at": now,
+                "admitted": r.admission.admitted if r.admission else None,
+                "admission_check": r.admission.check if r.admission else None,
+                "admission_reason": r.admission.reason if r.admission else None,
+                "novelty": r.admission.novelty if r.admission else None,
             }
         )
         if r.routing.decider is Decider.MODEL:
