@@ -68,7 +68,7 @@ class AdmissionResult:
 
     Attributes:
         admitted: True when the model may decide this phone on its own.
-        check: Which check answered: ``ok``, ``camera``, ``range``, ``novelty``, ``missing`` or ``error``.
+        check: Which check answered: ``ok``, ``camera``, ``range``, ``novelty``, ``repeat`` (a frozen camera), ``missing`` or ``error``.
         reason: One sentence for people when not admitted, else None.
         novelty: Where the phone's score lies among normal phones' (0..1; 0.99 = higher than 99 %), when computed.
     """

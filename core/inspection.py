@@ -204,8 +204,15 @@ class Inspector:
         )
         return record, detections.features
 
-    def inspect(self, image: np.ndarray | None, *, serial: str, line: LineConfig, error: str | None = None) -> PhoneInspection:
-        """Inspect one decoded phone image (or route a phone whose image failed, with ``error``)."""
+    def inspect(
+        self, image: np.ndarray | None, *, serial: str, line: LineConfig, error: str | None = None, repeats_serial: str | None = None
+    ) -> PhoneInspection:
+        """Inspect one decoded phone image (or route a phone whose image failed, with ``error``).
+
+        Args:
+            repeats_serial: The serial of an earlier phone whose image this one repeats byte for
+                byte (a frozen camera): the model may not decide it.
+        """
         metrics: InputMetrics | None = None
         predictions: list[PredictionRecord] = []
         admission: AdmissionResult | None = None
@@ -218,6 +225,10 @@ class Inspector:
                 predictions = [p for p in (active, candidate) if p is not None]
                 if active is not None and line.active_model_id is not None:
                     admission = self._admit(line.active_model_id, image, metrics, features)
+                    if repeats_serial is not None:
+                        admission = AdmissionResult.refused(
+                            f"the very same image as phone {repeats_serial}: is the camera frozen?", check="repeat", novelty=admission.novelty
+                        )
         active_prediction = next((p for p in predictions if not p.is_candidate), None)
         facts = PhoneFacts(
             serial=serial,
@@ -245,10 +256,12 @@ class Inspector:
             log.exception("admission check failed on a phone")
             return AdmissionResult.refused(f"the admission check failed: {error!r}", check="error")
 
-    def inspect_safely(self, image: np.ndarray | None, *, serial: str, line: LineConfig, error: str | None = None) -> PhoneInspection:
+    def inspect_safely(
+        self, image: np.ndarray | None, *, serial: str, line: LineConfig, error: str | None = None, repeats_serial: str | None = None
+    ) -> PhoneInspection:
         """:meth:`inspect`, but a bug on one phone sends that phone to a person instead of raising."""
         try:
-            return self.inspect(image, serial=serial, line=line, error=error)
+            return self.inspect(image, serial=serial, line=line, error=error, repeats_serial=repeats_serial)
         except Exception as bug:  # the line must keep moving; the phone is not passed
             log.exception("inspection of %s failed unexpectedly", serial)
             return PhoneInspection(

@@ -34,7 +34,7 @@ from core.vocabulary import AutomationLevel
 from db import heartbeats
 from db.engine import Database
 from db.lines import LineConfig, list_lines
-from db.pipeline import MAX_ATTEMPTS, ClaimedInspection, PhoneResult, claim_batch, record_results, requeue_stale
+from db.pipeline import MAX_ATTEMPTS, ClaimedInspection, PhoneResult, claim_batch, record_results, repeated_images, requeue_stale
 
 log = logging.getLogger("shadowline.worker")
 
@@ -95,7 +95,7 @@ class Worker:
 
     # -- one phone ----------------------------------------------------------------------------
 
-    def _inspect(self, item: ClaimedInspection, line: LineConfig) -> PhoneInspection:
+    def _inspect(self, item: ClaimedInspection, line: LineConfig, repeats_serial: str | None = None) -> PhoneInspection:
         """Everything about one phone except the database write: the shared inspection path."""
         if item.attempts > MAX_ATTEMPTS:
             error = (
@@ -106,7 +106,7 @@ class Worker:
             image = read_image(self.settings.data_dir / item.image_path)
         except InvalidImageError as invalid:
             return self.inspector.inspect_safely(None, serial=item.serial, line=line, error=str(invalid))
-        return self.inspector.inspect_safely(image, serial=item.serial, line=line)
+        return self.inspector.inspect_safely(image, serial=item.serial, line=line, repeats_serial=repeats_serial)
 
     # -- the loop -----------------------------------------------------------------------------
 
@@ -118,12 +118,13 @@ class Worker:
             return 0
         with self.database.read() as session:
             lines = {line.id: line for line in list_lines(session=session)}
+            repeats = repeated_images(session=session, items=claimed)
         results = [
             PhoneResult(
                 item.id,
                 item.line_id,
                 lines[item.line_id].level,
-                **self._inspect(item, lines[item.line_id]).as_result_fields(),
+                **self._inspect(item, lines[item.line_id], repeats.get(item.id)).as_result_fields(),
                 active_model_id=lines[item.line_id].active_model_id,
             )
             for item in claimed

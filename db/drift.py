@@ -501,3 +501,16 @@ def recent_admissions(*, session: Session, line_id: int, limit: int) -> list[tup
         .limit(limit)
     ).all()
     return [(bool(admitted), reason) for admitted, reason in rows]
+
+
+def decisions_by_serial(*, session: Session, line_id: int) -> list[tuple[str, str | None, bool | None]]:
+    """Every inspected phone of a line: its serial, who made its final decision (None: nobody yet) and the admission answer."""
+    from db.models import FinalDecision
+
+    rows = session.execute(
+        select(Inspection.serial, FinalDecision.decided_by, Routing.admitted)
+        .join(Routing, Routing.inspection_id == Inspection.id)
+        .outerjoin(FinalDecision, FinalDecision.inspection_id == Inspection.id)
+        .where(Inspection.line_id == line_id)
+    ).all()
+    return [(serial, decided_by, admitted) for serial, decided_by, admitted in rows]

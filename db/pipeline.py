@@ -39,6 +39,7 @@ class ClaimedInspection:
     line_id: int
     image_path: str
     attempts: int
+    image_sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -110,10 +111,32 @@ def claim_batch(*, session: Session, worker_id: str, limit: int, lease_seconds: 
             lease_expires_at=now + timedelta(seconds=lease_seconds),
             attempts=Inspection.attempts + 1,
         )
-        .returning(Inspection.id, Inspection.serial, Inspection.line_id, Inspection.image_path, Inspection.attempts)
+        .returning(Inspection.id, Inspection.serial, Inspection.line_id, Inspection.image_path, Inspection.attempts, Inspection.image_sha256)
         .execution_options(synchronize_session=False)
     ).all()
     return sorted((ClaimedInspection(*row) for row in rows), key=lambda c: c.id)
+
+
+def repeated_images(*, session: Session, items: list[ClaimedInspection]) -> dict[int, str]:
+    """Phones whose image is byte for byte an earlier phone's of another serial on the same line (a frozen camera).
+
+    Returns:
+        For each such inspection id, the serial of the earlier phone it repeats.
+    """
+    hashes = {item.image_sha256 for item in items if item.image_sha256}
+    if not hashes:
+        return {}
+    rows = session.execute(
+        select(Inspection.id, Inspection.line_id, Inspection.serial, Inspection.image_sha256).where(
+            Inspection.line_id.in_({item.line_id for item in items}), Inspection.image_sha256.in_(hashes)
+        )
+    ).all()
+    repeats: dict[int, str] = {}
+    for item in items:
+        earlier = [r for r in rows if r[1] == item.line_id and r[3] == item.image_sha256 and r[0] < item.id and r[2] != item.serial]
+        if earlier:
+            repeats[item.id] = min(earlier)[2]
+    return repeats
 
 
 def record_result(
