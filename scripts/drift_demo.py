@@ -86,7 +86,7 @@ def main() -> int:
                     f"{name}: caught {run.caught_after} phones after onset, stepped down after {run.stepped_down_after}; "
                     f"before onset {run.drift_verdicts_before_onset}/{run.metric_checks_before_onset} drift verdicts, {run.false_alarms_before_onset} alarms; "
                     f"alarms {json.dumps({m: (a['severity'], a['after']) for m, a in run.alarms.items()})}; "
-                    f"after onset: {run.model_decided_after_onset} phones decided by the model alone, {run.refused_after_onset} refused by the admission check; "
+                    f"after onset: {run.model_decided_after_onset} decided by the model alone, {run.refused_after_onset} refused by the admission check; "
                     f"{run.seconds} s",
                     flush=True,
                 )
