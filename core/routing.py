@@ -57,7 +57,9 @@ class PolicySettings:
         confidence_high: In partial automation, the model rejects a phone with a box at or above this.
         decision_threshold: The model's own verdict: reject at or above this confidence.
         canary_share: Share of phones the model decides in canary (0..1).
-        audit_share: Share of model-decided phones also sent to a person in full automation.
+        audit_share: Share of model-decided phones also sent to a person, in partial and full
+            automation (in partial, so that the evidence for canary measures the model on all its
+            phones, not only on the uncertain band people see).
     """
 
     confidence_low: float = 0.15
@@ -83,11 +85,16 @@ class PhoneFacts:
         image_ok: False when the image could not be decoded.
         max_confidence: The active model's highest box confidence; None when the model did not run
             or failed on this phone.
+        admitted: The admission check's answer: True when the image is like those the active model
+            was validated on; False or None (not checked) and the model may not decide it alone.
+        admission_reason: Why the phone was not admitted, for people.
     """
 
     serial: str
     image_ok: bool = True
     max_confidence: float | None = None
+    admitted: bool | None = None
+    admission_reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -98,7 +105,9 @@ class RoutingDecision:
         decider: Who makes the final decision.
         model_verdict: The model's verdict when the model decides, else None.
         show_model_boxes: Whether the person judging may see the model's boxes.
-        audit: True when a person also checks a phone the model decided (full automation).
+        audit: True when the phone is in the random audit sample (partial and full automation): a
+            person also checks it when the model decided it; in partial automation it marks the
+            phones whose human verdicts measure the model on all phones (the gate to canary).
         rule: A short stable name of the rule that fired (stored and counted).
         reason: One sentence for people.
     """
@@ -140,18 +149,41 @@ def route(level: AutomationLevel, facts: PhoneFacts, settings: PolicySettings) -
         return _human(f"{level.value}_human", f"At {level.value} a person judges every phone.", policy.human_sees_boxes)
     if facts.max_confidence is None:
         return _human("model_unavailable", "The model gave no prediction; a person judges instead.", False)
+    if facts.admitted is not True:
+        why = facts.admission_reason or "the admission check did not run"
+        return _human("not_admitted", f"The image is not like those the model was validated on ({why}); a person judges it.", True)
 
     confidence = facts.max_confidence
     model_verdict = Verdict.REJECT if confidence >= settings.decision_threshold else Verdict.PASS
     if policy.authority is ModelAuthority.CONFIDENT:
+        audit = share_draw(facts.serial, "audit") < settings.audit_share
+        also = f" Also in the {settings.audit_share:.0%} human audit sample." if audit else ""
         if confidence >= settings.confidence_high:
             return RoutingDecision(
-                Decider.MODEL, Verdict.REJECT, True, False, "partial_confident_reject", f"Defect confidence {confidence:.2f} >= {settings.confidence_high:.2f}."
+                Decider.MODEL,
+                Verdict.REJECT,
+                True,
+                audit,
+                "partial_audit_sample" if audit else "partial_confident_reject",
+                f"Defect confidence {confidence:.2f} >= {settings.confidence_high:.2f}.{also}",
             )
         if confidence < settings.confidence_low:
-            return RoutingDecision(Decider.MODEL, Verdict.PASS, True, False, "partial_confident_pass", f"No box at or above {settings.confidence_low:.2f}.")
-        return _human(
-            "partial_uncertain", f"Confidence {confidence:.2f} is inside the uncertain band {settings.confidence_low:.2f}-{settings.confidence_high:.2f}.", True
+            return RoutingDecision(
+                Decider.MODEL,
+                Verdict.PASS,
+                True,
+                audit,
+                "partial_audit_sample" if audit else "partial_confident_pass",
+                f"No box at or above {settings.confidence_low:.2f}.{also}",
+            )
+        # The band is in the random audit sample too, so the sample is drawn from all the line's phones.
+        return RoutingDecision(
+            Decider.HUMAN,
+            None,
+            True,
+            audit,
+            "partial_uncertain",
+            f"Confidence {confidence:.2f} is inside the uncertain band {settings.confidence_low:.2f}-{settings.confidence_high:.2f}.{also}",
         )
     if policy.authority is ModelAuthority.CANARY_SHARE:
         if share_draw(facts.serial, "canary") < settings.canary_share:

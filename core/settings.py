@@ -29,6 +29,10 @@ class Settings:
         models_dir: Folder holding one sub-folder per model version.
         plant_timezone: IANA time zone the pages show times in.
         max_training_jobs: Training jobs that may run at once (each takes every CPU core it gets).
+        admission_target_rate: Share of normal phones the admission check's novelty threshold sends
+            to people (None: each model version's own calibration, 1 % by default).
+        admission_run_alarm: This many phones in a row refused by the admission check raise a
+            severe alarm at once and step the line down (a lens cap, a dead camera).
     """
 
     data_dir: Path
@@ -36,6 +40,8 @@ class Settings:
     models_dir: Path
     plant_timezone: str
     max_training_jobs: int = 1
+    admission_target_rate: float | None = None
+    admission_run_alarm: int = 5
 
     @property
     def images_dir(self) -> Path:
@@ -60,7 +66,25 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
     jobs = env.get("SHADOWLINE_MAX_TRAINING_JOBS") or "1"
     if not jobs.isdigit() or int(jobs) < 1:
         raise ValueError(f"SHADOWLINE_MAX_TRAINING_JOBS must be a whole number of at least 1, got {jobs!r}")
-    return Settings(data_dir=data_dir, database_url=database_url, models_dir=models_dir, plant_timezone=timezone, max_training_jobs=int(jobs))
+    target = env.get("SHADOWLINE_ADMISSION_TARGET_RATE") or None
+    try:
+        target_rate = float(target) if target is not None else None
+    except ValueError:
+        target_rate = -1.0
+    if target_rate is not None and not 0.0001 <= target_rate <= 0.5:
+        raise ValueError(f"SHADOWLINE_ADMISSION_TARGET_RATE must be a share between 0.0001 and 0.5 (0.01 = 1 %), got {target!r}")
+    run = env.get("SHADOWLINE_ADMISSION_RUN_ALARM") or "5"
+    if not run.isdigit() or not 1 <= int(run) <= 1000:
+        raise ValueError(f"SHADOWLINE_ADMISSION_RUN_ALARM must be a whole number from 1 to 1000, got {run!r}")
+    return Settings(
+        data_dir=data_dir,
+        database_url=database_url,
+        models_dir=models_dir,
+        plant_timezone=timezone,
+        max_training_jobs=int(jobs),
+        admission_target_rate=target_rate,
+        admission_run_alarm=int(run),
+    )
 
 
 @cache

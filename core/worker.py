@@ -1,9 +1,9 @@
 """The background worker: claims queued phones, inspects them, routes them, writes it all down.
 
 Runs as its own process (``shadowline worker``). Each round it claims a small batch with a lease,
-and for each phone: decodes the stored image, computes the input metrics, runs the line's active
-(blue) model and, if there is one, its candidate (green) model, applies the routing policy, and
-writes metrics, predictions, routing and (when the model decides) the final decision in one
+and for each phone: decodes the stored image and runs the inspection path it shares with the
+prediction server (:mod:`core.inspection`: input metrics, the line's active (blue) model and its
+candidate (green), the admission check, the routing policy), then writes metrics, predictions, routing and (when the model decides) the final decision in one
 transaction, guarded by the lease. A worker killed at any moment loses nothing: an unfinished
 phone's lease expires and another round reclaims it; a finished phone was committed whole.
 
@@ -22,23 +22,19 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import FrameType
 
-from core.detector.adapter import Detector
-from core.detector.card import ModelError
 from core.drift.monitor import DriftMonitor
-from core.image_metrics import InputMetrics, compute_input_metrics
 from core.imaging import InvalidImageError, read_image
+from core.inspection import Inspector, PhoneInspection
 from core.ladder.actions import check_rollbacks, step_down
-from core.routing import LEVEL_POLICIES, ModelAuthority, PhoneFacts, route
+from core.routing import LEVEL_POLICIES, ModelAuthority
 from core.settings import Settings
-from core.vocabulary import AutomationLevel, Verdict
-from db import audit, heartbeats
+from core.vocabulary import AutomationLevel
+from db import heartbeats
 from db.engine import Database
 from db.lines import LineConfig, list_lines
-from db.pipeline import MAX_ATTEMPTS, ClaimedInspection, PhoneResult, PredictionRecord, claim_batch, record_results, requeue_stale
-from db.registry import get_model
+from db.pipeline import MAX_ATTEMPTS, ClaimedInspection, PhoneResult, claim_batch, record_results, repeated_images, requeue_stale
 
 log = logging.getLogger("shadowline.worker")
 
@@ -46,15 +42,6 @@ log = logging.getLogger("shadowline.worker")
 HEARTBEAT_SECONDS = 1.0
 #: A due drift check waits for a pause in the queue at most this long.
 DRIFT_CHECK_MAX_WAIT_SECONDS = 10.0
-#: Seconds before a model that failed to load is tried again.
-MODEL_RETRY_SECONDS = 30.0
-
-
-@dataclass
-class _ModelSlot:
-    detector: Detector | None = None
-    error: str | None = None
-    failed_at: float = 0.0
 
 
 @dataclass
@@ -75,7 +62,9 @@ class Worker:
         batch_size: Phones claimed per round.
         lease_seconds: How long a claim holds before another worker may take the phone.
         threads: CPU threads for the detector (0 = onnxruntime's default).
-        monitor_drift: Check each line for drift every ``check_every`` phones (its drift settings).
+        monitor_drift: Check each line for drift every ``check_every`` phones (its drift settings,
+            counted in the database so that restarts do not reset the count), and raise an alarm
+            at once on a run of phones the admission check refused.
     """
 
     def __init__(
@@ -95,125 +84,29 @@ class Worker:
         self.batch_size = batch_size
         self.lease_seconds = lease_seconds
         self.threads = threads
-        self.stats = WorkerStats()
-        self._models: dict[int, _ModelSlot] = {}
+        self.inspector = Inspector(database, settings, threads=threads, admission_target_rate=settings.admission_target_rate)
+        self.stats = WorkerStats(model_errors=self.inspector.model_errors)
         self._stop = threading.Event()
         self._last_beat = 0.0
         self.drift = DriftMonitor(database) if monitor_drift else None
 
-    # -- models -------------------------------------------------------------------------------
-
-    def _detector(self, model_id: int) -> Detector | None:
-        """The loaded detector of a registered version, or None while it cannot be loaded."""
-        slot = self._models.get(model_id)
-        if slot and slot.detector:
-            return slot.detector
-        if slot and slot.error and time.monotonic() - slot.failed_at < MODEL_RETRY_SECONDS:
-            return None
-        with self.database.read() as session:
-            model = get_model(session=session, model_id=model_id)
-        try:
-            if model is None:
-                raise ModelError(f"model id {model_id} is not registered")
-            detector = Detector(Path(model.path), expected_sha256=model.onnx_sha256, threads=self.threads)
-        except ModelError as error:
-            first_failure = slot is None or slot.error != str(error)
-            self._models[model_id] = _ModelSlot(error=str(error), failed_at=time.monotonic())
-            self.stats.model_errors[str(model_id)] = str(error)
-            log.error("model %s unavailable, its lines go to people: %s", model_id, error)
-            if first_failure:
-                with self.database.write() as session:
-                    audit.record(
-                        session=session,
-                        actor=audit.SYSTEM_ACTOR,
-                        action="model.unavailable",
-                        entity="model",
-                        entity_id=model_id,
-                        note=f"{error}. Phones of its lines are routed to people until it loads.",
-                    )
-            return None
-        if slot and slot.error:
-            with self.database.write() as session:
-                audit.record(
-                    session=session, actor=audit.SYSTEM_ACTOR, action="model.available", entity="model", entity_id=model_id, note="The model loads again."
-                )
-        self._models[model_id] = _ModelSlot(detector=detector)
-        self.stats.model_errors.pop(str(model_id), None)
-        log.info("loaded model %s (%s, %s)", detector.version, detector.info.backend, model.path if model else "")
-        return detector
-
     def model_status(self) -> str:
-        if self.stats.model_errors:
-            return "; ".join(f"model {k}: {v}" for k, v in self.stats.model_errors.items())
-        loaded = [s.detector.version for s in self._models.values() if s.detector]
-        return "ok: " + ", ".join(loaded) if loaded else "no model loaded yet"
+        return self.inspector.model_status()
 
     # -- one phone ----------------------------------------------------------------------------
 
-    def _predict(self, model_id: int | None, image, *, is_candidate: bool, threshold: float) -> PredictionRecord | None:  # noqa: ANN001
-        if model_id is None:
-            return None
-        detector = self._detector(model_id)
-        if detector is None:
-            return None
-        try:
-            detections = detector.detect(image)
-        except Exception as error:
-            log.exception("model %s failed on a phone", model_id)
-            self.stats.model_errors[str(model_id)] = f"inference failed: {error}"
-            return None
-        return PredictionRecord(
-            model_version_id=model_id,
-            is_candidate=is_candidate,
-            boxes=detections.to_records(),
-            max_confidence=detections.max_confidence,
-            verdict=Verdict.REJECT if detections.max_confidence >= threshold else Verdict.PASS,
-            latency_ms=detections.latency_ms,
-        )
-
-    def _inspect(self, item: ClaimedInspection, line: LineConfig) -> dict:
-        """Everything about one phone except the database write."""
-        error: str | None = None
-        metrics: InputMetrics | None = None
-        predictions: list[PredictionRecord] = []
-        image = None
+    def _inspect(self, item: ClaimedInspection, line: LineConfig, repeats_serial: str | None = None) -> PhoneInspection:
+        """Everything about one phone except the database write: the shared inspection path."""
         if item.attempts > MAX_ATTEMPTS:
-            error = f"gave up after {item.attempts - 1} attempts: the worker died while inspecting this phone each time"
-        else:
-            try:
-                image = read_image(self.settings.data_dir / item.image_path)
-            except InvalidImageError as invalid:
-                error = str(invalid)
-        if image is not None:
-            metrics = compute_input_metrics(image)
-            if LEVEL_POLICIES[line.level].runs_model:
-                threshold = line.policy.decision_threshold
-                active = self._predict(line.active_model_id, image, is_candidate=False, threshold=threshold)
-                candidate = self._predict(line.candidate_model_id, image, is_candidate=True, threshold=threshold)
-                predictions = [p for p in (active, candidate) if p is not None]
-        active_prediction = next((p for p in predictions if not p.is_candidate), None)
-        facts = PhoneFacts(serial=item.serial, image_ok=error is None, max_confidence=active_prediction.max_confidence if active_prediction else None)
-        return {
-            "routing": route(line.level, facts, line.policy),
-            "metrics": metrics,
-            "predictions": predictions,
-            "routed_model_id": active_prediction.model_version_id if active_prediction else None,
-            "error": error,
-        }
-
-    def _inspect_safely(self, item: ClaimedInspection, line: LineConfig) -> dict:
-        """:meth:`_inspect`, but a bug on one phone sends that phone to a person instead of killing the worker."""
+            error = (
+                f"workers died {item.attempts - 1} times while inspecting this phone (killed or crashed, not necessarily the image's fault); a person judges it"
+            )
+            return self.inspector.inspect_safely(None, serial=item.serial, line=line, error=error)
         try:
-            return self._inspect(item, line)
-        except Exception as error:  # the line must keep moving; the phone is not passed
-            log.exception("inspection %s failed unexpectedly", item.id)
-            return {
-                "routing": route(line.level, PhoneFacts(serial=item.serial, image_ok=False), line.policy),
-                "metrics": None,
-                "predictions": [],
-                "routed_model_id": None,
-                "error": f"inspection failed unexpectedly: {error!r}",
-            }
+            image = read_image(self.settings.data_dir / item.image_path)
+        except InvalidImageError as invalid:
+            return self.inspector.inspect_safely(None, serial=item.serial, line=line, error=str(invalid))
+        return self.inspector.inspect_safely(image, serial=item.serial, line=line, repeats_serial=repeats_serial)
 
     # -- the loop -----------------------------------------------------------------------------
 
@@ -225,12 +118,13 @@ class Worker:
             return 0
         with self.database.read() as session:
             lines = {line.id: line for line in list_lines(session=session)}
+            repeats = repeated_images(session=session, items=claimed)
         results = [
             PhoneResult(
                 item.id,
                 item.line_id,
                 lines[item.line_id].level,
-                **self._inspect_safely(item, lines[item.line_id]),
+                **self._inspect(item, lines[item.line_id], repeats.get(item.id)).as_result_fields(),
                 active_model_id=lines[item.line_id].active_model_id,
             )
             for item in claimed
@@ -248,11 +142,13 @@ class Worker:
         written_ids = set(written)
         self.stats.failed_images += sum(1 for r in results if r.error is not None and r.inspection_id in written_ids)
         if self.drift is not None:
-            for line_id in {r.line_id for r in results if r.inspection_id in written_ids}:
-                self.drift.note_processed(line_id, sum(1 for r in results if r.line_id == line_id and r.inspection_id in written_ids))
+            written_results = [r for r in results if r.inspection_id in written_ids]
+            for line_id in {r.line_id for r in written_results if r.admission is not None and not r.admission.admitted}:
+                self._alarm_on_inadmissible_run(line_id)
+            urgent = self.drift.note_processed({r.line_id for r in written_results})
             # Drift checks are background work: done between phones, not in the middle of a busy queue,
-            # unless one has been waiting DRIFT_CHECK_MAX_WAIT_SECONDS.
-            if self.drift.oldest_due_age() >= DRIFT_CHECK_MAX_WAIT_SECONDS:
+            # unless one has waited DRIFT_CHECK_MAX_WAIT_SECONDS or its line has seen twice its phones.
+            if urgent or self.drift.oldest_due_age() >= DRIFT_CHECK_MAX_WAIT_SECONDS:
                 self.check_drift()
         if time.monotonic() - self._last_beat >= HEARTBEAT_SECONDS:
             self.beat()
@@ -271,6 +167,18 @@ class Worker:
                     reason = f"the model {fresh.active_model_version} failed: {self.model_status()}"
                     if step_down(session, fresh, to_level=AutomationLevel.SHADOW, reason=reason):
                         log.warning("line %s dropped back to shadow: %s", fresh.name, reason)
+
+    def _alarm_on_inadmissible_run(self, line_id: int) -> None:
+        """A run of phones the admission check refused raises a severe alarm at once (a lens cap, a dead camera)."""
+        if self.drift is None:
+            return
+        try:
+            outcome = self.drift.check_admission_run(line_id, run=self.settings.admission_run_alarm)
+        except Exception:
+            log.exception("admission run check failed; inspection goes on")
+            return
+        if outcome:
+            log.warning("line %s: %s", line_id, outcome)
 
     def check_drift(self) -> None:
         """Run the drift checks that are due; a failing check is logged, never stops the line."""

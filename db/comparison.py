@@ -8,7 +8,7 @@ import pandas as pd
 from sqlalchemy import and_, select
 from sqlalchemy.orm import Session
 
-from db.models import HumanDecision, Inspection, Line, ModelVersion, Prediction
+from db.models import HumanDecision, Inspection, Line, ModelVersion, Prediction, Routing
 
 #: The page compares at most this many most recent pairs (the window's newest phones).
 MAX_PAIRS = 200_000
@@ -40,8 +40,13 @@ def paired_decisions(
     include_simulated: bool = True,
     limit: int = MAX_PAIRS,
     use_labels: bool = True,
+    audit_sample_only: bool = False,
 ) -> pd.DataFrame:
     """One row per human decision on a phone the active model also judged, newest first.
+
+    With ``audit_sample_only``, only the phones of the random audit sample (drawn from every phone
+    the line saw, whoever decided it): in partial automation people also judge the uncertain band,
+    which alone would measure the model on its hardest phones only.
 
     Where a quality engineer's label gives a phone's truth, it is the better reference: it replaces
     the person's verdict in ``human_verdict`` (the person's stays in ``person_verdict``) and
@@ -80,6 +85,8 @@ def paired_decisions(
         query = query.where(ModelVersion.version == model_version)
     if not include_simulated:
         query = query.where(HumanDecision.is_simulated.is_(False))
+    if audit_sample_only:
+        query = query.join(Routing, Routing.inspection_id == Inspection.id).where(Routing.audit.is_(True))
     frame = pd.DataFrame(session.execute(query).all(), columns=COLUMNS)
     if not frame.empty:
         frame["decided_at"] = pd.to_datetime(frame["decided_at"], utc=True)

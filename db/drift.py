@@ -91,6 +91,7 @@ def _rows(session: Session, *, line_id: int, model_version_id: int | None, limit
             Routing.decider,
             Routing.audit,
             HumanDecision.verdict,
+            Routing.admitted,
         )
         .select_from(w)
         .outerjoin(ImageMetrics, ImageMetrics.inspection_id == w.c.id)
@@ -110,7 +111,7 @@ def sample_from_rows(rows: list[Any]) -> tuple[Sample, WindowInfo]:
     boxes: list[str] = []
     verdicts: list[str] = []
     latencies: list[float] = []
-    failed = disagreements = pairs = overrides = audits = 0
+    failed = disagreements = pairs = overrides = audits = inadmissible = admission_checked = 0
     for row in rows:
         if row[0] in seen:  # a second human decision on one phone: count the phone once
             continue
@@ -118,7 +119,10 @@ def sample_from_rows(rows: list[Any]) -> tuple[Sample, WindowInfo]:
         failed += row[1] == InspectionStatus.FAILED.value
         if row[3] is not None:
             inputs.append(row[4 : 4 + n_inputs])
-        confidence, box_count, model_verdict, latency, decider, audited, human = row[4 + n_inputs :]
+        confidence, box_count, model_verdict, latency, decider, audited, human, admitted = row[4 + n_inputs :]
+        if admitted is not None:
+            admission_checked += 1
+            inadmissible += not admitted
         if model_verdict is not None:
             confidences.append(confidence)
             boxes.append(box_category(box_count or 0))
@@ -141,6 +145,7 @@ def sample_from_rows(rows: list[Any]) -> tuple[Sample, WindowInfo]:
         "disagreement_rate": RateCount(disagreements, pairs),
         "override_rate": RateCount(overrides, audits),
         "failure_rate": RateCount(failed, len(seen)),
+        "inadmissible_rate": RateCount(inadmissible, admission_checked),
     }
     limits = {"latency_p95_ms": float(np.percentile(latencies, 95))} if latencies else {}
     ids = [row[0] for row in rows]
@@ -471,3 +476,41 @@ def recent_images(*, session: Session, line_id: int, limit: int = 6, start: date
     if end is not None:
         query = query.where(Inspection.processed_at <= end)
     return [(serial, path) for serial, path in session.execute(query.order_by(Inspection.processed_at.desc()).limit(limit))]
+
+
+def phones_since_last_check(*, session: Session, line_id: int) -> int:
+    """Phones of the line inspected since its last drift check (by inspection id), counted in the database.
+
+    Counted here rather than in a worker's memory, so that a worker restarted more often than a
+    check falls due still checks, and several workers count the same phones once.
+    """
+    last = session.scalar(select(func.max(DriftCheck.last_inspection_id)).where(DriftCheck.line_id == line_id))
+    query = select(func.count()).select_from(Inspection).where(Inspection.line_id == line_id, Inspection.processed_at.is_not(None))
+    if last is not None:
+        query = query.where(Inspection.id > last)
+    return int(session.scalar(query) or 0)
+
+
+def recent_admissions(*, session: Session, line_id: int, limit: int) -> list[tuple[bool, str | None]]:
+    """The admission check's answers on the line's latest inspected phones, newest first: (admitted, reason)."""
+    rows = session.execute(
+        select(Routing.admitted, Routing.admission_reason)
+        .join(Inspection, Inspection.id == Routing.inspection_id)
+        .where(Inspection.line_id == line_id, Routing.admitted.is_not(None))
+        .order_by(Inspection.id.desc())
+        .limit(limit)
+    ).all()
+    return [(bool(admitted), reason) for admitted, reason in rows]
+
+
+def decisions_by_serial(*, session: Session, line_id: int) -> list[tuple[str, str | None, bool | None]]:
+    """Every inspected phone of a line: its serial, who made its final decision (None: nobody yet) and the admission answer."""
+    from db.models import FinalDecision
+
+    rows = session.execute(
+        select(Inspection.serial, FinalDecision.decided_by, Routing.admitted)
+        .join(Routing, Routing.inspection_id == Inspection.id)
+        .outerjoin(FinalDecision, FinalDecision.inspection_id == Inspection.id)
+        .where(Inspection.line_id == line_id)
+    ).all()
+    return [(serial, decided_by, admitted) for serial, decided_by, admitted in rows]

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from core.comparison import Comparison, compare
 from core.ladder.gates import GateConfig
+from core.vocabulary import AutomationLevel
 from db import audit
 from db.comparison import paired_decisions
 from db.drift import current_alarms
@@ -41,8 +42,19 @@ def save_gate_config(*, session: Session, config: GateConfig, actor: str, note: 
 
 
 def evidence(*, session: Session, line: LineConfig) -> Comparison:
-    """People against the active model on the phones judged at the line's current rung (since ``level_since``)."""
-    pairs = paired_decisions(session=session, line_id=line.id, since=line.level_since, model_version=line.active_model_version)
+    """People against the active model on the phones judged at the line's current rung (since ``level_since``).
+
+    In partial automation only the random audit sample counts (see :func:`core.routing.route`): it
+    measures the model on all the line's phones, where the uncertain band alone would measure it on
+    its hardest ones.
+    """
+    pairs = paired_decisions(
+        session=session,
+        line_id=line.id,
+        since=line.level_since,
+        model_version=line.active_model_version,
+        audit_sample_only=line.level is AutomationLevel.PARTIAL,
+    )
     return compare(pairs)
 
 

@@ -137,6 +137,7 @@ class Inspection(Base):
         Index("ix_inspections_line_captured", "line_id", "captured_at"),
         Index("ix_inspections_line_status", "line_id", "status"),
         Index("ix_inspections_line_processed", "line_id", "processed_at"),
+        Index("ix_inspections_line_image", "line_id", "image_sha256"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -215,6 +216,11 @@ class Routing(Base):
     audit: Mapped[bool] = mapped_column(Boolean, default=False)
     model_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
     routed_at: Mapped[datetime] = mapped_column(default=utcnow)
+    #: The admission check on the active model (None where it did not run): may the model decide it alone?
+    admitted: Mapped[bool | None] = mapped_column(Boolean)
+    admission_check: Mapped[str | None] = mapped_column(String(16))  # ok | camera | range | novelty | repeat | missing | error
+    admission_reason: Mapped[str | None] = mapped_column(Text)
+    novelty: Mapped[float | None] = mapped_column(Float)
 
 
 class ReviewTask(Base):

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import and_, insert, or_, select, update
 from sqlalchemy.orm import Session
 
+from core.admission import AdmissionResult
 from core.image_metrics import InputMetrics
 from core.routing import Decider, RoutingDecision
 from core.vocabulary import AutomationLevel, DecidedBy, InspectionStatus, Verdict
@@ -38,6 +39,7 @@ class ClaimedInspection:
     line_id: int
     image_path: str
     attempts: int
+    image_sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -109,10 +111,32 @@ def claim_batch(*, session: Session, worker_id: str, limit: int, lease_seconds: 
             lease_expires_at=now + timedelta(seconds=lease_seconds),
             attempts=Inspection.attempts + 1,
         )
-        .returning(Inspection.id, Inspection.serial, Inspection.line_id, Inspection.image_path, Inspection.attempts)
+        .returning(Inspection.id, Inspection.serial, Inspection.line_id, Inspection.image_path, Inspection.attempts, Inspection.image_sha256)
         .execution_options(synchronize_session=False)
     ).all()
     return sorted((ClaimedInspection(*row) for row in rows), key=lambda c: c.id)
+
+
+def repeated_images(*, session: Session, items: list[ClaimedInspection]) -> dict[int, str]:
+    """Phones whose image is byte for byte an earlier phone's of another serial on the same line (a frozen camera).
+
+    Returns:
+        For each such inspection id, the serial of the earlier phone it repeats.
+    """
+    hashes = {item.image_sha256 for item in items if item.image_sha256}
+    if not hashes:
+        return {}
+    rows = session.execute(
+        select(Inspection.id, Inspection.line_id, Inspection.serial, Inspection.image_sha256).where(
+            Inspection.line_id.in_({item.line_id for item in items}), Inspection.image_sha256.in_(hashes)
+        )
+    ).all()
+    repeats: dict[int, str] = {}
+    for item in items:
+        earlier = [r for r in rows if r[1] == item.line_id and r[3] == item.image_sha256 and r[0] < item.id and r[2] != item.serial]
+        if earlier:
+            repeats[item.id] = min(earlier)[2]
+    return repeats
 
 
 def record_result(
@@ -157,6 +181,8 @@ class PhoneResult:
     error: str | None = None
     #: The line's active model when the phone was inspected (checked again when it is written).
     active_model_id: int | None = None
+    #: The admission check's answer on the active model, where it ran.
+    admission: AdmissionResult | None = None
 
 
 def requeue_stale(*, session: Session, worker_id: str, results: list[PhoneResult]) -> list[int]:
@@ -247,6 +273,10 @@ def record_results(*, session: Session, worker_id: str, results: list[PhoneResul
                 "audit": r.routing.audit,
                 "model_version_id": r.routed_model_id,
                 "routed_at": now,
+                "admitted": r.admission.admitted if r.admission else None,
+                "admission_check": r.admission.check if r.admission else None,
+                "admission_reason": r.admission.reason if r.admission else None,
+                "novelty": r.admission.novelty if r.admission else None,
             }
         )
         if r.routing.decider is Decider.MODEL:

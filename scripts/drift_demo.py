@@ -4,7 +4,9 @@
     .venv/bin/python scripts/drift_demo.py --scenarios dim-lights --normal-phones 0
 
 Each drift scenario runs on its own line, which starts in canary (as if a manager had approved
-it): ``--onset`` normal phones, then the drift over ``--ramp`` phones. The report says, per
+it): ``--onset`` normal phones, then the drift over ``--ramp`` phones. The camera faults
+(``lens-cap``, ``frozen-frame``) start in full automation and strike at once after the onset; the
+report counts the phones the model decided alone after the onset (the target is 0). The report says, per
 scenario, how many phones after the onset the matching metric alarmed and when the line stepped
 down; the normal run counts the alarms that fired where nothing changed (false alarms).
 """
@@ -23,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--scenarios", nargs="+", default=["dim-lights", "blur", "new-colour", "new-defect"])
+    parser.add_argument("--scenarios", nargs="+", default=["dim-lights", "blur", "new-colour", "new-defect", "lens-cap", "frozen-frame"])
     parser.add_argument("--phones", type=int, default=1500, help="most phones per drift scenario (it stops once caught and stepped down)")
     parser.add_argument("--onset", type=int, default=300, help="normal phones before each drift starts")
     parser.add_argument("--ramp", type=int, default=200, help="phones over which the drift grows to full strength")
@@ -34,8 +36,10 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="shadowline-drift-demo-") as tmp:
         os.environ["SHADOWLINE_DATA_DIR"] = tmp
         os.environ.setdefault("SHADOWLINE_ADMIN_PASSWORD", "drift-demo-password")
+        from core.camera import get_scenario
         from core.drift.demo import run_scenario
         from core.settings import load_settings
+        from core.vocabulary import AutomationLevel
         from db import audit
         from db.bootstrap import initialize, open_database
         from db.lines import add_line, get_line
@@ -53,14 +57,18 @@ def main() -> int:
             line = f"demo-{name}"
             with database.write() as session:
                 add_line(session=session, name=line, actor=audit.SYSTEM_ACTOR, active_model_id=model_id)
+            fault = bool(get_scenario(name).fault)
             run = run_scenario(
                 database,
                 settings,
                 line_name=line,
                 scenario_name=name,
-                phones=phones,
+                phones=min(phones, onset + 200) if fault else phones,
                 onset=onset,
                 ramp=args.ramp,
+                # A camera fault is tried where it does the most harm: the model decides every phone.
+                level=AutomationLevel.FULL if fault else AutomationLevel.CANARY,
+                chunk=5 if fault else 50,
                 stop_when_stepped_down=name != "normal",
                 progress=lambda text: print(text, flush=True) if text.endswith("0 phones") or "alarms" in text else None,
             )
@@ -77,7 +85,9 @@ def main() -> int:
                 print(
                     f"{name}: caught {run.caught_after} phones after onset, stepped down after {run.stepped_down_after}; "
                     f"before onset {run.drift_verdicts_before_onset}/{run.metric_checks_before_onset} drift verdicts, {run.false_alarms_before_onset} alarms; "
-                    f"alarms {json.dumps({m: (a['severity'], a['after']) for m, a in run.alarms.items()})}; {run.seconds} s",
+                    f"alarms {json.dumps({m: (a['severity'], a['after']) for m, a in run.alarms.items()})}; "
+                    f"after onset: {run.model_decided_after_onset} decided by the model alone, {run.refused_after_onset} refused by the admission check; "
+                    f"{run.seconds} s",
                     flush=True,
                 )
         database.dispose()

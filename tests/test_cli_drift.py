@@ -42,7 +42,7 @@ def test_drift_json_has_every_metric_with_its_statistic(settings, drifting) -> N
     result = _run(settings, "drift", "--line", "line-1", "--json")
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
-    assert len(data["metrics"]) == 15
+    assert len(data["metrics"]) == 16
     for metric in data["metrics"]:
         assert {"metric", "statistic", "score", "threshold", "drifted", "n_reference", "n_current", "verdict"} <= set(metric)
         assert metric["verdict"] in ("ok", "drift", "inconclusive")

@@ -169,7 +169,7 @@ def test_status_json_reports_each_line(database, settings, level, shipped_model_
 
 def test_an_unexpected_error_on_one_phone_sends_it_to_a_person_and_the_worker_goes_on(database, settings, monkeypatch, shipped_model_dir):
     _feed(database, settings, 4, seed=17)
-    import core.worker as worker_module
+    import core.inspection as worker_module
 
     real = worker_module.compute_input_metrics
     calls = {"n": 0}

@@ -6,6 +6,10 @@ flicker a little, focus breathes), drawn from the phone's own seed so a run is r
 
 Drifting scenarios move one parameter from the trained value to a drifted one along a linear
 ramp over ``ramp`` phones (``ramp=0`` jumps at once), starting after ``onset`` phones.
+
+Camera faults (``lens-cap``, ``frozen-frame``) strike at once after ``onset`` phones: the phones
+keep coming, with their defects, but the camera no longer shows them: a near-black frame under
+a lens cap, the last good frame again and again from a frozen camera.
 """
 
 from __future__ import annotations
@@ -41,9 +45,12 @@ class Scenario:
     drifted: dict[str, float]
     ramp: int = 200
     onset: int = 0
+    fault: str = ""
 
     def drift_at(self, index: int) -> float:
         """Fraction 0..1 of the drift reached at phone ``index`` (0-based)."""
+        if self.fault:
+            return 1.0 if index >= self.onset else 0.0
         if not self.drifted or index < self.onset:
             return 0.0
         if self.ramp <= 0:
@@ -94,6 +101,8 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("new-colour", "Phones arrive in body colours never seen in training.", {"new_colour_share": 1.0}),
         Scenario("new-defect", "Defective phones show chipped edges, a defect never seen in training.", {"new_defect_share": 1.0}),
         Scenario("glare", "A new lamp puts a strong highlight on every phone.", {"glare": 0.9}),
+        Scenario("lens-cap", "After the onset the lens cap is on: near-black frames of phones nobody can see.", {}, ramp=0, onset=50, fault="lens-cap"),
+        Scenario("frozen-frame", "After the onset the camera freezes: every phone gets the last good frame.", {}, ramp=0, onset=50, fault="frozen-frame"),
     )
 }
 
@@ -121,4 +130,24 @@ def render_run_phone(scenario: Scenario, run_seed: int, index: int, defect_rate:
     conditions = scenario.conditions_at(index, seed)
     if defect_rate is not None:
         conditions = replace(conditions, defect_rate=defect_rate)
-    return render_phone(seed, conditions)
+    phone = render_phone(seed, conditions)
+    if scenario.fault and index >= scenario.onset:
+        phone = replace(phone, image=_faulty_frame(scenario, run_seed, index, phone.image, defect_rate))
+    return phone
+
+
+def _faulty_frame(scenario: Scenario, run_seed: int, index: int, image: np.ndarray, defect_rate: float | None) -> np.ndarray:
+    """What a faulty camera gives instead of ``image`` (the phone it should show)."""
+    if scenario.fault == "lens-cap":
+        # A little light leaks round the cap; the sensor's noise stays.
+        rng = np.random.default_rng([run_seed, index, 4099])
+        dark = image.astype(np.float32) * 0.015 + rng.normal(2.0, 1.5, image.shape)
+        return np.clip(dark, 0, 255).astype(np.uint8)
+    if scenario.fault == "frozen-frame":
+        last_good = max(scenario.onset - 1, 0)
+        seed = phone_seed(run_seed, last_good)
+        conditions = scenario.conditions_at(last_good, seed)
+        if defect_rate is not None:
+            conditions = replace(conditions, defect_rate=defect_rate)
+        return render_phone(seed, conditions).image
+    raise ValueError(f"unknown camera fault {scenario.fault!r}")

@@ -97,6 +97,11 @@ class Detector:
     def version(self) -> str:
         return self.info.version
 
+    @property
+    def gives_features(self) -> bool:
+        """Whether :meth:`detect` also returns the model's pooled features (the ONNX path does)."""
+        return bool(getattr(self._predictor, "gives_features", False))
+
     def detect(self, image: np.ndarray | bytes | Path, *, min_confidence: float = DEFAULT_MIN_CONFIDENCE, iou: float = DEFAULT_IOU) -> Detections:
         """Find defects on one image.
 
@@ -116,7 +121,12 @@ class Detector:
         else:
             bgr = to_bgr8(image)
         started = time.perf_counter()
-        boxes, confidence, classes = self._predictor.predict(bgr, min_confidence, iou)
+        features = None
+        predict_with_features = getattr(self._predictor, "predict_with_features", None)
+        if predict_with_features is not None:
+            boxes, confidence, classes, features = predict_with_features(bgr, min_confidence, iou)
+        else:
+            boxes, confidence, classes = self._predictor.predict(bgr, min_confidence, iou)
         latency_ms = (time.perf_counter() - started) * 1000
         return Detections(
             boxes,
@@ -126,6 +136,7 @@ class Detector:
             model_version=self.info.version,
             latency_ms=latency_ms,
             image_size=(bgr.shape[1], bgr.shape[0]),
+            features=features,
         )
 
     def verdict_is_reject(self, detections: Detections) -> bool:

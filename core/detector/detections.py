@@ -20,6 +20,9 @@ class Detections:
         model_version: The model version that produced them.
         latency_ms: Wall time of preprocessing, inference and NMS, in milliseconds.
         image_size: ``(width, height)`` of the input image in pixels.
+        features: The model's own view of the image, shape ``(F,)`` float32: its deepest backbone
+            feature map, average-pooled (what the admission check compares); None when the backend
+            gives none.
     """
 
     xyxy: np.ndarray
@@ -29,6 +32,7 @@ class Detections:
     model_version: str = ""
     latency_ms: float = 0.0
     image_size: tuple[int, int] = (0, 0)
+    features: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         n = len(self.xyxy)
@@ -52,7 +56,9 @@ class Detections:
     def above(self, threshold: float) -> Detections:
         """A copy with only the boxes of confidence ``>= threshold``."""
         keep = self.confidence >= threshold
-        return Detections(self.xyxy[keep], self.confidence[keep], self.class_id[keep], self.class_names, self.model_version, self.latency_ms, self.image_size)
+        return Detections(
+            self.xyxy[keep], self.confidence[keep], self.class_id[keep], self.class_names, self.model_version, self.latency_ms, self.image_size, self.features
+        )
 
     def to_records(self) -> list[dict[str, Any]]:
         """Plain JSON-ready rows ``{x1, y1, x2, y2, confidence, class_id, class_name}``."""

@@ -7,12 +7,45 @@ and one sigmoid score per class. This module does the rest.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 LETTERBOX_FILL = 114
+#: Name of the extra graph output that carries the pooled backbone features.
+FEATURES_OUTPUT = "shadowline_features"
+
+
+def with_feature_output(model_bytes: bytes) -> bytes | None:
+    """The same ONNX graph with one more output: the backbone's deepest feature map, average-pooled.
+
+    In an Ultralytics YOLO export the backbone ends with the SPPF block (the module whose nodes
+    include ``MaxPool``); its last node's output, pooled over space, is the model's own summary of
+    the image, what the admission check compares with the reference images. Returns None when the
+    graph has no such block (the check then uses the input metrics only).
+    """
+    import onnx
+    from onnx import TensorProto, helper
+
+    model = onnx.load_from_string(model_bytes)
+    graph = model.graph
+    if any(output.name == FEATURES_OUTPUT for output in graph.output):
+        return model_bytes
+    modules: dict[int, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        match = re.match(r"/model\.(\d+)/", node.name)
+        if match:
+            modules.setdefault(int(match.group(1)), []).append(node)
+    pooling = [index for index, nodes in modules.items() if any(node.op_type == "MaxPool" for node in nodes)]
+    if not pooling:
+        return None
+    feature_map = modules[max(pooling)][-1].output[0]
+    graph.node.append(helper.make_node("GlobalAveragePool", [feature_map], ["shadowline_pooled"], name="/shadowline/pool"))
+    graph.node.append(helper.make_node("Flatten", ["shadowline_pooled"], [FEATURES_OUTPUT], name="/shadowline/flatten", axis=1))
+    graph.output.append(helper.make_tensor_value_info(FEATURES_OUTPUT, TensorProto.FLOAT, None))
+    return model.SerializeToString()
 
 
 def letterbox(image_bgr: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, float, tuple[float, float]]:
@@ -64,14 +97,18 @@ def non_max_suppression(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarr
 class OnnxPredictor:
     """A YOLO ONNX export run with onnxruntime on the CPU."""
 
-    def __init__(self, weights: Path, threads: int = 0) -> None:
+    def __init__(self, weights: Path, threads: int = 0, *, features: bool = True) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self._session = ort.InferenceSession(str(weights), options, providers=["CPUExecutionProvider"])
+        model_bytes = Path(weights).read_bytes()
+        with_features = with_feature_output(model_bytes) if features else None
+        self.gives_features = with_features is not None
+        self._session = ort.InferenceSession(with_features or model_bytes, options, providers=["CPUExecutionProvider"])
+        self._outputs = [self._session.get_outputs()[0].name] + ([FEATURES_OUTPUT] if self.gives_features else [])
         model_input = self._session.get_inputs()[0]
         self._input = model_input.name
         # The export fixes the input size; a rectangle (e.g. 256x320 for 4:3 frames) wastes no work on padding.
@@ -79,14 +116,20 @@ class OnnxPredictor:
 
     def predict(self, image_bgr: np.ndarray, conf: float, iou: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Boxes ``(N, 4)`` xyxy in pixels of ``image_bgr``, confidences ``(N,)`` and class ids ``(N,)``."""
+        return self.predict_with_features(image_bgr, conf, iou)[:3]
+
+    def predict_with_features(self, image_bgr: np.ndarray, conf: float, iou: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+        """:meth:`predict`, and the pooled backbone features ``(F,)`` (None when the graph gives none)."""
         blob, scale, (left, top) = letterbox(image_bgr, self.input_size)
-        output = self._session.run(None, {self._input: blob})[0][0]  # (4 + nc, anchors)
+        outputs = self._session.run(self._outputs, {self._input: blob})
+        output = outputs[0][0]  # (4 + nc, anchors)
+        features = outputs[1][0].astype(np.float32) if self.gives_features else None
         scores_all = output[4:]
         classes = scores_all.argmax(axis=0)
         scores = scores_all[classes, np.arange(scores_all.shape[1])]
         candidates = scores >= conf
         if not candidates.any():
-            return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64)
+            return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64), features
         cx, cy, w, h = output[:4, candidates]
         boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
         scores, classes = scores[candidates], classes[candidates]
@@ -95,4 +138,4 @@ class OnnxPredictor:
         height, width = image_bgr.shape[:2]
         boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, width)
         boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, height)
-        return boxes.astype(np.float32), scores[kept].astype(np.float32), classes[kept].astype(np.int64)
+        return boxes.astype(np.float32), scores[kept].astype(np.float32), classes[kept].astype(np.int64), features

@@ -30,6 +30,9 @@ EXPECTED_METRICS: dict[str, frozenset[str]] = {
     "new-colour": frozenset({"colourfulness", "mean_b", "mean_g", "mean_r", "contrast"}),
     "new-defect": frozenset({"max_confidence", "boxes_per_phone", "defect_rate", "disagreement_rate", "override_rate"}),
     "glare": frozenset({"brightness", "contrast", "mean_b", "mean_g", "mean_r"}),
+    # Camera faults are caught phone by phone by the admission check (a run of refusals), not by a window.
+    "lens-cap": frozenset({"inadmissible_rate"}),
+    "frozen-frame": frozenset({"inadmissible_rate"}),
 }
 
 
@@ -53,6 +56,10 @@ class ScenarioRun:
     checks_before_onset: int = 0
     metric_checks_before_onset: int = 0
     drift_verdicts_before_onset: int = 0
+    #: Phones from the onset on that the model decided alone (a camera fault: the target is 0).
+    model_decided_after_onset: int = 0
+    #: Phones from the onset on that the admission check refused.
+    refused_after_onset: int = 0
     seconds: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
@@ -120,6 +127,11 @@ def run_scenario(
         if stop_when_stepped_down and run.stepped_down_after is not None and run.caught_after is not None:
             break
     worker.beat(state="stopped")
+    with database.read() as session:
+        for serial, decided_by, admitted in drift_db.decisions_by_serial(session=session, line_id=line.id):
+            if int(serial.rsplit("-", 1)[-1]) >= onset:
+                run.model_decided_after_onset += decided_by == "model"
+                run.refused_after_onset += admitted is False
     run.phones = index
     run.level_after = current_level.value
     run.seconds = round(time.monotonic() - started, 1)

@@ -108,6 +108,7 @@ METRICS: tuple[MetricSpec, ...] = (
     _spec("mean_b", MetricKind.INPUT, Family.NUMERIC, "Mean blue", "0-255"),
     _spec("mean_g", MetricKind.INPUT, Family.NUMERIC, "Mean green", "0-255"),
     _spec("mean_r", MetricKind.INPUT, Family.NUMERIC, "Mean red", "0-255"),
+    _spec("inadmissible_rate", MetricKind.INPUT, Family.RATE, "Phones unlike the model's reference (admission check)", "share"),
     _spec("max_confidence", MetricKind.OUTPUT, Family.NUMERIC, "Model's highest confidence", "0-1"),
     _spec("boxes_per_phone", MetricKind.OUTPUT, Family.CATEGORICAL, "Boxes per phone", "boxes", BOX_CATEGORIES),
     _spec("defect_rate", MetricKind.OUTPUT, Family.CATEGORICAL, "Model's verdicts (defect rate)", "share", VERDICT_CATEGORIES),
@@ -118,7 +119,8 @@ METRICS: tuple[MetricSpec, ...] = (
     _spec("queue_depth", MetricKind.SOFTWARE, Family.LIMIT, "Phones waiting for the worker", "phones", limit_warning=2000.0, limit_severe=20000.0),
 )
 METRIC_BY_NAME: dict[str, MetricSpec] = {spec.name: spec for spec in METRICS}
-INPUT_METRICS = tuple(s.name for s in METRICS if s.kind is MetricKind.INPUT)
+#: The per-image input metrics (columns of ``image_metrics``).
+INPUT_METRICS = tuple(s.name for s in METRICS if s.kind is MetricKind.INPUT and s.family is Family.NUMERIC)
 
 
 class UnknownMetricError(KeyError):

@@ -1,7 +1,9 @@
 """The drift monitor: judges a line's rolling window against its reference, raises alarms, steps down.
 
 The worker calls :meth:`DriftMonitor.note_processed` after each batch and :meth:`check_due`
-after it; a line is checked each time ``check_every`` new phones were inspected. A check is
+after it; a line is checked each time ``check_every`` new phones were inspected (counted in the
+database, so restarts do not reset the count), and :meth:`check_admission_run` raises a severe
+alarm at once on a run of phones the admission check refused. A check is
 one transaction: the verdicts are stored (for the charts over time), alarms are raised once and
 updated afterwards, and a severe alarm on the model's inputs, outputs or human agreement moves
 the line down to ``step_down_to`` (shadow by default) so that people judge every phone again.
@@ -28,6 +30,9 @@ from db.lines import LineConfig, list_lines, set_level
 from db.models import DriftAlarm, ModelVersion, utcnow
 
 log = logging.getLogger("shadowline.drift")
+
+#: The metric under which the admission check's alarms are kept (window rate and runs in a row).
+ADMISSION_METRIC = "inadmissible_rate"
 
 
 @dataclass(frozen=True)
@@ -72,8 +77,6 @@ class DriftMonitor:
     def __init__(self, database: Database) -> None:
         self.database = database
         self._references: dict[tuple[Any, ...], tuple[Reference | None, str | None]] = {}
-        self._pending: dict[int, int] = {}
-        self._check_every: dict[int, int] = {}
         self._due_since: dict[int, float] = {}
 
     # -- references ---------------------------------------------------------------------------
@@ -175,7 +178,7 @@ class DriftMonitor:
             alarms = drift_db.current_alarm_rows(session=session, line_id=line.id)
             for verdict in report.verdicts:
                 self._update_alarm(session, line, verdict, alarms, previous, config, check_id, now, outcome)
-            self._step_down_if_needed(session, line, alarms, config, outcome)
+            outcome.stepped_down = self._step_down_if_needed(session, line, alarms, config)
         for metric in outcome.raised + outcome.escalated:
             log.warning("line %s: drift alarm on %s (%s)", line.name, metric, report.verdict(metric).reason)
         if outcome.stepped_down:
@@ -261,11 +264,12 @@ class DriftMonitor:
                 note=f"{METRIC_BY_NAME[verdict.metric].label} is back within its threshold: {verdict.reason}. The alarm stays until acknowledged.",
             )
 
-    def _step_down_if_needed(self, session: Session, line: LineConfig, alarms: dict[str, DriftAlarm], config: DriftConfig, outcome: CheckOutcome) -> None:
+    def _step_down_if_needed(self, session: Session, line: LineConfig, alarms: dict[str, DriftAlarm], config: DriftConfig) -> tuple[str, str] | None:
+        """Move the line down to ``step_down_to`` on an open severe alarm; returns (from, to) when it moved."""
         severe = [a for a in alarms.values() if a.severity == Severity.SEVERE.value and a.cleared_at is None and METRIC_BY_NAME[a.metric].steps_down]
         target = config.step_down_to
         if not severe or line.level.rank <= target.rank:
-            return
+            return None
         causes = "; ".join(f"{METRIC_BY_NAME[a.metric].label}: {a.reason}" for a in severe)
         set_level(
             session=session,
@@ -277,19 +281,26 @@ class DriftMonitor:
         action = f"stepped the line down from {line.level.value} to {target.value}"
         for alarm in severe:
             alarm.action = action if not alarm.action else f"{alarm.action}; {action}"
-        outcome.stepped_down = (line.level.value, target.value)
+        return (line.level.value, target.value)
 
     # -- scheduling (the worker) --------------------------------------------------------------
 
-    def note_processed(self, line_id: int, phones: int) -> None:
-        """Count newly inspected phones of a line; a check falls due every ``check_every`` of them."""
-        self._pending[line_id] = self._pending.get(line_id, 0) + phones
-        if line_id not in self._due_since:
-            if line_id not in self._check_every:
-                with self.database.read() as session:
-                    self._check_every[line_id] = drift_db.get_config(session=session, line_id=line_id).check_every
-            if self._pending[line_id] >= self._check_every[line_id]:
-                self._due_since[line_id] = time.monotonic()
+    def note_processed(self, line_ids: set[int]) -> bool:
+        """After a batch: which of these lines have a check due, counted in the database.
+
+        A check falls due once ``check_every`` phones were inspected since the line's last check.
+        Returns True when a line has waited for twice that many: its check must not wait for a
+        quiet queue any longer.
+        """
+        urgent = False
+        for line_id in line_ids:
+            with self.database.read() as session:
+                config = drift_db.get_config(session=session, line_id=line_id)
+                since = drift_db.phones_since_last_check(session=session, line_id=line_id)
+            if since >= config.check_every:
+                self._due_since.setdefault(line_id, time.monotonic())
+                urgent = urgent or since >= 2 * config.check_every
+        return urgent
 
     def oldest_due_age(self) -> float:
         """Seconds the longest-waiting due check has waited (0 when none is due)."""
@@ -300,8 +311,57 @@ class DriftMonitor:
         outcomes = []
         for line_id in list(self._due_since):
             del self._due_since[line_id]
-            self._pending[line_id] = 0
-            # Settings may have changed since: re-read at the next count.
-            self._check_every.pop(line_id, None)
             outcomes.append(self.check(line_id))
         return outcomes
+
+    # -- the admission check's runs -----------------------------------------------------------
+
+    def check_admission_run(self, line_id: int, *, run: int, now: datetime | None = None) -> str | None:
+        """Raise a severe alarm at once when the line's last ``run`` phones were all refused by the admission check.
+
+        A lens cap or a dead camera must not wait for the next window check: the alarm is raised
+        (once; a standing alarm is updated), and the line steps down to its ``step_down_to`` level
+        when it is above it. Returns what was done, or None.
+        """
+        now = now or utcnow()
+        with self.database.write() as session:
+            latest = drift_db.recent_admissions(session=session, line_id=line_id, limit=run)
+            if len(latest) < run or any(admitted for admitted, _ in latest):
+                return None
+            line = next(line for line in list_lines(session=session) if line.id == line_id)
+            config = drift_db.get_config(session=session, line_id=line_id)
+            alarms = drift_db.current_alarm_rows(session=session, line_id=line_id)
+            reason = f"{run} phones in a row unlike the model's reference; the latest: {latest[0][1]}"
+            alarm = alarms.get(ADMISSION_METRIC)
+            done = None
+            if alarm is None or alarm.cleared_at is not None:
+                alarm = alarm or DriftAlarm(line_id=line.id, model_version_id=line.active_model_id, metric=ADMISSION_METRIC, kind="input", raised_at=now)
+                alarm.severity = Severity.SEVERE.value
+                alarm.statistic = "run"
+                alarm.score = float(run)
+                alarm.threshold = float(run)
+                alarm.psi = None
+                alarm.reason = reason
+                alarm.last_seen_at = now
+                alarm.cleared_at = None
+                alarm.acknowledged_at = alarm.acknowledged_by = alarm.acknowledgement_note = None
+                session.add(alarm)
+                session.flush()
+                alarms[ADMISSION_METRIC] = alarm
+                audit.record(
+                    session=session,
+                    actor=audit.SYSTEM_ACTOR,
+                    action="drift.alarm_raised",
+                    entity="drift_alarm",
+                    entity_id=alarm.id,
+                    after={"line": line.name, "metric": ADMISSION_METRIC, "severity": Severity.SEVERE.value, "statistic": "run", "score": run},
+                    note=f"{METRIC_BY_NAME[ADMISSION_METRIC].label}: {reason}. Is the camera covered, dirty or pointed elsewhere?",
+                )
+                done = f"severe alarm: {reason}"
+            else:
+                alarm.last_seen_at = now
+            stepped_down = self._step_down_if_needed(session, line, {ADMISSION_METRIC: alarm}, config)
+        if stepped_down:
+            done = f"{done or reason}; stepped down from {stepped_down[0]} to {stepped_down[1]}"
+            log.warning("line %s stepped down from %s to %s: %s", line.name, *stepped_down, reason)
+        return done

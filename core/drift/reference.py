@@ -116,11 +116,18 @@ def stratify(reference: Reference, defect_rate: float, seed: int = 0) -> Referen
     return replace(reference, sample=Sample(values=values, rates=rates, limits=dict(reference.sample.limits)), defective=kept_truth, description=description)
 
 
-def measure_phone(image: np.ndarray, detector: Any, decision_threshold: float, defective: bool | None) -> ReferencePhone:
-    """Input metrics and the model's output on one image (as the worker computes them)."""
+def measure_phone(image: np.ndarray, detector: Any, decision_threshold: float, defective: bool | None, admission: Any = None) -> ReferencePhone:
+    """Input metrics and the model's output on one image (as the worker computes them).
+
+    Args:
+        admission: A :class:`core.admission.AdmissionFit` that collects the image for the admission check.
+    """
     detections = detector.detect(image)
+    metrics = compute_input_metrics(image).as_dict()
+    if admission is not None:
+        admission.add(image, metrics, detections.features)
     return ReferencePhone(
-        metrics=compute_input_metrics(image).as_dict(),
+        metrics=metrics,
         max_confidence=detections.max_confidence,
         boxes=len(detections),
         verdict="reject" if detections.max_confidence >= decision_threshold else "pass",
@@ -195,8 +202,11 @@ def compute_model_reference(
     phones: list[ReferencePhone] = []
     names: list[str] = []
     kept = {True: 0, False: 0}
+    from core.admission import AdmissionError, AdmissionFit, forget_admitter, save_admitter
+
+    admission = AdmissionFit()
     for name, image, defective in images:
-        phones.append(measure_phone(image, detector, threshold, defective))
+        phones.append(measure_phone(image, detector, threshold, defective, admission))
         names.append(name)
         if kept[defective] < SAMPLE_IMAGES // 2:
             cv2.imwrite(str(samples_dir / f"{name}.jpg"), image, [cv2.IMWRITE_JPEG_QUALITY, 85])
@@ -231,6 +241,12 @@ def compute_model_reference(
     }
     write_card(folder, card)
     progress(f"reference: {len(phones)} phones written to {path}")
+    try:
+        save_admitter(folder, admission.fit(), images=len(phones), description=payload["description"])
+        progress(f"admission check: fitted on the same {len(phones)} images, written to {folder / 'admission.npz'}")
+    except AdmissionError as error:
+        forget_admitter(folder)
+        progress(f"admission check NOT fitted ({error}): this version will decide no phone on its own")
     return path
 
 

@@ -40,7 +40,7 @@ def test_drift_page_shows_every_metric_the_charts_and_the_alarm(database, app_fo
     at.switch_page(PAGE).run()
     assert not at.exception, at.exception
     table = at.dataframe[0].value
-    assert len(table) == 15 and "DRIFT (severe)" in set(table["verdict"])
+    assert len(table) == 16 and "DRIFT (severe)" in set(table["verdict"])
     assert any("Brightness" in e.value and "SEVERE" in e.value for e in at.error)
     assert len(at.get("plotly_chart")) == 3
     ack_forms = [b for b in at.button if b.label == "Acknowledge"]

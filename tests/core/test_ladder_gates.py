@@ -73,7 +73,9 @@ def test_rollback_waits_for_evidence_then_fires_on_too_many_overrides() -> None:
 def test_canary_share_over_many_serials_is_within_tolerance(share: float) -> None:
     settings = PolicySettings(canary_share=share)
     n = 20_000
-    by_model = sum(route(AutomationLevel.CANARY, PhoneFacts(serial=f"SN-{i:07d}", max_confidence=0.1), settings).decider.value == "model" for i in range(n))
+    by_model = sum(
+        route(AutomationLevel.CANARY, PhoneFacts(serial=f"SN-{i:07d}", max_confidence=0.1, admitted=True), settings).decider.value == "model" for i in range(n)
+    )
     # 4.5 standard deviations of a binomial share: a stable, not a lucky, bound.
     tolerance = 4.5 * (share * (1 - share) / n) ** 0.5
     assert abs(by_model / n - share) < tolerance

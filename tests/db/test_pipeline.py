@@ -69,7 +69,7 @@ def test_an_expired_lease_is_reclaimed_and_the_old_holder_cannot_write(database)
     later = utcnow() + timedelta(seconds=6)
     second = _claim(database, "other", 1, now=later)[0]
     assert second.id == first.id and second.attempts == 2
-    decision = route(AutomationLevel.SHADOW, PhoneFacts("S0", max_confidence=0.9), PolicySettings())
+    decision = route(AutomationLevel.SHADOW, PhoneFacts("S0", max_confidence=0.9, admitted=True), PolicySettings())
     with pytest.raises(LeaseLostError), database.write() as session:
         _record(session, first.id, line_id, "dead-worker", AutomationLevel.SHADOW, decision)
     with database.write() as session:
@@ -82,7 +82,7 @@ def test_an_expired_lease_is_reclaimed_and_the_old_holder_cannot_write(database)
 def test_a_phone_gets_one_final_decision_at_most(database):
     line_id = _queue(database, 1)
     item = _claim(database, "w", 1)[0]
-    decision = route(AutomationLevel.FULL, PhoneFacts("S0", max_confidence=0.9), PolicySettings())
+    decision = route(AutomationLevel.FULL, PhoneFacts("S0", max_confidence=0.9, admitted=True), PolicySettings())
     with database.write() as session:
         _record(session, item.id, line_id, "w", AutomationLevel.FULL, decision)
     with pytest.raises(IntegrityError), database.write() as session:
@@ -91,7 +91,7 @@ def test_a_phone_gets_one_final_decision_at_most(database):
 
 def test_review_tasks_go_to_one_reviewer_and_become_the_final_decision(database):
     line_id = _queue(database, 2)
-    decision = route(AutomationLevel.ASSIST, PhoneFacts("S", max_confidence=0.5), PolicySettings())
+    decision = route(AutomationLevel.ASSIST, PhoneFacts("S", max_confidence=0.5, admitted=True), PolicySettings())
     for item in _claim(database, "w", 2):
         with database.write() as session:
             _record(session, item.id, line_id, "w", AutomationLevel.ASSIST, decision)
@@ -115,7 +115,7 @@ def test_review_tasks_go_to_one_reviewer_and_become_the_final_decision(database)
 
 def test_a_persons_decision_is_in_the_audit_log(database):
     line_id = _queue(database, 1)
-    decision = route(AutomationLevel.SHADOW, PhoneFacts("S", max_confidence=0.5), PolicySettings())
+    decision = route(AutomationLevel.SHADOW, PhoneFacts("S", max_confidence=0.5, admitted=True), PolicySettings())
     item = _claim(database, "w", 1)[0]
     with database.write() as session:
         _record(session, item.id, line_id, "w", AutomationLevel.SHADOW, decision)

@@ -1,0 +1,273 @@
+"""The one inspection path: everything Shadowline decides about one phone, before it is written down.
+
+Both the background worker (``shadowline worker``, phones queued as files) and the prediction
+server (``shadowline serve``, phones posted by the line) call :class:`Inspector`. For one phone
+it computes the input metrics, runs the line's active (blue) model and, if there is one, its
+candidate (green), asks the admission check whether the active model may decide a phone like
+this one, and applies the routing policy. Writing the result is the caller's unit of work
+(:func:`db.pipeline.record_results`), so the worker and the server write it the same way.
+
+When in doubt a person judges: an unreadable image, a model that cannot be loaded or that
+failed, and an image the model was not validated on all route to a person; nothing is passed
+that nobody could see.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from core.admission import AdmissionError, AdmissionResult, Admitter, load_admitter
+from core.detector.adapter import Detector
+from core.detector.card import ModelError
+from core.image_metrics import InputMetrics, compute_input_metrics
+from core.routing import LEVEL_POLICIES, PhoneFacts, RoutingDecision, route
+from core.settings import Settings
+from core.vocabulary import Verdict
+from db import audit
+from db.engine import Database
+from db.lines import LineConfig
+from db.pipeline import PredictionRecord
+from db.registry import get_model
+
+log = logging.getLogger("shadowline.inspection")
+
+#: Seconds before a model that failed to load is tried again.
+MODEL_RETRY_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class PhoneInspection:
+    """What the inspection path found about one phone, ready for :class:`db.pipeline.PhoneResult`.
+
+    Attributes:
+        routing: Who judges the phone, and why.
+        metrics: The image's input metrics (None when the image could not be read).
+        predictions: The active and candidate models' outputs (those that ran).
+        routed_model_id: The active model that routed the phone, when it gave a prediction.
+        error: Why the phone failed (unreadable image, a bug), or None.
+        admission: The admission check's answer for the active model (None when it did not run).
+    """
+
+    routing: RoutingDecision
+    metrics: InputMetrics | None
+    predictions: list[PredictionRecord]
+    routed_model_id: int | None
+    error: str | None = None
+    admission: AdmissionResult | None = None
+
+    def as_result_fields(self) -> dict:
+        """The keyword arguments of :class:`db.pipeline.PhoneResult` this inspection fills."""
+        return {
+            "routing": self.routing,
+            "metrics": self.metrics,
+            "predictions": self.predictions,
+            "routed_model_id": self.routed_model_id,
+            "error": self.error,
+            "admission": self.admission,
+        }
+
+
+@dataclass
+class _ModelSlot:
+    detector: Detector | None = None
+    admitter: Admitter | None = None
+    admission_error: str | None = None
+    error: str | None = None
+    failed_at: float = 0.0
+
+
+@dataclass
+class Inspector:
+    """Loads model versions on first use and inspects phones with them.
+
+    Thread-safe for loading (the server inspects from a thread pool); a model that cannot be
+    loaded is retried every :data:`MODEL_RETRY_SECONDS` and its lines' phones go to people
+    meanwhile (said once in the audit log).
+
+    Args:
+        database: Where model versions are registered.
+        settings: The installation's folders.
+        threads: CPU threads per detector (0 = onnxruntime's default).
+    """
+
+    database: Database
+    settings: Settings
+    threads: int = 0
+    #: Share of normal phones the admission check sends to people (None: each version's own calibration).
+    admission_target_rate: float | None = None
+    model_errors: dict[str, str] = field(default_factory=dict)
+    _models: dict[int, _ModelSlot] = field(default_factory=dict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    # -- models -------------------------------------------------------------------------------
+
+    def detector(self, model_id: int) -> Detector | None:
+        """The loaded detector of a registered version, or None while it cannot be loaded."""
+        slot = self._slot(model_id)
+        return slot.detector if slot else None
+
+    def admitter(self, model_id: int) -> tuple[Admitter | None, str | None]:
+        """The version's admission check, or None and why it is missing."""
+        slot = self._slot(model_id)
+        if slot is None:
+            return None, "the model is not loaded"
+        return slot.admitter, slot.admission_error
+
+    def _slot(self, model_id: int) -> _ModelSlot | None:
+        slot = self._models.get(model_id)
+        if slot and slot.detector:
+            return slot
+        if slot and slot.error and time.monotonic() - slot.failed_at < MODEL_RETRY_SECONDS:
+            return None
+        with self._lock:
+            slot = self._models.get(model_id)
+            if slot and slot.detector:
+                return slot
+            return self._load(model_id, slot)
+
+    def _load(self, model_id: int, previous: _ModelSlot | None) -> _ModelSlot | None:
+        with self.database.read() as session:
+            model = get_model(session=session, model_id=model_id)
+        try:
+            if model is None:
+                raise ModelError(f"model id {model_id} is not registered")
+            detector = Detector(Path(model.path), expected_sha256=model.onnx_sha256, threads=self.threads)
+        except ModelError as error:
+            first_failure = previous is None or previous.error != str(error)
+            self._models[model_id] = _ModelSlot(error=str(error), failed_at=time.monotonic())
+            self.model_errors[str(model_id)] = str(error)
+            log.error("model %s unavailable, its lines go to people: %s", model_id, error)
+            if first_failure:
+                with self.database.write() as session:
+                    audit.record(
+                        session=session,
+                        actor=audit.SYSTEM_ACTOR,
+                        action="model.unavailable",
+                        entity="model",
+                        entity_id=model_id,
+                        note=f"{error}. Phones of its lines are routed to people until it loads.",
+                    )
+            return None
+        if previous and previous.error:
+            with self.database.write() as session:
+                audit.record(
+                    session=session, actor=audit.SYSTEM_ACTOR, action="model.available", entity="model", entity_id=model_id, note="The model loads again."
+                )
+        admitter: Admitter | None = None
+        admission_error: str | None = None
+        try:
+            admitter = load_admitter(detector, target_rate=self.admission_target_rate)
+        except AdmissionError as error:
+            admission_error = str(error)
+            log.error("model %s has no usable admission check; the model decides nothing on its own: %s", model_id, error)
+        slot = _ModelSlot(detector=detector, admitter=admitter, admission_error=admission_error)
+        self._models[model_id] = slot
+        self.model_errors.pop(str(model_id), None)
+        log.info("loaded model %s (%s, %s)", detector.version, detector.info.backend, model.path)
+        return slot
+
+    def model_status(self) -> str:
+        """One line for status and the heartbeat: the loaded versions, or what fails."""
+        if self.model_errors:
+            return "; ".join(f"model {k}: {v}" for k, v in self.model_errors.items())
+        loaded = [s.detector.version for s in self._models.values() if s.detector]
+        return "ok: " + ", ".join(loaded) if loaded else "no model loaded yet"
+
+    # -- one phone ----------------------------------------------------------------------------
+
+    def _predict(self, model_id: int | None, image: np.ndarray, *, is_candidate: bool, threshold: float) -> tuple[PredictionRecord | None, np.ndarray | None]:
+        """The model's prediction record and its pooled features (None, None when it did not run)."""
+        if model_id is None:
+            return None, None
+        slot = self._slot(model_id)
+        if slot is None or slot.detector is None:
+            return None, None
+        try:
+            detections = slot.detector.detect(image)
+        except Exception as error:
+            log.exception("model %s failed on a phone", model_id)
+            self.model_errors[str(model_id)] = f"inference failed: {error}"
+            return None, None
+        record = PredictionRecord(
+            model_version_id=model_id,
+            is_candidate=is_candidate,
+            boxes=detections.to_records(),
+            max_confidence=detections.max_confidence,
+            verdict=Verdict.REJECT if detections.max_confidence >= threshold else Verdict.PASS,
+            latency_ms=detections.latency_ms,
+        )
+        return record, detections.features
+
+    def inspect(
+        self, image: np.ndarray | None, *, serial: str, line: LineConfig, error: str | None = None, repeats_serial: str | None = None
+    ) -> PhoneInspection:
+        """Inspect one decoded phone image (or route a phone whose image failed, with ``error``).
+
+        Args:
+            repeats_serial: The serial of an earlier phone whose image this one repeats byte for
+                byte (a frozen camera): the model may not decide it.
+        """
+        metrics: InputMetrics | None = None
+        predictions: list[PredictionRecord] = []
+        admission: AdmissionResult | None = None
+        if image is not None and error is None:
+            metrics = compute_input_metrics(image)
+            if LEVEL_POLICIES[line.level].runs_model:
+                threshold = line.policy.decision_threshold
+                active, features = self._predict(line.active_model_id, image, is_candidate=False, threshold=threshold)
+                candidate, _ = self._predict(line.candidate_model_id, image, is_candidate=True, threshold=threshold)
+                predictions = [p for p in (active, candidate) if p is not None]
+                if active is not None and line.active_model_id is not None:
+                    admission = self._admit(line.active_model_id, image, metrics, features)
+                    if repeats_serial is not None:
+                        admission = AdmissionResult.refused(
+                            f"the very same image as phone {repeats_serial}: is the camera frozen?", check="repeat", novelty=admission.novelty
+                        )
+        active_prediction = next((p for p in predictions if not p.is_candidate), None)
+        facts = PhoneFacts(
+            serial=serial,
+            image_ok=error is None and image is not None,
+            max_confidence=active_prediction.max_confidence if active_prediction else None,
+            admitted=admission.admitted if admission else None,
+            admission_reason=admission.reason if admission else None,
+        )
+        return PhoneInspection(
+            routing=route(line.level, facts, line.policy),
+            metrics=metrics,
+            predictions=predictions,
+            routed_model_id=active_prediction.model_version_id if active_prediction else None,
+            error=error,
+            admission=admission,
+        )
+
+    def _admit(self, model_id: int, image: np.ndarray, metrics: InputMetrics, features: np.ndarray | None) -> AdmissionResult:
+        admitter, why = self.admitter(model_id)
+        if admitter is None:
+            return AdmissionResult.refused(f"no admission check for this model version: {why}", check="missing")
+        try:
+            return admitter.check(image, metrics, features)
+        except Exception as error:  # the check itself failing must not let the model decide
+            log.exception("admission check failed on a phone")
+            return AdmissionResult.refused(f"the admission check failed: {error!r}", check="error")
+
+    def inspect_safely(
+        self, image: np.ndarray | None, *, serial: str, line: LineConfig, error: str | None = None, repeats_serial: str | None = None
+    ) -> PhoneInspection:
+        """:meth:`inspect`, but a bug on one phone sends that phone to a person instead of raising."""
+        try:
+            return self.inspect(image, serial=serial, line=line, error=error, repeats_serial=repeats_serial)
+        except Exception as bug:  # the line must keep moving; the phone is not passed
+            log.exception("inspection of %s failed unexpectedly", serial)
+            return PhoneInspection(
+                routing=route(line.level, PhoneFacts(serial=serial, image_ok=False), line.policy),
+                metrics=None,
+                predictions=[],
+                routed_model_id=None,
+                error=f"inspection failed unexpectedly: {bug!r}",
+            )
