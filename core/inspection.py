@@ -5,7 +5,9 @@ server (``shadowline serve``, phones posted by the line) call :class:`Inspector`
 it computes the input metrics, runs the line's active (blue) model and, if there is one, its
 candidate (green), asks the admission check whether the active model may decide a phone like
 this one, and applies the routing policy. Writing the result is the caller's unit of work
-(:func:`db.pipeline.record_results`), so the worker and the server write it the same way.
+(:func:`db.pipeline.record_results`), so the worker and the server write it the same way; after
+writing, both call the same upkeep (:func:`step_down_lines_whose_model_failed`,
+:func:`note_written`, :func:`run_due_drift_checks`).
 
 When in doubt a person judges: an unreadable image, a model that cannot be loaded or that
 failed, and an image the model was not validated on all route to a person; nothing is passed
@@ -17,6 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,14 +28,16 @@ import numpy as np
 from core.admission import AdmissionError, AdmissionResult, Admitter, load_admitter
 from core.detector.adapter import Detector
 from core.detector.card import ModelError
+from core.drift.monitor import DriftMonitor
 from core.image_metrics import InputMetrics, compute_input_metrics
-from core.routing import LEVEL_POLICIES, PhoneFacts, RoutingDecision, route
+from core.ladder.actions import check_rollbacks, step_down
+from core.routing import LEVEL_POLICIES, ModelAuthority, PhoneFacts, RoutingDecision, route
 from core.settings import Settings
-from core.vocabulary import Verdict
+from core.vocabulary import AutomationLevel, Verdict
 from db import audit
 from db.engine import Database
-from db.lines import LineConfig
-from db.pipeline import PredictionRecord
+from db.lines import LineConfig, list_lines
+from db.pipeline import PhoneResult, PredictionRecord
 from db.registry import get_model
 
 log = logging.getLogger("shadowline.inspection")
@@ -172,6 +177,19 @@ class Inspector:
         log.info("loaded model %s (%s, %s)", detector.version, detector.info.backend, model.path)
         return slot
 
+    def load_models(self, lines: Iterable[LineConfig]) -> None:
+        """Load the active and candidate versions of every line whose level runs the model (ahead of the first phone)."""
+        for line in lines:
+            if LEVEL_POLICIES[line.level].runs_model:
+                for model_id in (line.active_model_id, line.candidate_model_id):
+                    if model_id is not None:
+                        self.detector(model_id)
+
+    def is_loaded(self, model_id: int) -> bool:
+        """Whether the version is loaded now (loads nothing)."""
+        slot = self._models.get(model_id)
+        return bool(slot and slot.detector)
+
     def model_status(self) -> str:
         """One line for status and the heartbeat: the loaded versions, or what fails."""
         if self.model_errors:
@@ -271,3 +289,52 @@ class Inspector:
                 routed_model_id=None,
                 error=f"inspection failed unexpectedly: {bug!r}",
             )
+
+
+# -- after the write: what the worker does after a batch and the server after a phone ---------
+
+
+def step_down_lines_whose_model_failed(inspector: Inspector, lines: Mapping[int, LineConfig], results: Iterable[PhoneResult]) -> None:
+    """A line where the model decides, whose model gave no prediction, drops back to shadow by itself."""
+    failed = {r.line_id for r in results if r.routing.rule == "model_unavailable"}
+    for line_id in failed:
+        line = lines[line_id]
+        if LEVEL_POLICIES[line.level].authority is ModelAuthority.NONE:
+            continue
+        with inspector.database.write() as session:
+            fresh = next((candidate for candidate in list_lines(session=session) if candidate.id == line_id), None)
+            if fresh is not None:
+                reason = f"the model {fresh.active_model_version} failed: {inspector.model_status()}"
+                if step_down(session, fresh, to_level=AutomationLevel.SHADOW, reason=reason):
+                    log.warning("line %s dropped back to shadow: %s", fresh.name, reason)
+
+
+def note_written(drift: DriftMonitor, written: Sequence[PhoneResult], *, admission_run: int) -> bool:
+    """After phones were written: alarm at once on a run of refused phones, and count the phones toward drift checks.
+
+    Args:
+        written: The phones actually written (not those queued again or lost).
+        admission_run: This many refused phones in a row raise a severe alarm (``Settings.admission_run_alarm``).
+
+    Returns:
+        True when a line's drift check has waited for twice its phones (it should not wait for a quiet moment).
+    """
+    for line_id in {r.line_id for r in written if r.admission is not None and not r.admission.admitted}:
+        try:
+            outcome = drift.check_admission_run(line_id, run=admission_run)
+        except Exception:
+            log.exception("admission run check failed; inspection goes on")
+            continue
+        if outcome:
+            log.warning("line %s: %s", line_id, outcome)
+    return drift.note_processed({r.line_id for r in written})
+
+
+def run_due_drift_checks(drift: DriftMonitor, database: Database) -> None:
+    """Run the drift checks that are due, then the automatic rollbacks; a failing check is logged, never stops the line."""
+    try:
+        if drift.check_due():
+            for what in check_rollbacks(database):
+                log.warning("automatic rollback: %s", what)
+    except Exception:
+        log.exception("drift or rollback check failed; inspection goes on")

@@ -26,11 +26,8 @@ from types import FrameType
 
 from core.drift.monitor import DriftMonitor
 from core.imaging import InvalidImageError, read_image
-from core.inspection import Inspector, PhoneInspection
-from core.ladder.actions import check_rollbacks, step_down
-from core.routing import LEVEL_POLICIES, ModelAuthority
+from core.inspection import Inspector, PhoneInspection, note_written, run_due_drift_checks, step_down_lines_whose_model_failed
 from core.settings import Settings
-from core.vocabulary import AutomationLevel
 from db import heartbeats
 from db.engine import Database
 from db.lines import LineConfig, list_lines
@@ -134,7 +131,7 @@ class Worker:
             written, lost = record_results(session=session, worker_id=self.worker_id, results=[r for r in results if r.inspection_id not in stale])
         if stale:
             log.info("%d phones inspected under a line setting that changed meanwhile are queued again", len(stale))
-        self._step_down_lines_whose_model_failed(lines, results)
+        step_down_lines_whose_model_failed(self.inspector, lines, results)
         for inspection_id in lost:
             log.warning("inspection %s is no longer held by %s: another worker reclaimed it", inspection_id, self.worker_id)
         self.stats.lost_leases += len(lost)
@@ -143,9 +140,7 @@ class Worker:
         self.stats.failed_images += sum(1 for r in results if r.error is not None and r.inspection_id in written_ids)
         if self.drift is not None:
             written_results = [r for r in results if r.inspection_id in written_ids]
-            for line_id in {r.line_id for r in written_results if r.admission is not None and not r.admission.admitted}:
-                self._alarm_on_inadmissible_run(line_id)
-            urgent = self.drift.note_processed({r.line_id for r in written_results})
+            urgent = note_written(self.drift, written_results, admission_run=self.settings.admission_run_alarm)
             # Drift checks are background work: done between phones, not in the middle of a busy queue,
             # unless one has waited DRIFT_CHECK_MAX_WAIT_SECONDS or its line has seen twice its phones.
             if urgent or self.drift.oldest_due_age() >= DRIFT_CHECK_MAX_WAIT_SECONDS:
@@ -154,42 +149,10 @@ class Worker:
             self.beat()
         return len(claimed)
 
-    def _step_down_lines_whose_model_failed(self, lines: dict[int, LineConfig], results: list[PhoneResult]) -> None:
-        """A line where the model decides, whose model gave no prediction, drops back to shadow by itself."""
-        failed = {r.line_id for r in results if r.routing.rule == "model_unavailable"}
-        for line_id in failed:
-            line = lines[line_id]
-            if LEVEL_POLICIES[line.level].authority is ModelAuthority.NONE:
-                continue
-            with self.database.write() as session:
-                fresh = next((candidate for candidate in list_lines(session=session) if candidate.id == line_id), None)
-                if fresh is not None:
-                    reason = f"the model {fresh.active_model_version} failed: {self.model_status()}"
-                    if step_down(session, fresh, to_level=AutomationLevel.SHADOW, reason=reason):
-                        log.warning("line %s dropped back to shadow: %s", fresh.name, reason)
-
-    def _alarm_on_inadmissible_run(self, line_id: int) -> None:
-        """A run of phones the admission check refused raises a severe alarm at once (a lens cap, a dead camera)."""
-        if self.drift is None:
-            return
-        try:
-            outcome = self.drift.check_admission_run(line_id, run=self.settings.admission_run_alarm)
-        except Exception:
-            log.exception("admission run check failed; inspection goes on")
-            return
-        if outcome:
-            log.warning("line %s: %s", line_id, outcome)
-
     def check_drift(self) -> None:
         """Run the drift checks that are due; a failing check is logged, never stops the line."""
-        if self.drift is None:
-            return
-        try:
-            if self.drift.check_due():
-                for what in check_rollbacks(self.database):
-                    log.warning("automatic rollback: %s", what)
-        except Exception:
-            log.exception("drift or rollback check failed; inspection goes on")
+        if self.drift is not None:
+            run_due_drift_checks(self.drift, self.database)
 
     def beat(self, state: str = "running") -> None:
         self._last_beat = time.monotonic()

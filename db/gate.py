@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from core.vocabulary import InspectionStatus
-from db.models import FinalDecision, GateAnswer, Inspection, Line, ModelVersion, utcnow
+from db.models import FinalDecision, GateAnswer, Inspection, Line, ModelVersion, Routing, utcnow
 
 #: Where a posted phone came from (``inspections.source``).
 SERVICE_SOURCE = "service"
@@ -103,20 +103,23 @@ class StoredAnswer:
     final_verdict: str | None
     final_decided_by: str | None
     final_decided_at: datetime | None
+    #: Why, in words: the routing's reason (None while the phone is not written yet).
+    reason: str | None = None
 
 
-def _answers_query():  # noqa: ANN202 - a Select of (GateAnswer, line name, version, status, final decision)
+def _answers_query():  # noqa: ANN202 - a Select of (GateAnswer, line name, version, status, final decision, routing's reason)
     return (
-        select(GateAnswer, Line.name, ModelVersion.version, Inspection.status, FinalDecision)
+        select(GateAnswer, Line.name, ModelVersion.version, Inspection.status, FinalDecision, Routing.reason)
         .join(Line, Line.id == GateAnswer.line_id)
         .join(Inspection, Inspection.id == GateAnswer.inspection_id)
         .outerjoin(ModelVersion, ModelVersion.id == GateAnswer.model_version_id)
         .outerjoin(FinalDecision, FinalDecision.inspection_id == GateAnswer.inspection_id)
+        .outerjoin(Routing, Routing.inspection_id == GateAnswer.inspection_id)
     )
 
 
 def _stored(row: tuple[Any, ...]) -> StoredAnswer:
-    answer, line_name, version, status, final = row
+    answer, line_name, version, status, final, reason = row
     return StoredAnswer(
         inspection_id=answer.inspection_id,
         line_id=answer.line_id,
@@ -136,6 +139,7 @@ def _stored(row: tuple[Any, ...]) -> StoredAnswer:
         final_verdict=final.verdict if final else None,
         final_decided_by=final.decided_by if final else None,
         final_decided_at=final.decided_at if final else None,
+        reason=reason,
     )
 
 

@@ -9,19 +9,21 @@ from core.settings import Settings, get_settings
 
 log = logging.getLogger("shadowline.server")
 
-#: Seconds between background drift checks (the worker's cadence; checks run only when due).
+#: Seconds between background drift checks of the phones this service wrote (checks run only when due;
+#: the worker checks the phones it wrote itself, see core.server.service's docstring).
 DRIFT_CHECK_SECONDS = 5.0
 
 
 def build_service(settings: Settings | None = None, *, threads: int = 4, detector_threads: int = 0):  # noqa: ANN201 - InspectionService, imported lazily
     """The service over the installation of ``settings``, its models loading in the background."""
-    from core.server.bridge import WorkerPath
+    from core.inspection import Inspector
     from core.server.service import InspectionService
     from db.bootstrap import open_database
 
     settings = settings or get_settings()
     database = open_database(settings)
-    service = InspectionService(database, settings, WorkerPath(database, settings, threads=detector_threads), threads=threads)
+    inspector = Inspector(database, settings, threads=detector_threads, admission_target_rate=settings.admission_target_rate)
+    service = InspectionService(database, settings, inspector, threads=threads)
     service.start_loading()
     return service
 

@@ -35,6 +35,7 @@ class InspectionAnswer(BaseModel):
     model_slot: Literal["blue"] | None
     latency_ms: float
     failsafe: str | None = Field(description="None, or why the answer is the line's fail-safe")
+    reason: str | None = Field(description="why, in words: e.g. why the admission check sent the image to a person (rule not_admitted)")
     replayed: bool = Field(description="this serial had been posted before on the line: the same inspection and action")
 
     @classmethod
@@ -52,6 +53,7 @@ class InspectionAnswer(BaseModel):
             model_slot="blue" if answer.model_version else None,
             latency_ms=round(answer.latency_ms, 2),
             failsafe=answer.failsafe.value if answer.failsafe else None,
+            reason=answer.reason,
             replayed=answer.replayed,
         )
 
@@ -77,6 +79,7 @@ class InspectionRecord(BaseModel):
     rule: str | None
     model_version: str | None
     failsafe: str | None
+    reason: str | None = Field(description="why, in words (the routing's reason)")
     latency_ms: float | None
     final: FinalDecisionBody | None
 
@@ -98,6 +101,7 @@ class InspectionRecord(BaseModel):
             rule=stored.rule,
             model_version=stored.model_version,
             failsafe=stored.failsafe,
+            reason=stored.reason,
             latency_ms=stored.latency_ms,
             final=final,
         )

@@ -2,9 +2,19 @@
 
 :class:`InspectionService` is what ``shadowline serve`` runs (the HTTP layer in ``app.py`` only
 parses, authenticates and serialises). A posted phone is stored and inserted already claimed by
-the service, inspected on the same path as the worker's (:class:`core.inspection.Inspector`),
-and written with :func:`db.pipeline.record_results` while the claim is held, in one transaction
-that also records the gate's answer.
+the service, inspected on the same path as the worker's (:class:`core.inspection.Inspector`,
+admission check included), and written with :func:`db.pipeline.record_results` while the claim
+is held, in one transaction that also records the gate's answer. After the write the service does
+what the worker does after a batch (:mod:`core.inspection`'s upkeep): a run of phones the
+admission check refused raises its alarm, a line whose model failed steps down, and the phone
+counts toward the line's drift check.
+
+Drift checks: the service schedules the checks of the phones it writes itself (``shadowline
+serve`` runs the due ones every few seconds, off the request path). It cannot leave them to the
+worker: the phone counts live in the database, but a worker's monitor learns that a check is due
+only from its own batches, so a line fed only through the service would never be checked. A line
+fed both by files (worker) and by the station (service) may be checked by both around the same
+count.
 
 The answer has a budget (per line, 300 ms by default). Each phone is one :class:`_Job` running
 in a thread; the request waits for it until the budget is spent. If it has not answered by then,
@@ -33,7 +43,10 @@ from enum import StrEnum
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
+from core.drift.monitor import DriftMonitor
+from core.imaging import InvalidImageError, decode_image_bytes
 from core.ingest import store_image_bytes
+from core.inspection import Inspector, note_written, run_due_drift_checks, step_down_lines_whose_model_failed
 from core.routing import LEVEL_POLICIES, Decider, RoutingDecision
 from core.settings import Settings
 from core.vocabulary import FailsafeReason, GateAction
@@ -41,7 +54,7 @@ from db import gate
 from db.api_keys import KeyInfo, authenticate
 from db.engine import Database
 from db.lines import LineConfig, list_lines
-from db.pipeline import PhoneResult, queue_depth, record_results
+from db.pipeline import ClaimedInspection, PhoneResult, queue_depth, record_results, repeated_images
 
 log = logging.getLogger("shadowline.server")
 
@@ -82,6 +95,7 @@ class Answer:
         rule: The routing policy's rule, or ``failsafe_<reason>``.
         model_version: The version whose prediction the answer rests on (the line's active, blue,
             version); None when no model judged the phone.
+        reason: Why, in words (the routing's reason): e.g. why the admission check refused the image.
         latency_ms: From the phone's arrival to this answer.
         failsafe: None, or why the answer is the line's fail-safe.
         replayed: True when this serial had been posted before (a station's retry).
@@ -97,6 +111,7 @@ class Answer:
     model_version: str | None
     latency_ms: float
     failsafe: FailsafeReason | None
+    reason: str | None = None
     replayed: bool = False
 
     @property
@@ -169,6 +184,7 @@ class _Job:
         self.failsafe_latency_ms: float | None = None
         self.inspection_id: int | None = None
         self.image_path: str | None = None
+        self.image_sha256: str | None = None
         self.answer: Answer | None = None
         self.replayed = False
 
@@ -203,6 +219,7 @@ class _Job:
             model_version=None,
             latency_ms=self.failsafe_latency_ms or 0.0,
             failsafe=self.failsafe,
+            reason=failsafe_routing(line, self.failsafe).reason,
             replayed=self.replayed,
         )
 
@@ -224,7 +241,7 @@ class _Job:
         existing = service.stored_answer_id(self.line.id, self.serial)
         if existing is None:
             relative, digest = store_image_bytes(service.settings, self.line.name, self.image, self.suffix)
-            self.image_path = relative
+            self.image_path, self.image_sha256 = relative, digest
             with service.database.write() as session:
                 opened = gate.open_posted_phone(
                     session=session,
@@ -247,7 +264,7 @@ class _Job:
             with self.lock:
                 self.stage, self.stage_since = _Stage.INSPECTING, time.perf_counter()
             assert self.inspection_id is not None and self.image_path is not None
-            findings = service.inspect(self.inspection_id, self.serial, self.image_path, self.line)
+            findings = service.inspect(self.inspection_id, self.serial, self.image, self.image_path, self.image_sha256, self.line)
             with self.lock:
                 self.stage, self.stage_since = _Stage.WRITING, time.perf_counter()
             answer = self._write(findings)
@@ -341,11 +358,12 @@ class _Job:
             model_version=model_version,
             latency_ms=latency_ms,
             failsafe=failsafe,
+            reason=result.routing.reason,
         )
         with self.lock:
             self.state = _State.FAILSAFE if failsafe is not None and self.state is _State.FAILSAFE else _State.DONE
             self.answer = answer
-        service.after_written(findings.line, result)
+        service.after_written(findings.line, findings.result)  # what the inspection found, whatever the gate was told
         return answer
 
     def _fall_back(self, reason: FailsafeReason) -> Answer:
@@ -375,9 +393,11 @@ class InspectionService:
         settings: Data folder (images are stored under it).
         inspector: The one inspection path shared with the worker.
         threads: Jobs inspected at once (the detector itself uses every core it is given).
+        monitor_drift: Raise the admission run alarm and schedule drift checks for the phones
+            written here (see the module's docstring); :meth:`background_checks` runs the due ones.
     """
 
-    def __init__(self, database: Database, settings: Settings, inspector: object, *, threads: int = 4) -> None:
+    def __init__(self, database: Database, settings: Settings, inspector: Inspector, *, threads: int = 4, monitor_drift: bool = True) -> None:
         from core.server.metrics import ServiceMetrics
 
         self.database = database
@@ -389,6 +409,9 @@ class InspectionService:
         self.metrics = ServiceMetrics(self._queue_depths, self._model_labels)
         self._ready = threading.Event()
         self._load_error: str | None = None
+        self.drift = DriftMonitor(database) if monitor_drift else None
+        #: The upkeep after a write and the background checks share the monitor's bookkeeping: one at a time.
+        self._upkeep_lock = threading.Lock()
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -400,7 +423,7 @@ class InspectionService:
         try:
             with self.database.read() as session:
                 lines = list_lines(session=session)
-            self.inspector.load(lines)  # type: ignore[attr-defined]
+            self.inspector.load_models(lines)
             self._load_error = None
         except Exception as error:
             log.exception("loading the models failed")
@@ -420,13 +443,16 @@ class InspectionService:
         if not self._ready.is_set():
             checks["models"] = "loading"
         else:
-            problems = self.inspector.model_problems()  # type: ignore[attr-defined]
+            problems = [f"model {k}: {v}" for k, v in dict(self.inspector.model_errors).items()]  # a copy: jobs may change it
             checks["models"] = "ok" if not problems and self._load_error is None else (self._load_error or "; ".join(problems))
         return all(value == "ok" for value in checks.values()), checks
 
     def background_checks(self) -> None:
         """Drift checks and automatic rollbacks that are due, as the worker runs them between phones."""
-        self.inspector.background_checks()  # type: ignore[attr-defined]
+        if self.drift is None:
+            return
+        with self._upkeep_lock:
+            run_due_drift_checks(self.drift, self.database)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=False)
@@ -483,6 +509,7 @@ class InspectionService:
             model_version=stored.model_version,
             latency_ms=latency_ms,
             failsafe=FailsafeReason(stored.failsafe) if stored.failsafe else None,
+            reason=stored.reason,
             replayed=True,
         )
 
@@ -515,20 +542,42 @@ class InspectionService:
                 ("green", line.candidate_model_id, line.candidate_model_version),
             ):
                 if model_id is not None:
-                    loaded = self.inspector.is_loaded(model_id)  # type: ignore[attr-defined]
+                    loaded = self.inspector.is_loaded(model_id)
                     labels.append({"line": line.name, "slot": slot, "version": version or "", "loaded": str(loaded).lower()})
         return labels
 
     # -- the inspection -----------------------------------------------------------------------
 
-    def inspect(self, inspection_id: int, serial: str, image_path: str, line: LineConfig) -> _Findings:
-        """Run the shared inspection path on one phone (in a job's thread)."""
-        result, model_version = self.inspector.inspect_posted(inspection_id, serial, image_path, line)  # type: ignore[attr-defined]
-        return _Findings(line, result, model_version)
+    def inspect(self, inspection_id: int, serial: str, image: bytes, image_path: str, image_sha256: str | None, line: LineConfig) -> _Findings:
+        """Run the shared inspection path on one posted phone (in a job's thread).
+
+        The image is decoded from the posted bytes (the same decoder as the worker's file reads);
+        an image byte for byte like an earlier phone's of another serial on the line (a frozen
+        camera) is looked up as the worker does, and the model may not decide it.
+        """
+        item = ClaimedInspection(inspection_id, serial, line.id, image_path, attempts=1, image_sha256=image_sha256)
+        with self.database.read() as session:
+            repeats_serial = repeated_images(session=session, items=[item]).get(inspection_id)
+        try:
+            decoded = decode_image_bytes(image, source=image_path)
+        except InvalidImageError as invalid:
+            inspection = self.inspector.inspect_safely(None, serial=serial, line=line, error=str(invalid))
+        else:
+            inspection = self.inspector.inspect_safely(decoded, serial=serial, line=line, repeats_serial=repeats_serial)
+        result = PhoneResult(inspection_id, line.id, line.level, **inspection.as_result_fields(), active_model_id=line.active_model_id)
+        return _Findings(line, result, line.active_model_version)
 
     def after_written(self, line: LineConfig, result: PhoneResult) -> None:
-        """What the worker does after writing a phone: drift bookkeeping, fallbacks (in the job's thread)."""
-        self.inspector.after_written(line, result)  # type: ignore[attr-defined]
+        """What the worker does after writing a batch (in the job's thread): the line steps down if its model
+        failed, a run of refused phones raises its alarm at once, and the phone counts toward the drift check
+        (run by :meth:`background_checks`, so the urgency :func:`note_written` returns is not needed here)."""
+        try:
+            with self._upkeep_lock:
+                step_down_lines_whose_model_failed(self.inspector, {line.id: line}, [result])
+                if self.drift is not None:
+                    note_written(self.drift, [result], admission_run=self.settings.admission_run_alarm)
+        except Exception:  # the phone is written and the gate answered: the answer stands
+            log.exception("inspection %s: the upkeep after the write failed; the next phone or check tries again", result.inspection_id)
 
     def write_failsafe(self, inspection_id: int, line: LineConfig, reason: FailsafeReason, *, latency_ms: float) -> None:
         """Record a phone the line handled with its fail-safe, with no findings, for a person to judge."""

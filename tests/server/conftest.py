@@ -7,8 +7,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from core.camera import get_scenario, render_run_phone
+from core.inspection import Inspector
 from core.server.app import create_app
-from core.server.bridge import WorkerPath
 from core.server.service import InspectionService
 from db.api_keys import create_key
 
@@ -33,7 +33,7 @@ def service(database, settings):
 
     with database.write() as session:
         set_answer_settings(session=session, line_id=1, actor="test", budget_ms=10_000)
-    svc = InspectionService(database, settings, WorkerPath(database, settings, threads=2), threads=4)
+    svc = InspectionService(database, settings, Inspector(database, settings, threads=2, admission_target_rate=settings.admission_target_rate), threads=4)
     svc.start_loading()
     yield svc
     svc.close()

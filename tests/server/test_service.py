@@ -9,8 +9,8 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
+from core.inspection import Inspector
 from core.server.app import create_app
-from core.server.bridge import WorkerPath
 from core.server.service import InspectionService
 from core.vocabulary import Verdict
 from db import audit
@@ -87,12 +87,13 @@ def test_missing_model_gives_the_failsafe_never_pass(client, key, database, serv
     set_line(database, level="full", audit_share=0.0)
     with database.write() as session:
         set_answer_settings(session=session, line_id=1, actor="admin", failsafe_action=failsafe_action)
-    monkeypatch.setattr(service.inspector.worker, "_detector", lambda model_id: None)
+    monkeypatch.setattr(service.inspector, "_slot", lambda model_id: None)  # the model cannot be loaded
     answer = post(client, key, "SN-nomodel").json()
     assert (answer["action"], answer["failsafe"], answer["decided_by"]) == (failsafe_action, "model_unavailable", "person")
     with database.read() as session:
         assert session.get(FinalDecision, answer["inspection_id"]) is None
         assert session.scalar(select(ReviewTask.kind).where(ReviewTask.inspection_id == answer["inspection_id"])) == "decide"
+        assert get_line(session=session, name="line-1").level.value == "shadow"  # the line whose model failed stepped down
 
 
 def test_unreadable_image_is_stored_and_gets_the_failsafe(client, key, database):
@@ -212,12 +213,12 @@ def test_bad_requests_get_a_json_4xx_and_change_nothing(client, key, database, c
 def test_not_ready_until_the_model_is_loaded(database, settings):
     loaded = threading.Event()
 
-    class SlowPath(WorkerPath):
-        def load(self, lines):
+    class SlowInspector(Inspector):
+        def load_models(self, lines):
             loaded.wait(30)
-            super().load(lines)
+            super().load_models(lines)
 
-    service = InspectionService(database, settings, SlowPath(database, settings), threads=2)
+    service = InspectionService(database, settings, SlowInspector(database, settings), threads=2)
     service.start_loading()
     try:
         with TestClient(create_app(service)) as client:
@@ -281,3 +282,65 @@ def test_a_persons_verdict_reaches_the_line_through_the_cursor(client, key, data
     assert client.get("/v1/lines/line-1/inspections", headers=headers, params={"serial": "SN-hold"}).json()["inspection_id"] == answer["inspection_id"]
     after = client.get("/v1/lines/line-1/decisions", headers=headers, params={"after": result["page"]["cursor"]}).json()
     assert after["decisions"] == []
+
+
+def _jpeg(image) -> bytes:
+    import cv2
+
+    ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 92])
+    assert ok
+    return encoded.tobytes()
+
+
+def test_the_admission_check_sends_frames_unlike_a_phone_to_a_person_at_full_automation(client, key, database):
+    import numpy as np
+
+    from core.camera import get_scenario, render_run_phone
+
+    wait_ready(client)
+    set_line(database, level="full", audit_share=0.0)
+    with database.write() as session:  # a refusal is a person's judgement, not the fail-safe: to_person even where that is reject
+        set_answer_settings(session=session, line_id=1, actor="admin", failsafe_action="reject")
+    lens_cap = render_run_phone(get_scenario("lens-cap"), 77, get_scenario("lens-cap").onset).image
+    black = np.zeros((360, 480, 3), np.uint8)
+    normal = post(client, key, "SN-normal", phone_jpeg(3)).json()
+    refused = {"SN-black": post(client, key, "SN-black", _jpeg(black)).json(), "SN-lens-cap": post(client, key, "SN-lens-cap", _jpeg(lens_cap)).json()}
+    # A frozen camera: the normal phone's very image again, under another serial.
+    refused["SN-frozen"] = post(client, key, "SN-frozen", phone_jpeg(3)).json()
+
+    assert (normal["decided_by"], normal["rule"], normal["failsafe"]) == ("model", "full_model", None)
+    assert normal["action"] in ("pass", "reject")
+    with database.read() as session:
+        routing = session.get(Routing, normal["inspection_id"])
+        final = session.get(FinalDecision, normal["inspection_id"])
+        verdict = session.scalar(select(Prediction.verdict).where(Prediction.inspection_id == normal["inspection_id"], Prediction.is_candidate.is_(False)))
+    assert routing.admitted is True and final.decided_by == "model" and normal["action"] == final.verdict == verdict
+
+    for serial, answer in refused.items():
+        assert (answer["action"], answer["decided_by"], answer["rule"], answer["failsafe"]) == ("to_person", "person", "not_admitted", None), serial
+        with database.read() as session:
+            routing = session.get(Routing, answer["inspection_id"])
+            assert session.get(FinalDecision, answer["inspection_id"]) is None, serial
+            assert session.scalar(select(ReviewTask.kind).where(ReviewTask.inspection_id == answer["inspection_id"])) == "decide", serial
+        assert routing.admitted is False and routing.admission_reason and routing.admission_reason in answer["reason"], serial
+        again = post(client, key, serial, b"\xff\xd8\xff retry").json()  # the station's retry: the same answer, and why
+        assert (again["action"], again["replayed"], again["reason"]) == ("to_person", True, answer["reason"]), serial
+    assert routing.admission_check == "repeat" and "SN-normal" in refused["SN-frozen"]["reason"]
+
+
+def test_a_run_of_refused_phones_raises_the_alarm_and_steps_the_line_down(client, key, database, settings):
+    from core.camera import get_scenario, render_run_phone
+    from core.vocabulary import AutomationLevel
+    from db import drift as drift_db
+
+    wait_ready(client)
+    set_line(database, level="full", audit_share=0.0)
+    scenario = get_scenario("lens-cap")
+    frames = [_jpeg(render_run_phone(scenario, 78, scenario.onset + i).image) for i in range(settings.admission_run_alarm)]
+    answers = [post(client, key, f"SN-cap-{i}", frame).json() for i, frame in enumerate(frames)]
+    assert {a["action"] for a in answers} == {"to_person"}
+    with database.read() as session:
+        assert get_line(session=session, name="line-1").level is AutomationLevel.SHADOW
+        alarm = next(a for a in drift_db.current_alarms(session=session, line_id=1) if a.metric == "inadmissible_rate")
+    assert alarm.severity == "severe" and "in a row" in alarm.reason
+    assert post(client, key, "SN-after", phone_jpeg(4)).json()["rule"] == "shadow_human"
