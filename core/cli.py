@@ -212,39 +212,54 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _cmd_ingest(args: argparse.Namespace) -> int:
-    from core.ingest import expand_paths, ingest_file
+    from core.ingest import IngestRefused, StorageError, expand_paths, ingest_file
 
+    settings = get_settings()
     database = _database()
     line = _line(database, args.line)
     try:
         files = expand_paths(Path(p) for p in args.paths)
     except FileNotFoundError as error:
         raise CommandError(str(error)) from None
-    problems = 0
-    for path in files:
-        result = ingest_file(database, get_settings(), line_id=line.id, line_name=line.name, path=path)
+    problems = failed = 0
+    for source in files:
+        path = source.path
+        try:
+            result = ingest_file(database, settings, line_id=line.id, line_name=line.name, path=path, root=source.root)
+        except (IngestRefused, StorageError) as error:
+            failed += 1
+            print(f"error: {error}" if isinstance(error, IngestRefused) else f"error: {path}: not ingested: {error}", file=sys.stderr, flush=True)
+            continue
         if result.problem:
             problems += 1
             print(f"{path}: queued as inspection {result.inspection_id}, NOT AN IMAGE the model can read, a person will judge this phone: {result.problem}")
         else:
             print(f"{path}: queued as inspection {result.inspection_id}")
-    print(f"ingested {len(files)} files into {line.name} ({problems} unreadable)")
-    return 0
+    print(f"ingested {len(files) - failed} files into {line.name} ({problems} unreadable)" + (f"; {failed} refused or not stored" if failed else ""))
+    return 1 if failed else 0
 
 
 def _cmd_watch(args: argparse.Namespace) -> int:
     from core.ingest import watch_folder
 
     folder = Path(args.folder)
+    if folder.is_symlink():
+        raise CommandError(f"{folder}: a symbolic link; name the folder itself")
     if not folder.is_dir():
         raise CommandError(f"{folder}: not a folder")
     database = _database()
     line = _line(database, args.line)
-    print(f"watching {folder} for line {line.name} (files move to {folder / 'ingested'} once queued); Ctrl-C stops")
+    print(f"watching {folder} for line {line.name} (files move to {folder / 'ingested'} once queued); Ctrl-C stops", flush=True)
 
     def report(result) -> None:  # noqa: ANN001
         note = f" (unreadable: {result.problem})" if result.problem else ""
         print(f"{result.source.name}: inspection {result.inspection_id}{note}", flush=True)
+
+    def refused(refusal) -> None:  # noqa: ANN001
+        print(f"error: {refusal} (moved to {folder / 'refused'})", file=sys.stderr, flush=True)
+
+    def problem(text: str) -> None:
+        print(f"error: {text}", file=sys.stderr, flush=True)
 
     count = watch_folder(
         database,
@@ -253,6 +268,8 @@ def _cmd_watch(args: argparse.Namespace) -> int:
         line_name=line.name,
         folder=folder,
         on_ingest=report,
+        on_refused=refused,
+        on_problem=problem,
         poll_seconds=args.poll_seconds,
         max_seconds=args.max_seconds,
     )
@@ -275,13 +292,15 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
+    from db.heartbeats import watcher_states
     from db.status import line_statuses
 
     database = _database()
     with database.read() as session:
         statuses = line_statuses(session=session)
+        watchers = watcher_states(session=session)
     if args.json:
-        print(json.dumps({"lines": [s.as_dict() for s in statuses]}, indent=2))
+        print(json.dumps({"lines": [s.as_dict() for s in statuses], "watchers": [w.as_dict() for w in watchers]}, indent=2))
         return 0
     for s in statuses:
         age = "never" if s.worker_heartbeat_age_s is None else f"{s.worker_heartbeat_age_s:.0f} s ago"
@@ -293,6 +312,9 @@ def _cmd_status(args: argparse.Namespace) -> int:
         for alarm in s.alarms:
             seen = " (acknowledged)" if alarm["acknowledged"] else ""
             print(f"  {alarm['severity'].upper()} drift alarm on {alarm['metric']} since {alarm['raised_at']}{seen}")
+    for w in watchers:
+        state = {"running": "watching", "backing_off": "BACKING OFF"}.get(w.state, w.state) if w.alive else "NOT RUNNING"
+        print(f"watcher for {w.line}: {state} (heartbeat {w.age_s:.0f} s ago), {w.ingested} files ingested; {w.detail}")
     return 0
 
 
