@@ -272,14 +272,15 @@ def watch_folder(
                 continue
             if seen is not None and now - seen[1] < settle_seconds:
                 continue
-            sizes.pop(path, None)
             try:
                 result = ingest_file(database, settings, line_id=line_id, line_name=line_name, path=path, source="watch", root=folder)
             except IngestRefused as refusal:
+                sizes.pop(path, None)
                 on_refused(refusal)
                 if not _move_aside(path, folder / "refused", path.name):
                     refused.add(path)
                 continue
+            sizes.pop(path, None)  # kept while the disk was full: the file is tried again without settling anew
             count += 1
             on_ingest(result)
             if not _move_aside(path, folder / "ingested", f"{result.inspection_id}-{path.name}"):
