@@ -199,10 +199,11 @@ class GateConfig:
             if off:
                 value = None
             else:
-                value = validation.share(key, raw)
+                value = validation.number(key, raw)
                 refusal = _disables(name, value)
                 if refusal:
                     raise validation.RangeError(f"{key}={raw.strip()} {refusal}; to remove it on purpose, set {key}=off (audited)")
+                value = validation.share(key, value, allow_zero=name != "min_agreement", allow_one=name == "min_agreement")
         elif name == "needs_manager":
             if off:
                 value = False
@@ -253,7 +254,7 @@ def _split(assignment: str) -> tuple[str, str, str]:
 
 def _disables(name: str, value: float) -> str | None:
     """Why ``value`` would switch off the check ``name`` does, or None."""
-    if name == "min_agreement" and value == 0:
+    if name == "min_agreement" and value <= 0:
         return "would accept any agreement"
     if name in ("max_escape_rate", "max_over_reject_rate") and value >= 1:
         return "would accept any rate"
