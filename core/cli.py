@@ -7,12 +7,17 @@ any other failure.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import NoReturn
 
+from core import validation
 from core.settings import get_settings
 
 
@@ -178,8 +183,6 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         raise CommandError(str(error)) from None
     if args.ramp is not None or args.onset is not None:
         scenario = scenario.with_ramp(ramp=args.ramp, onset=args.onset)
-    if args.count is not None and args.count < 0:
-        raise CommandError("--count must be >= 0")
     try:
         inspector = SimulatedInspector(args.miss_rate, args.false_reject_rate) if args.inspector == "simulated" else None
     except ValueError as error:
@@ -212,39 +215,54 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _cmd_ingest(args: argparse.Namespace) -> int:
-    from core.ingest import expand_paths, ingest_file
+    from core.ingest import IngestRefused, StorageError, expand_paths, ingest_file
 
+    settings = get_settings()
     database = _database()
     line = _line(database, args.line)
     try:
         files = expand_paths(Path(p) for p in args.paths)
     except FileNotFoundError as error:
         raise CommandError(str(error)) from None
-    problems = 0
-    for path in files:
-        result = ingest_file(database, get_settings(), line_id=line.id, line_name=line.name, path=path)
+    problems = failed = 0
+    for source in files:
+        path = source.path
+        try:
+            result = ingest_file(database, settings, line_id=line.id, line_name=line.name, path=path, root=source.root)
+        except (IngestRefused, StorageError) as error:
+            failed += 1
+            print(f"error: {error}" if isinstance(error, IngestRefused) else f"error: {path}: not ingested: {error}", file=sys.stderr, flush=True)
+            continue
         if result.problem:
             problems += 1
             print(f"{path}: queued as inspection {result.inspection_id}, NOT AN IMAGE the model can read, a person will judge this phone: {result.problem}")
         else:
             print(f"{path}: queued as inspection {result.inspection_id}")
-    print(f"ingested {len(files)} files into {line.name} ({problems} unreadable)")
-    return 0
+    print(f"ingested {len(files) - failed} files into {line.name} ({problems} unreadable)" + (f"; {failed} refused or not stored" if failed else ""))
+    return 1 if failed else 0
 
 
 def _cmd_watch(args: argparse.Namespace) -> int:
     from core.ingest import watch_folder
 
     folder = Path(args.folder)
+    if folder.is_symlink():
+        raise CommandError(f"{folder}: a symbolic link; name the folder itself")
     if not folder.is_dir():
         raise CommandError(f"{folder}: not a folder")
     database = _database()
     line = _line(database, args.line)
-    print(f"watching {folder} for line {line.name} (files move to {folder / 'ingested'} once queued); Ctrl-C stops")
+    print(f"watching {folder} for line {line.name} (files move to {folder / 'ingested'} once queued); Ctrl-C stops", flush=True)
 
     def report(result) -> None:  # noqa: ANN001
         note = f" (unreadable: {result.problem})" if result.problem else ""
         print(f"{result.source.name}: inspection {result.inspection_id}{note}", flush=True)
+
+    def refused(refusal) -> None:  # noqa: ANN001
+        print(f"error: {refusal} (moved to {folder / 'refused'})", file=sys.stderr, flush=True)
+
+    def problem(text: str) -> None:
+        print(f"error: {text}", file=sys.stderr, flush=True)
 
     count = watch_folder(
         database,
@@ -253,6 +271,8 @@ def _cmd_watch(args: argparse.Namespace) -> int:
         line_name=line.name,
         folder=folder,
         on_ingest=report,
+        on_refused=refused,
+        on_problem=problem,
         poll_seconds=args.poll_seconds,
         max_seconds=args.max_seconds,
     )
@@ -275,13 +295,15 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
+    from db.heartbeats import watcher_states
     from db.status import line_statuses
 
     database = _database()
     with database.read() as session:
         statuses = line_statuses(session=session)
+        watchers = watcher_states(session=session)
     if args.json:
-        print(json.dumps({"lines": [s.as_dict() for s in statuses]}, indent=2))
+        print(json.dumps({"lines": [s.as_dict() for s in statuses], "watchers": [w.as_dict() for w in watchers]}, indent=2))
         return 0
     for s in statuses:
         age = "never" if s.worker_heartbeat_age_s is None else f"{s.worker_heartbeat_age_s:.0f} s ago"
@@ -293,6 +315,9 @@ def _cmd_status(args: argparse.Namespace) -> int:
         for alarm in s.alarms:
             seen = " (acknowledged)" if alarm["acknowledged"] else ""
             print(f"  {alarm['severity'].upper()} drift alarm on {alarm['metric']} since {alarm['raised_at']}{seen}")
+    for w in watchers:
+        state = {"running": "watching", "backing_off": "BACKING OFF"}.get(w.state, w.state) if w.alive else "NOT RUNNING"
+        print(f"watcher for {w.line}: {state} (heartbeat {w.age_s:.0f} s ago), {w.ingested} files ingested; {w.detail}")
     return 0
 
 
@@ -306,8 +331,6 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         get_scenario(args.scenario)
     except UnknownScenarioError as error:
         raise CommandError(str(error)) from None
-    if args.count <= 0:
-        raise CommandError("--count must be > 0")
     model_dir = Path(args.model) if args.model else get_settings().shipped_model_dir
     try:
         detector = Detector(model_dir, backend=args.backend)
@@ -399,16 +422,6 @@ def _acting_user(database, name: str):  # noqa: ANN001, ANN202
     if result.user is None:
         raise CommandError(f"--as {name}: {result.message}")
     return result.user
-
-
-def _parse_time(text: str, option: str):  # noqa: ANN202
-    from datetime import UTC, datetime
-
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise CommandError(f"{option}: {text!r} is not an ISO date or time (e.g. 2026-11-22T08:00)") from None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 
 def _print_verdicts(report) -> None:  # noqa: ANN001
@@ -507,8 +520,10 @@ def _cmd_reference_accept(args: argparse.Namespace) -> int:
     from core.drift import actions
 
     database = _database()
+    start, end = args.since, args.until
+    if end <= start:
+        raise CommandError(f"--until {end:%Y-%m-%d %H:%M} is not after --since {start:%Y-%m-%d %H:%M}")
     user = _acting_user(database, args.as_user)
-    start, end = _parse_time(args.since, "--since"), _parse_time(args.until, "--until")
     try:
         reference_id = actions.accept_production_reference(database, user, line_name=args.line, start=start, end=end, note=args.note)
     except _refusals() as error:
@@ -842,15 +857,67 @@ def _cmd_line_answer(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a wrong argument reported as one line ``error: ...`` (exit 2) instead of the usage text."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"error: {self.prog}: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
+
+def _checked(check: Callable[[str], object], name: str) -> Callable[[str], object]:
+    def parse(text: str) -> object:
+        try:
+            return check(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    parse.__name__ = name  # argparse names the type in some messages
+    return parse
+
+
+def _int(minimum: int, maximum: int | None = None) -> Callable[[str], object]:
+    """A whole number within [minimum, maximum]."""
+    return _checked(lambda text: validation.integer("the value", text, minimum=minimum, maximum=maximum), "whole number")
+
+
+_positive = _checked(lambda text: validation.number("the value", text, minimum=0, exclusive_minimum=True), "positive number")
+_non_negative = _checked(lambda text: validation.number("the value", text, minimum=0), "number")
+_share = _checked(lambda text: validation.share("the value", text), "share")
+
+
+def _parse_iso_time(text: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not an ISO date or time (e.g. 2026-11-22T08:00)") from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
+_iso_time = _checked(_parse_iso_time, "time")
+
+
+def _parse_scenario(text: str) -> str:
+    from core.camera import UnknownScenarioError, get_scenario
+
+    try:
+        return get_scenario(text).name
+    except UnknownScenarioError as error:
+        raise ValueError(str(error).strip("'\"")) from None
+
+
+_scenario = _checked(_parse_scenario, "scenario")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="shadowline", description="Visual inspection from the lab to the line.")
+    parser = _Parser(prog="shadowline", description="Visual inspection from the lab to the line.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     up = commands.add_parser("up", help="start everything: database, worker, simulated line and the app")
-    up.add_argument("--port", type=int, default=8501)
+    up.add_argument("--port", type=_int(1, 65535), default=8501)
     up.add_argument("--address", default="127.0.0.1", help="address the app listens on (0.0.0.0: every interface)")
-    up.add_argument("--scenario", default="normal")
-    up.add_argument("--rate", type=float, default=2.0, help="simulated phones per second")
+    up.add_argument("--scenario", type=_scenario, default="normal")
+    up.add_argument("--rate", type=_positive, default=2.0, help="simulated phones per second")
     up.add_argument("--no-simulator", action="store_true", help="do not start the simulated line")
     up.add_argument("--service-port", type=int, default=8600, help="port of the inspection service the simulated station posts to")
     up.set_defaults(handler=_cmd_up)
@@ -917,15 +984,15 @@ def build_parser() -> argparse.ArgumentParser:
     sim = commands.add_parser("simulate", help="feed a line from the synthetic camera")
     sim.add_argument("--line", default="line-1")
     sim.add_argument("--scenario", default="normal")
-    sim.add_argument("--count", type=int, help="phones to feed (default: until Ctrl-C)")
-    sim.add_argument("--rate", type=float, default=2.0, help="phones per second")
-    sim.add_argument("--seed", type=int, default=1)
-    sim.add_argument("--ramp", type=int, help="phones over which the scenario's drift grows (default 200)")
-    sim.add_argument("--onset", type=int, help="phones at normal conditions before the drift starts")
+    sim.add_argument("--count", type=_int(1), help="phones to feed (default: until Ctrl-C)")
+    sim.add_argument("--rate", type=_positive, default=2.0, help="phones per second")
+    sim.add_argument("--seed", type=_int(0), default=1)
+    sim.add_argument("--ramp", type=_int(0), help="phones over which the scenario's drift grows (default 200)")
+    sim.add_argument("--onset", type=_int(0), help="phones at normal conditions before the drift starts")
     sim.add_argument("--inspector", choices=["simulated", "none"], default="simulated", help="answer human tasks with the simulated inspector")
-    sim.add_argument("--miss-rate", type=float, default=0.02)
-    sim.add_argument("--false-reject-rate", type=float, default=0.01)
-    sim.add_argument("--drain-seconds", type=float, default=60.0, help="after the last phone, keep answering tasks this long at most")
+    sim.add_argument("--miss-rate", type=_share, default=0.02)
+    sim.add_argument("--false-reject-rate", type=_share, default=0.01)
+    sim.add_argument("--drain-seconds", type=_non_negative, default=60.0, help="after the last phone, keep answering tasks this long at most")
     sim.add_argument("--quiet", action="store_true")
     sim.set_defaults(handler=_cmd_simulate)
 
@@ -937,17 +1004,17 @@ def build_parser() -> argparse.ArgumentParser:
     watch = commands.add_parser("watch", help="queue files as they appear in a camera's drop folder")
     watch.add_argument("folder")
     watch.add_argument("--line", default="line-1")
-    watch.add_argument("--poll-seconds", type=float, default=1.0)
-    watch.add_argument("--max-seconds", type=float, help="stop after this long (default: until Ctrl-C)")
+    watch.add_argument("--poll-seconds", type=_non_negative, default=1.0)
+    watch.add_argument("--max-seconds", type=_positive, help="stop after this long (default: until Ctrl-C)")
     watch.set_defaults(handler=_cmd_watch)
 
     worker = commands.add_parser("worker", help="run the background worker")
     worker.add_argument("--once", action="store_true", help="process one batch and stop")
     worker.add_argument("--until-empty", action="store_true", help="stop when the queue is empty")
-    worker.add_argument("--batch-size", type=int, default=8)
-    worker.add_argument("--lease-seconds", type=float, default=30.0)
-    worker.add_argument("--threads", type=int, default=0, help="detector CPU threads (0: onnxruntime's default)")
-    worker.add_argument("--max-seconds", type=float)
+    worker.add_argument("--batch-size", type=_int(1, 10_000), default=8, help="phones claimed per transaction (1-10000)")
+    worker.add_argument("--lease-seconds", type=_positive, default=30.0, help="how long a claim holds (> 0)")
+    worker.add_argument("--threads", type=_int(0, 1024), default=0, help="detector CPU threads (0: onnxruntime's default)")
+    worker.add_argument("--max-seconds", type=_positive)
     worker.set_defaults(handler=_cmd_worker)
 
     status = commands.add_parser("status", help="per line: level, queue, counts, throughput, worker, model")
@@ -957,8 +1024,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", help="measure a model version on held-out generated phones")
     evaluate.add_argument("--model", help="model version folder (default: the shipped model)")
     evaluate.add_argument("--scenario", default="normal")
-    evaluate.add_argument("--count", type=int, default=500)
-    evaluate.add_argument("--seed", type=int, default=777_000)
+    evaluate.add_argument("--count", type=_int(1), default=500)
+    evaluate.add_argument("--seed", type=_int(0), default=777_000)
     evaluate.add_argument("--backend", choices=["auto", "onnx", "ultralytics"], default="auto")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
     evaluate.add_argument("--output", help="write the JSON here (default: DATA_DIR/evaluations/VERSION-SCENARIO-COUNT-SEED.json)")
@@ -971,8 +1038,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--seconds", type=float, default=60.0, help="line: seconds per rate")
     bench.add_argument("--no-max", action="store_true", help="line: skip the search for the highest sustained rate")
     bench.add_argument("--model", help="model version folder (default: the shipped model)")
-    bench.add_argument("--images", type=int, default=100, help="images (phones) per round; for pages, inspections seeded (e.g. 1000000)")
-    bench.add_argument("--rounds", type=int, default=3, help="rounds, alternating the compared paths")
+    bench.add_argument("--images", type=_int(1), default=100, help="images (phones) per round; for pages, inspections seeded (e.g. 1000000)")
+    bench.add_argument("--rounds", type=_int(1), default=3, help="rounds, alternating the compared paths")
     bench.add_argument("--output", help="write the JSON result to this file")
     bench.set_defaults(handler=_cmd_bench)
 
@@ -998,7 +1065,7 @@ def build_parser() -> argparse.ArgumentParser:
     requests_parser.set_defaults(handler=_cmd_requests)
 
     approve = commands.add_parser("approve", help="a manager approves (or --refuse) a request")
-    approve.add_argument("request", type=int)
+    approve.add_argument("request", type=_int(1))
     approve.add_argument("--refuse", action="store_true")
     approve.add_argument("--note")
     approve.add_argument("--as", dest="as_user", required=True, metavar="USER")
@@ -1031,8 +1098,8 @@ def build_parser() -> argparse.ArgumentParser:
     drift = commands.add_parser("drift", help="judge a line's recent phones against its reference, metric by metric")
     drift.add_argument("--line", default="line-1")
     drift.add_argument("--json", action="store_true", help="one JSON object: per metric statistic, score, threshold, verdict")
-    drift.add_argument("--window-phones", type=int, help="look at the last N phones instead of the line's setting")
-    drift.add_argument("--window-minutes", type=float, help="look only at phones of the last M minutes")
+    drift.add_argument("--window-phones", type=_int(1), help="look at the last N phones instead of the line's setting")
+    drift.add_argument("--window-minutes", type=_positive, help="look only at phones of the last M minutes")
     drift.add_argument("--check", action="store_true", help="record the check and raise alarms as the worker does")
     drift.set_defaults(handler=_cmd_drift)
 
@@ -1050,8 +1117,8 @@ def build_parser() -> argparse.ArgumentParser:
     ref_compute.set_defaults(handler=_cmd_reference_compute)
     ref_accept = reference_commands.add_parser("accept", help="make a period of the line's production its reference")
     ref_accept.add_argument("--line", default="line-1")
-    ref_accept.add_argument("--since", required=True, help="start (ISO, UTC unless a zone is given)")
-    ref_accept.add_argument("--until", required=True, help="end (ISO)")
+    ref_accept.add_argument("--since", required=True, type=_iso_time, help="start (ISO, UTC unless a zone is given)")
+    ref_accept.add_argument("--until", required=True, type=_iso_time, help="end (ISO)")
     ref_accept.add_argument("--as", dest="as_user", required=True, metavar="USER")
     ref_accept.add_argument("--note")
     ref_accept.set_defaults(handler=_cmd_reference_accept)
@@ -1069,7 +1136,7 @@ def build_parser() -> argparse.ArgumentParser:
     alarms_list.add_argument("--json", action="store_true")
     alarms_list.set_defaults(handler=_cmd_alarms_list)
     alarms_ack = alarm_commands.add_parser("ack", help="acknowledge an alarm with a note")
-    alarms_ack.add_argument("alarm", type=int)
+    alarms_ack.add_argument("alarm", type=_int(1))
     alarms_ack.add_argument("--note", required=True)
     alarms_ack.add_argument("--as", dest="as_user", required=True, metavar="USER")
     alarms_ack.set_defaults(handler=_cmd_alarms_ack)
@@ -1079,32 +1146,32 @@ def build_parser() -> argparse.ArgumentParser:
     export = dataset_commands.add_parser("export", help="write DATA_DIR/datasets/NAME: labelled phones + generated ones, data.yaml, manifest")
     export.add_argument("--name", required=True)
     export.add_argument("--line", help="only this line's labelled phones")
-    export.add_argument("--val-share", type=float, default=0.2)
-    export.add_argument("--generated-train", type=int, default=200)
-    export.add_argument("--generated-val", type=int, default=40)
-    export.add_argument("--generated-seed", type=int, default=5000)
+    export.add_argument("--val-share", type=_share, default=0.2)
+    export.add_argument("--generated-train", type=_int(0), default=200)
+    export.add_argument("--generated-val", type=_int(0), default=40)
+    export.add_argument("--generated-seed", type=_int(0), default=5000)
     export.set_defaults(handler=_cmd_dataset_export)
 
     job = commands.add_parser("job", help="background training jobs (started from the Models page)")
     job_commands = job.add_subparsers(dest="job_command", required=True, metavar="ACTION")
     job_run = job_commands.add_parser("run", help="run a recorded training job in this process")
-    job_run.add_argument("job", type=int)
-    job_run.add_argument("--eval-count", type=int, default=200, help="phones per scenario in the evaluation")
+    job_run.add_argument("job", type=_int(1))
+    job_run.add_argument("--eval-count", type=_int(1), default=200, help="phones per scenario in the evaluation")
     job_run.set_defaults(handler=_cmd_job_run)
 
     train = commands.add_parser("train", help="generate a data set and train a model version into models/")
     train.add_argument("--version", required=True, help="name of the new model version folder")
-    train.add_argument("--epochs", type=int, default=60)
-    train.add_argument("--imgsz", type=int, default=320)
-    train.add_argument("--batch", type=int, default=16)
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--train-count", type=int, default=500)
-    train.add_argument("--val-count", type=int, default=120)
-    train.add_argument("--train-seed", type=int, default=1000)
-    train.add_argument("--val-seed", type=int, default=2000)
+    train.add_argument("--epochs", type=_int(1), default=60)
+    train.add_argument("--imgsz", type=_int(32, 4096), default=320)
+    train.add_argument("--batch", type=_int(1), default=16)
+    train.add_argument("--seed", type=_int(0), default=0)
+    train.add_argument("--train-count", type=_int(1), default=500)
+    train.add_argument("--val-count", type=_int(1), default=120)
+    train.add_argument("--train-seed", type=_int(0), default=1000)
+    train.add_argument("--val-seed", type=_int(0), default=2000)
     train.add_argument("--models-dir", help="where to write the version (default: the models folder setting)")
     train.add_argument("--init-from", help="start from the weights of this model version folder (checked against its card)")
-    train.add_argument("--eval-count", type=int, default=500, help="phones per scenario in the evaluation written to the card")
+    train.add_argument("--eval-count", type=_int(1), default=500, help="phones per scenario in the evaluation written to the card")
     train.add_argument("--skip-evaluation", action="store_true", help="do not evaluate on the scenarios after training")
     train.add_argument("--dataset", help="train on an exported data set (shadowline dataset export) instead of generating one")
     train.add_argument("--candidate-for", metavar="LINE", help="register the new version and run it in shadow on this line (needs --as)")
@@ -1115,7 +1182,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(argv)  # a wrong argument: one line, exit 2
     try:
         return int(args.handler(args))
     except CommandError as error:
@@ -1127,6 +1194,82 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into e.g. `head`, which stopped reading
         sys.stderr.close()
         return 0
+    except Exception as error:  # the environment (database, disk, settings), or a bug
+        problem = environment_problem(error)
+        if problem is not None:
+            print(f"error: {problem}", file=sys.stderr)
+            return 1
+        log_file = log_unexpected(error, argv if argv is not None else sys.argv[1:])
+        first = (str(error).splitlines() or [""])[0][:200]
+        print(f"error: unexpected {type(error).__name__}: {first} (the full traceback is in {log_file})", file=sys.stderr)
+        return 1
+
+
+def environment_problem(error: BaseException) -> str | None:
+    """One line for a failure caused by the environment rather than a bug, or None for a bug.
+
+    A bad database URL, a file that is not a database, a database that cannot be opened or is
+    newer than this code, an unusable data folder, a full disk, a bad setting, a missing driver.
+    """
+    from alembic.util.exc import CommandError as AlembicError
+    from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
+
+    from core.settings import SettingsError
+
+    if isinstance(error, SettingsError):
+        return str(error)
+    if isinstance(error, ArgumentError | NoSuchModuleError):
+        return f"SHADOWLINE_DATABASE_URL is not a usable database URL: {_first_line(error)}"
+    if isinstance(error, DBAPIError):
+        return f"database {_safe_url()}: {_first_line(error.orig)}"
+    if isinstance(error, SQLAlchemyError | AlembicError):
+        return f"database {_safe_url()}: {_first_line(error)}"
+    if isinstance(error, ModuleNotFoundError):
+        return f"a Python package is missing: {error.name} (is SHADOWLINE_DATABASE_URL's driver installed?)"
+    if isinstance(error, OSError) and error.errno is not None:
+        import os
+
+        where = f"{error.filename}: " if error.filename else ""
+        return f"{where}{os.strerror(error.errno).lower()}"
+    return None
+
+
+def _first_line(error: object) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _safe_url() -> str:
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(get_settings().database_url).render_as_string(hide_password=True)
+    except Exception:  # only for the message
+        return "(SHADOWLINE_DATABASE_URL)"
+
+
+LOG_NAME = "shadowline.log"
+
+
+def log_unexpected(error: BaseException, argv: list[str]) -> Path:
+    """Append the full traceback of a bug to DATA_DIR/logs/shadowline.log (a temporary folder if that cannot be written)."""
+    import traceback
+
+    text = "".join(traceback.format_exception(error))
+    entry = f"{datetime.now(UTC).isoformat()} shadowline {' '.join(argv)}\n{text}\n"
+    candidates = []
+    with contextlib.suppress(Exception):  # the settings themselves may be what failed
+        candidates.append(get_settings().data_dir / "logs")
+    candidates.append(Path(tempfile.gettempdir()) / "shadowline-logs")
+    for folder in candidates:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with (folder / LOG_NAME).open("a", encoding="utf-8") as log:
+                log.write(entry)
+            return folder / LOG_NAME
+        except OSError:
+            continue
+    return Path("(no writable log folder)")
 
 
 if __name__ == "__main__":

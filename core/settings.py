@@ -12,11 +12,23 @@ import os
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from core import validation
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
+#: Default of ``SHADOWLINE_MAX_IMAGE_MB``: a camera frame is a few MiB; 50 leaves room for raw formats.
+DEFAULT_MAX_IMAGE_MB = 50.0
+#: The largest limit accepted (the file is held in memory while it is checked and stored).
+MAX_IMAGE_MB_CEILING = 4096.0
+
 #: The model version shipped in the repository and registered by ``shadowline init``.
 SHIPPED_MODEL_VERSION = "scratch-v2"
+
+
+class SettingsError(ValueError):
+    """An environment setting outside its valid range (the message names the variable)."""
 
 
 @dataclass(frozen=True)
@@ -33,6 +45,8 @@ class Settings:
             to people (None: each model version's own calibration, 1 % by default).
         admission_run_alarm: This many phones in a row refused by the admission check raise a
             severe alarm at once and step the line down (a lens cap, a dead camera).
+        max_image_mb: Largest image file ``ingest`` and ``watch`` accept, in MiB (larger ones are refused
+            before they are read).
     """
 
     data_dir: Path
@@ -42,6 +56,19 @@ class Settings:
     max_training_jobs: int = 1
     admission_target_rate: float | None = None
     admission_run_alarm: int = 5
+    max_image_mb: float = DEFAULT_MAX_IMAGE_MB
+
+    def __post_init__(self) -> None:
+        validation.integer("SHADOWLINE_MAX_TRAINING_JOBS", self.max_training_jobs, minimum=1)
+        validation.number("SHADOWLINE_MAX_IMAGE_MB", self.max_image_mb, minimum=0, exclusive_minimum=True, maximum=MAX_IMAGE_MB_CEILING)
+        if self.admission_target_rate is not None:
+            validation.number("SHADOWLINE_ADMISSION_TARGET_RATE", self.admission_target_rate, minimum=0.0001, maximum=0.5)
+        validation.integer("SHADOWLINE_ADMISSION_RUN_ALARM", self.admission_run_alarm, minimum=1, maximum=1000)
+
+    @property
+    def max_image_bytes(self) -> int:
+        """The image size limit in bytes (a file of exactly this size is accepted)."""
+        return int(self.max_image_mb * 1024 * 1024)
 
     @property
     def images_dir(self) -> Path:
@@ -63,28 +90,29 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
     database_url = env.get("SHADOWLINE_DATABASE_URL") or f"sqlite:///{data_dir / 'shadowline.db'}"
     models_dir = Path(env.get("SHADOWLINE_MODELS_DIR") or PROJECT_ROOT / "models").resolve()
     timezone = env.get("SHADOWLINE_TIMEZONE") or "UTC"
-    jobs = env.get("SHADOWLINE_MAX_TRAINING_JOBS") or "1"
-    if not jobs.isdigit() or int(jobs) < 1:
-        raise ValueError(f"SHADOWLINE_MAX_TRAINING_JOBS must be a whole number of at least 1, got {jobs!r}")
-    target = env.get("SHADOWLINE_ADMISSION_TARGET_RATE") or None
     try:
-        target_rate = float(target) if target is not None else None
-    except ValueError:
-        target_rate = -1.0
-    if target_rate is not None and not 0.0001 <= target_rate <= 0.5:
-        raise ValueError(f"SHADOWLINE_ADMISSION_TARGET_RATE must be a share between 0.0001 and 0.5 (0.01 = 1 %), got {target!r}")
-    run = env.get("SHADOWLINE_ADMISSION_RUN_ALARM") or "5"
-    if not run.isdigit() or not 1 <= int(run) <= 1000:
-        raise ValueError(f"SHADOWLINE_ADMISSION_RUN_ALARM must be a whole number from 1 to 1000, got {run!r}")
-    return Settings(
-        data_dir=data_dir,
-        database_url=database_url,
-        models_dir=models_dir,
-        plant_timezone=timezone,
-        max_training_jobs=int(jobs),
-        admission_target_rate=target_rate,
-        admission_run_alarm=int(run),
-    )
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise SettingsError(f"SHADOWLINE_TIMEZONE must be an IANA time zone such as UTC or Europe/Berlin, got {timezone!r}") from None
+    try:
+        jobs = validation.integer("SHADOWLINE_MAX_TRAINING_JOBS", env.get("SHADOWLINE_MAX_TRAINING_JOBS") or "1", minimum=1)
+        raw_image_mb = env.get("SHADOWLINE_MAX_IMAGE_MB") or DEFAULT_MAX_IMAGE_MB
+        image_mb = validation.number("SHADOWLINE_MAX_IMAGE_MB", raw_image_mb, minimum=0, exclusive_minimum=True, maximum=MAX_IMAGE_MB_CEILING)
+        target = env.get("SHADOWLINE_ADMISSION_TARGET_RATE") or None
+        target_rate = validation.number("SHADOWLINE_ADMISSION_TARGET_RATE", target, minimum=0.0001, maximum=0.5) if target is not None else None
+        run = validation.integer("SHADOWLINE_ADMISSION_RUN_ALARM", env.get("SHADOWLINE_ADMISSION_RUN_ALARM") or "5", minimum=1, maximum=1000)
+        return Settings(
+            data_dir=data_dir,
+            database_url=database_url,
+            models_dir=models_dir,
+            plant_timezone=timezone,
+            max_training_jobs=jobs,
+            max_image_mb=image_mb,
+            admission_target_rate=target_rate,
+            admission_run_alarm=run,
+        )
+    except validation.RangeError as error:
+        raise SettingsError(str(error)) from None
 
 
 @cache

@@ -3,8 +3,10 @@
 Initialises the database, then runs the child processes: the worker, the inspection service
 (``shadowline serve``), a simulated camera station that posts each phone to the service and acts
 on the answer with a simulated reject gate (``shadowline station``, with a key made for it), and
-the Streamlit app. A worker that dies is restarted (its unfinished phones are reclaimed when
-their leases expire); if the app dies, or on Ctrl-C / SIGTERM, everything is stopped.
+the Streamlit app. A worker, service or station that dies is restarted after a pause (2 s,
+doubling up to a minute while it keeps dying within a minute of its start; the worker's
+unfinished phones are reclaimed when their leases expire); a station that finishes (exit 0) is
+not; if the app dies, or on Ctrl-C / SIGTERM, everything is stopped.
 """
 
 from __future__ import annotations
@@ -22,6 +24,29 @@ from core.settings import PROJECT_ROOT, get_settings
 
 APP_ENTRYPOINT = PROJECT_ROOT / "app" / "main.py"
 RESTART_PAUSE_SECONDS = 2.0
+
+
+#: A child that ran at least this long before dying starts over from the first pause.
+STABLE_SECONDS = 60.0
+MAX_RESTART_PAUSE_SECONDS = 60.0
+
+
+class _Restarts:
+    """When to restart one child: ``RESTART_PAUSE_SECONDS``, doubling up to a minute while it keeps dying young."""
+
+    def __init__(self) -> None:
+        self.pause = RESTART_PAUSE_SECONDS
+        self.since = 0.0
+
+    def started(self, now: float) -> None:
+        self.since = now
+
+    def pause_after_exit(self, now: float) -> float:
+        if now - self.since >= STABLE_SECONDS:
+            self.pause = RESTART_PAUSE_SECONDS
+        pause = self.pause
+        self.pause = min(MAX_RESTART_PAUSE_SECONDS, self.pause * 2)
+        return pause
 
 
 def _cli(*args: str) -> list[str]:
@@ -87,6 +112,8 @@ def run_product(
         url = f"http://{'127.0.0.1' if address in ('0.0.0.0', '::') else address}:{service_port}"
         commands["simulator"] = _cli("station", "--url", url, "--scenario", scenario, "--rate", str(rate), "--seed", str(seed), "--name", DEMO_STATION)
     children: dict[str, subprocess.Popen[bytes]] = {}
+    restarts = {name: _Restarts() for name in commands}
+    waiting: dict[str, float] = {}  # child name -> when to start it again
     stopping = False
 
     def _stop(signum: int, _frame: FrameType | None) -> None:
@@ -100,11 +127,13 @@ def run_product(
         env["SHADOWLINE_API_KEY"] = station_key
     for name, command in commands.items():
         children[name] = subprocess.Popen(command, cwd=Path(PROJECT_ROOT), env=env)
+        restarts[name].started(time.monotonic())
     print(f"Open http://localhost:{port}; inspection service on port {service_port} (Ctrl-C stops everything)", flush=True)
     code = 0
     try:
         while not stopping:
             time.sleep(0.5)
+            now = time.monotonic()
             for name, child in list(children.items()):
                 status = child.poll()
                 if status is None or stopping:  # children get Ctrl-C too: no restarts while stopping
@@ -114,12 +143,19 @@ def run_product(
                     code = status or 1
                     stopping = True
                     break
-                if name == "simulator" and status == 0:
-                    del children[name]
+                del children[name]
+                if name == "simulator" and status == 0:  # the station posted all it was asked to
                     continue
-                print(f"{name} exited with {status}; restarting it in {RESTART_PAUSE_SECONDS:.0f} s", file=sys.stderr, flush=True)
-                time.sleep(RESTART_PAUSE_SECONDS)
-                children[name] = subprocess.Popen(commands[name], cwd=Path(PROJECT_ROOT), env=env)
+                # Every other child (worker, service, station) is restarted after a pause that doubles
+                # while it keeps dying young, so a crash loop never spins; the others go on meanwhile.
+                pause = restarts[name].pause_after_exit(now)
+                waiting[name] = now + pause
+                print(f"{name} exited with {status}; restarting it in {pause:.0f} s", file=sys.stderr, flush=True)
+            for name, due in list(waiting.items()):
+                if not stopping and time.monotonic() >= due:
+                    del waiting[name]
+                    children[name] = subprocess.Popen(commands[name], cwd=Path(PROJECT_ROOT), env=env)
+                    restarts[name].started(time.monotonic())
     finally:
         for child in children.values():
             if child.poll() is None:

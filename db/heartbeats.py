@@ -1,11 +1,18 @@
-"""Worker heartbeats: how the app and ``shadowline status`` know whether a worker is alive."""
+"""Heartbeats: how the app and ``shadowline status`` know whether a worker (or a folder watcher) is alive.
+
+Workers and ``shadowline watch`` processes share one table; a watcher's id starts with
+:data:`WATCHER_PREFIX`, and its ``model_status`` column holds what it watches and its problem,
+if any (a watcher runs no model). Its state is ``running``, ``backing_off`` (the data folder or
+database cannot take files; it retries) or ``stopped``.
+"""
 
 from __future__ import annotations
 
 import os
 import socket
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -14,6 +21,8 @@ from db.models import WorkerHeartbeat, utcnow
 
 #: A worker silent for longer than this is shown as not alive.
 ALIVE_SECONDS = 15.0
+#: Heartbeat ids of folder watchers start with this; they never count as workers.
+WATCHER_PREFIX = "watch:"
 
 
 @dataclass(frozen=True)
@@ -52,9 +61,11 @@ def beat(*, session: Session, worker_id: str, processed: int, state: str, model_
 
 
 def worker_states(*, session: Session, now: datetime | None = None) -> list[WorkerState]:
-    """Every worker that ever beat, most recent first."""
+    """Every worker that ever beat, most recent first (folder watchers are not workers)."""
     now = now or utcnow()
-    rows = session.scalars(select(WorkerHeartbeat).order_by(WorkerHeartbeat.beat_at.desc())).all()
+    rows = session.scalars(
+        select(WorkerHeartbeat).where(WorkerHeartbeat.worker_id.not_like(f"{WATCHER_PREFIX}%")).order_by(WorkerHeartbeat.beat_at.desc())
+    ).all()
     return [
         WorkerState(
             worker_id=r.worker_id,
@@ -67,3 +78,44 @@ def worker_states(*, session: Session, now: datetime | None = None) -> list[Work
         )
         for r in rows
     ]
+
+
+@dataclass(frozen=True)
+class WatcherState:
+    """A ``shadowline watch`` process as its heartbeat tells it."""
+
+    watcher_id: str
+    line: str
+    beat_at: datetime
+    age_s: float
+    alive: bool
+    state: str
+    ingested: int
+    detail: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "beat_at": self.beat_at.isoformat()}
+
+
+def watcher_states(*, session: Session, now: datetime | None = None, include_stopped: bool = False) -> list[WatcherState]:
+    """Folder watchers that are running or backing off (``include_stopped``: every one that ever beat), most recent first."""
+    now = now or utcnow()
+    query = select(WorkerHeartbeat).where(WorkerHeartbeat.worker_id.like(f"{WATCHER_PREFIX}%"))
+    if not include_stopped:  # a watcher killed without a word shows as not running for a day
+        query = query.where(WorkerHeartbeat.state != "stopped", WorkerHeartbeat.beat_at >= now - timedelta(days=1))
+    states = []
+    for r in session.scalars(query.order_by(WorkerHeartbeat.beat_at.desc())):
+        age = (now - r.beat_at).total_seconds()
+        states.append(
+            WatcherState(
+                watcher_id=r.worker_id,
+                line=r.worker_id[len(WATCHER_PREFIX) :].split(":", 1)[0],
+                beat_at=r.beat_at,
+                age_s=round(age, 1),
+                alive=r.state != "stopped" and age <= ALIVE_SECONDS,
+                state=r.state,
+                ingested=r.processed,
+                detail=r.model_status,
+            )
+        )
+    return states

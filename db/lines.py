@@ -9,6 +9,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from core import validation
 from core.routing import PolicySettings
 from core.vocabulary import AutomationLevel
 from db import audit
@@ -116,6 +117,7 @@ def update_settings(*, session: Session, line_id: int, actor: str, note: str | N
     settings = session.get(LineSettings, line_id)
     if settings is None:
         raise LineNotFoundError(f"no line with id {line_id}")
+    _check_policy(settings, changes)
     before = {key: getattr(settings, key) for key in changes}
     for key, value in changes.items():
         setattr(settings, key, value)
@@ -126,6 +128,25 @@ def update_settings(*, session: Session, line_id: int, actor: str, note: str | N
     settings.updated_by = actor
     action = "line." + "+".join(sorted(changes))
     audit.record(session=session, actor=actor, action=action, entity="line", entity_id=line_id, before=before, after=dict(changes), note=note)
+
+
+def _check_policy(settings: LineSettings, changes: dict[str, object]) -> None:
+    """The policy knobs' ranges, checked before anything is written (pages and the CLI get the same refusals).
+
+    Raises:
+        RangeError: A share outside [0, 1], a confidence band upside down, a canary share of 0,
+            or an audit share of 0, which would stop people auditing full automation.
+    """
+    if "canary_share" in changes:
+        validation.share("canary_share", changes["canary_share"], allow_zero=False)
+    if "audit_share" in changes and validation.share("audit_share", changes["audit_share"]) == 0:
+        raise validation.RangeError("audit_share=0 would stop people auditing the phones the model decides in full automation; it must be above 0")
+    low = validation.share("confidence_low", changes.get("confidence_low", settings.confidence_low))
+    high = validation.share("confidence_high", changes.get("confidence_high", settings.confidence_high))
+    if low > high:
+        raise validation.RangeError(f"confidence_low ({low:g}) must not be above confidence_high ({high:g})")
+    if "level" in changes:
+        AutomationLevel(str(changes["level"]))  # an unknown level is refused, not stored
 
 
 def set_level(*, session: Session, line_id: int, level: AutomationLevel, actor: str, note: str | None = None) -> None:

@@ -172,8 +172,12 @@ with st.expander("The plant's gates"):
                 st.error(str(error))
             else:
                 st.rerun()
-    st.caption(
-        f"Automatic rollback in canary and full automation: when people override the model on more than {rule.max_disagreement:.0%} of phones "
+    rollback_text = (
+        "Automatic rollback is OFF (turned off by an admin, see the audit log). "
+        if rule.max_disagreement is None
+        else f"Automatic rollback in canary and full automation: when people override the model on more than {rule.max_disagreement:.0%} of phones "
         f"(95 % lower bound, after at least {rule.min_pairs} phones judged by both), the line drops to {rule.to_level.value}. "
-        + ("Every change is audited." if editable else "An admin changes these (here or with `shadowline gates --set`); every change is audited.")
+    )
+    st.caption(
+        rollback_text + ("Every change is audited." if editable else "An admin changes these (here or with `shadowline gates --set`); every change is audited.")
     )

@@ -51,3 +51,18 @@ def test_up_serves_the_app_runs_the_worker_and_the_line_then_stops_everything(se
     assert "restarting" not in output
     leftovers = subprocess.run(["pgrep", "-f", f"--server.port {port}"], capture_output=True, text=True).stdout
     assert not leftovers.strip(), "the app process outlived `up`"
+
+
+def test_a_child_that_keeps_dying_young_waits_longer_each_time_and_starts_over_once_stable():
+    from core.supervisor import MAX_RESTART_PAUSE_SECONDS, RESTART_PAUSE_SECONDS, STABLE_SECONDS, _Restarts
+
+    restarts = _Restarts()
+    clock, pauses = 0.0, []
+    for _ in range(7):  # dies one second after each start
+        restarts.started(clock)
+        clock += 1
+        pauses.append(restarts.pause_after_exit(clock))
+        clock += pauses[-1]
+    assert pauses == [RESTART_PAUSE_SECONDS * 2**i for i in range(5)] + [MAX_RESTART_PAUSE_SECONDS] * 2
+    restarts.started(clock)
+    assert restarts.pause_after_exit(clock + STABLE_SECONDS) == RESTART_PAUSE_SECONDS, "a child that ran a while is restarted quickly again"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from core import validation
 from core.auth import Action, CurrentUser, require
 from core.drift.metrics import DriftConfig
 from db import drift as drift_db
@@ -57,7 +58,7 @@ def parse_setting(config: DriftConfig, assignment: str) -> DriftConfig:
     if "." in key:
         metric, threshold = key.split(".", 1)
         thresholds = {m: dict(v) for m, v in config.thresholds.items()}
-        thresholds.setdefault(metric, {})[threshold] = float(raw)
+        thresholds.setdefault(metric, {})[threshold] = float(raw)  # ranges checked by DriftConfig
         return DriftConfig.from_dict({**config.as_dict(), "thresholds": thresholds})
     data = config.as_dict()
     if key not in data or key == "thresholds":
@@ -67,9 +68,9 @@ def parse_setting(config: DriftConfig, assignment: str) -> DriftConfig:
     if raw.strip().lower() in ("none", "off", "") and key == "window_minutes":
         value = None
     elif isinstance(current, bool):
-        value = raw.strip().lower() in ("1", "true", "yes")
+        value = validation.boolean(key, raw)
     elif isinstance(current, int):
-        value = int(raw)
+        value = validation.integer(key, raw)
     elif isinstance(current, float) or current is None:
         value = float(raw)
     else:

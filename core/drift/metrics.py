@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from core import validation
 from core.drift import statistics as ds
 from core.vocabulary import AutomationLevel
 
@@ -127,6 +128,34 @@ class UnknownMetricError(KeyError):
     """A threshold override names a metric or threshold that does not exist."""
 
 
+#: Upper bounds of the drift settings (a window larger than this would not be read in time).
+MAX_WINDOW_PHONES = 1_000_000
+MAX_CONSECUTIVE = 100
+
+
+def _check_thresholds(spec: MetricSpec, values: dict[str, float]) -> None:
+    """The meaningful range of each threshold of ``spec``; a value that switches a metric off is refused."""
+    name = spec.name
+    if spec.family in (Family.NUMERIC, Family.CATEGORICAL):
+        validation.number(f"{name}.p_value", values["p_value"], minimum=0, maximum=0.5, exclusive_minimum=True)
+        validation.number(f"{name}.distance", values["distance"], minimum=0, exclusive_minimum=True)
+        validation.number(f"{name}.psi_warning", values["psi_warning"], minimum=0, exclusive_minimum=True)
+        validation.number(f"{name}.psi_severe", values["psi_severe"], minimum=0, exclusive_minimum=True)
+        low, high = "psi_warning", "psi_severe"
+    elif spec.family is Family.RATE:
+        validation.number(f"{name}.margin_warning", values["margin_warning"], minimum=0, exclusive_maximum=True, maximum=1)
+        validation.number(f"{name}.margin_severe", values["margin_severe"], minimum=0, exclusive_maximum=True, maximum=1)
+        low, high = "margin_warning", "margin_severe"
+    else:  # limits: infinity is the default "no limit" of a system metric
+        for key in ("limit_warning", "limit_severe"):
+            value = values[key]
+            if not (value > 0):
+                raise validation.RangeError(f"{name}.{key} must be greater than 0, got {value:g}")
+        low, high = "limit_warning", "limit_severe"
+    if values[high] < values[low]:
+        raise validation.RangeError(f"{name}.{high} ({values[high]:g}) must be at least {name}.{low} ({values[low]:g})")
+
+
 @dataclass(frozen=True)
 class DriftConfig:
     """A line's drift settings (defaults a plant can start with; every value editable).
@@ -159,10 +188,19 @@ class DriftConfig:
     def __post_init__(self) -> None:
         if self.window_phones < 1 or self.min_phones < 1 or self.min_pairs < 1 or self.check_every < 1 or self.consecutive < 1:
             raise ValueError("window_phones, min_phones, min_pairs, check_every and consecutive must be at least 1")
+        for name in ("window_phones", "min_phones", "min_pairs", "check_every", "large_sample"):
+            validation.integer(name, getattr(self, name), minimum=1, maximum=MAX_WINDOW_PHONES)
+        validation.integer("consecutive", self.consecutive, minimum=1, maximum=MAX_CONSECUTIVE)
         if self.window_minutes is not None and self.window_minutes <= 0:
             raise ValueError("window_minutes must be positive when set")
+        if self.window_minutes is not None:
+            validation.number("window_minutes", self.window_minutes, minimum=0, exclusive_minimum=True)
         if not 0.0 <= self.reference_defect_rate < 1.0:
             raise ValueError("reference_defect_rate must be in [0, 1)")
+        if AutomationLevel(self.step_down_to).rank >= AutomationLevel.CANARY.rank:
+            raise validation.RangeError(
+                f"step_down_to must be below canary, got {AutomationLevel(self.step_down_to).value}: a severe alarm would never step a line down"
+            )
         for metric, values in self.thresholds.items():
             spec = METRIC_BY_NAME.get(metric)
             if spec is None:
@@ -170,6 +208,8 @@ class DriftConfig:
             unknown = set(values) - set(spec.thresholds)
             if unknown:
                 raise UnknownMetricError(f"{metric} has no threshold {', '.join(sorted(unknown))}; it has {', '.join(spec.thresholds)}")
+        for spec in METRICS:
+            _check_thresholds(spec, {key: self.threshold(spec.name, key) for key in spec.thresholds})
 
     def threshold(self, metric: str, key: str) -> float:
         return float(self.thresholds.get(metric, {}).get(key, METRIC_BY_NAME[metric].thresholds[key]))

@@ -132,12 +132,15 @@ def refuse(database: Database, user: CurrentUser, *, request_id: int, note: str)
 
 
 def set_gates(database: Database, user: CurrentUser, *, assignments: list[str], note: str | None = None) -> ladder_db.GateConfig:
-    """An admin changes the plant's gates (``canary.min_pairs=300``)."""
+    """An admin changes the plant's gates (``canary.min_pairs=300``); each value is range-checked, and a safety turned ``off`` is named in the audit note."""
     require(user, Action.EDIT_SETTINGS)
     with database.write() as session:
-        config = ladder_db.get_gate_config(session=session)
+        before = config = ladder_db.get_gate_config(session=session)
         for assignment in assignments:
             config = config.with_setting(assignment)
+        offs = config.safety_offs(before)
+        if offs:  # said in so many words in the audit log, beside the before and after
+            note = f"SAFETY OFF: {', '.join(offs)}" + (f"; {note}" if note else "")
         ladder_db.save_gate_config(session=session, config=config, actor=user.name, note=note)
         return config
 

@@ -14,8 +14,12 @@ from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
+from core import validation
 from core.comparison import Comparison
 from core.vocabulary import AutomationLevel
+
+#: The most phones a gate or the rollback rule may ask for (more would never be reached).
+MAX_PAIRS = 1_000_000
 
 #: Shares of phones the model decides in canary, step by step.
 CANARY_STEPS: tuple[float, ...] = (0.05, 0.20, 0.50)
@@ -102,6 +106,14 @@ class Gate:
     max_over_reject_rate: float | None = None
     needs_manager: bool = False
 
+    def __post_init__(self) -> None:
+        validation.integer("min_pairs", self.min_pairs, minimum=0, maximum=MAX_PAIRS)
+        if self.min_agreement is not None:
+            validation.share("min_agreement", self.min_agreement, allow_zero=False)
+        for name in ("max_escape_rate", "max_over_reject_rate"):
+            if getattr(self, name) is not None:
+                validation.share(name, getattr(self, name), allow_one=False)
+
 
 @dataclass(frozen=True)
 class RollbackRule:
@@ -109,13 +121,21 @@ class RollbackRule:
 
     Attributes:
         min_pairs: Phones judged by both at the current rung before overrides are judged (fewer: wait).
-        max_disagreement: Drop back when the disagreement rate's 95 % lower bound exceeds this.
+        max_disagreement: Drop back when the disagreement rate's 95 % lower bound exceeds this, in
+            [0, 1); None when an admin turned automatic rollback off (``=off``, audited).
         to_level: Where the line drops to.
     """
 
     min_pairs: int = 50
-    max_disagreement: float = 0.10
+    max_disagreement: float | None = 0.10
     to_level: AutomationLevel = AutomationLevel.SHADOW
+
+    def __post_init__(self) -> None:
+        validation.integer("rollback.min_pairs", self.min_pairs, minimum=1, maximum=MAX_PAIRS)
+        if self.max_disagreement is not None:
+            validation.share("rollback.max_disagreement", self.max_disagreement, allow_one=False)
+        if AutomationLevel(self.to_level).rank >= AutomationLevel.CANARY.rank:
+            raise validation.RangeError(f"rollback.to_level must be below canary (where rollback applies), got {AutomationLevel(self.to_level).value}")
 
 
 DEFAULT_GATES: dict[str, Gate] = {
@@ -157,32 +177,90 @@ class GateConfig:
         return cls(gates=gates, rollback=replace(RollbackRule(), **rollback))
 
     def with_setting(self, assignment: str) -> GateConfig:
-        """Apply ``canary.min_pairs=300`` or ``rollback.max_disagreement=0.08`` (``none`` clears a bound)."""
-        key, sep, raw = assignment.partition("=")
-        parts = key.strip().split(".")
-        if not sep or len(parts) != 2:
-            raise ValueError(f"expected GATE.FIELD=VALUE or rollback.FIELD=VALUE, got {assignment!r}")
-        section, name = parts
+        """Apply ``canary.min_pairs=300`` or ``rollback.max_disagreement=0.08``, checked against its range.
+
+        A value that would quietly disable a safety mechanism is refused with the reason: a gate's
+        minimum agreement of 0, a maximum rate of 1, a minimum of 0 phones, dropping the manager's
+        approval, or a rollback threshold of 1. Removing a bound or automatic rollback takes an
+        explicit ``off`` (``rollback.max_disagreement=off``), which the audit log records as such
+        (:meth:`safety_offs`); ``none`` is read as ``off``.
+        """
+        section, name, raw = _split(assignment)
         data = self.as_dict()
         target = data["rollback"] if section == "rollback" else data["gates"].get(section)
         if target is None:
             raise ValueError(f"no gate {section!r}; gates: {', '.join(DEFAULT_GATES)}, or rollback")
         if name not in target:
             raise ValueError(f"{section} has no field {name!r}; fields: {', '.join(target)}")
-        current = target[name]
+        key = f"{section}.{name}"
+        off = raw.strip().lower() in (validation.OFF, "none")
         value: Any
-        if raw.strip().lower() == "none" and name not in ("min_pairs", "needs_manager", "to_level"):
-            value = None
-        elif isinstance(current, bool):
-            value = raw.strip().lower() in ("1", "true", "yes")
+        if name in ("min_agreement", "max_escape_rate", "max_over_reject_rate", "max_disagreement"):
+            if off:
+                value = None
+            else:
+                value = validation.number(key, raw)
+                refusal = _disables(name, value)
+                if refusal:
+                    raise validation.RangeError(f"{key}={raw.strip()} {refusal}; to remove it on purpose, set {key}=off (audited)")
+                value = validation.share(key, value, allow_zero=name != "min_agreement", allow_one=name == "min_agreement")
+        elif name == "needs_manager":
+            if off:
+                value = False
+            else:
+                value = validation.boolean(key, raw)
+                if not value and DEFAULT_GATES[section].needs_manager:
+                    raise validation.RangeError(
+                        f"{key}=false would let a line move into {section} without a manager's approval; "
+                        f"to drop the approval on purpose, set {key}=off (audited)"
+                    )
         elif name == "min_pairs":
-            value = int(raw)
+            floor = 1 if section == "rollback" or DEFAULT_GATES[section].min_pairs > 0 else 0
+            if off:
+                raise validation.RangeError(f"{key} cannot be turned off; it must be a whole number from {floor} to {MAX_PAIRS}")
+            value = validation.integer(key, raw, minimum=floor, maximum=MAX_PAIRS)
         elif name == "to_level":
-            value = AutomationLevel(raw.strip()).value
-        else:
-            value = float(raw)
+            try:
+                value = AutomationLevel(raw.strip()).value
+            except ValueError:
+                raise validation.RangeError(f"{key} must be one of {', '.join(level.value for level in AutomationLevel)}, got {raw.strip()!r}") from None
+        else:  # pragma: no cover - every field is handled above
+            raise ValueError(f"{key} cannot be set")
         target[name] = value
         return GateConfig.from_dict(data)
+
+    def safety_offs(self, before: GateConfig) -> list[str]:
+        """The safety mechanisms this configuration turns off that ``before`` had on (``rollback.max_disagreement``, ...)."""
+        now, then = self.as_dict(), before.as_dict()
+        offs = []
+        if then["rollback"]["max_disagreement"] is not None and now["rollback"]["max_disagreement"] is None:
+            offs.append("rollback.max_disagreement")
+        for key, gate in now["gates"].items():
+            for name in ("min_agreement", "max_escape_rate", "max_over_reject_rate"):
+                if then["gates"][key][name] is not None and gate[name] is None:
+                    offs.append(f"{key}.{name}")
+            if then["gates"][key]["needs_manager"] and not gate["needs_manager"]:
+                offs.append(f"{key}.needs_manager")
+        return offs
+
+
+def _split(assignment: str) -> tuple[str, str, str]:
+    key, sep, raw = assignment.partition("=")
+    parts = key.strip().split(".")
+    if not sep or len(parts) != 2 or not raw.strip():
+        raise ValueError(f"expected GATE.FIELD=VALUE or rollback.FIELD=VALUE, got {assignment!r}")
+    return parts[0], parts[1], raw
+
+
+def _disables(name: str, value: float) -> str | None:
+    """Why ``value`` would switch off the check ``name`` does, or None."""
+    if name == "min_agreement" and value <= 0:
+        return "would accept any agreement"
+    if name in ("max_escape_rate", "max_over_reject_rate") and value >= 1:
+        return "would accept any rate"
+    if name == "max_disagreement" and value >= 1:
+        return "would never roll a line back, whatever people override"
+    return None
 
 
 class Status(StrEnum):
@@ -273,6 +351,8 @@ def judge_gate(target: Rung, gate: Gate, comparison: Comparison, *, severe_alarm
 
 def rollback_reason(rule: RollbackRule, comparison: Comparison) -> str | None:
     """Why a line in canary or full should drop back now, or None (also while evidence is too thin: it waits)."""
+    if rule.max_disagreement is None:  # turned off by an admin (audited)
+        return None
     disagreement = comparison.pairs - round((comparison.agreement.value or 0.0) * comparison.pairs)
     if comparison.pairs < rule.min_pairs:
         return None

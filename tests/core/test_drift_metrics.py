@@ -107,3 +107,36 @@ def test_settings_are_changed_by_key_value_assignments() -> None:
         actions.parse_setting(config, "windows=3")
     with pytest.raises(ValueError, match="KEY=VALUE"):
         actions.parse_setting(config, "window_phones")
+
+
+@pytest.mark.parametrize(
+    ("assignment", "refusal"),
+    [
+        ("window_phones=0", "at least 1"),
+        ("window_phones=2000000", "at most 1000000"),
+        ("min_pairs=-1", "at least 1"),
+        ("check_every=1.5", "whole number"),
+        ("consecutive=0", "at least 1"),
+        ("consecutive=1000", "at most 100"),
+        ("window_minutes=-5", "positive"),
+        ("reference_defect_rate=1", r"\[0, 1\)"),
+        ("step_down_to=full", "below canary"),
+        ("brightness.p_value=0", "greater than 0"),  # would never call anything drift
+        ("brightness.p_value=0.9", "at most 0.5"),
+        ("brightness.psi_warning=nan", "finite"),
+        ("brightness.psi_severe=0.05", "must be at least brightness.psi_warning"),
+        ("disagreement_rate.margin_warning=-0.01", "at least 0"),
+        ("disagreement_rate.margin_severe=1", "less than 1"),
+        ("queue_depth.limit_warning=0", "greater than 0"),
+        ("queue_depth.limit_severe=10", "must be at least queue_depth.limit_warning"),
+    ],
+)
+def test_drift_settings_out_of_range_are_refused(assignment, refusal) -> None:
+    with pytest.raises(ValueError, match=refusal):
+        actions.parse_setting(DriftConfig(), assignment)
+
+
+def test_drift_settings_in_range_are_taken() -> None:
+    config = actions.parse_setting(DriftConfig(), "queue_depth.limit_severe=inf")  # a system limit may stay unlimited
+    assert config.threshold("queue_depth", "limit_severe") == float("inf")
+    assert actions.parse_setting(DriftConfig(), "window_phones=50").window_phones == 50, "a small window is inconclusive, not refused"

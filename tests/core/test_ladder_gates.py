@@ -79,3 +79,44 @@ def test_canary_share_over_many_serials_is_within_tolerance(share: float) -> Non
     # 4.5 standard deviations of a binomial share: a stable, not a lucky, bound.
     tolerance = 4.5 * (share * (1 - share) / n) ** 0.5
     assert abs(by_model / n - share) < tolerance
+
+
+@pytest.mark.parametrize(
+    ("assignment", "refusal"),
+    [
+        ("rollback.max_disagreement=2", "would never roll a line back"),  # was accepted and disabled rollback
+        ("rollback.max_disagreement=1", "would never roll a line back"),
+        ("rollback.max_disagreement=-0.1", r"must be a share in \[0, 1\)"),
+        ("rollback.max_disagreement=nan", "finite"),
+        ("rollback.min_pairs=0", "at least 1"),
+        ("rollback.min_pairs=-5", "at least 1"),
+        ("rollback.min_pairs=off", "cannot be turned off"),
+        ("rollback.to_level=canary", "below canary"),
+        ("rollback.to_level=upstairs", "must be one of"),
+        ("canary.min_pairs=0", "at least 1"),  # a gate that needs no evidence
+        ("canary.min_pairs=1.5", "whole number"),
+        ("full.min_pairs=2000000", "at most 1000000"),
+        ("assist.min_agreement=0", "would accept any agreement"),
+        ("assist.min_agreement=1.2", r"must be a share in \(0, 1\]"),
+        ("full.max_escape_rate=1", "would accept any rate"),
+        ("full.max_over_reject_rate=-0.01", r"must be a share in \[0, 1\)"),
+        ("full.needs_manager=false", "without a manager's approval"),
+        ("full.needs_manager=maybe", "true or false"),  # was read as false
+        ("canary.min_pairs=", "expected GATE.FIELD=VALUE"),
+    ],
+)
+def test_a_gate_setting_out_of_range_or_disabling_a_safety_is_refused(assignment, refusal) -> None:
+    with pytest.raises(ValueError, match=refusal):
+        GateConfig().with_setting(assignment)
+
+
+def test_off_removes_a_safety_on_purpose_and_is_named() -> None:
+    before = GateConfig()
+    after = before.with_setting("rollback.max_disagreement=off").with_setting("full.needs_manager=off").with_setting("partial.max_escape_rate=off")
+    assert after.rollback.max_disagreement is None and not after.gates["full"].needs_manager
+    assert after.safety_offs(before) == ["rollback.max_disagreement", "partial.max_escape_rate", "full.needs_manager"]
+    assert after.safety_offs(after) == [], "re-sending what is already off (the page saves every field) is no new change"
+    assert GateConfig.from_dict(after.as_dict()) == after
+    assert rollback_reason(after.rollback, compare(_pairs(10, 10, 40, 40))) is None, "rollback off: never drops back"
+    assert GateConfig().with_setting("shadow.min_pairs=0").gates["shadow"].min_pairs == 0, "shadow needs no evidence by design"
+    assert GateConfig().with_setting("rollback.max_disagreement=0").rollback.max_disagreement == 0, "strictest is allowed"

@@ -1,0 +1,39 @@
+"""A line's policy knobs: range-checked in the one setter that pages and the CLI share."""
+
+from __future__ import annotations
+
+import pytest
+
+from core.validation import RangeError
+from db.lines import get_line, update_settings
+
+
+@pytest.mark.parametrize(
+    ("changes", "refusal"),
+    [
+        ({"audit_share": 0.0}, "would stop people auditing"),  # a safety switched off
+        ({"audit_share": 1.5}, r"audit_share must be a share in \[0, 1\]"),
+        ({"canary_share": 0.0}, r"canary_share must be a share in \(0, 1\]"),
+        ({"confidence_low": -0.1}, "confidence_low must be a share"),
+        ({"confidence_low": 0.9, "confidence_high": 0.2}, "must not be above confidence_high"),
+        ({"confidence_high": 0.05}, "must not be above confidence_high"),  # below the stored low (0.15)
+        ({"level": "sky"}, "not a valid AutomationLevel"),
+    ],
+)
+def test_a_policy_change_out_of_range_is_refused_and_nothing_is_written(database, changes, refusal) -> None:
+    with database.read() as session:
+        before = get_line(session=session, name="line-1")
+    with pytest.raises((RangeError, ValueError), match=refusal), database.write() as session:
+        update_settings(session=session, line_id=before.id, actor="test", **changes)
+    with database.read() as session:
+        assert get_line(session=session, name="line-1") == before
+
+
+def test_a_policy_change_in_range_is_written(database) -> None:
+    with database.read() as session:
+        line = get_line(session=session, name="line-1")
+    with database.write() as session:
+        update_settings(session=session, line_id=line.id, actor="test", audit_share=0.05, confidence_low=0.1, confidence_high=0.7)
+    with database.read() as session:
+        policy = get_line(session=session, name="line-1").policy
+    assert (policy.audit_share, policy.confidence_low, policy.confidence_high) == (0.05, 0.1, 0.7)
