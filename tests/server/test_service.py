@@ -20,6 +20,10 @@ from db.models import FinalDecision, GateAnswer, Inspection, Prediction, ReviewT
 from db.reviews import claim_next_task, record_human_decision
 from tests.server.conftest import make_key, phone_jpeg, post
 
+#: The smallest audit share the tests set: 0 is refused (people always audit full automation), and the
+#: serials these tests expect decided by the model alone draw well above it (routing.share_draw).
+NO_AUDIT = 0.01
+
 
 def wait_ready(client, seconds: float = 60.0) -> None:
     deadline = time.monotonic() + seconds
@@ -56,11 +60,12 @@ def count(database, model) -> int:
         # shadow: a person decides; the model runs and is logged, never shown
         ("shadow", {}, "to_person", "person", "shadow_human"),
         ("human_only", {}, "to_person", "person", "human_only_human"),
-        # canary: the model decides its share (all of it here), people the rest (none of it)
+        # canary: the model decides its share (all of it here), people the rest (SN-canary draws 0.095, outside a 5 % share;
+        # a share of 0 is refused since intake's checks)
         ("canary", {"canary_share": 1.0}, None, "model", "canary_model_share"),
-        ("canary", {"canary_share": 0.0}, "to_person", "person", "canary_human_share"),
+        ("canary", {"canary_share": 0.05}, "to_person", "person", "canary_human_share"),
         # full: the model decides; the audit sample also goes to a person
-        ("full", {"audit_share": 0.0}, None, "model", "full_model"),
+        ("full", {"audit_share": NO_AUDIT}, None, "model", "full_model"),
         ("full", {"audit_share": 1.0}, None, "model", "full_audit_sample"),
     ],
 )
@@ -84,7 +89,7 @@ def test_every_level_answers_by_its_policy(client, key, database, level, changes
 @pytest.mark.parametrize("failsafe_action", ["to_person", "reject"])
 def test_missing_model_gives_the_failsafe_never_pass(client, key, database, service, failsafe_action, monkeypatch):
     wait_ready(client)
-    set_line(database, level="full", audit_share=0.0)
+    set_line(database, level="full", audit_share=NO_AUDIT)
     with database.write() as session:
         set_answer_settings(session=session, line_id=1, actor="admin", failsafe_action=failsafe_action)
     monkeypatch.setattr(service.inspector, "_slot", lambda model_id: None)  # the model cannot be loaded
@@ -98,7 +103,7 @@ def test_missing_model_gives_the_failsafe_never_pass(client, key, database, serv
 
 def test_unreadable_image_is_stored_and_gets_the_failsafe(client, key, database):
     wait_ready(client)
-    set_line(database, level="full", audit_share=0.0)
+    set_line(database, level="full", audit_share=NO_AUDIT)
     truncated = phone_jpeg(1)[:300]  # a JPEG's start: an image, but not a readable one
     answer = post(client, key, "SN-broken", truncated).json()
     assert (answer["action"], answer["failsafe"]) == ("to_person", "image_unreadable")
@@ -110,7 +115,7 @@ def test_unreadable_image_is_stored_and_gets_the_failsafe(client, key, database)
 
 def test_exceeded_budget_answers_the_failsafe_and_the_late_model_answer_never_decides(client, key, database, service):
     wait_ready(client)
-    set_line(database, level="full", audit_share=0.0)
+    set_line(database, level="full", audit_share=NO_AUDIT)
     with database.write() as session:
         set_answer_settings(session=session, line_id=1, actor="admin", budget_ms=1, failsafe_action="reject")
     answer = post(client, key, "SN-late", phone_jpeg(5)).json()
@@ -138,7 +143,7 @@ def test_exceeded_budget_answers_the_failsafe_and_the_late_model_answer_never_de
 
 def test_concurrent_retries_are_one_phone_with_one_answer(client, key, database):
     wait_ready(client)
-    set_line(database, level="full", audit_share=0.0)
+    set_line(database, level="full", audit_share=NO_AUDIT)
     answers = []
 
     def send() -> None:
@@ -298,7 +303,7 @@ def test_the_admission_check_sends_frames_unlike_a_phone_to_a_person_at_full_aut
     from core.camera import get_scenario, render_run_phone
 
     wait_ready(client)
-    set_line(database, level="full", audit_share=0.0)
+    set_line(database, level="full", audit_share=NO_AUDIT)
     with database.write() as session:  # a refusal is a person's judgement, not the fail-safe: to_person even where that is reject
         set_answer_settings(session=session, line_id=1, actor="admin", failsafe_action="reject")
     lens_cap = render_run_phone(get_scenario("lens-cap"), 77, get_scenario("lens-cap").onset).image
@@ -334,7 +339,7 @@ def test_a_run_of_refused_phones_raises_the_alarm_and_steps_the_line_down(client
     from db import drift as drift_db
 
     wait_ready(client)
-    set_line(database, level="full", audit_share=0.0)
+    set_line(database, level="full", audit_share=NO_AUDIT)
     scenario = get_scenario("lens-cap")
     frames = [_jpeg(render_run_phone(scenario, 78, scenario.onset + i).image) for i in range(settings.admission_run_alarm)]
     answers = [post(client, key, f"SN-cap-{i}", frame).json() for i, frame in enumerate(frames)]
