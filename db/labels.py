@@ -52,7 +52,7 @@ def label_queue(
     alarm windows, low-confidence predictions. Phones ``labeller`` already labelled, and phones with an
     adjudicated label, are left out."""
     disagree = and_(HumanDecision.verdict.is_not(None), HumanDecision.verdict != Prediction.verdict)
-    audit_failure = and_(disagree, Routing.audit.is_(True))
+    audit_failure = and_(disagree, Routing.audit.is_(True), Routing.decider == "model")  # people overrode a decision the model made alone
     low = Prediction.max_confidence.between(*LOW_CONFIDENCE)
     alarm_windows = select(DriftCheck.window_start, DriftCheck.window_end, DriftCheck.line_id).join(DriftAlarm, DriftAlarm.check_id == DriftCheck.id).subquery()
     in_drift = (
