@@ -380,6 +380,18 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         if output:
             output.write_text(json.dumps(result, indent=2) + "\n")
         return 0
+    if args.target == "admission":
+        result = bench.bench_admission(get_settings().shipped_model_dir if not args.model else Path(args.model), phones=args.images)
+        low, high = result["refused_rate_ci95"]
+        print(
+            f"admission check of {result['model_version']} on {result['phones']} {result['scenario']} phones: "
+            f"{result['refused']} sent to people ({result['refused_rate']:.2%}, 95 % CI {low:.2%}-{high:.2%}; target {result['target_rate']:.0%}) "
+            f"by check {result['refused_by_check']}; phone recall {result['phone_recall']:.3f} on all phones, "
+            f"{result['phone_recall_on_admitted']:.3f} on the admitted ones ({result['defective_phones']} defective)"
+        )
+        if output:
+            output.write_text(json.dumps(result, indent=2) + "\n")
+        return 0
     if args.target == "detector":
         result = bench.bench_detector(get_settings().shipped_model_dir if not args.model else Path(args.model), images=args.images, rounds=args.rounds)
     else:
@@ -882,7 +894,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(handler=_cmd_evaluate)
 
     bench = commands.add_parser("bench", help="benchmarks: detector backends, worker throughput")
-    bench.add_argument("target", choices=["detector", "worker", "pages", "drift"])
+    bench.add_argument("target", choices=["detector", "worker", "pages", "drift", "admission"])
     bench.add_argument("--model", help="model version folder (default: the shipped model)")
     bench.add_argument("--images", type=_int(1), default=100, help="images (phones) per round; for pages, inspections seeded (e.g. 1000000)")
     bench.add_argument("--rounds", type=_int(1), default=3, help="rounds, alternating the compared paths")

@@ -34,6 +34,8 @@ class PhoneRow:
     decided_by: str | None
     rule: str | None
     level: str | None
+    #: Why the admission check refused the phone (the model may not decide it alone), else None.
+    admission_reason: str | None = None
 
 
 def latest_phones(*, session: Session, line_id: int, limit: int = 12) -> list[PhoneRow]:
@@ -66,6 +68,7 @@ def latest_phones(*, session: Session, line_id: int, limit: int = 12) -> list[Ph
                 decided_by=final.decided_by if final else None,
                 rule=routing.rule if routing else None,
                 level=routing.level if routing else None,
+                admission_reason=routing.admission_reason if routing and routing.admitted is False else None,
             )
         )
     return phones
