@@ -127,11 +127,14 @@ function createEditor(root) {
     ];
   }
 
+  // The pointer in image pixels. The canvas's box is read at every event, so scrolling, zoom, a
+  // resized window or CSS scaling between two events cannot shift a box: only where the canvas is
+  // on screen now, and how large it is shown, count.
   function pointOf(event) {
     const rect = canvas.getBoundingClientRect();
-    const s = scale();
-    const x = ((event.clientX - rect.left) * (canvas.width / rect.width)) / s;
-    const y = ((event.clientY - rect.top) * (canvas.height / rect.height)) / s;
+    if (!rect.width || !rect.height) return { x: 0, y: 0 };
+    const x = ((event.clientX - rect.left) / rect.width) * editor.width;
+    const y = ((event.clientY - rect.top) / rect.height) * editor.height;
     return { x: Math.max(0, Math.min(editor.width, x)), y: Math.max(0, Math.min(editor.height, y)) };
   }
 
@@ -160,8 +163,10 @@ function createEditor(root) {
 
   canvas.addEventListener("pointerdown", (event) => {
     if (event.button !== 0) return;
-    wrap.focus();
+    // Read the pointer before focusing, and focus without scrolling: a focus that scrolls the page
+    // moves the canvas under a pointer whose clientY was taken before the scroll.
     const point = pointOf(event);
+    wrap.focus({ preventScroll: true });
     const target = hit(point);
     canvas.setPointerCapture(event.pointerId);
     if (target) {
