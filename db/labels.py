@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from core.labelling import LabelBox, compare_labels
 from core.vocabulary import Verdict
 from db import audit
+from db.corrections import human_verdict
 from db.models import DriftAlarm, DriftCheck, HumanDecision, Inspection, Label, Prediction, Routing, utcnow
 
 #: Reasons a phone is worth a label, best first.
@@ -51,7 +52,8 @@ def label_queue(
     """Phones worth a label, best first: audit failures, human-model disagreements, phones from drift
     alarm windows, low-confidence predictions. Phones ``labeller`` already labelled, and phones with an
     adjudicated label, are left out."""
-    disagree = and_(HumanDecision.verdict.is_not(None), HumanDecision.verdict != Prediction.verdict)
+    person = human_verdict()  # the person's latest correction, where there is one
+    disagree = and_(person.is_not(None), person != Prediction.verdict)
     audit_failure = and_(disagree, Routing.audit.is_(True))
     low = Prediction.max_confidence.between(*LOW_CONFIDENCE)
     alarm_windows = select(DriftCheck.window_start, DriftCheck.window_end, DriftCheck.line_id).join(DriftAlarm, DriftAlarm.check_id == DriftCheck.id).subquery()
@@ -80,7 +82,7 @@ def label_queue(
             Inspection.image_path,
             Inspection.processed_at,
             reason,
-            HumanDecision.verdict,
+            person,
             Prediction.verdict,
             Prediction.max_confidence,
             Prediction.boxes,
