@@ -1,6 +1,7 @@
 // The box editor of the Labelling page: the phone's image with boxes that the engineer draws, moves,
 // resizes, deletes and classifies with the mouse or the keyboard. Boxes live in pixels of the stored
-// image; every finished edit is sent to Python as the state value "boxes".
+// image; every finished edit is sent to Python as the state value "drawing": the boxes with the
+// revision (the phone) they were drawn on.
 //
 // Mouse: drag on the image to draw a box; drag a box to move it; drag a corner to resize it; click a
 // box to select it. Keys (with the editor focused): 1-9 set the class of the selected box (and of the
@@ -373,5 +374,6 @@ function createEditor(root) {
 export default function (component) {
   const { parentElement, data, setStateValue } = component;
   if (!parentElement.__shadowlineBoxEditor) parentElement.__shadowlineBoxEditor = createEditor(parentElement);
-  parentElement.__shadowlineBoxEditor.update(data, (boxes) => setStateValue("boxes", boxes));
+  // The boxes travel with the revision (the phone) they were drawn on, so a save can be checked against it.
+  parentElement.__shadowlineBoxEditor.update(data, (boxes) => setStateValue("drawing", { revision: data.revision, boxes }));
 }

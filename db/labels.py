@@ -48,10 +48,11 @@ def label_queue(
     since: datetime | None = None,
     reasons: tuple[str, ...] = REASONS,
     limit: int = 50,
+    inspection_id: int | None = None,
 ) -> list[QueueItem]:
     """Phones worth a label, best first: audit failures, human-model disagreements, phones from drift
     alarm windows, low-confidence predictions. Phones ``labeller`` already labelled, and phones with an
-    adjudicated label, are left out."""
+    adjudicated label, are left out. With ``inspection_id``: that phone alone, if it is still in the queue."""
     person = human_verdict()  # the person's latest correction, where there is one
     disagree = and_(person.is_not(None), person != Prediction.verdict)
     audit_failure = and_(disagree, Routing.audit.is_(True))
@@ -99,6 +100,8 @@ def label_queue(
         query = query.where(Inspection.line_id == line_id)
     if since is not None:
         query = query.where(Inspection.processed_at >= since)
+    if inspection_id is not None:
+        query = query.where(Inspection.id == inspection_id)
     return [
         QueueItem(
             inspection_id=row[0],
