@@ -7,7 +7,7 @@ are new records linked to the verdict. A skipped phone goes to the back of this 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 import streamlit as st
@@ -40,6 +40,9 @@ class UndoOffer:
     serial: str
     verdict: Verdict
     until: float
+    #: What became of an undo (shown in place of the button), None while none was asked for.
+    outcome: str | None = None
+    failed: bool = False
 
 
 database = state.database()
@@ -91,16 +94,18 @@ def _skip() -> None:
 
 
 def _undo() -> None:
-    offer: UndoOffer | None = st.session_state.pop(UNDO_KEY, None)
-    if offer is None:
+    # A click inside the fragment reruns only the fragment: the outcome is shown there, not as a toast.
+    offer: UndoOffer | None = st.session_state.get(UNDO_KEY)
+    if offer is None or offer.outcome is not None:
         return
     other = Verdict.PASS if offer.verdict is Verdict.REJECT else Verdict.REJECT
     try:
         correct(database, user, human_decision_id=offer.human_decision_id, verdict=other)
     except CorrectionError as error:
-        st.session_state[LAST_KEY] = f"{offer.serial}: not undone: {error}."
+        outcome, failed = f"{offer.serial}: not undone: {error}.", True
     else:
-        st.session_state[LAST_KEY] = f"{offer.serial}: {offer.verdict.value} undone, now {other.value} (the correction is in the audit log)."
+        outcome, failed = f"{offer.serial}: {offer.verdict.value} undone, now {other.value} (the correction is in the audit log).", False
+    st.session_state[UNDO_KEY] = replace(offer, outcome=outcome, failed=failed)
 
 
 def _change_line() -> None:
@@ -117,6 +122,9 @@ def undo_bar() -> None:
     offer: UndoOffer | None = st.session_state.get(UNDO_KEY)
     if offer is None:
         return
+    if offer.outcome is not None:
+        (st.error if offer.failed else st.success)(offer.outcome)
+        return
     left = offer.until - time.monotonic()
     if left <= 0:
         st.caption(f"{offer.serial}: {offer.verdict.value} recorded. To change it now, use *Correct one of your verdicts* below.")
@@ -124,7 +132,7 @@ def undo_bar() -> None:
     other = Verdict.PASS if offer.verdict is Verdict.REJECT else Verdict.REJECT
     text, button = st.columns([3, 2], vertical_alignment="center")
     text.info(f"**{offer.serial}: {offer.verdict.value} recorded.** Wrong key? Take it back for {left:.0f} more s.")
-    button.button(f"Undo: make it {other.value.upper()} (U)", key="review.undo", shortcut="U", width="stretch", on_click=_undo)
+    button.button(f"Undo: make it {other.value.upper()}", key="review.undo", shortcut="U", width="stretch", on_click=_undo)
 
 
 def correction_form() -> None:

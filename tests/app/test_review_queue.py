@@ -128,7 +128,7 @@ def test_a_verdict_can_be_undone_and_the_readers_use_the_correction(database, se
     assert any(f"{first.serial}: reject recorded" in i.value for i in at.info)
     at.button(key="review.undo").click().run()
     assert not at.exception
-    assert any("reject undone, now pass" in t.value for t in at.toast)
+    assert any("reject undone, now pass" in s.value for s in at.success)
     assert at.session_state["review.task"].inspection_id != first.inspection_id, "the next phone stays in front of the supervisor"
     with database.read() as session:
         correction = session.scalar(select(DecisionCorrection))
