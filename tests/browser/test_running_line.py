@@ -85,6 +85,10 @@ def test_engineer_labels_a_phone_while_new_phones_arrive(running_line, screen_pa
         # in a shorter window with the page scrolled, the editor's bottom off screen.
         _wait_for(lambda: _queue_top(database, label_queue) not in (None, inspection_id), "a newer phone at the top of the queue")
         page.set_viewport_size({"width": 1440, "height": 720})
+        # The engineer looked elsewhere (the editor lost focus): the next press on it focuses it again,
+        # which used to scroll the page before the pointer was read.
+        page.get_by_text(re.compile(r"phones worth a label; this one because")).click()
+        assert not page.evaluate("() => document.activeElement?.classList.contains('box-editor') ?? false")
         page.mouse.move(box["x"] + 10, 400)
         page.mouse.wheel(0, 120)
         page.wait_for_timeout(800)
