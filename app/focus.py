@@ -2,7 +2,8 @@
 
 A Streamlit button keeps focus after a click, and Enter on a focused button clicks it again, on
 whatever phone is shown by then. :func:`blur_after_click` mounts a tiny component (no visible
-content) whose script blurs a button inside the given widget keys right after it is clicked.
+content) whose script blurs a button inside the given widget keys right after it is clicked, and a
+select of those keys once an option is chosen (so the page's shortcut keys work at once).
 """
 
 from __future__ import annotations
@@ -11,22 +12,41 @@ import streamlit as st
 
 _JS = """
 export default function (component) {
-  const keys = component.data.classes || [];
-  window.__shadowlineBlurKeys = keys;
+  window.__shadowlineBlurKeys = component.data.classes || [];
   if (window.__shadowlineBlurInstalled) return;
   window.__shadowlineBlurInstalled = true;
-  const selector = () => (window.__shadowlineBlurKeys || []).map((c) => "." + c + " button").join(", ");
+  const inside = (element, suffix) =>
+    element instanceof Element && (window.__shadowlineBlurKeys || []).some((c) => element.closest("." + c + suffix));
+  const later = (element) => setTimeout(() => element.blur(), 50);
+  // A keyed button that was clicked (mouse, touch, or a shortcut key's synthetic click).
   document.addEventListener(
     "click",
     (event) => {
-      const wanted = selector();
-      const button = wanted && event.target instanceof Element ? event.target.closest(wanted) : null;
-      if (button) setTimeout(() => button.blur(), 0);
+      if (inside(event.target, " button")) later(event.target.closest("button"));
+    },
+    true,
+  );
+  // A keyed select whose option was just chosen: its input keeps the focus and would swallow the
+  // next shortcut key. The option list chooses on pointer-up and is gone before a click.
+  document.addEventListener(
+    "pointerup",
+    (event) => {
+      const chosen = event.target instanceof Element && event.target.closest('[role="option"]');
+      if (chosen && inside(document.activeElement, "")) later(document.activeElement);
+    },
+    true,
+  );
+  document.addEventListener(
+    "keydown",
+    (event) => {
+      const active = document.activeElement;
+      if (event.key === "Enter" && active?.getAttribute("aria-expanded") === "true" && inside(active, "")) later(active);
     },
     true,
   );
 }
 """
+
 
 _COMPONENT = st.components.v2.component("shadowline_blur_after_click", html="", js=_JS)
 
@@ -37,5 +57,5 @@ def _css_class(key: str) -> str:
 
 
 def blur_after_click(keys: list[str], *, key: str) -> None:
-    """Blur the buttons with these widget keys as soon as they are clicked (mouse, touch or keyboard)."""
+    """Blur the buttons with these widget keys as soon as they are clicked (mouse, touch or keyboard), and their selects once an option is chosen."""
     _COMPONENT(key=key, data={"classes": [_css_class(k) for k in keys]})

@@ -28,6 +28,7 @@ TASK_KEY = "review.task"
 STARTED_KEY = "review.started"
 UNDO_KEY = "review.undo_offer"
 LAST_KEY = "review.last"
+REFRESH_KEY = "review.refresh_after_undo"
 ALL_LINES = "all lines"
 DECISION_KEYS = ["review.pass", "review.reject", "review.skip", "review.undo"]
 
@@ -82,6 +83,7 @@ def _judge(verdict: Verdict) -> None:
         st.session_state.pop(UNDO_KEY, None)
     else:
         st.session_state[UNDO_KEY] = UndoOffer(decision_id, item.serial, verdict, time.monotonic() + UNDO_SECONDS)
+        st.session_state.pop("review.fix.decision", None)  # "Correct one of your verdicts" starts from this one
     st.session_state[TASK_KEY] = None
 
 
@@ -106,6 +108,7 @@ def _undo() -> None:
     else:
         outcome, failed = f"{offer.serial}: {offer.verdict.value} undone, now {other.value} (the correction is in the audit log).", False
     st.session_state[UNDO_KEY] = replace(offer, outcome=outcome, failed=failed)
+    st.session_state[REFRESH_KEY] = True
 
 
 def _change_line() -> None:
@@ -116,12 +119,13 @@ def _change_line() -> None:
     st.session_state[TASK_KEY] = None
 
 
-@st.fragment(run_every=1.0)
 def undo_bar() -> None:
     """The last verdict, with a button that takes it back while the window is open (U)."""
     offer: UndoOffer | None = st.session_state.get(UNDO_KEY)
     if offer is None:
         return
+    if st.session_state.pop(REFRESH_KEY, False):
+        st.rerun(scope="app")  # the rest of the page (your verdicts, the countdown's timer) shows the correction too
     if offer.outcome is not None:
         (st.error if offer.failed else st.success)(offer.outcome)
         return
@@ -184,8 +188,10 @@ item = st.session_state.get(TASK_KEY)
 
 if last := st.session_state.pop(LAST_KEY, None):
     st.toast(last)
-undo_bar()
-blur_after_click(DECISION_KEYS, key="review.blur")
+# The undo bar counts down on its own (a fragment rerun each second) only while an undo is on offer.
+_offer = st.session_state.get(UNDO_KEY)
+st.fragment(undo_bar, run_every=1.0 if _offer is not None and _offer.outcome is None else None)()
+blur_after_click([*DECISION_KEYS, "review.line"], key="review.blur")
 
 if item is None:
     st.success("Nothing waits for a person right now. New phones appear here as the worker routes them.")

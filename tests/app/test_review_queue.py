@@ -130,6 +130,8 @@ def test_a_verdict_can_be_undone_and_the_readers_use_the_correction(database, se
     assert not at.exception
     assert any("reject undone, now pass" in s.value for s in at.success)
     assert at.session_state["review.task"].inspection_id != first.inspection_id, "the next phone stays in front of the supervisor"
+    mine = at.selectbox(key="review.fix.decision").value
+    assert (mine.serial, mine.verdict, mine.corrections) == (first.serial, Verdict.PASS, 1), "your verdicts show the correction"
     with database.read() as session:
         correction = session.scalar(select(DecisionCorrection))
         verdict_now = session.scalar(select(final_verdict()).where(FinalDecision.inspection_id == first.inspection_id))
@@ -145,6 +147,10 @@ def test_an_earlier_verdict_is_corrected_with_a_reason(database, settings, app_f
     first = at.session_state["review.task"]
     at.button(key="review.pass").click().run()
     assert at.selectbox(key="review.fix.decision").value.serial == first.serial
+    second = at.session_state["review.task"]
+    at.button(key="review.reject").click().run()
+    assert at.selectbox(key="review.fix.decision").value.serial == second.serial, "the newest verdict is offered first"
+    at.selectbox(key="review.fix.decision").select_index(1).run()
     at.text_input(key="review.fix.reason").input("a scratch I missed under the glare")
     at.button(key="review.fix.apply").click().run()
     assert not at.exception
