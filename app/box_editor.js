@@ -1,6 +1,7 @@
 // The box editor of the Labelling page: the phone's image with boxes that the engineer draws, moves,
 // resizes, deletes and classifies with the mouse or the keyboard. Boxes live in pixels of the stored
-// image; every finished edit is sent to Python as the state value "boxes".
+// image; every finished edit is sent to Python as the state value "drawing": the boxes with the
+// revision (the phone) they were drawn on.
 //
 // Mouse: drag on the image to draw a box; drag a box to move it; drag a corner to resize it; click a
 // box to select it. Keys (with the editor focused): 1-9 set the class of the selected box (and of the
@@ -127,11 +128,14 @@ function createEditor(root) {
     ];
   }
 
+  // The pointer in image pixels. The canvas's box is read at every event, so scrolling, zoom, a
+  // resized window or CSS scaling between two events cannot shift a box: only where the canvas is
+  // on screen now, and how large it is shown, count.
   function pointOf(event) {
     const rect = canvas.getBoundingClientRect();
-    const s = scale();
-    const x = ((event.clientX - rect.left) * (canvas.width / rect.width)) / s;
-    const y = ((event.clientY - rect.top) * (canvas.height / rect.height)) / s;
+    if (!rect.width || !rect.height) return { x: 0, y: 0 };
+    const x = ((event.clientX - rect.left) / rect.width) * editor.width;
+    const y = ((event.clientY - rect.top) / rect.height) * editor.height;
     return { x: Math.max(0, Math.min(editor.width, x)), y: Math.max(0, Math.min(editor.height, y)) };
   }
 
@@ -160,8 +164,10 @@ function createEditor(root) {
 
   canvas.addEventListener("pointerdown", (event) => {
     if (event.button !== 0) return;
-    wrap.focus();
+    // Read the pointer before focusing, and focus without scrolling: a focus that scrolls the page
+    // moves the canvas under a pointer whose clientY was taken before the scroll.
     const point = pointOf(event);
+    wrap.focus({ preventScroll: true });
     const target = hit(point);
     canvas.setPointerCapture(event.pointerId);
     if (target) {
@@ -368,5 +374,6 @@ function createEditor(root) {
 export default function (component) {
   const { parentElement, data, setStateValue } = component;
   if (!parentElement.__shadowlineBoxEditor) parentElement.__shadowlineBoxEditor = createEditor(parentElement);
-  parentElement.__shadowlineBoxEditor.update(data, (boxes) => setStateValue("boxes", boxes));
+  // The boxes travel with the revision (the phone) they were drawn on, so a save can be checked against it.
+  parentElement.__shadowlineBoxEditor.update(data, (boxes) => setStateValue("drawing", { revision: data.revision, boxes }));
 }

@@ -7,6 +7,7 @@ build step). Boxes are in pixels of the stored image, as :class:`core.labelling.
 from __future__ import annotations
 
 import base64
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,10 +43,18 @@ def image_payload(path: str) -> tuple[str, int, int] | None:
     return "data:image/jpeg;base64," + base64.b64encode(encoded.tobytes()).decode("ascii"), width, height
 
 
+@dataclass(frozen=True)
+class Drawing:
+    """The editor's boxes and the revision (the phone) they were drawn on."""
+
+    revision: str
+    boxes: list[dict[str, Any]]
+
+
 def box_editor(
     *, key: str, image: tuple[str, int, int], boxes: list[dict[str, Any]], classes: list[str], revision: str, model_boxes: list[dict[str, Any]] | None = None
-) -> list[dict[str, Any]]:
-    """Show the editor and return the boxes as they are now (``class_name, x1, y1, x2, y2``).
+) -> Drawing:
+    """Show the editor and return the boxes as they are now (``class_name, x1, y1, x2, y2``) with their revision.
 
     Args:
         key: Widget key; the boxes the engineer made are kept under it between reruns.
@@ -53,6 +62,7 @@ def box_editor(
         boxes: The boxes to start from.
         classes: Class names in the order of the keys 1-9.
         revision: Starting again from ``boxes`` happens when this changes (a new phone, or a reset).
+            The boxes come back with the revision they were drawn under, for the caller to check.
         model_boxes: What the "Model's boxes" button restores (default: ``boxes``).
     """
     url, width, height = image
@@ -68,11 +78,13 @@ def box_editor(
             "classes": classes,
             "revision": revision,
         },
-        default={"boxes": start},
-        on_boxes_change=lambda: None,
+        default={"drawing": {"revision": revision, "boxes": start}},
+        on_drawing_change=lambda: None,
     )
-    current = getattr(result, "boxes", None)
-    return [_plain(b) for b in current] if isinstance(current, list) else start
+    drawing = getattr(result, "drawing", None)
+    if isinstance(drawing, dict) and isinstance(drawing.get("boxes"), list):
+        return Drawing(str(drawing.get("revision")), [_plain(b) for b in drawing["boxes"]])
+    return Drawing(revision, start)
 
 
 def _plain(box: dict[str, Any]) -> dict[str, Any]:

@@ -178,3 +178,54 @@ def format_table(result: dict[str, Any]) -> str:
         if key in result:
             lines.append(f"{key}: {result[key]}")
     return "\n".join(lines)
+
+
+def bench_admission(model_dir: Path, *, phones: int = 2000, seed: int = 8080, scenario: str = "normal") -> dict[str, Any]:
+    """The admission check on generated phones: the share sent to people, and phone recall with and without it.
+
+    Normal phones should be refused at about the version's target rate (1 %); the model's phone
+    recall is unchanged by the check (it only sends phones to people, who then judge them).
+    """
+    from core.admission import load_admitter
+    from core.camera import get_scenario, render_run_phone
+    from core.detector.adapter import Detector
+    from core.evaluation import wilson_interval
+    from core.image_metrics import compute_input_metrics
+
+    detector = Detector(model_dir)
+    admitter = load_admitter(detector)
+    threshold = detector.info.decision_threshold
+    chosen = get_scenario(scenario)
+    refused: dict[str, int] = {}
+    defective = caught = admitted_defective = admitted_caught = 0
+    started = time.perf_counter()
+    for index in range(phones):
+        phone = render_run_phone(chosen, seed, index)
+        detections = detector.detect(phone.image)
+        answer = admitter.check(phone.image, compute_input_metrics(phone.image), detections.features)
+        if not answer.admitted:
+            refused[answer.check] = refused.get(answer.check, 0) + 1
+        if phone.is_defective:
+            defective += 1
+            hit = detections.max_confidence >= threshold
+            caught += hit
+            if answer.admitted:
+                admitted_defective += 1
+                admitted_caught += hit
+    total_refused = sum(refused.values())
+    return {
+        "model_version": detector.version,
+        "scenario": scenario,
+        "phones": phones,
+        "seed": seed,
+        "target_rate": admitter.target_rate,
+        "refused": total_refused,
+        "refused_rate": total_refused / phones,
+        "refused_rate_ci95": wilson_interval(total_refused, phones),
+        "refused_by_check": refused,
+        "phone_recall": caught / defective if defective else None,
+        "phone_recall_ci95": wilson_interval(caught, defective),
+        "phone_recall_on_admitted": admitted_caught / admitted_defective if admitted_defective else None,
+        "defective_phones": defective,
+        "seconds": round(time.perf_counter() - started, 1),
+    }

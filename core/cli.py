@@ -383,11 +383,22 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if args.target == "line":
         from core.server.bench import bench_line, format_line
 
-        rates = [float(r) for r in args.rates.split(",") if r]
         result = bench_line(
-            get_settings().shipped_model_dir if not args.model else Path(args.model), rates=rates, seconds=args.seconds, max_search=not args.no_max
+            get_settings().shipped_model_dir if not args.model else Path(args.model), rates=args.rates, seconds=args.seconds, max_search=not args.no_max
         )
         print(format_line(result))
+        if output:
+            output.write_text(json.dumps(result, indent=2) + "\n")
+        return 0
+    if args.target == "admission":
+        result = bench.bench_admission(get_settings().shipped_model_dir if not args.model else Path(args.model), phones=args.images)
+        low, high = result["refused_rate_ci95"]
+        print(
+            f"admission check of {result['model_version']} on {result['phones']} {result['scenario']} phones: "
+            f"{result['refused']} sent to people ({result['refused_rate']:.2%}, 95 % CI {low:.2%}-{high:.2%}; target {result['target_rate']:.0%}) "
+            f"by check {result['refused_by_check']}; phone recall {result['phone_recall']:.3f} on all phones, "
+            f"{result['phone_recall_on_admitted']:.3f} on the admitted ones ({result['defective_phones']} defective)"
+        )
         if output:
             output.write_text(json.dumps(result, indent=2) + "\n")
         return 0
@@ -883,6 +894,16 @@ def _int(minimum: int, maximum: int | None = None) -> Callable[[str], object]:
 
 _positive = _checked(lambda text: validation.number("the value", text, minimum=0, exclusive_minimum=True), "positive number")
 _non_negative = _checked(lambda text: validation.number("the value", text, minimum=0), "number")
+
+
+def _parse_rates(text: str) -> list[float]:
+    rates = [validation.number("a rate", part, minimum=0, exclusive_minimum=True) for part in text.split(",") if part.strip()]
+    if not rates:
+        raise validation.RangeError(f"give at least one rate (phones per second), e.g. 5,10,20; got {text!r}")
+    return rates
+
+
+_rates = _checked(_parse_rates, "comma-separated positive rates")
 _share = _checked(lambda text: validation.share("the value", text), "share")
 
 
@@ -1033,8 +1054,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(handler=_cmd_evaluate)
 
     bench = commands.add_parser("bench", help="benchmarks: detector backends, worker throughput")
-    bench.add_argument("target", choices=["detector", "worker", "pages", "drift", "line"])
-    bench.add_argument("--rates", default="5,10,20", help="line: arrival rates to post at, phones/s (then the highest sustained one is searched)")
+    bench.add_argument("target", choices=["detector", "worker", "pages", "drift", "admission", "line"])
+    bench.add_argument(
+        "--rates",
+        type=_rates,
+        default=[5.0, 10.0, 20.0],
+        help="line: arrival rates in phones/s, e.g. 5,10,20 (then the highest sustained one is searched)",
+    )
     bench.add_argument("--seconds", type=_positive, default=60.0, help="line: seconds per rate")
     bench.add_argument("--no-max", action="store_true", help="line: skip the search for the highest sustained rate")
     bench.add_argument("--model", help="model version folder (default: the shipped model)")

@@ -17,6 +17,10 @@ from core.vocabulary import DefectClass, Verdict
 IOU_MATCH = 0.5
 
 
+class LabelMismatchError(ValueError):
+    """A label whose boxes were drawn on another phone than the one it would be saved for."""
+
+
 @dataclass(frozen=True)
 class LabelBox:
     """One labelled defect, in pixels of the stored image."""
@@ -122,9 +126,20 @@ def save_label(
     boxes: list[LabelBox],
     reason: str | None = None,
     seconds_taken: float | None = None,
+    drawn_on: int | None = None,
 ) -> int:
-    """Save ``user``'s label of a phone (replacing their earlier one); returns the label id."""
+    """Save ``user``'s label of a phone (replacing their earlier one); returns the label id.
+
+    Args:
+        drawn_on: The phone the boxes were drawn on, as the editor reports it. A page always passes
+            it: a label is saved only for the phone the engineer saw.
+
+    Raises:
+        LabelMismatchError: ``drawn_on`` is another phone than ``inspection_id``; nothing is saved.
+    """
     require(user, Action.LABEL_PHONE)
+    if drawn_on is not None and drawn_on != inspection_id:
+        raise LabelMismatchError(f"the boxes were drawn on phone {drawn_on}, not on phone {inspection_id}: nothing saved. Open the phone again and redraw.")
     if verdict is Verdict.PASS and boxes:
         raise ValueError("a phone with defect boxes cannot pass: delete the boxes or reject it")
     if verdict is Verdict.REJECT and not boxes:

@@ -8,6 +8,7 @@ import pandas as pd
 from sqlalchemy import and_, select
 from sqlalchemy.orm import Session
 
+from db.corrections import human_verdict
 from db.models import HumanDecision, Inspection, Line, ModelVersion, Prediction, Routing
 
 #: The page compares at most this many most recent pairs (the window's newest phones).
@@ -58,7 +59,7 @@ def paired_decisions(
             Inspection.serial,
             Line.name,
             Inspection.image_path,
-            HumanDecision.verdict,
+            human_verdict(),  # the person's latest correction, where there is one
             Prediction.verdict,
             Prediction.max_confidence,
             Prediction.boxes,
@@ -116,7 +117,7 @@ def champion_challenger(*, session: Session, line_id: int, active_id: int, candi
 
     active, candidate = aliased(Prediction), aliased(Prediction)
     query = (
-        select(Inspection.id, Inspection.serial, active.verdict, active.max_confidence, candidate.verdict, candidate.max_confidence, HumanDecision.verdict)
+        select(Inspection.id, Inspection.serial, active.verdict, active.max_confidence, candidate.verdict, candidate.max_confidence, human_verdict())
         .join(active, and_(active.inspection_id == Inspection.id, active.model_version_id == active_id))
         .join(candidate, and_(candidate.inspection_id == Inspection.id, candidate.model_version_id == candidate_id))
         .outerjoin(HumanDecision, HumanDecision.inspection_id == Inspection.id)

@@ -14,6 +14,7 @@ from core.drift.metrics import INPUT_METRICS, METRIC_BY_NAME, DriftConfig, Metri
 from core.drift.reference import box_category
 from core.vocabulary import InspectionStatus
 from db import audit
+from db.corrections import human_verdict
 from db.models import DriftAlarm, DriftCheck, DriftReference, DriftSettings, HumanDecision, ImageMetrics, Inspection, Prediction, Routing, utcnow
 
 #: Below this many phones a production period is not accepted as a reference.
@@ -90,7 +91,7 @@ def _rows(session: Session, *, line_id: int, model_version_id: int | None, limit
             Prediction.latency_ms,
             Routing.decider,
             Routing.audit,
-            HumanDecision.verdict,
+            human_verdict(),
             Routing.admitted,
         )
         .select_from(w)

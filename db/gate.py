@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from core.vocabulary import InspectionStatus
+from db.corrections import final_verdict
 from db.models import FinalDecision, GateAnswer, Inspection, Line, ModelVersion, Routing, utcnow
 
 #: Where a posted phone came from (``inspections.source``).
@@ -107,9 +108,9 @@ class StoredAnswer:
     reason: str | None = None
 
 
-def _answers_query():  # noqa: ANN202 - a Select of (GateAnswer, line name, version, status, final decision, routing's reason)
+def _answers_query():  # noqa: ANN202 - a Select of (GateAnswer, line name, version, status, final decision, its verdict as it stands, routing's reason)
     return (
-        select(GateAnswer, Line.name, ModelVersion.version, Inspection.status, FinalDecision, Routing.reason)
+        select(GateAnswer, Line.name, ModelVersion.version, Inspection.status, FinalDecision, final_verdict(), Routing.reason)
         .join(Line, Line.id == GateAnswer.line_id)
         .join(Inspection, Inspection.id == GateAnswer.inspection_id)
         .outerjoin(ModelVersion, ModelVersion.id == GateAnswer.model_version_id)
@@ -119,7 +120,7 @@ def _answers_query():  # noqa: ANN202 - a Select of (GateAnswer, line name, vers
 
 
 def _stored(row: tuple[Any, ...]) -> StoredAnswer:
-    answer, line_name, version, status, final, reason = row
+    answer, line_name, version, status, final, verdict, reason = row
     return StoredAnswer(
         inspection_id=answer.inspection_id,
         line_id=answer.line_id,
@@ -136,7 +137,7 @@ def _stored(row: tuple[Any, ...]) -> StoredAnswer:
         latency_ms=answer.latency_ms,
         answered_at=answer.answered_at,
         status=status,
-        final_verdict=final.verdict if final else None,
+        final_verdict=verdict if final else None,  # a person's latest correction, where there is one
         final_decided_by=final.decided_by if final else None,
         final_decided_at=final.decided_at if final else None,
         reason=reason,
@@ -209,9 +210,11 @@ def final_decisions_after(*, session: Session, line_id: int, after: tuple[dateti
 
     On SQLite every write unit holds the write lock from its start and stamps ``decided_at``
     inside it, so decisions commit in the order of their stamps and a cursor never skips one.
+    The verdict is the decision as it stands (a person's latest correction); a correction made
+    after the cursor has passed its phone is not sent again (read the phone by id for it).
     """
     query = (
-        select(FinalDecision, Inspection.serial, GateAnswer.action)
+        select(FinalDecision, final_verdict(), Inspection.serial, GateAnswer.action)
         .join(Inspection, Inspection.id == FinalDecision.inspection_id)
         .outerjoin(GateAnswer, GateAnswer.inspection_id == FinalDecision.inspection_id)
         .where(FinalDecision.line_id == line_id)
@@ -222,8 +225,8 @@ def final_decisions_after(*, session: Session, line_id: int, after: tuple[dateti
         at, inspection_id = after
         query = query.where(or_(FinalDecision.decided_at > at, and_(FinalDecision.decided_at == at, FinalDecision.inspection_id > inspection_id)))
     return [
-        FinalDecisionEvent(final.inspection_id, serial, final.verdict, final.decided_by, final.rule, final.decided_at, action)
-        for final, serial, action in session.execute(query)
+        FinalDecisionEvent(final.inspection_id, serial, verdict, final.decided_by, final.rule, final.decided_at, action)
+        for final, verdict, serial, action in session.execute(query)
     ]
 
 

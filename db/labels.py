@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from core.labelling import LabelBox, compare_labels
 from core.vocabulary import Verdict
 from db import audit
+from db.corrections import human_verdict
 from db.models import DriftAlarm, DriftCheck, HumanDecision, Inspection, Label, Prediction, Routing, utcnow
 
 #: Reasons a phone is worth a label, best first.
@@ -47,12 +48,14 @@ def label_queue(
     since: datetime | None = None,
     reasons: tuple[str, ...] = REASONS,
     limit: int = 50,
+    inspection_id: int | None = None,
 ) -> list[QueueItem]:
     """Phones worth a label, best first: audit failures, human-model disagreements, phones from drift
     alarm windows, low-confidence predictions. Phones ``labeller`` already labelled, and phones with an
-    adjudicated label, are left out."""
-    disagree = and_(HumanDecision.verdict.is_not(None), HumanDecision.verdict != Prediction.verdict)
-    audit_failure = and_(disagree, Routing.audit.is_(True))
+    adjudicated label, are left out. With ``inspection_id``: that phone alone, if it is still in the queue."""
+    person = human_verdict()  # the person's latest correction, where there is one
+    disagree = and_(person.is_not(None), person != Prediction.verdict)
+    audit_failure = and_(disagree, Routing.audit.is_(True), Routing.decider == "model")  # people overrode a decision the model made alone
     low = Prediction.max_confidence.between(*LOW_CONFIDENCE)
     alarm_windows = select(DriftCheck.window_start, DriftCheck.window_end, DriftCheck.line_id).join(DriftAlarm, DriftAlarm.check_id == DriftCheck.id).subquery()
     in_drift = (
@@ -80,7 +83,7 @@ def label_queue(
             Inspection.image_path,
             Inspection.processed_at,
             reason,
-            HumanDecision.verdict,
+            person,
             Prediction.verdict,
             Prediction.max_confidence,
             Prediction.boxes,
@@ -97,6 +100,8 @@ def label_queue(
         query = query.where(Inspection.line_id == line_id)
     if since is not None:
         query = query.where(Inspection.processed_at >= since)
+    if inspection_id is not None:
+        query = query.where(Inspection.id == inspection_id)
     return [
         QueueItem(
             inspection_id=row[0],

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import and_, select
 from sqlalchemy.orm import Session
 
+from db.corrections import final_verdict
 from db.models import FinalDecision, Inspection, Prediction, Routing
 
 
@@ -34,12 +35,14 @@ class PhoneRow:
     decided_by: str | None
     rule: str | None
     level: str | None
+    #: Why the admission check refused the phone (the model may not decide it alone), else None.
+    admission_reason: str | None = None
 
 
 def latest_phones(*, session: Session, line_id: int, limit: int = 12) -> list[PhoneRow]:
     """The ``limit`` most recently captured phones of a line, newest first."""
     rows = session.execute(
-        select(Inspection, Prediction, Routing, FinalDecision)
+        select(Inspection, Prediction, Routing, FinalDecision, final_verdict())
         .outerjoin(Prediction, and_(Prediction.inspection_id == Inspection.id, Prediction.is_candidate.is_(False)))
         .outerjoin(Routing, Routing.inspection_id == Inspection.id)
         .outerjoin(FinalDecision, FinalDecision.inspection_id == Inspection.id)
@@ -48,7 +51,7 @@ def latest_phones(*, session: Session, line_id: int, limit: int = 12) -> list[Ph
         .limit(limit)
     ).all()
     phones = []
-    for inspection, prediction, routing, final in rows:
+    for inspection, prediction, routing, final, verdict in rows:
         may_show = final is not None or (routing is not None and routing.show_model_boxes)
         shown = prediction if may_show else None
         phones.append(
@@ -62,10 +65,11 @@ def latest_phones(*, session: Session, line_id: int, limit: int = 12) -> list[Ph
                 boxes=list(shown.boxes) if shown is not None else [],
                 max_confidence=shown.max_confidence if shown is not None else None,
                 model_verdict=shown.verdict if shown is not None else None,
-                verdict=final.verdict if final else None,
+                verdict=verdict if final else None,  # a person's correction, where there is one
                 decided_by=final.decided_by if final else None,
                 rule=routing.rule if routing else None,
                 level=routing.level if routing else None,
+                admission_reason=routing.admission_reason if routing and routing.admitted is False else None,
             )
         )
     return phones

@@ -3,8 +3,10 @@
 How a phone moves through them: ``inspections`` (queued by ingest, claimed by a worker) ->
 ``image_metrics`` and ``predictions`` (written by the worker) -> ``routings`` (who judges it, and
 why) -> ``review_tasks`` and ``human_decisions`` when a person must judge -> ``final_decisions``
-(exactly one per phone, inserted once, never edited). ``audit_log`` is append-only: the
-migration installs triggers that refuse UPDATE and DELETE on it.
+(exactly one per phone, inserted once, never edited) -> ``decision_corrections`` when a person
+takes back or corrects their verdict (a new linked row; readers use the latest). ``audit_log``,
+``final_decisions``, ``human_decisions`` and ``decision_corrections`` are append-only: the
+migrations install triggers that refuse UPDATE and DELETE on them.
 """
 
 from __future__ import annotations
@@ -284,6 +286,49 @@ class FinalDecision(Base):
     model_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
     human_decision_id: Mapped[int | None] = mapped_column(ForeignKey("human_decisions.id"))
     decided_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ReviewSkip(Base):
+    """A reviewer gave a phone back without judging it: it goes to the back of *their* queue.
+
+    Inserted once per skip, never edited; other reviewers keep seeing the phone in its age order.
+    """
+
+    __tablename__ = "review_skips"
+    __table_args__ = (Index("ix_review_skips_reviewer_task", "reviewer", "task_id", "skipped_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("review_tasks.id"))
+    reviewer: Mapped[str] = mapped_column(String(64))
+    skipped_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class DecisionCorrection(Base):
+    """A person takes back or corrects their own verdict: a new row linked to the decision, never an edit.
+
+    The phone's verdict is its latest correction's, else the human decision's (and, for a ``decide``
+    task, the final decision's). ``supersedes_id`` links a correction to the one it replaces, so the
+    chain reads in order. Insert-only: the migration installs triggers that refuse UPDATE and DELETE.
+    """
+
+    __tablename__ = "decision_corrections"
+    __table_args__ = (
+        _enum_check("verdict", Verdict),
+        Index("ix_decision_corrections_decision", "human_decision_id", "id"),
+        Index("ix_decision_corrections_corrected_at", "corrected_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    human_decision_id: Mapped[int] = mapped_column(ForeignKey("human_decisions.id"))
+    inspection_id: Mapped[int] = mapped_column(ForeignKey("inspections.id"), index=True)
+    supersedes_id: Mapped[int | None] = mapped_column(ForeignKey("decision_corrections.id"))
+    verdict: Mapped[str] = mapped_column(String(8))
+    previous_verdict: Mapped[str] = mapped_column(String(8))
+    corrected_by: Mapped[str] = mapped_column(String(64))
+    #: True for an undo inside the short window after the decision (no reason needed then).
+    is_undo: Mapped[bool] = mapped_column(Boolean, default=False)
+    reason: Mapped[str] = mapped_column(Text)
+    corrected_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class User(Base):

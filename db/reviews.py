@@ -1,7 +1,8 @@
-"""Phones waiting for a person: claim one (one reviewer at a time), record the human verdict.
+"""Phones waiting for a person: claim one (one reviewer at a time), record the human verdict, skip.
 
 A ``decide`` task's verdict becomes the phone's final decision; an ``audit`` task's verdict is
 kept beside the model's final decision (an override when they differ), never replacing it.
+A skipped phone goes to the back of the skipper's queue; other reviewers see it in its age order.
 """
 
 from __future__ import annotations
@@ -10,12 +11,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from core.vocabulary import DecidedBy, Verdict
 from db import audit
-from db.models import FinalDecision, HumanDecision, Inspection, ReviewTask, Routing, utcnow
+from db.models import FinalDecision, HumanDecision, Inspection, Line, ReviewSkip, ReviewTask, Routing, utcnow
 
 CLAIM_SECONDS = 120.0
 
@@ -38,6 +39,24 @@ class ReviewItem:
     rule: str
     captured_at: datetime
     truth: dict[str, Any] | None
+    line_name: str = ""
+    #: When this reviewer last skipped the phone (it came back because nothing else waits), else None.
+    skipped_at: datetime | None = None
+
+
+def _waiting(now: datetime) -> Any:
+    """Tasks a reviewer may claim: open, or claimed with an expired claim."""
+    return or_(ReviewTask.status == "open", and_(ReviewTask.status == "claimed", ReviewTask.claim_expires_at < now))
+
+
+def _skipped_by(reviewer: str) -> Any:
+    """When ``reviewer`` last skipped the task of the enclosing query (NULL when never)."""
+    return (
+        select(func.max(ReviewSkip.skipped_at))
+        .where(ReviewSkip.task_id == ReviewTask.id, ReviewSkip.reviewer == reviewer)
+        .correlate(ReviewTask)
+        .scalar_subquery()
+    )
 
 
 def claim_next_task(
@@ -49,14 +68,19 @@ def claim_next_task(
     only_simulated: bool = False,
     now: datetime | None = None,
 ) -> ReviewItem | None:
-    """Claim the oldest open task (or one whose claim expired), atomically; None when there is none."""
+    """Claim the oldest open task (or one whose claim expired), atomically; None when there is none.
+
+    Tasks ``reviewer`` skipped come last, the one skipped longest ago first, so a skip always moves on
+    when anything else waits.
+    """
     now = now or utcnow()
-    candidates = select(ReviewTask.id).where(or_(ReviewTask.status == "open", and_(ReviewTask.status == "claimed", ReviewTask.claim_expires_at < now)))
+    skipped = _skipped_by(reviewer)
+    candidates = select(ReviewTask.id).where(_waiting(now))
     if line_id is not None:
         candidates = candidates.where(ReviewTask.line_id == line_id)
     if only_simulated:
         candidates = candidates.join(Inspection, Inspection.id == ReviewTask.inspection_id).where(Inspection.truth.is_not(None))
-    candidates = candidates.order_by(ReviewTask.created_at, ReviewTask.id).limit(1)
+    candidates = candidates.order_by(skipped.is_not(None), skipped, ReviewTask.created_at, ReviewTask.id).limit(1)
     task_id = session.execute(
         update(ReviewTask)
         .where(ReviewTask.id.in_(candidates.scalar_subquery()))
@@ -66,10 +90,11 @@ def claim_next_task(
     ).scalar()
     if task_id is None:
         return None
-    task, inspection, routing = session.execute(
-        select(ReviewTask, Inspection, Routing)
+    task, inspection, routing, line_name, skipped_at = session.execute(
+        select(ReviewTask, Inspection, Routing, Line.name, skipped)
         .join(Inspection, Inspection.id == ReviewTask.inspection_id)
         .join(Routing, Routing.inspection_id == Inspection.id)
+        .join(Line, Line.id == ReviewTask.line_id)
         .where(ReviewTask.id == task_id)
     ).one()
     return ReviewItem(
@@ -83,6 +108,8 @@ def claim_next_task(
         rule=routing.rule,
         captured_at=inspection.captured_at,
         truth=inspection.truth,
+        line_name=line_name,
+        skipped_at=skipped_at,
     )
 
 
@@ -142,11 +169,40 @@ def record_human_decision(
     return decision.id
 
 
-def release_task(*, session: Session, task_id: int, reviewer: str) -> None:
-    """Give a claimed task back to the queue (e.g. a reviewer skips it)."""
-    session.execute(
+def release_task(*, session: Session, task_id: int, reviewer: str) -> bool:
+    """Give a claimed task back to the queue in its age order (the reviewer turned to another line); False when not held."""
+    released = session.execute(
         update(ReviewTask)
         .where(ReviewTask.id == task_id, ReviewTask.claimed_by == reviewer, ReviewTask.status == "claimed")
         .values(status="open", claimed_by=None, claim_expires_at=None)
+        .returning(ReviewTask.id)
         .execution_options(synchronize_session=False)
-    )
+    ).scalar()
+    return released is not None
+
+
+def skip_task(*, session: Session, task_id: int, reviewer: str, now: datetime | None = None) -> bool:
+    """``reviewer`` gives a held phone back: it goes to the back of their queue. False when they did not hold it."""
+    now = now or utcnow()
+    if not release_task(session=session, task_id=task_id, reviewer=reviewer):
+        return False
+    session.add(ReviewSkip(task_id=task_id, reviewer=reviewer, skipped_at=now))
+    session.flush()
+    return True
+
+
+@dataclass(frozen=True)
+class QueueSummary:
+    """How many phones wait for a person (on a line, or on all) and since when."""
+
+    waiting: int
+    oldest_at: datetime | None
+
+
+def queue_summary(*, session: Session, line_id: int | None = None) -> QueueSummary:
+    """Phones waiting for a person or held by one (not yet judged), and the oldest one's routing time."""
+    query = select(func.count(), func.min(ReviewTask.created_at)).where(ReviewTask.status.in_(["open", "claimed"]))
+    if line_id is not None:
+        query = query.where(ReviewTask.line_id == line_id)
+    count, oldest = session.execute(query).one()
+    return QueueSummary(waiting=int(count or 0), oldest_at=oldest)

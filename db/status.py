@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from core.vocabulary import AutomationLevel, DecidedBy, InspectionStatus, Verdict
+from db.corrections import final_verdict
 from db.drift import current_alarms
 from db.heartbeats import worker_states
 from db.lines import list_lines
@@ -56,10 +57,9 @@ def line_statuses(*, session: Session, now: datetime | None = None) -> list[Line
             counts[status] = n
         verdicts = dict.fromkeys((v.value for v in Verdict), 0)
         decided = dict.fromkeys((d.value for d in DecidedBy), 0)
+        verdict_now = final_verdict()  # a person's correction counts, not the verdict it replaced
         finals = session.execute(
-            select(FinalDecision.verdict, FinalDecision.decided_by, func.count())
-            .where(FinalDecision.line_id == line.id)
-            .group_by(FinalDecision.verdict, FinalDecision.decided_by)
+            select(verdict_now, FinalDecision.decided_by, func.count()).where(FinalDecision.line_id == line.id).group_by(verdict_now, FinalDecision.decided_by)
         )
         for verdict, decided_by, n in finals:
             verdicts[verdict] += n

@@ -10,13 +10,13 @@ import pandas as pd
 import streamlit as st
 
 from app import state
-from app.box_editor import box_editor, image_payload
+from app.box_editor import Drawing, box_editor, image_payload
 from app.session import current_user
 from app.widgets import local_time, two_labels_image
 from core.auth import PermissionDeniedError
 from core.labelling import LabelBox, adjudicate, agreement_rows, compare_labels, save_label
 from core.vocabulary import DefectClass, Verdict
-from db.labels import REASONS, LabelError, LabelView, awaiting_adjudication, image_path_of, label_queue, labels_of, serials_of, truth
+from db.labels import REASONS, LabelError, LabelView, QueueItem, awaiting_adjudication, image_path_of, label_queue, labels_of, serials_of, truth
 from db.lines import list_lines
 
 WINDOWS = {"last 24 hours": timedelta(days=1), "last 7 days": timedelta(days=7), "all time": None}
@@ -99,6 +99,23 @@ def previous_phone() -> None:
         st.caption(f"Saved your label of the previous phone ({mine.verdict.value}, {len(mine.boxes)} box{'' if len(mine.boxes) == 1 else 'es'}).")
 
 
+def held_phone(queue: list[QueueItem], skipped: set[int], *, line_id: int | None, since: datetime | None, reasons: tuple[str, ...]) -> QueueItem:
+    """The phone in the editor: it stays until the engineer saves, skips or changes the filters.
+
+    New phones keep arriving while the line runs and may rank above it; they wait their turn.
+    """
+    held = st.session_state.get("labelling.current")
+    if held is not None and held not in skipped:
+        found = next((q for q in queue if q.inspection_id == held), None)
+        if found is None:  # pushed past the list's limit by newer phones, but still worth a label
+            with database.read() as session:
+                found = next(iter(label_queue(session=session, labeller=user.name, line_id=line_id, since=since, reasons=reasons, inspection_id=held)), None)
+        if found is not None:
+            return found
+    waiting = [q for q in queue if q.inspection_id not in skipped] or queue
+    return waiting[0]
+
+
 def label_phones(line_id: int | None) -> None:
     st.caption(
         "Start from the model's boxes: drag on the image to draw a box, drag a box to move it, drag a corner to resize it. "
@@ -116,9 +133,11 @@ def label_phones(line_id: int | None) -> None:
         return
 
     skipped: set[int] = st.session_state.setdefault("labelling.skipped", set())
-    waiting = [item for item in queue if item.inspection_id not in skipped] or queue
-    item = waiting[0]
-    st.caption(f"{len(queue)}{' or more' if len(queue) == 200 else ''} phones worth a label; this one because {REASON_TEXT[item.reason]}.")
+    item = held_phone(queue, skipped, line_id=line_id, since=since, reasons=tuple(reasons))
+    st.caption(
+        f"{len(queue)}{' or more' if len(queue) == 200 else ''} phones worth a label; this one because {REASON_TEXT[item.reason]}. "
+        "It stays here until you save or skip it, however many phones arrive."
+    )
     if st.session_state.get("labelling.current") != item.inspection_id:
         st.session_state["labelling.current"] = item.inspection_id
         st.session_state["labelling.started"] = time.monotonic()
@@ -131,9 +150,9 @@ def label_phones(line_id: int | None) -> None:
         payload = image_payload(str(settings.data_dir / item.image_path))
         if payload is None:
             st.error("The stored image cannot be read: skip this phone (N); it stays in the queue for someone to look at.")
-            edited: list[dict[str, object]] = []
+            drawing = Drawing(str(item.inspection_id), [])
         else:
-            edited = box_editor(
+            drawing = box_editor(
                 key=f"labelling.editor.{item.inspection_id}",
                 image=payload,
                 boxes=model_boxes,
@@ -141,7 +160,7 @@ def label_phones(line_id: int | None) -> None:
                 revision=str(item.inspection_id),
             )
     try:
-        boxes = [LabelBox.from_dict(row) for row in edited]
+        boxes = [LabelBox.from_dict(row) for row in drawing.boxes]
         box_error = None
     except (ValueError, KeyError, TypeError) as error:
         boxes, box_error = [], str(error)
@@ -176,6 +195,7 @@ def label_phones(line_id: int | None) -> None:
                 boxes=boxes,
                 reason=item.reason,
                 seconds_taken=time.monotonic() - st.session_state.get("labelling.started", time.monotonic()),
+                drawn_on=int(drawing.revision) if drawing.revision.isdigit() else -1,
             )
         except (ValueError, LabelError, PermissionDeniedError) as error:
             st.error(str(error))

@@ -75,6 +75,8 @@ def live_view() -> None:
                 st.markdown(f":gray[inspecting…] · `{phone.serial}`")
             else:
                 st.markdown(f":orange[**waiting for a person**] · `{phone.serial}`")
+            if phone.admission_reason:
+                st.markdown(f":orange[Not like the model's reference: {phone.admission_reason}]")
             st.caption(f"{local_time(phone.captured_at, settings.plant_timezone)} · {phone.rule or phone.status}")
 
 

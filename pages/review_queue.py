@@ -1,22 +1,50 @@
-"""Review queue: phones routed to a person, oldest first, one at a time per supervisor."""
+"""Review queue: phones routed to a person, oldest first, one at a time per supervisor.
+
+A verdict can be taken back for a few seconds (Undo, key U) or corrected later with a reason; both
+are new records linked to the verdict. A skipped phone goes to the back of this supervisor's queue.
+"""
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 
 import streamlit as st
 
 from app import state
+from app.focus import blur_after_click
 from app.session import current_user
 from app.widgets import annotated_image, box_tuples, local_time
 from core.auth import PermissionDeniedError
-from core.reviewing import decide, next_phone, skip
+from core.reviewing import UNDO_SECONDS, correct, decide, give_back, my_recent_decisions, next_phone, skip, waiting
 from core.vocabulary import Verdict
+from db.corrections import CorrectionError
+from db.lines import list_lines
 from db.live import model_boxes
 from db.reviews import TaskNotHeldError
 
 TASK_KEY = "review.task"
 STARTED_KEY = "review.started"
+UNDO_KEY = "review.undo_offer"
+LAST_KEY = "review.last"
+REFRESH_KEY = "review.refresh_after_undo"
+ALL_LINES = "all lines"
+DECISION_KEYS = ["review.pass", "review.reject", "review.skip", "review.undo"]
+
+
+@dataclass(frozen=True)
+class UndoOffer:
+    """The verdict just given, which one click takes back until ``until`` (time.monotonic)."""
+
+    human_decision_id: int
+    serial: str
+    verdict: Verdict
+    until: float
+    #: What became of an undo (shown in place of the button), None while none was asked for.
+    outcome: str | None = None
+    failed: bool = False
+
 
 database = state.database()
 settings = state.settings()
@@ -25,10 +53,18 @@ assert user is not None, "the entry point only shows this page to signed-in user
 
 st.title("Review queue")
 
+with database.read() as session:
+    lines = list_lines(session=session)
+
+
+def _line_id() -> int | None:
+    name = st.session_state.get("review.line", ALL_LINES)
+    return next((line.id for line in lines if line.name == name), None)
+
 
 def _take_next() -> None:
     try:
-        st.session_state[TASK_KEY] = next_phone(database, user)
+        st.session_state[TASK_KEY] = next_phone(database, user, line_id=_line_id())
     except PermissionDeniedError as error:
         st.error(str(error))
         st.stop()
@@ -41,10 +77,13 @@ def _judge(verdict: Verdict) -> None:
         return
     seconds = time.monotonic() - st.session_state.get(STARTED_KEY, time.monotonic())
     try:
-        decide(database, user, task_id=item.task_id, verdict=verdict, seconds_taken=round(seconds, 2))
-        st.session_state["review.last"] = f"{item.serial}: {verdict.value} recorded."
+        decision_id = decide(database, user, task_id=item.task_id, verdict=verdict, seconds_taken=round(seconds, 2))
     except TaskNotHeldError:
-        st.session_state["review.last"] = f"{item.serial} was no longer yours (your claim expired); take the next one."
+        st.session_state[LAST_KEY] = f"{item.serial} was no longer yours (your claim expired); take the next one."
+        st.session_state.pop(UNDO_KEY, None)
+    else:
+        st.session_state[UNDO_KEY] = UndoOffer(decision_id, item.serial, verdict, time.monotonic() + UNDO_SECONDS)
+        st.session_state.pop("review.fix.decision", None)  # "Correct one of your verdicts" starts from this one
     st.session_state[TASK_KEY] = None
 
 
@@ -52,20 +91,113 @@ def _skip() -> None:
     item = st.session_state.get(TASK_KEY)
     if item is not None:
         skip(database, user, task_id=item.task_id)
+        st.session_state[LAST_KEY] = f"Skipped {item.serial}: it goes to the back of your queue (another supervisor may take it)."
     st.session_state[TASK_KEY] = None
 
 
+def _undo() -> None:
+    # A click inside the fragment reruns only the fragment: the outcome is shown there, not as a toast.
+    offer: UndoOffer | None = st.session_state.get(UNDO_KEY)
+    if offer is None or offer.outcome is not None:
+        return
+    other = Verdict.PASS if offer.verdict is Verdict.REJECT else Verdict.REJECT
+    try:
+        correct(database, user, human_decision_id=offer.human_decision_id, verdict=other)
+    except CorrectionError as error:
+        outcome, failed = f"{offer.serial}: not undone: {error}.", True
+    else:
+        outcome, failed = f"{offer.serial}: {offer.verdict.value} undone, now {other.value} (the correction is in the audit log).", False
+    st.session_state[UNDO_KEY] = replace(offer, outcome=outcome, failed=failed)
+    st.session_state[REFRESH_KEY] = True
+
+
+def _change_line() -> None:
+    """Another line: the phone held now goes back to the queue (not a skip), and the next comes from that line."""
+    item = st.session_state.get(TASK_KEY)
+    if item is not None:
+        give_back(database, user, task_id=item.task_id)
+    st.session_state[TASK_KEY] = None
+
+
+def undo_bar() -> None:
+    """The last verdict, with a button that takes it back while the window is open (U)."""
+    offer: UndoOffer | None = st.session_state.get(UNDO_KEY)
+    if offer is None:
+        return
+    if st.session_state.pop(REFRESH_KEY, False):
+        st.rerun(scope="app")  # the rest of the page (your verdicts, the countdown's timer) shows the correction too
+    if offer.outcome is not None:
+        (st.error if offer.failed else st.success)(offer.outcome)
+        return
+    left = offer.until - time.monotonic()
+    if left <= 0:
+        st.caption(f"{offer.serial}: {offer.verdict.value} recorded. To change it now, use *Correct one of your verdicts* below.")
+        return
+    other = Verdict.PASS if offer.verdict is Verdict.REJECT else Verdict.REJECT
+    text, button = st.columns([3, 2], vertical_alignment="center")
+    text.info(f"**{offer.serial}: {offer.verdict.value} recorded.** Wrong key? Take it back for {left:.0f} more s.")
+    button.button(f"Undo: make it {other.value.upper()}", key="review.undo", shortcut="U", width="stretch", on_click=_undo)
+
+
+def correction_form() -> None:
+    """Correct one of your own earlier verdicts, with a reason: a new, linked record."""
+    with st.expander("Correct one of your verdicts"):
+        recent = my_recent_decisions(database, user)
+        if not recent:
+            st.caption("You have not judged a phone yet.")
+            return
+        chosen = st.selectbox(
+            "Your verdict",
+            recent,
+            format_func=lambda d: (
+                f"{d.serial} · {d.verdict.value}{' (corrected)' if d.corrections else ''} · {local_time(d.decided_at, settings.plant_timezone)}"
+            ),
+            key="review.fix.decision",
+        )
+        reason = st.text_input("Why (kept in the audit log)", key="review.fix.reason")
+        if chosen is None:
+            return
+        other = Verdict.PASS if chosen.verdict is Verdict.REJECT else Verdict.REJECT
+        if st.button(f"Change {chosen.serial} to {other.value}", key="review.fix.apply"):
+            try:
+                correct(database, user, human_decision_id=chosen.human_decision_id, verdict=other, reason=reason)
+            except CorrectionError as error:
+                st.error(str(error))
+            else:
+                st.success(f"{chosen.serial}: now {other.value}. The first verdict stays on record, with your correction linked to it.")
+
+
+def queue_header() -> None:
+    """The line filter, how many phones wait and how long the oldest has waited."""
+    names = [ALL_LINES, *(line.name for line in lines)]
+    pick, count, age = st.columns([2, 1, 1], vertical_alignment="bottom")
+    pick.selectbox("Line", names, key="review.line", on_change=_change_line, help="A supervisor works one line: only its phones are offered.")
+    summary = waiting(database, line_id=_line_id())
+    count.metric("Waiting", summary.waiting)
+    if summary.oldest_at is not None:
+        seconds = max(0.0, (datetime.now(UTC) - summary.oldest_at).total_seconds())
+        age.metric("Oldest waits", f"{seconds / 60:.0f} min" if seconds >= 120 else f"{seconds:.0f} s")
+    else:
+        age.metric("Oldest waits", "-")
+
+
+queue_header()
 if st.session_state.get(TASK_KEY) is None:
     _take_next()
 item = st.session_state.get(TASK_KEY)
 
-if last := st.session_state.pop("review.last", None):
+if last := st.session_state.pop(LAST_KEY, None):
     st.toast(last)
+# The undo bar counts down on its own (a fragment rerun each second) only while an undo is on offer.
+_offer = st.session_state.get(UNDO_KEY)
+st.fragment(undo_bar, run_every=1.0 if _offer is not None and _offer.outcome is None else None)()
+blur_after_click([*DECISION_KEYS, "review.line"], key="review.blur")
 
 if item is None:
     st.success("Nothing waits for a person right now. New phones appear here as the worker routes them.")
     if st.button("Check again", key="review.refresh"):
         st.rerun()
+    correction_form()
     st.stop()
 
 boxes = []
@@ -81,7 +213,9 @@ with left:
         st.image(image, width="stretch")
 with right:
     st.subheader(f"`{item.serial}`")
-    st.caption(f"Captured {local_time(item.captured_at, settings.plant_timezone)} · {item.kind} · rule {item.rule}")
+    st.caption(f"{item.line_name} · captured {local_time(item.captured_at, settings.plant_timezone)} · {item.kind} · rule {item.rule}")
+    if item.skipped_at is not None:
+        st.warning("You skipped this phone before; it is back because nothing else waits for you.")
     if item.kind == "audit":
         st.info("Audit: the model has already decided this phone. Judge it as if it had not.")
     if item.show_model_boxes:
@@ -90,5 +224,6 @@ with right:
         st.caption("Judge on your own: at this level the model's opinion is not shown.")
     st.button("PASS", key="review.pass", shortcut="P", type="secondary", width="stretch", on_click=_judge, args=(Verdict.PASS,))
     st.button("REJECT", key="review.reject", shortcut="X", type="primary", width="stretch", on_click=_judge, args=(Verdict.REJECT,))
-    st.button("Skip (give back)", key="review.skip", shortcut="S", width="stretch", on_click=_skip)
-    st.caption("Keys: P pass · X reject · S skip. The next phone loads at once.")
+    st.button("Skip (to the back)", key="review.skip", shortcut="S", width="stretch", on_click=_skip)
+    st.caption(f"Keys: P pass · X reject · S skip · U undo (for {UNDO_SECONDS:.0f} s). The next phone loads at once.")
+correction_form()

@@ -52,6 +52,7 @@ def add_phones(
                     latency_ms=15.0,
                 )
             )
-            session.add(Routing(inspection_id=inspection.id, level="shadow", decider="human", rule="shadow", reason="test"))
+            # Marked as the random audit sample, so that the phones count as evidence at every rung.
+            session.add(Routing(inspection_id=inspection.id, level="shadow", decider="human", rule="shadow", reason="test", audit=True))
             human = ("pass" if verdict == "reject" else "reject") if rng.random() < human_disagrees else verdict
             session.add(HumanDecision(inspection_id=inspection.id, user_name="sim", is_simulated=True, verdict=human, saw_model_boxes=False))

@@ -234,3 +234,17 @@ def test_drift_checks_still_run_while_workers_are_killed_every_few_dozen_phones(
     assert kills >= 6
     # A check is due every 50 phones and every worker lived for ~35: an in-memory count would never reach it.
     assert checks >= 2, f"{checks} drift checks over 260 phones and {kills} killed workers"
+
+
+def test_bench_admission_reports_the_share_sent_to_people_with_its_interval(settings, tmp_path):
+    output = tmp_path / "admission.json"
+    result = subprocess.run(
+        cli("bench", "admission", "--images", "30", "--output", str(output)), env=cli_env(settings), capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    assert "sent to people" in result.stdout and "95 % CI" in result.stdout
+    import json
+
+    report = json.loads(output.read_text())
+    assert report["phones"] == 30 and report["refused"] <= 3 and report["defective_phones"] > 0
+    assert report["refused_rate_ci95"][0] <= report["refused_rate"] <= report["refused_rate_ci95"][1]

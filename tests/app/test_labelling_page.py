@@ -37,7 +37,7 @@ def _seed(database, settings) -> None:
 
 def _set_boxes(at, item, boxes: list[dict]) -> None:
     """What the box editor sends when the engineer has finished drawing (the browser test drives the real mouse)."""
-    at.session_state[f"labelling.editor.{item.inspection_id}"] = {"boxes": boxes}
+    at.session_state[f"labelling.editor.{item.inspection_id}"] = {"drawing": {"revision": str(item.inspection_id), "boxes": boxes}}
 
 
 def _page(app_for, name: str, role: Role = Role.ENGINEER):
@@ -167,3 +167,54 @@ def test_labels_that_disagree_are_settled_later_from_their_own_list(database, se
         assert [label.adjudicated for label in labels_of(session=session, inspection_id=first.inspection_id) if label.labeller == "eli"] == [True]
         entries, _ = audit.search(session=session, action_prefix="label.adjudicate")
     assert entries[["actor", "note"]].values.tolist() == [["ana", "the mark wipes off"]]
+
+
+def test_the_phone_stays_in_the_editor_while_new_phones_arrive(database, settings, app_for) -> None:
+    _seed(database, settings)
+    at = _page(app_for, "erin")
+    held = at.session_state["labelling.current"]
+    # The line keeps running: newer disagreements rank above the phone in the editor.
+    with database.read() as session:
+        line = get_line(session=session, name="line-1")
+    simulate_line(
+        database,
+        settings,
+        line_id=line.id,
+        line_name=line.name,
+        scenario=get_scenario("new-defect").with_ramp(0, 0),
+        count=8,
+        rate=1000,
+        seed=13,
+        inspector=None,
+    )
+    Worker(database, settings).run(until_empty=True)
+    SimulatedInspector(miss_rate=0.0, false_reject_rate=0.5).answer_open_tasks(database, line_id=line.id)
+    with database.read() as session:
+        assert label_queue(session=session, labeller="erin", limit=1)[0].inspection_id != held, "the test needs a new best-first phone"
+        item = next(i for i in label_queue(session=session, labeller="erin", limit=500) if i.inspection_id == held)
+    _set_boxes(at, item, [{"class_name": "scratch", "x1": 20, "y1": 30, "x2": 60, "y2": 50}])
+    at.run()  # drawing reruns the page
+    assert at.session_state["labelling.current"] == held, "a new phone must not take the editor"
+    at.button(key="labelling.save").click().run()
+    assert not at.exception
+    with database.read() as session:
+        labels = labels_of(session=session, inspection_id=held)
+    assert [(label.labeller, label.verdict, [b.as_dict() for b in label.boxes]) for label in labels] == [
+        ("erin", Verdict.REJECT, [{"class_name": "scratch", "x1": 20.0, "y1": 30.0, "x2": 60.0, "y2": 50.0}])
+    ]
+    assert at.session_state["labelling.current"] != held, "after the save the best phone comes next"
+
+
+def test_a_save_of_boxes_drawn_on_another_phone_is_refused(database, settings, app_for) -> None:
+    _seed(database, settings)
+    at = _page(app_for, "erin")
+    held = at.session_state["labelling.current"]
+    at.session_state[f"labelling.editor.{held}"] = {
+        "drawing": {"revision": str(held + 1), "boxes": [{"class_name": "chip", "x1": 5, "y1": 5, "x2": 50, "y2": 40}]}
+    }
+    at.run()
+    at.button(key="labelling.save").click().run()
+    assert not at.exception
+    assert any("not on phone" in e.value for e in at.error), [e.value for e in at.error]
+    with database.read() as session:
+        assert labels_of(session=session, inspection_id=held) == [] and labels_of(session=session, inspection_id=held + 1) == []

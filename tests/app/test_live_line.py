@@ -46,3 +46,26 @@ def test_live_line_on_an_empty_line_says_what_to_do(database, app_for):
     at.run()
     assert not at.exception
     assert any("shadowline simulate" in i.value for i in at.info)
+
+
+def test_live_line_says_why_the_model_may_not_decide_a_phone(database, settings, app_for, shipped_model_dir):
+    """A lens cap: the phones go to people, and the Live line says the frame is not like the reference."""
+    from dataclasses import replace
+
+    from core.line_simulator import queue_simulated_phone
+    from core.vocabulary import AutomationLevel
+    from db.lines import set_level
+
+    with database.write() as session:
+        line = get_line(session=session, name="line-1")
+        set_level(session=session, line_id=line.id, level=AutomationLevel.FULL, actor="test")
+    scenario = replace(get_scenario("lens-cap"), onset=0)
+    for index in range(3):
+        queue_simulated_phone(database, settings, line_id=line.id, line_name=line.name, scenario=scenario, seed=3, index=index)
+    Worker(database, settings).run(until_empty=True)
+    at = app_for()
+    at.session_state["auth.user"] = CurrentUser("someone", Role.SUPERVISOR)
+    at.run()
+    assert not at.exception
+    notes = [m.value for m in at.markdown if "Not like the model's reference" in m.value]
+    assert len(notes) == 3 and all("out of range: brightness" in n for n in notes)

@@ -97,3 +97,80 @@ def test_signed_out_visitors_see_only_the_sign_in_form(database, app_for):
     at.button[0].click().run()
     assert any("Wrong user name or password" in e.value for e in at.error)
     assert "auth.user" not in at.session_state
+
+
+def test_skip_hands_over_another_phone_and_says_so(database, settings, app_for, shipped_model_dir):
+    _seed(database, settings, 2)
+    at = _signed_in(app_for, SUPERVISOR).run()
+    at.switch_page("../pages/review_queue.py").run()
+    first = at.session_state["review.task"]
+    at.button(key="review.skip").click().run()
+    assert not at.exception
+    second = at.session_state["review.task"]
+    assert second.inspection_id != first.inspection_id, "a skip moves on"
+    assert any("back of your queue" in t.value for t in at.toast)
+    at.button(key="review.skip").click().run()
+    # Only skipped phones are left: the first comes back, and the page says why.
+    assert at.session_state["review.task"].inspection_id == first.inspection_id
+    assert any("skipped this phone before" in w.value for w in at.warning)
+
+
+def test_a_verdict_can_be_undone_and_the_readers_use_the_correction(database, settings, app_for, shipped_model_dir):
+    from db.corrections import final_verdict
+    from db.models import DecisionCorrection
+
+    _seed(database, settings, 2)
+    at = _signed_in(app_for, SUPERVISOR).run()
+    at.switch_page("../pages/review_queue.py").run()
+    first = at.session_state["review.task"]
+    at.button(key="review.reject").click().run()
+    assert not at.exception
+    assert any(f"{first.serial}: reject recorded" in i.value for i in at.info)
+    at.button(key="review.undo").click().run()
+    assert not at.exception
+    assert any("reject undone, now pass" in s.value for s in at.success)
+    assert at.session_state["review.task"].inspection_id != first.inspection_id, "the next phone stays in front of the supervisor"
+    mine = at.selectbox(key="review.fix.decision").value
+    assert (mine.serial, mine.verdict, mine.corrections) == (first.serial, Verdict.PASS, 1), "your verdicts show the correction"
+    with database.read() as session:
+        correction = session.scalar(select(DecisionCorrection))
+        verdict_now = session.scalar(select(final_verdict()).where(FinalDecision.inspection_id == first.inspection_id))
+        final = session.get(FinalDecision, first.inspection_id)
+    assert (correction.verdict, correction.is_undo, correction.corrected_by) == ("pass", True, "sam")
+    assert (final.verdict, verdict_now) == ("reject", "pass"), "the final decision row is untouched; readers see the correction"
+
+
+def test_an_earlier_verdict_is_corrected_with_a_reason(database, settings, app_for, shipped_model_dir):
+    _seed(database, settings, 2)
+    at = _signed_in(app_for, SUPERVISOR).run()
+    at.switch_page("../pages/review_queue.py").run()
+    first = at.session_state["review.task"]
+    at.button(key="review.pass").click().run()
+    assert at.selectbox(key="review.fix.decision").value.serial == first.serial
+    second = at.session_state["review.task"]
+    at.button(key="review.reject").click().run()
+    assert at.selectbox(key="review.fix.decision").value.serial == second.serial, "the newest verdict is offered first"
+    at.selectbox(key="review.fix.decision").select_index(1).run()
+    at.text_input(key="review.fix.reason").input("a scratch I missed under the glare")
+    at.button(key="review.fix.apply").click().run()
+    assert not at.exception
+    assert any(f"{first.serial}: now reject" in s.value for s in at.success)
+
+
+def test_the_queue_shows_what_waits_and_filters_by_line(database, settings, app_for, shipped_model_dir):
+    from db import audit
+    from db.lines import add_line
+
+    _seed(database, settings, 3)
+    with database.write() as session:
+        add_line(session=session, name="line-9", actor=audit.SYSTEM_ACTOR)
+    at = _signed_in(app_for, SUPERVISOR).run()
+    at.switch_page("../pages/review_queue.py").run()
+    assert at.session_state["review.task"].line_name == "line-1"
+    assert at.metric[0].value == "3"
+    at.selectbox(key="review.line").select("line-9").run()
+    assert not at.exception
+    assert at.session_state["review.task"] is None
+    assert any("Nothing waits" in s.value for s in at.success)
+    at.selectbox(key="review.line").select("line-1").run()
+    assert at.session_state["review.task"].serial == "SN-31-000000", "the phone given back for another line keeps its place"

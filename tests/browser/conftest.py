@@ -117,7 +117,14 @@ def served_app(served_env):
     SimulatedInspector(miss_rate=0.5, false_reject_rate=0.3).answer_open_tasks(database, line_id=line.id, limit=11)
     _seed_drifting_line(database, settings)
     database.dispose()
+    server, url = _serve(env)
+    yield url
+    server.terminate()
+    server.wait(timeout=20)
 
+
+def _serve(env: dict[str, str]) -> tuple[subprocess.Popen, str]:
+    """Start the app on a free port; returns the process and its base URL once it answers."""
     port = _free_port()
     command = [
         sys.executable,
@@ -140,15 +147,67 @@ def served_app(served_env):
     while time.monotonic() < deadline:
         try:
             if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
-                break
+                return server, url
         except OSError:
             time.sleep(0.5)
-    else:
-        server.kill()
-        pytest.fail("the app did not start")
-    yield url
-    server.terminate()
-    server.wait(timeout=20)
+    server.kill()
+    pytest.fail("the app did not start")
+
+
+#: The running line's fixture feeds two lines: line-1 answered by the simulated inspector (phones worth
+#: a label keep arriving), line-2 left to people (the review queue keeps filling).
+REVIEW_LINE = "line-2"
+
+
+@pytest.fixture(scope="module")
+def running_line(tmp_path_factory):
+    """A fresh installation with the worker and two simulated lines running *during* the test, and the app.
+
+    ``shadowline worker`` and ``shadowline simulate --rate 2 --count N`` run as subprocesses against the
+    test's own data folder, bounded by their counts and stopped at the end. Yields the base URL and
+    the environment (read the database through ``load_settings(env)``).
+    """
+    root = tmp_path_factory.mktemp("running-line")
+    env = dict(os.environ, SHADOWLINE_DATA_DIR=str(root / "data"), SHADOWLINE_MODELS_DIR=str(PROJECT_ROOT / "models"), PYTHONUNBUFFERED="1")
+    settings = load_settings(env)
+    database = open_database(settings)
+    initialize(database, settings)
+    with database.write() as session:
+        for name, role in ROLES.items():
+            add_user(session=session, name=name, role=role, password=PASSWORDS[name], actor="test")
+    database.dispose()
+    cli = [sys.executable, "-m", "core.cli"]
+    subprocess.run([*cli, "line", "add", REVIEW_LINE], env=env, check=True, capture_output=True, timeout=120)
+    logs = root / "logs"
+    logs.mkdir()
+    feeds = {
+        "worker": [*cli, "worker", "--threads", "1", "--batch-size", "4"],
+        "line-1": [*cli, "simulate", "--line", "line-1", "--rate", "2", "--count", "500", "--seed", "81", "--miss-rate", "0.4", "--false-reject-rate", "0.2"],
+        REVIEW_LINE: [*cli, "simulate", "--line", REVIEW_LINE, "--rate", "2", "--count", "300", "--seed", "82", "--inspector", "none"],
+    }
+    processes = [
+        subprocess.Popen(command, env=env, cwd=PROJECT_ROOT, stdout=(logs / f"{name}.log").open("w"), stderr=subprocess.STDOUT)
+        for name, command in feeds.items()
+    ]
+    server, url = _serve(env)
+    try:
+        yield url, env
+    finally:
+        for process in [server, *processes]:
+            process.terminate()
+        for process in [server, *processes]:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+@pytest.fixture
+def screen_page(browser):
+    """A page at 1440x900, the size the walk of the floor was done at."""
+    context = browser.new_context(viewport={"width": 1440, "height": 900})
+    yield context.new_page()
+    context.close()
 
 
 @pytest.fixture(scope="session")

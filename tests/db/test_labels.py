@@ -99,3 +99,18 @@ def test_labels_that_disagree_wait_for_adjudication_until_someone_settles_them(d
     with database.read() as session:
         assert awaiting_adjudication(session=session) == [c]
         assert truths(session=session, inspection_ids=[a])[a].labeller == "eli"
+
+
+def test_a_label_is_saved_only_for_the_phone_its_boxes_were_drawn_on(database, drift_reference) -> None:
+    from core.labelling import LabelMismatchError
+
+    add_phones(database, drift_reference, 20, seed=2, human_disagrees=0.3)
+    with database.read() as session:
+        first, second = label_queue(session=session, labeller="erin", limit=2)
+    with pytest.raises(LabelMismatchError, match="drawn on phone"):
+        save_label(database, ERIN, inspection_id=first.inspection_id, verdict=Verdict.REJECT, boxes=CHIP, drawn_on=second.inspection_id)
+    with database.read() as session:
+        assert labels_of(session=session, inspection_id=first.inspection_id) == []
+    save_label(database, ERIN, inspection_id=first.inspection_id, verdict=Verdict.REJECT, boxes=CHIP, drawn_on=first.inspection_id)
+    with database.read() as session:
+        assert [label.labeller for label in labels_of(session=session, inspection_id=first.inspection_id)] == ["erin"]

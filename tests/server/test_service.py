@@ -15,6 +15,7 @@ from core.server.service import InspectionService
 from core.vocabulary import Verdict
 from db import audit
 from db.api_keys import revoke_key
+from db.corrections import correct_decision
 from db.lines import add_line, get_line, set_answer_settings, update_settings
 from db.models import FinalDecision, GateAnswer, Inspection, Prediction, ReviewTask, Routing
 from db.reviews import claim_next_task, record_human_decision
@@ -272,7 +273,7 @@ def test_a_persons_verdict_reaches_the_line_through_the_cursor(client, key, data
     time.sleep(0.5)
     with database.write() as session:
         item = claim_next_task(session=session, reviewer="sam")
-        record_human_decision(session=session, task_id=item.task_id, reviewer="sam", verdict=Verdict.REJECT)
+        decision_id = record_human_decision(session=session, task_id=item.task_id, reviewer="sam", verdict=Verdict.REJECT)
     follower.join(30)
     [event] = result["page"]["decisions"]
     assert (event["inspection_id"], event["serial"], event["verdict"], event["decided_by"], event["gate_action"]) == (
@@ -287,6 +288,12 @@ def test_a_persons_verdict_reaches_the_line_through_the_cursor(client, key, data
     assert client.get("/v1/lines/line-1/inspections", headers=headers, params={"serial": "SN-hold"}).json()["inspection_id"] == answer["inspection_id"]
     after = client.get("/v1/lines/line-1/decisions", headers=headers, params={"after": result["page"]["cursor"]}).json()
     assert after["decisions"] == []
+    # A person's correction is a new row; the service reads the verdict as it stands.
+    with database.write() as session:
+        correct_decision(session=session, human_decision_id=decision_id, actor="sam", verdict=Verdict.PASS, reason="the mark wipes off")
+    assert client.get(f"/v1/inspections/{answer['inspection_id']}", headers=headers).json()["final"]["verdict"] == "pass"
+    [again] = client.get("/v1/lines/line-1/decisions", headers=headers, params={"after": start["cursor"]}).json()["decisions"]
+    assert again["verdict"] == "pass"
 
 
 def _jpeg(image) -> bytes:
