@@ -71,6 +71,22 @@ class CheckOutcome:
     stepped_down: tuple[str, str] | None = None
 
 
+def _store_raised(session: Session, line: LineConfig, alarm: DriftAlarm, alarms: dict[str, DriftAlarm], *, note: str) -> None:
+    """Store a newly raised (or re-raised) alarm, keep it in ``alarms`` and audit it."""
+    session.add(alarm)
+    session.flush()
+    alarms[alarm.metric] = alarm
+    audit.record(
+        session=session,
+        actor=audit.SYSTEM_ACTOR,
+        action="drift.alarm_raised",
+        entity="drift_alarm",
+        entity_id=alarm.id,
+        after={"line": line.name, "metric": alarm.metric, "severity": alarm.severity, "statistic": alarm.statistic, "score": alarm.score},
+        note=f"{METRIC_BY_NAME[alarm.metric].label}: {note}",
+    )
+
+
 class DriftMonitor:
     """Checks lines for drift; keeps references loaded between checks."""
 
@@ -218,19 +234,8 @@ class DriftMonitor:
                     last_seen_at=now,
                     check_id=check_id,
                 )
-                session.add(alarm)
-                session.flush()
-                alarms[verdict.metric] = alarm
+                _store_raised(session, line, alarm, alarms, note=verdict.reason)
                 outcome.raised.append(verdict.metric)
-                audit.record(
-                    session=session,
-                    actor=audit.SYSTEM_ACTOR,
-                    action="drift.alarm_raised",
-                    entity="drift_alarm",
-                    entity_id=alarm.id,
-                    after={"line": line.name, "metric": verdict.metric, "severity": alarm.severity, "statistic": verdict.statistic, "score": verdict.score},
-                    note=f"{METRIC_BY_NAME[verdict.metric].label}: {verdict.reason}",
-                )
                 return
             alarm.last_seen_at = now
             alarm.cleared_at = None
@@ -345,18 +350,7 @@ class DriftMonitor:
                 alarm.last_seen_at = now
                 alarm.cleared_at = None
                 alarm.acknowledged_at = alarm.acknowledged_by = alarm.acknowledgement_note = None
-                session.add(alarm)
-                session.flush()
-                alarms[ADMISSION_METRIC] = alarm
-                audit.record(
-                    session=session,
-                    actor=audit.SYSTEM_ACTOR,
-                    action="drift.alarm_raised",
-                    entity="drift_alarm",
-                    entity_id=alarm.id,
-                    after={"line": line.name, "metric": ADMISSION_METRIC, "severity": Severity.SEVERE.value, "statistic": "run", "score": run},
-                    note=f"{METRIC_BY_NAME[ADMISSION_METRIC].label}: {reason}. Is the camera covered, dirty or pointed elsewhere?",
-                )
+                _store_raised(session, line, alarm, alarms, note=f"{reason}. Is the camera covered, dirty or pointed elsewhere?")
                 done = f"severe alarm: {reason}"
             else:
                 alarm.last_seen_at = now
