@@ -39,7 +39,9 @@ def installation(tmp_path: Path):
     database.dispose()
 
 
-def _wait(database, job_id: int, statuses: set[str], seconds: float = 240.0):
+def _wait(database, job_id: int, statuses: set[str], seconds: float = 900.0):
+    # A generous bound: the job trains on two cores that may be shared with other work; this is
+    # a hang guard, not a timing.
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         job = get_job(database, job_id)
