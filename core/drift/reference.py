@@ -173,6 +173,7 @@ def compute_model_reference(
     *,
     detector: Any = None,
     progress: Callable[[str], None] = print,
+    description: str | None = None,
 ) -> Path:
     """Measure a model version's reference and store it beside its weights; returns the reference file.
 
@@ -192,7 +193,7 @@ def compute_model_reference(
         images = generated_images(data["recipe"])
         description = f"training and validation images of {card['version']} ({data['recipe']['train_count']} + {data['recipe']['val_count']}, generated)"
     else:
-        description = f"training and validation images of {card['version']}"
+        description = description or f"training and validation images of {card['version']}"
     detector = detector or Detector(folder)
     threshold = detector.info.decision_threshold
     samples_dir = folder / SAMPLES_DIR
