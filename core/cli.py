@@ -103,8 +103,17 @@ def _cmd_dataset_export(args: argparse.Namespace) -> int:
     generated = DataRecipe(
         train_count=args.generated_train, val_count=args.generated_val, train_seed=args.generated_seed, val_seed=args.generated_seed + 1000, defect_rate=0.6
     )
+    classes = None
+    if args.for_model:
+        from core.detector.card import ModelError, class_list, read_card
+
+        try:
+            classes = tuple(class_list(read_card(_model_folder(args.for_model))))
+        except ModelError as error:
+            raise CommandError(f"--for-model: {error}") from None
     try:
-        root = export_dataset(_database(), get_settings(), ExportRecipe(name=args.name, line=args.line, val_share=args.val_share, generated=generated))
+        recipe = ExportRecipe(name=args.name, line=args.line, val_share=args.val_share, generated=generated, classes=classes)
+        root = export_dataset(_database(), get_settings(), recipe)
     except DatasetError as error:
         raise CommandError(str(error)) from None
     print(root)
@@ -1309,6 +1318,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--generated-train", type=_int(0), default=200)
     export.add_argument("--generated-val", type=_int(0), default=40)
     export.add_argument("--generated-seed", type=_int(0), default=5000)
+    export.add_argument("--for-model", metavar="VERSION", help="label classes mapped to this version's (default: the line's active version's)")
     export.set_defaults(handler=_cmd_dataset_export)
     dataset_import = dataset_commands.add_parser(
         "import", help="check and store a plant's YOLO (data.yaml) or COCO (JSON + images) data set as DATA_DIR/datasets/NAME"

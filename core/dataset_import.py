@@ -114,7 +114,13 @@ def _yolo_split_images(root: Path, entry: Any, data_yaml: Path) -> list[Path]:
         where = Path(str(value))
         where = where if where.is_absolute() else root / where
         if where.is_dir():
-            images += sorted(p for p in where.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+            found = sorted(p for p in where.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+            images += found
+            # A label file whose image is gone: the image is missing (listed under its would-be name).
+            labels = _yolo_label_path(where / "x.jpg").parent
+            stems = {_yolo_label_path(p) for p in found}
+            if labels.is_dir() and labels != where:
+                images += [where / label.relative_to(labels).with_suffix("") for label in sorted(labels.rglob("*.txt")) if label not in stems]
         elif where.is_file() and where.suffix == ".txt":  # a list of image paths, one a line
             for line in where.read_text().splitlines():
                 if line.strip():
