@@ -77,7 +77,9 @@ def list_models(*, session: Session) -> list[dict[str, object]]:
         roles = [f"active on {line.name}" for line in lines if line.active_model_id == model.id]
         roles += [f"candidate on {line.name}" for line in lines if line.candidate_model_id == model.id]
         roles += [f"previous on {line.name}" for line in lines if line.previous_model_id == model.id]
-        normal = (model.card or {}).get("evaluation", {}).get("normal", {})
+        evaluations = (model.card or {}).get("evaluation") or {}
+        # A trained version's headline is its `normal` scenario; an imported one's the plant's held-out images.
+        normal = evaluations.get("normal") or evaluations.get("held_out") or {}
         rows.append(
             {
                 "id": model.id,
@@ -91,6 +93,7 @@ def list_models(*, session: Session) -> list[dict[str, object]]:
                 "phone_recall": normal.get("phone_recall"),
                 "false_reject_rate": normal.get("false_reject_rate"),
                 "decision_threshold": (model.card or {}).get("decision_threshold"),
+                "classes": ", ".join(class_list(model.card or {})),
             }
         )
     return rows
