@@ -104,23 +104,15 @@ def test_a_plants_model_and_images_go_from_usb_stick_to_shadow_with_their_own_cl
     run(capsys, "model", "candidate", "--line", "line-1", "--version", "plant-v1", "--as", "erin")
     with database.read() as session:
         line = get_line(session=session, name="line-1")
-    for index in range(3):
+    new_defect = get_scenario("new-defect").with_ramp(0, 0)
+    simulate_line(database, settings, line_id=line.id, line_name=line.name, scenario=new_defect, count=8, rate=1000, seed=12, inspector=None)
+    Worker(database, settings).run(until_empty=True)
+    SimulatedInspector(miss_rate=0.0, false_reject_rate=0.2).answer_open_tasks(database, line_id=line.id)
+    for index in range(3):  # and the plant's own photographs
         image, _ = plant_photo(700 + index, 320, 240)
         cv2.imwrite(str(tmp_path / f"plant-{index}.png"), image)
         ingest_file(database, settings, line_id=line.id, line_name=line.name, path=tmp_path / f"plant-{index}.png")
-    simulate_line(
-        database,
-        settings,
-        line_id=line.id,
-        line_name=line.name,
-        scenario=get_scenario("new-defect").with_ramp(0, 0),
-        count=8,
-        rate=1000,
-        seed=12,
-        inspector=None,
-    )
     Worker(database, settings).run(until_empty=True)
-    SimulatedInspector(miss_rate=0.0, false_reject_rate=0.2).answer_open_tasks(database, line_id=line.id)
     with database.read() as session:
         candidate = session.scalars(select(Prediction).where(Prediction.is_candidate.is_(True))).all()
         assert len(candidate) == 11 and {p.model_version.version for p in candidate} == {"plant-v1"}
