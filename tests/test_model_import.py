@@ -127,3 +127,46 @@ def test_a_data_set_with_a_missing_image_and_a_box_outside_is_refused_file_by_fi
     assert code == 0 and "5 images" in out and "1 problem(s) skipped" in out
     manifest = json.loads((settings.data_dir / "datasets" / "plant-coco" / "manifest.json").read_text())
     assert set(manifest["classes"]) == set(PLANT_CLASSES) and any("not-there.png" in s for s in manifest["skipped"])
+
+
+@pytest.mark.parametrize(
+    ("imgsz", "aspect", "expected"),
+    [
+        (320, 4 / 3, (256, 320)),  # the shipped line's 4:3 camera: the shipped model's input
+        (640, 2448 / 2048, (544, 640)),  # a 5 MP camera, about 6:5
+        (640, 1280 / 1024, (512, 640)),  # 5:4
+        (640, 16 / 9, (384, 640)),  # 16:9 (360 rounded up to the stride)
+        (640, 3 / 4, (640, 480)),  # a camera mounted upright
+        (64, 4 / 3, (64, 64)),  # too small to save anything: 48 rounds up to the stride
+    ],
+)
+def test_the_onnx_input_follows_the_cameras_aspect(imgsz, aspect, expected):
+    from core.model_import import onnx_input_for
+
+    assert onnx_input_for(imgsz, 32, aspect) == expected
+
+
+def test_a_pt_exported_for_a_wide_camera_and_its_onnx_import_keep_the_plants_classes(plant, plant_best_pt, capsys):
+    settings, database = plant
+    code, _, err = run(capsys, "model", "import", str(plant_best_pt), "--version", "plant-wide", "--camera", "2560x1080", "--as", "erin")
+    assert code == 0, err
+    card = json.loads((settings.models_dir / "plant-wide" / "card.json").read_text())
+    assert card["onnx_input"] == [32, 64] and card["classes"] == {"0": "crack", "1": "stain"}
+    from core.detector.adapter import Detector
+    from tests.plant_data import plant_photo
+
+    image, _ = plant_photo(3, 2560, 1080)
+    detections = Detector(settings.models_dir / "plant-wide").detect(image, min_confidence=0.0)
+    assert detections.image_size == (2560, 1080) and (detections.xyxy[:, [0, 2]] <= 2560).all() and (detections.xyxy[:, [1, 3]] <= 1080).all()
+    assert set(detections.class_names.values()) == {"crack", "stain"}
+
+    # The ONNX that export wrote carries the names and input size: importing it alone needs nothing else.
+    code, _, err = run(capsys, "model", "import", str(settings.models_dir / "plant-wide" / "model.onnx"), "--version", "plant-wide-onnx", "--as", "erin")
+    assert code == 0, err
+    onnx_card = json.loads((settings.models_dir / "plant-wide-onnx" / "card.json").read_text())
+    assert onnx_card["classes"] == card["classes"] and onnx_card["onnx_input"] == [32, 64] and onnx_card["source"]["kind"] == "onnx"
+    assert set(onnx_card["weights"]) == {"model.onnx"}
+    assert {"plant-wide", "plant-wide-onnx"} <= set(registered(database))
+    # and a version name is never taken twice
+    code, _, err = run(capsys, "model", "import", str(plant_best_pt), "--version", "plant-wide", "--as", "erin")
+    assert code == 1 and "already exists" in err
