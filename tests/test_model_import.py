@@ -146,7 +146,7 @@ def test_the_onnx_input_follows_the_cameras_aspect(imgsz, aspect, expected):
     assert onnx_input_for(imgsz, 32, aspect) == expected
 
 
-def test_a_pt_exported_for_a_wide_camera_and_its_onnx_import_keep_the_plants_classes(plant, plant_best_pt, capsys):
+def test_a_pt_exported_for_a_wide_camera_and_its_onnx_import_keep_the_plants_classes(plant, plant_best_pt, tmp_path, capsys):
     settings, database = plant
     code, _, err = run(capsys, "model", "import", str(plant_best_pt), "--version", "plant-wide", "--camera", "2560x1080", "--as", "erin")
     assert code == 0, err
@@ -170,3 +170,15 @@ def test_a_pt_exported_for_a_wide_camera_and_its_onnx_import_keep_the_plants_cla
     # and a version name is never taken twice
     code, _, err = run(capsys, "model", "import", str(plant_best_pt), "--version", "plant-wide", "--as", "erin")
     assert code == 1 and "already exists" in err
+    # Fine-tuning starts from an imported version as from a shipped one, with the data set's classes.
+    write_yolo_dataset(tmp_path / "usb", train=6, val=3, size=(160, 120))
+    assert run(capsys, "dataset", "import", str(tmp_path / "usb"), "--name", "plant-set")[0] == 0
+    code, _, err = run(
+        capsys,
+        *("train", "--dataset", str(settings.data_dir / "datasets" / "plant-set"), "--version", "plant-wide-2"),
+        *("--init-from", str(settings.models_dir / "plant-wide"), "--epochs", "1", "--imgsz", "64", "--batch", "4", "--skip-evaluation"),
+    )
+    assert code == 0, err
+    tuned = json.loads((settings.models_dir / "plant-wide-2" / "card.json").read_text())
+    assert tuned["classes"] == {"0": "crack", "1": "stain"} and tuned["init_from"]["version"] == "plant-wide"
+    assert set(tuned["evaluation"]["held_out"]["per_class"]) <= {"crack", "stain"}
