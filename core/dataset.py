@@ -44,7 +44,8 @@ class ExportRecipe:
         min_labelled: Refuse to export fewer labelled phones than this.
         classes: The classes of the version the set is for, in its id order: labels (which keep
             class names) are mapped to them; a phone with a class they lack is left out and reported.
-            None: the line's active version's (or the shipped one's).
+            None: the line's active version's (without a line: the active version all lines share,
+            else the shipped one's).
     """
 
     name: str
@@ -64,7 +65,7 @@ def export_dataset(database: Any, settings: Settings, recipe: ExportRecipe, *, p
     """Write the data set; returns its folder."""
     from core.imaging import InvalidImageError, read_image
     from db.labels import truths
-    from db.lines import get_line
+    from db.lines import get_line, list_lines
     from db.models import Inspection
 
     if not recipe.name or "/" in recipe.name or recipe.name.startswith("."):
@@ -78,7 +79,11 @@ def export_dataset(database: Any, settings: Settings, recipe: ExportRecipe, *, p
         line = get_line(session=session, name=recipe.line) if recipe.line else None
         line_id = line.id if line else None
         labelled = truths(session=session, line_id=line_id)
-        classes = list(recipe.classes or (model_classes(session=session, model_id=line.active_model_id) if line else []))
+        if recipe.classes:
+            classes = list(recipe.classes)
+        else:  # the line's active version; for every line, their active version when they share one
+            active = {line.active_model_id} if line else {other.active_model_id for other in list_lines(session=session)}
+            classes = model_classes(session=session, model_id=active.pop()) if len(active) == 1 else []
         inspections = {i.id: (i.serial, i.image_path) for i in session.query(Inspection).filter(Inspection.id.in_(list(labelled))).all()} if labelled else {}
     if len(labelled) < recipe.min_labelled:
         raise DatasetError(f"{len(labelled)} labelled phones with an agreed or adjudicated label; the recipe needs at least {recipe.min_labelled}")

@@ -202,3 +202,27 @@ def test_cameras_of_many_sizes_go_through_ingest_worker_and_the_live_line_in_the
     at.run()
     assert not at.exception, at.exception
     assert sum(f"camera-{i}" in m.value for m in at.markdown for i in range(len(CAMERAS))) == len(CAMERAS)
+
+
+def test_an_engineer_imports_a_model_on_the_models_page(database, settings, app_for, detector):
+    """The page's import: the ONNX the lab exported (here the shipped model's) becomes a registered version; garbage is refused."""
+    at = app_for()
+    at.session_state["auth.user"] = CurrentUser("erin", Role.ENGINEER)
+    at.run()
+    at.switch_page("../pages/models.py").run()
+    assert not at.exception, at.exception
+    submit = next(b for b in at.button if b.label == "Import and register")
+    at.file_uploader(key="models.import_file").set_value(("best.pt", b"\x80\x02 not a checkpoint" * 20, "application/octet-stream"))
+    at.text_input(key="models.import_version").input("lab-garbage")
+    submit.click().run()
+    assert any("Refused: best.pt" in e.value for e in at.error), [e.value for e in at.error]
+    assert not (settings.models_dir / "lab-garbage").exists()
+
+    onnx_bytes = (PROJECT_ROOT / "models" / SHIPPED_MODEL_VERSION / "model.onnx").read_bytes()
+    at.file_uploader(key="models.import_file").set_value(("lab-export.onnx", onnx_bytes, "application/octet-stream"))
+    at.text_input(key="models.import_version").input("lab-onnx")
+    next(b for b in at.button if b.label == "Import and register").click().run()
+    assert not at.exception, at.exception
+    assert any("lab-onnx imported and registered: scratch, dent, chip" in s.value for s in at.success), [s.value for s in at.success]
+    registry = next(d.value for d in at.dataframe if "classes" in d.value.columns)
+    assert registry.set_index("version").loc["lab-onnx", "classes"] == "scratch, dent, chip"
