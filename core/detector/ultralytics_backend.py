@@ -226,7 +226,7 @@ def inspect_checkpoint(weights: Path) -> CheckpointFacts:
     try:
         model: Any = YOLO(str(weights))
     except Exception as error:  # Ultralytics raises many kinds for a file that is not its checkpoint
-        first = (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0].replace("ERROR ❌️ ", "").replace("ERROR ", "")[:200]
         raise ValueError(f"not a model file Ultralytics can load ({type(error).__name__}: {first})") from None
     network = model.model
     if isinstance(network, (str, Path)) or network is None:

@@ -18,10 +18,12 @@ from sqlalchemy import select
 
 from core import cli
 from core import settings as settings_module
+from core.admission import load_admitter
 from core.auth import CurrentUser
 from core.camera import get_scenario, render_run_phone
 from core.detector.adapter import Detector
 from core.detector.card import read_card, sha256_file
+from core.image_metrics import compute_input_metrics
 from core.ingest import ingest_file
 from core.labelling import LabelBox, save_label
 from core.line_simulator import SimulatedInspector, simulate_line
@@ -96,6 +98,14 @@ def test_a_plants_model_and_images_go_from_usb_stick_to_shadow_with_their_own_cl
     assert card["calibration"]["dataset"] == "plant-yolo" and card["evaluation"]["held_out"]["dataset"] == "plant-yolo"
     assert "plant-yolo" in card["reference"]["description"] and card["admission"]["images"] == 32
     run(capsys, "reference", "compute", "--model", "plant-v1", "--dataset", "plant-yolo")
+    # Its admission check knows the plant's camera (measured on its images), and no other.
+    plant_model = Detector(folder)
+    photo, _ = plant_photo(4242, 320, 240)
+    answer = load_admitter(plant_model).check(photo, compute_input_metrics(photo), plant_model.detect(photo).features)
+    assert answer.check != "camera", answer
+    big, _ = plant_photo(4243, 2448, 2048)
+    answer = load_admitter(plant_model).check(big, compute_input_metrics(big), plant_model.detect(big).features)
+    assert answer.check == "camera" and "2448x2048" in answer.reason, "another camera than the reference's is a person's to judge"
     with database.read() as session:
         registered = session.scalar(select(ModelVersion).where(ModelVersion.version == "plant-v1"))
         assert registered.card["decision_threshold"] == card["decision_threshold"], "the registry's copy of the card is up to date"
