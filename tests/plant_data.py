@@ -92,5 +92,5 @@ def train_tiny_plant_model(workdir: Path) -> Path:
     """Train a tiny Ultralytics detector (1 epoch, 64 px) on a generated YOLO set; returns its best.pt."""
     from core.detector import ultralytics_backend
 
-    data_yaml = write_yolo_dataset(workdir / "lab-data", train=12, val=4, seed=9000)
+    data_yaml = write_yolo_dataset(workdir / "lab-data", train=8, val=4, seed=9000)
     return ultralytics_backend.train(data_yaml, workdir / "runs", epochs=1, imgsz=64, batch=4, augment={"mosaic": 0.0})
