@@ -153,6 +153,8 @@ def inspect_pt(path: Path) -> ModelFacts:
         facts = ultralytics_backend.inspect_checkpoint(path)
     except ValueError as error:
         raise ModelImportError(f"{path.name}: {error}") from None
+    except ImportError:  # a runtime installed without the training libraries
+        raise ModelImportError(f"{path.name}: reading a .pt needs Ultralytics and torch, not installed here; import its ONNX export instead") from None
     if facts.task in _OTHER_TASKS:
         raise ModelImportError(f"{path.name} is {_OTHER_TASKS[facts.task]}, not a detection model: Shadowline needs a YOLO detector (boxes and classes)")
     if facts.task != "detect" or facts.model_class != "DetectionModel":
