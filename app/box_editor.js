@@ -56,6 +56,7 @@ function createEditor(root) {
     boxes: [],
     modelBoxes: [],
     classes: [],
+    colours: {},
     width: 1,
     height: 1,
     image: null,
@@ -66,7 +67,8 @@ function createEditor(root) {
   };
 
   const scale = () => canvas.width / editor.width;
-  const colourOf = (name) => COLOURS[Math.max(0, editor.classes.indexOf(name)) % COLOURS.length];
+  // The page sends each class's colour (the same as on every other page); the palette is a fallback.
+  const colourOf = (name) => editor.colours[name] || COLOURS[Math.max(0, editor.classes.indexOf(name)) % COLOURS.length];
 
   function emit() {
     editor.send(copyBoxes(editor.boxes));
@@ -341,6 +343,7 @@ function createEditor(root) {
       editor.width = data.width;
       editor.height = data.height;
       editor.classes = data.classes;
+      editor.colours = data.colours || {};
       editor.modelBoxes = copyBoxes(data.model_boxes);
       editor.boxes = copyBoxes(data.boxes);
       editor.selected = -1;

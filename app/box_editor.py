@@ -76,6 +76,7 @@ def box_editor(
             "boxes": start,
             "model_boxes": [_plain(b) for b in (model_boxes if model_boxes is not None else boxes)],
             "classes": classes,
+            "colours": {name: _css_colour(name) for name in classes},
             "revision": revision,
         },
         default={"drawing": {"revision": revision, "boxes": start}},
@@ -89,3 +90,11 @@ def box_editor(
 
 def _plain(box: dict[str, Any]) -> dict[str, Any]:
     return {"class_name": str(box["class_name"]), **{k: round(float(box[k]), 1) for k in ("x1", "y1", "x2", "y2")}}
+
+
+def _css_colour(name: str) -> str:
+    """The class's colour on every page (``app.widgets.class_colour``, BGR) as CSS ``#rrggbb``."""
+    from app.widgets import class_colour
+
+    b, g, r = class_colour(name)
+    return f"#{r:02x}{g:02x}{b:02x}"

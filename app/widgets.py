@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,13 @@ import streamlit as st
 
 from core.imaging import InvalidImageError, read_image
 
-BOX_COLOURS = {"scratch": (0, 0, 255), "dent": (0, 165, 255), "chip": (255, 0, 255)}
+#: BGR colours for boxes; a class keeps its colour on every page (chosen from its name, not from code).
+BOX_PALETTE = ((0, 0, 255), (0, 165, 255), (255, 0, 255), (0, 200, 0), (255, 128, 0), (0, 255, 255), (128, 0, 255), (255, 255, 0), (0, 128, 255), (128, 255, 0))
+
+
+def class_colour(name: str) -> tuple[int, int, int]:
+    """The BGR colour of a defect class: the same for a name everywhere, whatever version names it."""
+    return BOX_PALETTE[zlib.crc32(str(name).encode()) % len(BOX_PALETTE)]
 
 
 @st.cache_data(ttl=300, max_entries=256, show_spinner=False)
@@ -24,10 +31,20 @@ def annotated_image(path: str, boxes: tuple[tuple[Any, ...], ...]) -> np.ndarray
     except InvalidImageError:
         return None
     thickness = max(2, image.shape[1] // 300)
+    scale = max(0.45, image.shape[1] / 1400)  # labels readable on a 2448 px frame shown small
     for x1, y1, x2, y2, confidence, name in boxes:
-        colour = BOX_COLOURS.get(name, (0, 255, 255))
+        colour = class_colour(name)
         cv2.rectangle(image, (int(x1), int(y1)), (int(x2), int(y2)), colour, thickness)
-        cv2.putText(image, f"{name} {confidence:.2f}", (int(x1), max(12, int(y1) - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.45, colour, 1, cv2.LINE_AA)
+        cv2.putText(
+            image,
+            f"{name} {confidence:.2f}",
+            (int(x1), max(int(12 * scale / 0.45), int(y1) - 4)),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            scale,
+            colour,
+            thickness // 2,
+            cv2.LINE_AA,
+        )
     return np.ascontiguousarray(image[..., ::-1])
 
 

@@ -103,8 +103,29 @@ def _cmd_dataset_export(args: argparse.Namespace) -> int:
     generated = DataRecipe(
         train_count=args.generated_train, val_count=args.generated_val, train_seed=args.generated_seed, val_seed=args.generated_seed + 1000, defect_rate=0.6
     )
+    classes = None
+    if args.for_model:
+        from core.detector.card import ModelError, class_list, read_card
+
+        try:
+            classes = tuple(class_list(read_card(_model_folder(args.for_model))))
+        except ModelError as error:
+            raise CommandError(f"--for-model: {error}") from None
     try:
-        root = export_dataset(_database(), get_settings(), ExportRecipe(name=args.name, line=args.line, val_share=args.val_share, generated=generated))
+        recipe = ExportRecipe(name=args.name, line=args.line, val_share=args.val_share, generated=generated, classes=classes)
+        root = export_dataset(_database(), get_settings(), recipe)
+    except DatasetError as error:
+        raise CommandError(str(error)) from None
+    print(root)
+    return 0
+
+
+def _cmd_dataset_import(args: argparse.Namespace) -> int:
+    from core.dataset import DatasetError
+    from core.dataset_import import import_dataset
+
+    try:
+        root = import_dataset(Path(args.path), args.name, get_settings().data_dir / "datasets", val_share=args.val_share, skip_bad=args.skip_bad)
     except DatasetError as error:
         raise CommandError(str(error)) from None
     print(root)
@@ -321,17 +342,78 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _model_folder(text: str | None) -> Path:
+    """A model version given as a folder or as a name under the models folder (default: the shipped model)."""
+    settings = get_settings()
+    if not text:
+        return settings.shipped_model_dir
+    return Path(text) if Path(text).is_dir() else settings.models_dir / text
+
+
+def _dataset_folder(text: str) -> Path:
+    """A stored data set given as a folder or as a name under DATA_DIR/datasets, checked against its manifest."""
+    from core.dataset import DatasetError, read_manifest
+
+    root = Path(text) if Path(text).is_dir() else get_settings().data_dir / "datasets" / text
+    try:
+        read_manifest(root)
+    except DatasetError as error:
+        raise CommandError(f"--dataset: {error}") from None
+    return root
+
+
+def _refresh_registered_card(folder: Path) -> None:
+    """The registry keeps a copy of the card (the line's threshold comes from it): bring it up to date."""
+    from db.registry import refresh_card
+
+    with _database().write() as session:
+        refresh_card(session=session, model_dir=folder)
+
+
+def _cmd_evaluate_dataset(args: argparse.Namespace) -> int:
+    from core.detector.adapter import Detector
+    from core.detector.card import ModelError
+    from core.evaluation import describe_result, evaluate_dataset, record_dataset_evaluation
+
+    model_dir = _model_folder(args.model)
+    root = _dataset_folder(args.dataset)
+    try:
+        detector = Detector(model_dir, backend=args.backend)
+        if args.record:
+            result = record_dataset_evaluation(model_dir, root, progress=print)
+        else:
+            result = evaluate_dataset(detector, root, args.split)
+    except (ModelError, ValueError) as error:
+        raise CommandError(str(error)) from None
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"model {result['model_version']} on {result['count']} {result['split']} images of data set {result['dataset']}:")
+        print("\n".join(describe_result(result)))
+        if result["classes_model_lacks"]:
+            print(f"  classes of the data set the model lacks (counted as missed): {', '.join(result['classes_model_lacks'])}")
+    if args.record:
+        from core.drift.reference import compute_model_reference, dataset_images
+
+        print(f"recorded in {model_dir / 'card.json'}; measuring the drift reference and admission check on the data set's images")
+        compute_model_reference(model_dir, dataset_images(root), progress=print, description=f"images of data set {root.name}")
+        _refresh_registered_card(model_dir)
+    return 0
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from core.camera import UnknownScenarioError, get_scenario
     from core.detector.adapter import Detector
     from core.detector.card import ModelError
     from core.evaluation import evaluate
 
+    if args.dataset:
+        return _cmd_evaluate_dataset(args)
     try:
         get_scenario(args.scenario)
     except UnknownScenarioError as error:
         raise CommandError(str(error)) from None
-    model_dir = Path(args.model) if args.model else get_settings().shipped_model_dir
+    model_dir = _model_folder(args.model)
     try:
         detector = Detector(model_dir, backend=args.backend)
     except ModelError as error:
@@ -515,15 +597,18 @@ def _cmd_drift_settings(args: argparse.Namespace) -> int:
 def _cmd_reference_compute(args: argparse.Namespace) -> int:
     from core.drift.reference import ReferenceError, compute_model_reference
 
-    settings = get_settings()
-    if not args.model:
-        folder = settings.shipped_model_dir
-    else:
-        folder = Path(args.model) if Path(args.model).is_dir() else settings.models_dir / args.model
+    folder = _model_folder(args.model)
     try:
-        compute_model_reference(folder, progress=print)
+        if args.dataset:
+            from core.drift.reference import dataset_images
+
+            root = _dataset_folder(args.dataset)
+            compute_model_reference(folder, dataset_images(root), progress=print, description=f"images of data set {root.name}")
+        else:
+            compute_model_reference(folder, progress=print)
     except ReferenceError as error:
         raise CommandError(str(error)) from None
+    _refresh_registered_card(folder)
     return 0
 
 
@@ -705,7 +790,9 @@ def _cmd_model(args: argparse.Namespace) -> int:
         return 0
     user = _acting_user(database, args.as_user)
     try:
-        if args.model_command == "register":
+        if args.model_command == "import":
+            _import_model(database, user, args)
+        elif args.model_command == "register":
             from db.registry import register_model_version
 
             deployment.require_register(user)
@@ -727,6 +814,44 @@ def _cmd_model(args: argparse.Namespace) -> int:
             raise CommandError(str(error)) from None
         raise
     return 0
+
+
+def _import_model(database, user, args: argparse.Namespace) -> None:  # noqa: ANN001
+    import shutil
+
+    from core import deployment
+    from core.model_import import ModelImportError, import_model
+    from db.registry import register_model_version
+
+    deployment.require_register(user)
+    models_dir = Path(args.models_dir) if args.models_dir else get_settings().models_dir
+    classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
+    try:
+        folder = import_model(Path(args.path), args.version, models_dir, actor=user.name, camera_aspect=args.camera, class_names=classes)
+    except ModelImportError as error:
+        raise CommandError(str(error)) from None
+    try:
+        with database.write() as session:
+            registered = register_model_version(session=session, model_dir=folder, actor=user.name)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)  # registers nothing: no folder either
+        raise
+    print(f"registered {registered.version} ({registered.path})")
+    print(f"next: shadowline evaluate --model {registered.version} --dataset NAME --record  (threshold, figures, drift reference and admission check)")
+
+
+def _parse_camera(text: str) -> float:
+    """``WxH`` (e.g. 2448x2048) or ``W:H`` (e.g. 5:4): the camera's aspect width / height."""
+    for separator in ("x", ":"):
+        if separator in text:
+            width, _, height = text.partition(separator)
+            try:
+                w, h = float(width), float(height)
+            except ValueError:
+                break
+            if w > 0 and h > 0:
+                return w / h
+    raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT or W:H, got {text!r}")
 
 
 def _cmd_users_add(args: argparse.Namespace) -> int:
@@ -1042,15 +1167,21 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true")
     status.set_defaults(handler=_cmd_status)
 
-    evaluate = commands.add_parser("evaluate", help="measure a model version on held-out generated phones")
-    evaluate.add_argument("--model", help="model version folder (default: the shipped model)")
+    evaluate = commands.add_parser("evaluate", help="measure a model version on held-out generated phones or on a stored data set")
+    evaluate.add_argument("--model", help="model version folder or name under models/ (default: the shipped model)")
     evaluate.add_argument("--scenario", default="normal")
     evaluate.add_argument("--count", type=_int(1), default=500)
     evaluate.add_argument("--seed", type=_int(0), default=777_000)
     evaluate.add_argument("--backend", choices=["auto", "onnx", "ultralytics"], default="auto")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
     evaluate.add_argument("--output", help="write the JSON here (default: DATA_DIR/evaluations/VERSION-SCENARIO-COUNT-SEED.json)")
-    evaluate.add_argument("--record", action="store_true", help="evaluate every standard scenario and write the results into the model card")
+    evaluate.add_argument(
+        "--record",
+        action="store_true",
+        help="write into the card: every standard scenario; with --dataset its val split's threshold, figures, drift reference and admission check",
+    )
+    evaluate.add_argument("--dataset", help="evaluate on a stored data set (name under DATA_DIR/datasets or a folder) instead of generated phones")
+    evaluate.add_argument("--split", choices=["train", "val"], default="val", help="split of --dataset to evaluate on")
     evaluate.set_defaults(handler=_cmd_evaluate)
 
     bench = commands.add_parser("bench", help="benchmarks: detector backends, worker throughput")
@@ -1097,7 +1228,7 @@ def build_parser() -> argparse.ArgumentParser:
     approve.add_argument("--as", dest="as_user", required=True, metavar="USER")
     approve.set_defaults(handler=_cmd_approve)
 
-    model = commands.add_parser("model", help="model versions: list, register, candidate, switch, rollback")
+    model = commands.add_parser("model", help="model versions: list, import, register, candidate, switch, rollback")
     model_commands = model.add_subparsers(dest="model_command", required=True, metavar="ACTION")
     model_list = model_commands.add_parser("list", help="registered versions and where they run")
     model_list.add_argument("--json", action="store_true")
@@ -1106,6 +1237,16 @@ def build_parser() -> argparse.ArgumentParser:
     model_register.add_argument("path")
     model_register.add_argument("--as", dest="as_user", required=True, metavar="USER")
     model_register.set_defaults(handler=_cmd_model)
+    model_import = model_commands.add_parser("import", help="import a plant's Ultralytics detection .pt (or its ONNX export) as a new version")
+    model_import.add_argument("path", help="best.pt or model.onnx")
+    model_import.add_argument("--version", required=True, help="name of the new version")
+    model_import.add_argument(
+        "--camera", type=_parse_camera, metavar="WxH", help="the line camera's frame size or aspect (default 4:3): sets the ONNX input shape"
+    )
+    model_import.add_argument("--classes", help="class names, comma-separated, for an ONNX that does not carry them")
+    model_import.add_argument("--models-dir", help="where to write the version (default: the models folder setting)")
+    model_import.add_argument("--as", dest="as_user", required=True, metavar="USER")
+    model_import.set_defaults(handler=_cmd_model)
     for name, help_text in (
         ("candidate", "run VERSION in shadow beside the active model (green); --version none removes it"),
         ("switch", "make the candidate active (a manager's approval in canary or full)"),
@@ -1140,6 +1281,7 @@ def build_parser() -> argparse.ArgumentParser:
     reference_commands = reference.add_subparsers(dest="reference_command", required=True, metavar="ACTION")
     ref_compute = reference_commands.add_parser("compute", help="measure a model version's training/validation images into reference.json")
     ref_compute.add_argument("--model", help="model version folder or name under models/ (default: the shipped model)")
+    ref_compute.add_argument("--dataset", help="measure it on this data set's images (name under DATA_DIR/datasets or a folder): the plant's own")
     ref_compute.set_defaults(handler=_cmd_reference_compute)
     ref_accept = reference_commands.add_parser("accept", help="make a period of the line's production its reference")
     ref_accept.add_argument("--line", default="line-1")
@@ -1167,7 +1309,7 @@ def build_parser() -> argparse.ArgumentParser:
     alarms_ack.add_argument("--as", dest="as_user", required=True, metavar="USER")
     alarms_ack.set_defaults(handler=_cmd_alarms_ack)
 
-    dataset = commands.add_parser("dataset", help="versioned YOLO data sets from labelled phones")
+    dataset = commands.add_parser("dataset", help="versioned YOLO data sets: exported from labelled phones, or imported from a plant's own")
     dataset_commands = dataset.add_subparsers(dest="dataset_command", required=True, metavar="ACTION")
     export = dataset_commands.add_parser("export", help="write DATA_DIR/datasets/NAME: labelled phones + generated ones, data.yaml, manifest")
     export.add_argument("--name", required=True)
@@ -1176,7 +1318,16 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--generated-train", type=_int(0), default=200)
     export.add_argument("--generated-val", type=_int(0), default=40)
     export.add_argument("--generated-seed", type=_int(0), default=5000)
+    export.add_argument("--for-model", metavar="VERSION", help="label classes mapped to this version's (default: the line's active version's)")
     export.set_defaults(handler=_cmd_dataset_export)
+    dataset_import = dataset_commands.add_parser(
+        "import", help="check and store a plant's YOLO (data.yaml) or COCO (JSON + images) data set as DATA_DIR/datasets/NAME"
+    )
+    dataset_import.add_argument("path", help="folder with data.yaml, a data.yaml, a COCO JSON, or a folder with train/ and valid/ COCO folders")
+    dataset_import.add_argument("--name", required=True)
+    dataset_import.add_argument("--val-share", type=_share, default=0.2, help="share held out for validation when a COCO file has no splits")
+    dataset_import.add_argument("--skip-bad", action="store_true", help="store the good images, list the problems in the manifest")
+    dataset_import.set_defaults(handler=_cmd_dataset_import)
 
     job = commands.add_parser("job", help="background training jobs (started from the Models page)")
     job_commands = job.add_subparsers(dest="job_command", required=True, metavar="ACTION")

@@ -14,12 +14,12 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from core.detector.card import sha256_file
+from core.detector.card import class_list, read_card, sha256_file
 from core.routing import share_draw
 from core.settings import Settings
 from core.training import DataRecipe, build_generated_dataset, yolo_label_lines
@@ -42,6 +42,10 @@ class ExportRecipe:
         val_share: Share of labelled phones held out for validation (drawn from the serial).
         generated: The generated phones mixed in (0 train and val for none).
         min_labelled: Refuse to export fewer labelled phones than this.
+        classes: The classes of the version the set is for, in its id order: labels (which keep
+            class names) are mapped to them; a phone with a class they lack is left out and reported.
+            None: the line's active version's (without a line: the active version all lines share,
+            else the shipped one's).
     """
 
     name: str
@@ -49,6 +53,7 @@ class ExportRecipe:
     val_share: float = 0.2
     generated: DataRecipe = field(default_factory=lambda: DataRecipe(train_count=200, val_count=40, train_seed=5000, val_seed=6000, defect_rate=0.6))
     min_labelled: int = 1
+    classes: tuple[str, ...] | None = None
 
 
 def split_of(serial: str, val_share: float) -> str:
@@ -60,7 +65,7 @@ def export_dataset(database: Any, settings: Settings, recipe: ExportRecipe, *, p
     """Write the data set; returns its folder."""
     from core.imaging import InvalidImageError, read_image
     from db.labels import truths
-    from db.lines import get_line
+    from db.lines import get_line, list_lines
     from db.models import Inspection
 
     if not recipe.name or "/" in recipe.name or recipe.name.startswith("."):
@@ -68,15 +73,31 @@ def export_dataset(database: Any, settings: Settings, recipe: ExportRecipe, *, p
     root = settings.data_dir / "datasets" / recipe.name
     if root.exists():
         raise DatasetError(f"data set {recipe.name!r} already exists at {root}: choose another name (exports are versions)")
+    from db.registry import model_classes
+
     with database.read() as session:
-        line_id = get_line(session=session, name=recipe.line).id if recipe.line else None
+        line = get_line(session=session, name=recipe.line) if recipe.line else None
+        line_id = line.id if line else None
         labelled = truths(session=session, line_id=line_id)
+        if recipe.classes:
+            classes = list(recipe.classes)
+        else:  # the line's active version; for every line, their active version when they share one
+            active = {line.active_model_id} if line else {other.active_model_id for other in list_lines(session=session)}
+            classes = model_classes(session=session, model_id=active.pop()) if len(active) == 1 else []
         inspections = {i.id: (i.serial, i.image_path) for i in session.query(Inspection).filter(Inspection.id.in_(list(labelled))).all()} if labelled else {}
     if len(labelled) < recipe.min_labelled:
         raise DatasetError(f"{len(labelled)} labelled phones with an agreed or adjudicated label; the recipe needs at least {recipe.min_labelled}")
-    data_yaml = build_generated_dataset(root, recipe.generated, progress=progress)
+    if not classes:
+        classes = class_list(read_card(settings.shipped_model_dir))
+    generated = recipe.generated
+    lacking = sorted({c.value for c in DefectClass} - set(classes))
+    if lacking and generated.train_count + generated.val_count:
+        progress(f"no generated phones: the target classes ({', '.join(classes)}) lack the generator's {', '.join(lacking)}")
+        generated = replace(generated, train_count=0, val_count=0)
+    data_yaml = build_generated_dataset(root, generated, progress=progress, classes=classes)
     entries = []
     skipped = []
+    missing_classes: dict[str, int] = {}
     for inspection_id, label in sorted(labelled.items()):
         serial, image_path = inspections[inspection_id]
         try:
@@ -84,12 +105,18 @@ def export_dataset(database: Any, settings: Settings, recipe: ExportRecipe, *, p
         except InvalidImageError as error:
             skipped.append({"inspection_id": inspection_id, "why": str(error)})
             continue
+        unknown = sorted({b.class_name for b in label.boxes} - set(classes))
+        if unknown:
+            for name in unknown:
+                missing_classes[name] = missing_classes.get(name, 0) + 1
+            skipped.append({"inspection_id": inspection_id, "why": f"class {', '.join(unknown)} is not one of the target's ({', '.join(classes)})"})
+            continue
         split = split_of(serial, recipe.val_share)
         stem = f"label-{inspection_id}"
         target = root / "images" / split / f"{stem}{Path(image_path).suffix or '.jpg'}"
         target.write_bytes((settings.data_dir / image_path).read_bytes())
         height, width = image.shape[:2]
-        boxes = [(DefectClass(b.class_name).class_id, (b.x1, b.y1, b.x2, b.y2)) for b in label.boxes]
+        boxes = [(classes.index(b.class_name), (b.x1, b.y1, b.x2, b.y2)) for b in label.boxes]
         (root / "labels" / split / f"{stem}.txt").write_text("\n".join(yolo_label_lines(boxes, width, height)))
         entries.append(
             {
@@ -108,13 +135,15 @@ def export_dataset(database: Any, settings: Settings, recipe: ExportRecipe, *, p
     counts = {
         "labelled_train": sum(1 for e in entries if e["split"] == "train"),
         "labelled_val": sum(1 for e in entries if e["split"] == "val"),
-        "generated_train": recipe.generated.train_count,
-        "generated_val": recipe.generated.val_count,
+        "generated_train": generated.train_count,
+        "generated_val": generated.val_count,
     }
     manifest = {
         "name": recipe.name,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "recipe": {**asdict(recipe), "generated": asdict(recipe.generated)},
+        "recipe": {**asdict(recipe), "generated": asdict(generated)},
+        "classes": classes,
+        "classes_target_lacks": missing_classes,
         "labelled": entries,
         "skipped": skipped,
         "counts": counts,
@@ -123,6 +152,12 @@ def export_dataset(database: Any, settings: Settings, recipe: ExportRecipe, *, p
         "data_yaml": str(data_yaml.relative_to(root)),
     }
     (root / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    if missing_classes:
+        progress(
+            "left out, their classes are not the target's: "
+            + ", ".join(f"{n} phone(s) with {name}" for name, n in sorted(missing_classes.items()))
+            + f" (target classes: {', '.join(classes)})"
+        )
     progress(f"data set {recipe.name}: {len(entries)} labelled phones ({counts['labelled_val']} held out) + generated; sha256 {digest[:12]}")
     return root
 

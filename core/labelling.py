@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from core.auth import Action, CurrentUser, require
-from core.vocabulary import DefectClass, Verdict
+from core.vocabulary import Verdict
 
 IOU_MATCH = 0.5
 
@@ -23,7 +23,7 @@ class LabelMismatchError(ValueError):
 
 @dataclass(frozen=True)
 class LabelBox:
-    """One labelled defect, in pixels of the stored image."""
+    """One labelled defect, in pixels of the stored image; its class by name (a model version's card names the classes)."""
 
     class_name: str
     x1: float
@@ -32,8 +32,8 @@ class LabelBox:
     y2: float
 
     def __post_init__(self) -> None:
-        if self.class_name not in {c.value for c in DefectClass}:
-            raise ValueError(f"unknown defect class {self.class_name!r}; classes: {', '.join(c.value for c in DefectClass)}")
+        if not isinstance(self.class_name, str) or not self.class_name.strip():
+            raise ValueError(f"a box needs a class name, got {self.class_name!r}")
         if not (self.x2 > self.x1 and self.y2 > self.y1):
             raise ValueError(f"a box needs x2 > x1 and y2 > y1, got ({self.x1}, {self.y1}, {self.x2}, {self.y2})")
 
@@ -127,12 +127,15 @@ def save_label(
     reason: str | None = None,
     seconds_taken: float | None = None,
     drawn_on: int | None = None,
+    classes: list[str] | None = None,
 ) -> int:
     """Save ``user``'s label of a phone (replacing their earlier one); returns the label id.
 
     Args:
         drawn_on: The phone the boxes were drawn on, as the editor reports it. A page always passes
             it: a label is saved only for the phone the engineer saw.
+        classes: The classes the line's model versions know (:func:`db.registry.line_classes`); a box
+            of another class is refused.
 
     Raises:
         LabelMismatchError: ``drawn_on`` is another phone than ``inspection_id``; nothing is saved.
@@ -140,6 +143,10 @@ def save_label(
     require(user, Action.LABEL_PHONE)
     if drawn_on is not None and drawn_on != inspection_id:
         raise LabelMismatchError(f"the boxes were drawn on phone {drawn_on}, not on phone {inspection_id}: nothing saved. Open the phone again and redraw.")
+    if classes is not None:
+        unknown = sorted({b.class_name for b in boxes} - set(classes))
+        if unknown:
+            raise ValueError(f"unknown defect class {', '.join(unknown)}; this line's classes: {', '.join(classes)}")
     if verdict is Verdict.PASS and boxes:
         raise ValueError("a phone with defect boxes cannot pass: delete the boxes or reject it")
     if verdict is Verdict.REJECT and not boxes:

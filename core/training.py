@@ -71,21 +71,30 @@ def yolo_label_lines(boxes: list[tuple[int, tuple[float, float, float, float]]],
     return lines
 
 
-def write_data_yaml(root: Path, target: Path | None = None) -> Path:
-    """Write the data file Ultralytics reads (at ``target``, default ``root/data.yaml``), with the class names of :class:`DefectClass`."""
-    names = "\n".join(f"  {i}: {name}" for i, name in DefectClass.names().items())
+def write_data_yaml(root: Path, target: Path | None = None, classes: list[str] | None = None) -> Path:
+    """Write the data file Ultralytics reads (at ``target``, default ``root/data.yaml``).
+
+    Args:
+        classes: Class names in id order (default: the generator's, :class:`DefectClass`).
+    """
+    names = "\n".join(f"  {i}: {name}" for i, name in enumerate(classes or [c.value for c in DefectClass]))
     data_yaml = target or root / "data.yaml"
     data_yaml.write_text(f"path: {root.resolve()}\ntrain: images/train\nval: images/val\nnames:\n{names}\n")
     return data_yaml
 
 
-def build_generated_dataset(root: Path, recipe: DataRecipe, progress: Callable[[str], None] = print) -> Path:
+def build_generated_dataset(root: Path, recipe: DataRecipe, progress: Callable[[str], None] = print, classes: list[str] | None = None) -> Path:
     """Render a YOLO-format data set from the synthetic line.
+
+    Args:
+        classes: The target version's classes: the generator's defects are written with these ids
+            (by name). Default: the generator's own.
 
     Returns:
         Path of its ``data.yaml``.
     """
     scenario = get_scenario(recipe.scenario)
+    names = classes or [c.value for c in DefectClass]
     for split, count, seed in (("train", recipe.train_count, recipe.train_seed), ("val", recipe.val_count, recipe.val_seed)):
         images, labels = root / "images" / split, root / "labels" / split
         images.mkdir(parents=True, exist_ok=True)
@@ -95,10 +104,10 @@ def build_generated_dataset(root: Path, recipe: DataRecipe, progress: Callable[[
             stem = f"{split}-{seed}-{index:05d}"
             cv2.imwrite(str(images / f"{stem}.jpg"), phone.image, [cv2.IMWRITE_JPEG_QUALITY, 92])
             height, width = phone.image.shape[:2]
-            boxes = [(d.kind.class_id, d.box) for d in phone.defects]
+            boxes = [(names.index(d.kind.value), d.box) for d in phone.defects]
             (labels / f"{stem}.txt").write_text("\n".join(yolo_label_lines(boxes, width, height)))
         progress(f"data set: {count} {split} images from run seed {seed}")
-    return write_data_yaml(root)
+    return write_data_yaml(root, classes=names)
 
 
 def export_onnx_into(folder: Path, onnx_input: tuple[int, int]) -> Path:
@@ -130,8 +139,11 @@ def train_model_version(
     progress: Callable[[str], None] = print,
     on_epoch: Callable[[ultralytics_backend.EpochProgress], None] | None = None,
     init_from: Path | None = None,
+    classes: list[str] | None = None,
 ) -> Path:
     """Train, export and write ``models_dir/<version>/`` with weights and card.
+
+    ``classes`` are the data's class names in id order (default: the generator's); the card records them.
 
     Returns:
         The model version folder.
@@ -180,7 +192,7 @@ def train_model_version(
     card = {
         "version": config.version,
         "task": "detect",
-        "classes": DefectClass.names(),
+        "classes": {str(i): name for i, name in enumerate(classes or [c.value for c in DefectClass])},
         "architecture": config.architecture,
         "pretrained": False,
         "init_from": lineage,
@@ -219,10 +231,11 @@ def train_from_dataset(
     import tempfile
 
     from core.dataset import read_manifest
+    from core.dataset_import import dataset_classes
     from core.detector.adapter import Detector
     from core.detector.card import read_card
     from core.drift.reference import compute_model_reference, dataset_images
-    from core.evaluation import evaluate_phones, record_standard_evaluations, yolo_split_phones
+    from core.evaluation import class_map_for, evaluate_phones, record_standard_evaluations, yolo_split_phones
 
     root = Path(dataset_root).resolve()
     manifest = read_manifest(root)
@@ -233,18 +246,33 @@ def train_from_dataset(
         "counts": manifest["counts"],
         "labels": [e["label_id"] for e in manifest["labelled"]],
         "inspections": [e["inspection_id"] for e in manifest["labelled"]],
-        "generated": manifest["recipe"]["generated"],
+        "generated": manifest["recipe"].get("generated"),
     }
     cache_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="train-", dir=cache_dir) as tmp:
         work = Path(tmp)
-        data_yaml = write_data_yaml(root, target=work / "data.yaml")
+        classes = dataset_classes(root)
+        data_yaml = write_data_yaml(root, target=work / "data.yaml", classes=classes)
         folder = train_model_version(
-            config, models_dir, data_yaml, data_description=description, workdir=work / "runs", init_from=init_from, progress=progress, on_epoch=on_epoch
+            config,
+            models_dir,
+            data_yaml,
+            data_description=description,
+            workdir=work / "runs",
+            init_from=init_from,
+            progress=progress,
+            on_epoch=on_epoch,
+            classes=classes,
         )
-    if eval_count:  # calibrates the decision threshold first, then every scenario
+    generator = {c.value for c in DefectClass}
+    if eval_count and generator <= set(classes):  # calibrates the decision threshold first, then every scenario
         record_standard_evaluations(folder, count=eval_count, progress=progress)
-    held_out = evaluate_phones(Detector(folder), yolo_split_phones(root, "val"))
+    elif eval_count:  # a plant's own classes: the generated scenarios cannot judge it
+        from core.evaluation import record_dataset_evaluation
+
+        record_dataset_evaluation(folder, root, progress=progress)
+    detector = Detector(folder)
+    held_out = evaluate_phones(detector, yolo_split_phones(root, "val", class_map_for(classes, detector.info.class_names)[0]))
     card = read_card(folder)
     card.setdefault("evaluation", {})["held_out"] = {"dataset": manifest["name"], **held_out}
     write_card(folder, card)

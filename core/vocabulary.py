@@ -65,7 +65,11 @@ class Role(StrEnum):
 
 
 class DefectClass(StrEnum):
-    """Detector classes, in class-id order (the model's ``names``)."""
+    """The defects the synthetic camera paints (core/camera), in the generator's class-id order.
+
+    Only the generator and training on generated phones use these. The classes a line works with
+    come from its model version's card (:func:`core.detector.card.class_list`), never from here.
+    """
 
     SCRATCH = "scratch"
     DENT = "dent"

@@ -8,7 +8,7 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from core.detector.card import WEIGHTS_ONNX, WEIGHTS_PT, ModelIntegrityError, read_card, sha256_file
+from core.detector.card import WEIGHTS_ONNX, WEIGHTS_PT, ModelIntegrityError, class_list, read_card, sha256_file
 from db import audit
 from db.models import ModelVersion
 
@@ -77,7 +77,9 @@ def list_models(*, session: Session) -> list[dict[str, object]]:
         roles = [f"active on {line.name}" for line in lines if line.active_model_id == model.id]
         roles += [f"candidate on {line.name}" for line in lines if line.candidate_model_id == model.id]
         roles += [f"previous on {line.name}" for line in lines if line.previous_model_id == model.id]
-        normal = (model.card or {}).get("evaluation", {}).get("normal", {})
+        evaluations = (model.card or {}).get("evaluation") or {}
+        # A trained version's headline is its `normal` scenario; an imported one's the plant's held-out images.
+        normal = evaluations.get("normal") or evaluations.get("held_out") or {}
         rows.append(
             {
                 "id": model.id,
@@ -86,11 +88,50 @@ def list_models(*, session: Session) -> list[dict[str, object]]:
                 "path": model.path,
                 "onnx_sha256": model.onnx_sha256,
                 "registered_at": model.registered_at,
-                "init_from": (model.card or {}).get("init_from", {}).get("version"),
+                "init_from": ((model.card or {}).get("init_from") or {}).get("version"),
                 "map50": normal.get("map50"),
                 "phone_recall": normal.get("phone_recall"),
                 "false_reject_rate": normal.get("false_reject_rate"),
                 "decision_threshold": (model.card or {}).get("decision_threshold"),
+                "classes": ", ".join(class_list(model.card or {})),
             }
         )
     return rows
+
+
+def refresh_card(*, session: Session, model_dir: Path) -> bool:
+    """Copy a registered version's card (threshold, figures, reference) from its folder into the registry.
+
+    Only the card's descriptive fields change: the weights' hashes recorded at registration stay
+    the reference the worker checks the files against. Returns False when the version is not registered.
+    """
+    card = read_card(model_dir)
+    model = session.scalar(select(ModelVersion).where(ModelVersion.version == card["version"]))
+    if model is None:
+        return False
+    model.card = card
+    return True
+
+
+def model_classes(*, session: Session, model_id: int | None) -> list[str]:
+    """A registered version's defect classes in class-id order (from its card); [] for none."""
+    model = session.get(ModelVersion, model_id) if model_id is not None else None
+    return class_list(model.card or {}) if model is not None else []
+
+
+def line_classes(*, session: Session, line_id: int | None) -> list[str]:
+    """The classes people label with on a line: its active version's, then those only its candidate knows.
+
+    With ``line_id`` None, every line's, in the same order. Blue and green may name different classes
+    (a plant's own model beside the shipped one): labels keep names, so both stay usable.
+    """
+    from db.models import LineSettings
+
+    query = select(LineSettings)
+    if line_id is not None:
+        query = query.where(LineSettings.line_id == line_id)
+    names: list[str] = []
+    for settings in session.scalars(query.order_by(LineSettings.line_id)):
+        for model_id in (settings.active_model_id, settings.candidate_model_id):
+            names += [name for name in model_classes(session=session, model_id=model_id) if name not in names]
+    return names

@@ -15,9 +15,10 @@ from app.session import current_user
 from app.widgets import local_time, two_labels_image
 from core.auth import PermissionDeniedError
 from core.labelling import LabelBox, adjudicate, agreement_rows, compare_labels, save_label
-from core.vocabulary import DefectClass, Verdict
+from core.vocabulary import Verdict
 from db.labels import REASONS, LabelError, LabelView, QueueItem, awaiting_adjudication, image_path_of, label_queue, labels_of, serials_of, truth
 from db.lines import list_lines
+from db.registry import line_classes
 
 WINDOWS = {"last 24 hours": timedelta(days=1), "last 7 days": timedelta(days=7), "all time": None}
 REASON_TEXT = {
@@ -119,7 +120,8 @@ def held_phone(queue: list[QueueItem], skipped: set[int], *, line_id: int | None
 def label_phones(line_id: int | None) -> None:
     st.caption(
         "Start from the model's boxes: drag on the image to draw a box, drag a box to move it, drag a corner to resize it. "
-        "With the image focused: 1-3 set the class of the selected box, A adds a box, Delete removes it, arrows nudge it (Alt+arrows resize). "
+        "With the image focused: 1-9 set the class of the selected box (the class list's order), "
+        "A adds a box, Delete removes it, arrows nudge it (Alt+arrows resize). "
         "S saves your label (with your name and the time), N skips to the next phone."
     )
     window = filters[1].selectbox("Time range", list(WINDOWS), index=1, key="labelling.window")
@@ -142,6 +144,8 @@ def label_phones(line_id: int | None) -> None:
         st.session_state["labelling.current"] = item.inspection_id
         st.session_state["labelling.started"] = time.monotonic()
 
+    with database.read() as session:
+        classes = line_classes(session=session, line_id=item.line_id)
     model_boxes = [
         {"class_name": b["class_name"], "x1": b["x1"], "y1": b["y1"], "x2": b["x2"], "y2": b["y2"]} for b in item.model_boxes if b["confidence"] >= 0.25
     ]
@@ -156,7 +160,7 @@ def label_phones(line_id: int | None) -> None:
                 key=f"labelling.editor.{item.inspection_id}",
                 image=payload,
                 boxes=model_boxes,
-                classes=[c.value for c in DefectClass],
+                classes=classes,
                 revision=str(item.inspection_id),
             )
     try:
@@ -169,6 +173,7 @@ def label_phones(line_id: int | None) -> None:
     verdict_key = f"labelling.verdict.{item.inspection_id}.{'boxes' if boxes else 'none'}"
     with right:
         st.markdown(f"**{item.serial}** · processed {local_time(item.processed_at, settings.plant_timezone, '%Y-%m-%d %H:%M:%S')}")
+        st.caption("Classes (keys): " + " · ".join(f"{index} {name}" if index <= 9 else name for index, name in enumerate(classes, start=1)))
         st.markdown(
             f"Person: **{item.human_verdict or 'not judged'}** · model: **{item.model_verdict}** (highest confidence {item.max_confidence:.2f})"
             if item.max_confidence is not None
@@ -196,6 +201,7 @@ def label_phones(line_id: int | None) -> None:
                 reason=item.reason,
                 seconds_taken=time.monotonic() - st.session_state.get("labelling.started", time.monotonic()),
                 drawn_on=int(drawing.revision) if drawing.revision.isdigit() else -1,
+                classes=classes,
             )
         except (ValueError, LabelError, PermissionDeniedError) as error:
             st.error(str(error))

@@ -31,11 +31,11 @@ with database.read() as session:
 st.subheader("Registered versions")
 st.dataframe(
     pd.DataFrame(models)[
-        ["version", "status", "map50", "phone_recall", "false_reject_rate", "decision_threshold", "init_from", "onnx_sha256", "registered_at"]
+        ["version", "status", "classes", "map50", "phone_recall", "false_reject_rate", "decision_threshold", "init_from", "onnx_sha256", "registered_at"]
     ],
     hide_index=True,
     key="models.registry",
-    column_config={"onnx_sha256": st.column_config.TextColumn("ONNX sha256"), "map50": st.column_config.NumberColumn("mAP50 (normal)", format="%.3f")},
+    column_config={"onnx_sha256": st.column_config.TextColumn("ONNX sha256"), "map50": st.column_config.NumberColumn("mAP50 (normal/held out)", format="%.3f")},
 )
 if not lines:
     st.stop()
@@ -49,7 +49,7 @@ cols[2].metric("Previous (rollback target)", line.previous_model_version or "non
 
 flash = st.session_state.pop("models.flash", None)
 if flash:
-    st.success(flash)
+    (st.error if flash.startswith("Refused") else st.success)(flash)
 
 # -- champion against challenger ----------------------------------------------------------------
 if line.active_model_id and line.candidate_model_id:
@@ -118,6 +118,69 @@ can_roll_back = line.previous_model_id is not None and may(user.role, Action.ROL
 if can_roll_back and st.button(f"Roll back to {line.previous_model_version}", key="models.rollback"):
     _act(lambda: deployment.rollback(database, user, line_name=line.name, note=note or None))
 st.caption("Rollback takes effect on the worker's next phones; the version rolled back from stays loaded as the candidate.")
+
+
+# -- a plant's own model ------------------------------------------------------------------------
+def model_import_ui() -> None:
+    """Engineers import the lab's Ultralytics detection .pt (or its ONNX export) as a registered version."""
+    with st.expander("Import a plant's own model (.pt or .onnx)"):
+        with st.form("models.import"):
+            upload = st.file_uploader("Ultralytics detection model", type=["pt", "onnx"], key="models.import_file")
+            cols = st.columns(2)
+            version = cols[0].text_input("Version name", key="models.import_version")
+            camera = cols[1].text_input("Camera frame (WxH)", value="", placeholder="2448x2048 (default 4:3)", key="models.import_camera")
+            if st.form_submit_button("Import and register"):
+                st.session_state["models.flash"] = _import_model(upload, version.strip(), camera.strip())
+                st.rerun()
+        st.caption(
+            "Classes and input size are read from the model. Then `shadowline dataset import` and "
+            "`shadowline evaluate --model VERSION --dataset NAME --record` give it a threshold, figures and a drift reference."
+        )
+
+
+def _import_model(upload, version: str, camera: str) -> str:
+    import shutil
+    import tempfile
+
+    from core.model_import import ModelImportError, import_model
+    from db.registry import register_model_version
+
+    if upload is None or not version:
+        return "Refused: choose a file and a version name"
+    try:
+        aspect = None
+        if camera:
+            width, _, height = camera.lower().replace(":", "x").partition("x")
+            aspect = float(width) / float(height)
+    except (ValueError, ZeroDivisionError):
+        return f"Refused: camera frame {camera!r} is not WIDTHxHEIGHT"
+    settings = state.settings()
+    settings.cache_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=settings.cache_dir) as tmp:
+        source = Path(tmp) / Path(upload.name).name
+        source.write_bytes(upload.getvalue())
+        try:
+            deployment.require_register(user)
+            folder = import_model(source, version, settings.models_dir, actor=user.name, camera_aspect=aspect, progress=lambda _: None)
+        except (ModelImportError, PermissionDeniedError) as error:
+            return f"Refused: {error}"
+    try:
+        with database.write() as session:
+            registered = register_model_version(session=session, model_dir=folder, actor=user.name)
+    except Exception:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return f"{registered.version} imported and registered: {', '.join(read_classes(folder))}"
+
+
+def read_classes(folder: Path) -> list[str]:
+    from core.detector.card import class_list, read_card
+
+    return class_list(read_card(folder))
+
+
+if may(user.role, Action.SWITCH_MODEL):
+    model_import_ui()
 
 # -- data sets and training in the background ---------------------------------------------------
 st.subheader("Retrain")

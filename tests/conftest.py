@@ -77,3 +77,12 @@ def drift_reference(shipped_model_dir: Path):
     from core.drift.reference import load_model_reference, stratify
 
     return stratify(load_model_reference(shipped_model_dir), DriftConfig().reference_defect_rate)
+
+
+@pytest.fixture(scope="session")
+def plant_best_pt(tmp_path_factory) -> Path:
+    """A plant lab's own ``best.pt``: a tiny Ultralytics detector of ``crack`` and ``stain``, trained here (seconds)."""
+    pytest.importorskip("ultralytics", reason="training a plant's model needs Ultralytics")
+    from tests.plant_data import train_tiny_plant_model
+
+    return train_tiny_plant_model(tmp_path_factory.mktemp("plant-lab"))

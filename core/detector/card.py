@@ -50,6 +50,11 @@ def read_card(model_dir: Path) -> dict[str, Any]:
     return card
 
 
+def class_list(card: dict[str, Any]) -> list[str]:
+    """A version's defect classes in class-id order: the one source of class names (never code)."""
+    return [str(name) for _, name in sorted(((int(k), v) for k, v in card.get("classes", {}).items()), key=lambda item: item[0])]
+
+
 def write_card(model_dir: Path, card: dict[str, Any]) -> Path:
     """Write ``card`` atomically (temporary file, then rename)."""
     path = Path(model_dir) / CARD_NAME

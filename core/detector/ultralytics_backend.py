@@ -189,3 +189,60 @@ def library_versions() -> dict[str, str]:
         "opencv": cv2.__version__,
         "numpy": np.__version__,
     }
+
+
+@dataclass(frozen=True)
+class CheckpointFacts:
+    """What an Ultralytics ``.pt`` says about itself.
+
+    Attributes:
+        task: Ultralytics' task (``detect``, ``segment``, ``classify``, ``pose``, ``obb``).
+        class_names: ``{id: name}`` in class-id order.
+        imgsz: The square size it was trained at, in pixels.
+        stride: The largest stride of its head (input sides must be multiples of it).
+        architecture: The model YAML it was built from (e.g. ``yolov8n.yaml``), when recorded.
+        model_class: The Python class of the network (``DetectionModel``...).
+    """
+
+    task: str
+    class_names: dict[int, str]
+    imgsz: int
+    stride: int
+    architecture: str | None
+    model_class: str
+
+
+def inspect_checkpoint(weights: Path) -> CheckpointFacts:
+    """Load an Ultralytics ``.pt`` and read its task, classes and training size.
+
+    A ``.pt`` is a pickle: loading it may run code. Only files the plant's own lab made belong here.
+
+    Raises:
+        ValueError: The file is not a checkpoint Ultralytics can load (the message says why).
+    """
+    configure_offline()
+    from ultralytics import YOLO
+
+    try:
+        model: Any = YOLO(str(weights))
+    except Exception as error:  # Ultralytics raises many kinds for a file that is not its checkpoint
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0].replace("ERROR ❌️ ", "").replace("ERROR ", "")[:200]
+        raise ValueError(f"not a model file Ultralytics can load ({type(error).__name__}: {first})") from None
+    network = model.model
+    if isinstance(network, (str, Path)) or network is None:
+        raise ValueError("not an Ultralytics PyTorch checkpoint")
+    args = dict(getattr(network, "args", {}) or {})
+    imgsz = args.get("imgsz", 640)
+    if isinstance(imgsz, (list, tuple)):
+        imgsz = max(int(v) for v in imgsz)
+    strides = getattr(network, "stride", None)
+    stride = int(max(float(v) for v in strides)) if strides is not None and len(strides) else 32
+    yaml_info = getattr(network, "yaml", {}) or {}
+    return CheckpointFacts(
+        task=str(model.task),
+        class_names={int(k): str(v) for k, v in dict(model.names).items()},
+        imgsz=int(imgsz),
+        stride=stride,
+        architecture=str(yaml_info.get("yaml_file")) if yaml_info.get("yaml_file") else None,
+        model_class=type(network).__name__,
+    )

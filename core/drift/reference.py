@@ -173,6 +173,7 @@ def compute_model_reference(
     *,
     detector: Any = None,
     progress: Callable[[str], None] = print,
+    description: str | None = None,
 ) -> Path:
     """Measure a model version's reference and store it beside its weights; returns the reference file.
 
@@ -188,11 +189,14 @@ def compute_model_reference(
     if images is None:
         data = card.get("data", {})
         if data.get("source") != "generated" or "recipe" not in data:
-            raise ReferenceError(f"the card of {folder} names no generated data recipe: pass the training images explicitly")
+            raise ReferenceError(
+                f"the card of {card['version']} names no generated data recipe: measure it on the plant's images "
+                f"(`shadowline reference compute --model {card['version']} --dataset NAME`)"
+            )
         images = generated_images(data["recipe"])
         description = f"training and validation images of {card['version']} ({data['recipe']['train_count']} + {data['recipe']['val_count']}, generated)"
     else:
-        description = f"training and validation images of {card['version']}"
+        description = description or f"training and validation images of {card['version']}"
     detector = detector or Detector(folder)
     threshold = detector.info.decision_threshold
     samples_dir = folder / SAMPLES_DIR

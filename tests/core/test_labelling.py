@@ -35,8 +35,10 @@ def test_where_two_labels_differ_is_named() -> None:
 
 
 def test_bad_boxes_are_refused() -> None:
-    with pytest.raises(ValueError, match="unknown defect class"):
-        box("smudge", 0, 0, 1, 1)
+    # Class names are data (a version's card names them): any name is a box; a nameless one is not.
+    assert box("missing screw", 0, 0, 1, 1).class_name == "missing screw"
+    with pytest.raises(ValueError, match="needs a class name"):
+        box(" ", 0, 0, 1, 1)
     with pytest.raises(ValueError, match="x2 > x1"):
         box("scratch", 5, 0, 1, 1)
 
