@@ -11,6 +11,8 @@ from sqlalchemy.exc import IntegrityError
 from db.migrate import current_revision, head_revision, upgrade
 from db.models import AuditEntry, Base
 
+pytestmark = pytest.mark.both_backends
+
 
 def test_upgrade_from_empty_reaches_head_and_matches_the_models(empty_database):
     assert current_revision(empty_database.engine) is None
@@ -38,6 +40,8 @@ def test_downgrade_to_base_and_back(empty_database):
 
 
 def test_sqlite_runs_in_wal_with_foreign_keys_and_a_busy_timeout(database):
+    if not database.is_sqlite:
+        pytest.skip("SQLite's pragmas")
     with database.read() as session:
         assert session.execute(text("PRAGMA journal_mode")).scalar() == "wal"
         assert session.execute(text("PRAGMA foreign_keys")).scalar() == 1
@@ -50,8 +54,61 @@ def test_audit_log_is_append_only(database):
     for statement in ("UPDATE audit_log SET actor = 'mallory'", "DELETE FROM audit_log"):
         with pytest.raises(IntegrityError, match="append-only"), database.write() as session:
             session.execute(text(statement))
+    if not database.is_sqlite:  # SQLite has no TRUNCATE (DELETE without WHERE is what it empties with)
+        for table in ("audit_log", "final_decisions", "human_decisions"):
+            with pytest.raises(IntegrityError, match=r"append-only|insert-only"), database.write() as session:
+                session.execute(text(f"TRUNCATE {table} CASCADE"))
     with database.read() as session:
         assert "mallory" not in {row[0] for row in session.execute(text("SELECT actor FROM audit_log"))}
+        assert session.execute(text("SELECT count(*) FROM audit_log")).scalar() > 0
+
+
+def test_ids_are_64_bit_on_postgres(database):
+    if database.is_sqlite:
+        assert database.is_sqlite  # SQLite's INTEGER PRIMARY KEY is 64-bit already
+        return
+    with database.read() as session:
+        narrow = (
+            session.execute(
+                text(
+                    "SELECT table_name || '.' || column_name FROM information_schema.columns WHERE table_schema = current_schema() "
+                    "AND data_type = 'integer' AND (column_name = 'id' OR column_name LIKE '%\\_id' ESCAPE '\\')"
+                )
+            )
+            .scalars()
+            .all()
+        )
+    assert narrow == []
+    big = 2**31 + 5
+    with database.write() as session:
+        session.execute(text(f"SELECT setval(pg_get_serial_sequence('audit_log', 'id'), {big})"))
+        session.add(AuditEntry(actor="ana", action="test", entity="thing"))
+    with database.read() as session:
+        assert session.execute(text("SELECT max(id) FROM audit_log")).scalar() == big + 1
+
+
+def _alarm_sql(alarm_id: int, acknowledged: bool = False) -> str:
+    ack = "'2026-01-02'" if acknowledged else "NULL"
+    return (
+        "INSERT INTO drift_alarms (id, line_id, metric, kind, severity, statistic, reason, raised_at, last_seen_at, cleared_at, acknowledged_at) "
+        f"VALUES ({alarm_id}, 1, 'brightness', 'input', 'warning', 'psi', 'r', '2026-01-01', '2026-01-01', {ack}, {ack})"
+    )
+
+
+def test_one_open_alarm_per_line_and_metric_and_the_upgrade_closes_older_duplicates(empty_database):
+    upgrade(empty_database.engine, "0010")
+    with empty_database.engine.begin() as connection:
+        connection.execute(text("INSERT INTO lines (id, name, created_at) VALUES (1, 'line-1', '2026-01-01')"))
+        for alarm_id in (1, 2, 3):
+            connection.execute(text(_alarm_sql(alarm_id)))
+    upgrade(empty_database.engine)
+    with empty_database.engine.connect() as connection:
+        still_open = connection.execute(text("SELECT id FROM drift_alarms WHERE acknowledged_at IS NULL OR cleared_at IS NULL")).scalars().all()
+    assert still_open == [3]
+    with pytest.raises(IntegrityError), empty_database.engine.begin() as connection:
+        connection.execute(text(_alarm_sql(4)))
+    with empty_database.engine.begin() as connection:  # a closed one may repeat
+        connection.execute(text(_alarm_sql(5, acknowledged=True)))
 
 
 def test_foreign_keys_and_checks_are_enforced(database):
