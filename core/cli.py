@@ -119,10 +119,11 @@ def _cmd_job_run(args: argparse.Namespace) -> int:
     return 0 if job.status == "done" else 1
 
 
-def _database():  # noqa: ANN202 - imported lazily so `shadowline --help` stays fast
+def _database(*, migrate: bool | None = None, wait_s: float = 0.0):  # noqa: ANN202 - imported lazily so `shadowline --help` stays fast
+    """The database; migrated on SQLite or when ``migrate``, else its schema checked (see db.migrate)."""
     from db.bootstrap import open_database
 
-    return open_database(get_settings())
+    return open_database(get_settings(), migrate=migrate, wait_s=wait_s)
 
 
 def _line(database, name: str):  # noqa: ANN001, ANN202
@@ -137,11 +138,12 @@ def _line(database, name: str):  # noqa: ANN001, ANN202
 
 def _cmd_init(args: argparse.Namespace) -> int:
     from db.bootstrap import initialize
+    from db.engine import safe_url
 
     settings = get_settings()
-    database = _database()
+    database = _database(migrate=True)
     report = initialize(database, settings)
-    print(f"database: {settings.database_url}")
+    print(f"database: {safe_url(settings.database_url)}")
     print(f"data folder: {settings.data_dir}")
     if report.model_problem:
         print(f"warning: shipped model not registered: {report.model_problem}", file=sys.stderr)
@@ -149,6 +151,16 @@ def _cmd_init(args: argparse.Namespace) -> int:
         print(f"model: {report.model_version}")
     print(f"lines: {', '.join(report.lines)}")
     _print_first_admin(report.admin_password)
+    return 0
+
+
+def _cmd_migrate(args: argparse.Namespace) -> int:
+    from db.engine import safe_url
+    from db.migrate import current_revision
+
+    database = _database(migrate=True)
+    print(f"database {safe_url(database.url)}: schema at {current_revision(database.engine)}")
+    database.dispose()
     return 0
 
 
@@ -287,7 +299,9 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    worker = Worker(_database(), get_settings(), batch_size=args.batch_size, lease_seconds=args.lease_seconds, threads=args.threads)
+    worker = Worker(
+        _database(wait_s=get_settings().schema_wait_s), get_settings(), batch_size=args.batch_size, lease_seconds=args.lease_seconds, threads=args.threads
+    )
     worker.install_signal_handlers()
     stats = worker.run(once=args.once, until_empty=args.until_empty, max_seconds=args.max_seconds)
     print(f"worker {worker.worker_id}: processed {stats.processed} phones, {stats.failed_images} unreadable, {stats.lost_leases} lost leases")
@@ -945,6 +959,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     init = commands.add_parser("init", help="create or upgrade the database, register the shipped model, create line-1")
     init.set_defaults(handler=_cmd_init)
+    migrate = commands.add_parser("migrate", help="create or upgrade the database schema (one process at a time; workers and services wait for it)")
+    migrate.set_defaults(handler=_cmd_migrate)
 
     line = commands.add_parser("line", help="manage lines")
     line_commands = line.add_subparsers(dest="line_command", required=True, metavar="ACTION")
@@ -1241,8 +1257,9 @@ def environment_problem(error: BaseException) -> str | None:
     from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
 
     from core.settings import SettingsError
+    from db.migrate import SchemaError
 
-    if isinstance(error, SettingsError):
+    if isinstance(error, SettingsError | SchemaError):
         return str(error)
     if isinstance(error, ArgumentError | NoSuchModuleError):
         return f"SHADOWLINE_DATABASE_URL is not a usable database URL: {_first_line(error)}"
@@ -1267,9 +1284,9 @@ def _first_line(error: object) -> str:
 
 def _safe_url() -> str:
     try:
-        from sqlalchemy.engine import make_url
+        from db.engine import safe_url
 
-        return make_url(get_settings().database_url).render_as_string(hide_password=True)
+        return safe_url(get_settings().database_url)
     except Exception:  # only for the message
         return "(SHADOWLINE_DATABASE_URL)"
 

@@ -36,7 +36,7 @@ from core.settings import Settings
 from core.vocabulary import AutomationLevel, Verdict
 from db import audit
 from db.engine import Database
-from db.lines import LineConfig, list_lines
+from db.lines import LineConfig, list_lines, lock_line
 from db.pipeline import PhoneResult, PredictionRecord
 from db.registry import get_model
 
@@ -302,6 +302,7 @@ def step_down_lines_whose_model_failed(inspector: Inspector, lines: Mapping[int,
         if LEVEL_POLICIES[line.level].authority is ModelAuthority.NONE:
             continue
         with inspector.database.write() as session:
+            lock_line(session=session, line_id=line_id)  # decide on the line as it is now (another worker may have moved it)
             fresh = next((candidate for candidate in list_lines(session=session) if candidate.id == line_id), None)
             if fresh is not None:
                 reason = f"the model {fresh.active_model_version} failed: {inspector.model_status()}"

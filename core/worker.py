@@ -21,6 +21,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
 
@@ -29,7 +30,7 @@ from core.imaging import InvalidImageError, read_image
 from core.inspection import Inspector, PhoneInspection, note_written, run_due_drift_checks, step_down_lines_whose_model_failed
 from core.settings import Settings
 from db import heartbeats
-from db.engine import Database
+from db.engine import Database, is_transient
 from db.lines import LineConfig, list_lines
 from db.pipeline import MAX_ATTEMPTS, ClaimedInspection, PhoneResult, claim_batch, record_results, repeated_images, requeue_stale
 
@@ -39,6 +40,9 @@ log = logging.getLogger("shadowline.worker")
 HEARTBEAT_SECONDS = 1.0
 #: A due drift check waits for a pause in the queue at most this long.
 DRIFT_CHECK_MAX_WAIT_SECONDS = 10.0
+#: Back-off while the database is unavailable: the first retry after this long, doubling up to the cap.
+RETRY_FIRST_SECONDS = 0.5
+RETRY_MAX_SECONDS = 10.0
 
 
 @dataclass
@@ -46,6 +50,8 @@ class WorkerStats:
     processed: int = 0
     failed_images: int = 0
     lost_leases: int = 0
+    #: Rounds that found the database unavailable (restart, network blip) and were retried.
+    database_retries: int = 0
     model_errors: dict[str, str] = field(default_factory=dict)
 
 
@@ -172,23 +178,48 @@ class Worker:
             max_seconds: Stop after this long (a bound for tests and scripts).
         """
         started = time.monotonic()
-        self.beat()
+        self._ride_out(self.beat)
+        backoff = RETRY_FIRST_SECONDS
         try:
             while not self._stop.is_set():
-                claimed = self.process_batch()
-                if claimed == 0:
-                    self.check_drift()
+                try:
+                    claimed = self.process_batch()
+                    if claimed == 0:
+                        self.check_drift()
+                    backoff = RETRY_FIRST_SECONDS
+                except Exception as error:
+                    # The database restarting or the network dropping ends nothing: the round is
+                    # retried after a back-off. Phones claimed in it are not lost: what was
+                    # committed stays, and an unfinished phone's lease expires and is claimed again.
+                    if not is_transient(error):
+                        raise
+                    self.stats.database_retries += 1
+                    log.warning("database unavailable (%s); retrying in %.1f s", str(error).splitlines()[0], backoff)
+                    self._stop.wait(backoff)
+                    backoff = min(backoff * 2, RETRY_MAX_SECONDS)
+                    if max_seconds is not None and time.monotonic() - started > max_seconds:
+                        break
+                    continue
                 if once or (until_empty and claimed == 0):
                     break
                 if max_seconds is not None and time.monotonic() - started > max_seconds:
                     break
                 if claimed == 0:
                     if time.monotonic() - self._last_beat > 2.0:
-                        self.beat()
+                        self._ride_out(self.beat)
                     self._stop.wait(poll_seconds)
         finally:
-            self.beat(state="stopped")
+            self._ride_out(lambda: self.beat(state="stopped"))
         return self.stats
+
+    def _ride_out(self, write: Callable[[], None]) -> None:
+        """A heartbeat that cannot be written while the database is away is skipped, not fatal."""
+        try:
+            write()
+        except Exception as error:
+            if not is_transient(error):
+                raise
+            log.warning("heartbeat not written, the database is unavailable: %s", str(error).splitlines()[0])
 
     def install_signal_handlers(self) -> None:
         """Stop after the current batch on SIGTERM or SIGINT."""

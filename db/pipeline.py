@@ -20,6 +20,7 @@ from core.admission import AdmissionResult
 from core.image_metrics import InputMetrics
 from core.routing import Decider, RoutingDecision
 from core.vocabulary import AutomationLevel, DecidedBy, InspectionStatus, Verdict
+from db.engine import database_now
 from db.models import FinalDecision, ImageMetrics, Inspection, LineSettings, Prediction, ReviewTask, Routing, utcnow
 
 #: After this many claims a phone that keeps killing workers is failed and sent to a person.
@@ -86,9 +87,10 @@ def queue_inspection(
 def claim_batch(*, session: Session, worker_id: str, limit: int, lease_seconds: float, now: datetime | None = None) -> list[ClaimedInspection]:
     """Atomically claim up to ``limit`` phones: queued ones, and processing ones whose lease expired.
 
-    One UPDATE ... RETURNING statement: two workers can never claim the same phone.
+    One UPDATE ... RETURNING statement: two workers can never claim the same phone. Leases are
+    set and compared on the database's clock (:func:`db.engine.database_now`).
     """
-    now = now or utcnow()
+    now = now or database_now(session)
     claimable = (
         select(Inspection.id)
         .where(

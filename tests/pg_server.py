@@ -90,7 +90,8 @@ class PostgresServer:
     def restart(self) -> None:
         """Restart the server (the resilience tests ride it out)."""
         options = f"-c listen_addresses=127.0.0.1 -p {self.port} -c unix_socket_directories={self.root} -c fsync=off -c max_connections=200"
-        result = self._run(str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-o", options, "-m", "fast", "-w", "-t", "60", "restart")
+        log = str(self.root / "server.log")
+        result = self._run(str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-l", log, "-o", options, "-m", "fast", "-w", "-t", "60", "restart")
         if result.returncode != 0:
             raise PostgresUnavailable(f"pg_ctl restart failed: {result.stderr.strip() or result.stdout.strip()}")
 
