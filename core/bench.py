@@ -112,10 +112,10 @@ def _worker_round(model_dir: str, count: int, threads: int, mode: str) -> dict[s
         if mode == "detector":
             detector = Detector(Path(model_dir), threads=threads)
             for path in paths[:5]:
-                detector.detect(read_image(settings.data_dir / path))
+                detector.detect(read_image(settings.image_file(path)))
             started = time.perf_counter()
             for path in paths:
-                detector.detect(read_image(settings.data_dir / path))
+                detector.detect(read_image(settings.image_file(path)))
             elapsed = time.perf_counter() - started
             return {"backend": detector.info.backend, "latencies_ms": [elapsed / count * 1000], "images_per_s": count / elapsed}
 

@@ -21,7 +21,6 @@ import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -38,7 +37,7 @@ from db import audit
 from db.engine import Database
 from db.lines import LineConfig, list_lines, lock_line
 from db.pipeline import PhoneResult, PredictionRecord
-from db.registry import get_model
+from db.registry import get_model, model_folder
 
 log = logging.getLogger("shadowline.inspection")
 
@@ -142,7 +141,7 @@ class Inspector:
         try:
             if model is None:
                 raise ModelError(f"model id {model_id} is not registered")
-            detector = Detector(Path(model.path), expected_sha256=model.onnx_sha256, threads=self.threads)
+            detector = Detector(model_folder(model.path, self.settings.models_dir), expected_sha256=model.onnx_sha256, threads=self.threads)
         except ModelError as error:
             first_failure = previous is None or previous.error != str(error)
             self._models[model_id] = _ModelSlot(error=str(error), failed_at=time.monotonic())

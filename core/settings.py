@@ -66,6 +66,9 @@ class Settings:
     db_connect_timeout_s: int = 10
     db_statement_timeout_s: int = 120
     db_idle_in_transaction_timeout_s: int = 60
+    #: Root of the stored images, shared by every machine of a plant (a mount); the data folder by
+    #: default. Stored image paths are relative to it, so they mean the same on every machine.
+    shared_dir: Path | None = None
 
     def __post_init__(self) -> None:
         validation.integer("SHADOWLINE_MAX_TRAINING_JOBS", self.max_training_jobs, minimum=1)
@@ -80,8 +83,17 @@ class Settings:
         return int(self.max_image_mb * 1024 * 1024)
 
     @property
+    def store_dir(self) -> Path:
+        """Where stored image paths (``images/...``) are relative to: ``SHADOWLINE_SHARED_DIR``, else the data folder."""
+        return self.shared_dir or self.data_dir
+
+    @property
     def images_dir(self) -> Path:
-        return self.data_dir / "images"
+        return self.store_dir / "images"
+
+    def image_file(self, stored_path: str) -> Path:
+        """The file of a stored image path (as kept in ``inspections.image_path``) on this machine."""
+        return self.store_dir / stored_path
 
     @property
     def cache_dir(self) -> Path:
@@ -98,6 +110,8 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
     data_dir = Path(env.get("SHADOWLINE_DATA_DIR") or PROJECT_ROOT / "data").resolve()
     database_url = env.get("SHADOWLINE_DATABASE_URL") or f"sqlite:///{data_dir / 'shadowline.db'}"
     models_dir = Path(env.get("SHADOWLINE_MODELS_DIR") or PROJECT_ROOT / "models").resolve()
+    shared = env.get("SHADOWLINE_SHARED_DIR")
+    shared_dir = Path(shared).resolve() if shared else None
     timezone = env.get("SHADOWLINE_TIMEZONE") or "UTC"
     try:
         ZoneInfo(timezone)
@@ -131,6 +145,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
             admission_target_rate=target_rate,
             admission_run_alarm=run,
             schema_wait_s=schema_wait,
+            shared_dir=shared_dir,
             **connection,
         )
     except validation.RangeError as error:

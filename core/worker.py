@@ -27,12 +27,13 @@ from types import FrameType
 
 from core.drift.monitor import DriftMonitor
 from core.imaging import InvalidImageError, read_image
+from core.ingest import store_problem
 from core.inspection import Inspector, PhoneInspection, note_written, run_due_drift_checks, step_down_lines_whose_model_failed
 from core.settings import Settings
 from db import heartbeats
 from db.engine import Database, is_transient
 from db.lines import LineConfig, list_lines
-from db.pipeline import MAX_ATTEMPTS, ClaimedInspection, PhoneResult, claim_batch, record_results, repeated_images, requeue_stale
+from db.pipeline import MAX_ATTEMPTS, ClaimedInspection, PhoneResult, claim_batch, record_results, release_claims, repeated_images, requeue_stale
 
 log = logging.getLogger("shadowline.worker")
 
@@ -52,7 +53,13 @@ class WorkerStats:
     lost_leases: int = 0
     #: Rounds that found the database unavailable (restart, network blip) and were retried.
     database_retries: int = 0
+    #: Rounds that found the image store unreadable (phones given back to the queue).
+    storage_waits: int = 0
     model_errors: dict[str, str] = field(default_factory=dict)
+
+
+class StorageUnavailableError(RuntimeError):
+    """This machine cannot read the image store (the message names the folder and the setting)."""
 
 
 class Worker:
@@ -92,9 +99,12 @@ class Worker:
         self._stop = threading.Event()
         self._last_beat = 0.0
         self.drift = DriftMonitor(database) if monitor_drift else None
+        #: Why the image store cannot be read, while it cannot (shown in the heartbeat).
+        self.storage_problem: str | None = None
 
     def model_status(self) -> str:
-        return self.inspector.model_status()
+        status = self.inspector.model_status()
+        return f"{self.storage_problem}; {status}" if self.storage_problem else status
 
     # -- one phone ----------------------------------------------------------------------------
 
@@ -106,7 +116,7 @@ class Worker:
             )
             return self.inspector.inspect_safely(None, serial=item.serial, line=line, error=error)
         try:
-            image = read_image(self.settings.data_dir / item.image_path)
+            image = read_image(self.settings.image_file(item.image_path))
         except InvalidImageError as invalid:
             return self.inspector.inspect_safely(None, serial=item.serial, line=line, error=str(invalid))
         return self.inspector.inspect_safely(image, serial=item.serial, line=line, repeats_serial=repeats_serial)
@@ -119,6 +129,12 @@ class Worker:
             claimed = claim_batch(session=session, worker_id=self.worker_id, limit=self.batch_size, lease_seconds=self.lease_seconds)
         if not claimed:
             return 0
+        problem = store_problem(self.settings)
+        if problem is not None:
+            # Not one phone failed for it: they go back to the queue for a machine that can read them.
+            with self.database.write() as session:
+                release_claims(session=session, worker_id=self.worker_id, inspection_ids=[item.id for item in claimed])
+            raise StorageUnavailableError(problem)
         with self.database.read() as session:
             lines = {line.id: line for line in list_lines(session=session)}
             repeats = repeated_images(session=session, items=claimed)
@@ -187,6 +203,17 @@ class Worker:
                     if claimed == 0:
                         self.check_drift()
                     backoff = RETRY_FIRST_SECONDS
+                    self.storage_problem = None
+                except StorageUnavailableError as error:
+                    self.stats.storage_waits += 1
+                    if self.stats.storage_waits == 1 or self.stats.storage_waits % 30 == 0:
+                        log.error("%s; phones stay queued, retrying in %.0f s", error, RETRY_MAX_SECONDS)
+                    self.storage_problem = str(error)
+                    self._ride_out(self.beat)
+                    self._stop.wait(RETRY_MAX_SECONDS if not once else 0)
+                    if once or (max_seconds is not None and time.monotonic() - started > max_seconds):
+                        break
+                    continue
                 except Exception as error:
                     # The database restarting or the network dropping ends nothing: the round is
                     # retried after a back-off. Phones claimed in it are not lost: what was

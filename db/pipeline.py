@@ -119,6 +119,17 @@ def claim_batch(*, session: Session, worker_id: str, limit: int, lease_seconds: 
     return sorted((ClaimedInspection(*row) for row in rows), key=lambda c: c.id)
 
 
+def release_claims(*, session: Session, worker_id: str, inspection_ids: list[int]) -> int:
+    """Give phones this worker claimed back to the queue untouched (it cannot read their images); returns how many."""
+    released = session.execute(
+        update(Inspection)
+        .where(Inspection.id.in_(inspection_ids), Inspection.claimed_by == worker_id, Inspection.status == InspectionStatus.PROCESSING.value)
+        .values(status=InspectionStatus.QUEUED.value, claimed_by=None, lease_expires_at=None, attempts=Inspection.attempts - 1)
+        .execution_options(synchronize_session=False)
+    )
+    return int(released.rowcount or 0)  # type: ignore[attr-defined]
+
+
 def repeated_images(*, session: Session, items: list[ClaimedInspection]) -> dict[int, str]:
     """Phones whose image is byte for byte an earlier phone's of another serial on the same line (a frozen camera).
 

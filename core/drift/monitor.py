@@ -16,18 +16,19 @@ import logging
 import time
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy.orm import Session
 
 from core.drift.metrics import METRIC_BY_NAME, DriftConfig, MetricVerdict, Sample, Severity, Verdict, judge
 from core.drift.reference import REFERENCE_FILE, Reference, ReferenceError, load_model_reference, stratify
+from core.settings import get_settings
 from db import audit
 from db import drift as drift_db
 from db.engine import Database
 from db.lines import LineConfig, list_lines, lock_line, set_level
 from db.models import DriftAlarm, ModelVersion, utcnow
+from db.registry import model_folder
 
 log = logging.getLogger("shadowline.drift")
 
@@ -119,12 +120,13 @@ class DriftMonitor:
         model = session.get(ModelVersion, model_id)
         if model is None:
             return None, f"model id {model_id} is not registered"
-        stored = Path(model.path) / REFERENCE_FILE
+        folder = model_folder(model.path, get_settings().models_dir)
+        stored = folder / REFERENCE_FILE
         # Keyed by the file's mtime too, so a recomputed reference is picked up without a restart.
         key = ("model", model.path, config.reference_defect_rate, stored.stat().st_mtime_ns if stored.exists() else 0)
         if key not in self._references:
             try:
-                loaded = load_model_reference(Path(model.path))
+                loaded = load_model_reference(folder)
                 self._references[key] = (stratify(loaded, config.reference_defect_rate), None)
             except ReferenceError as error:
                 self._references[key] = (None, str(error))
