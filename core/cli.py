@@ -1267,6 +1267,8 @@ def environment_problem(error: BaseException) -> str | None:
         return f"database {_safe_url()}: {_first_line(error.orig)}"
     if isinstance(error, SQLAlchemyError | AlembicError):
         return f"database {_safe_url()}: {_first_line(error)}"
+    if isinstance(error, ModuleNotFoundError) and (error.name or "").startswith("psycopg"):
+        return "the PostgreSQL driver is not installed: pip install 'shadowline[postgres]' (psycopg 3)"
     if isinstance(error, ModuleNotFoundError):
         return f"a Python package is missing: {error.name} (is SHADOWLINE_DATABASE_URL's driver installed?)"
     if isinstance(error, OSError) and error.errno is not None:

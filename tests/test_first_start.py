@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 
 import pytest
 from sqlalchemy import text
@@ -37,3 +38,21 @@ def test_a_worker_on_a_database_nobody_migrated_refuses_with_one_line(settings, 
         "error: the database has no Shadowline schema yet: run `shadowline migrate` (or `shadowline init`) once, from one machine"
     ]
     assert current_revision(empty_database.engine) is None
+
+
+def test_init_never_prints_the_database_password(settings, backend) -> None:
+    if backend == "sqlite":
+        assert "@" not in settings.database_url  # SQLite URLs carry no password
+        return
+    with_password = settings.database_url.replace("postgres@", "postgres:hunter2-secret@")  # the test server trusts 127.0.0.1
+    result = subprocess.run(cli("init"), env=cli_env(settings) | {"SHADOWLINE_DATABASE_URL": with_password}, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "hunter2" not in result.stdout + result.stderr and "postgres:***@" in result.stdout
+
+
+def test_a_missing_driver_is_one_line(settings) -> None:
+    code = "import sys; sys.modules['psycopg'] = None; from core.cli import main; sys.exit(main(['init']))"
+    env = cli_env(settings) | {"SHADOWLINE_DATABASE_URL": "postgresql+psycopg://u:secret@127.0.0.1:1/x"}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and "secret" not in result.stderr
+    assert result.stderr.strip().splitlines() == ["error: the PostgreSQL driver is not installed: pip install 'shadowline[postgres]' (psycopg 3)"]
