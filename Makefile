@@ -37,7 +37,7 @@ chromium:
 	  if [ "$$(id -u)" = 0 ]; then apt-get install -y chromium || { apt-get update && apt-get install -y chromium; }; \
 	  else sudo apt-get install -y chromium; fi; }
 
-# The database tests run on SQLite and on a throw-away PostgreSQL server (tests/pg_server.py) made
+# The database tests run on SQLite and on a throw-away PostgreSQL server (db/throwaway_postgres.py) made
 # with Debian's server binaries; nothing is started here, the tests start and stop their own.
 postgresql:
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \

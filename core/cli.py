@@ -416,6 +416,19 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         if output:
             output.write_text(json.dumps(result, indent=2) + "\n")
         return 0
+    if args.target == "worker" and args.database == "postgres":
+        import os
+
+        result = bench.bench_worker_databases(
+            get_settings().shipped_model_dir if not args.model else Path(args.model),
+            postgres_url=os.environ.get("SHADOWLINE_BENCH_POSTGRES_URL"),
+            phones=args.images,
+            rounds=args.rounds,
+        )
+        print(bench.format_database_table(result))
+        if output:
+            output.write_text(json.dumps(result, indent=2) + "\n")
+        return 0
     if args.target == "detector":
         result = bench.bench_detector(get_settings().shipped_model_dir if not args.model else Path(args.model), images=args.images, rounds=args.rounds)
     else:
@@ -1082,6 +1095,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--model", help="model version folder (default: the shipped model)")
     bench.add_argument("--images", type=_int(1), default=100, help="images (phones) per round; for pages, inspections seeded (e.g. 1000000)")
     bench.add_argument("--rounds", type=_int(1), default=3, help="rounds, alternating the compared paths")
+    bench.add_argument(
+        "--database",
+        choices=["sqlite", "postgres"],
+        default="sqlite",
+        help="worker: postgres runs the worker on SQLite beside PostgreSQL, 1 and 2 worker processes (a throw-away server, or SHADOWLINE_BENCH_POSTGRES_URL's)",
+    )
     bench.add_argument("--output", help="write the JSON result to this file")
     bench.set_defaults(handler=_cmd_bench)
 

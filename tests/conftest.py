@@ -2,7 +2,7 @@
 
 The database is SQLite unless a test asks for the ``backend`` fixture's ``postgres`` value: a
 module or test marked ``@pytest.mark.both_backends`` runs once on each (``[sqlite]``,
-``[postgres]``), on a throw-away PostgreSQL server started once per session (``tests/pg_server.py``).
+``[postgres]``), on a throw-away PostgreSQL server started once per session (``db/throwaway_postgres.py``).
 ``SHADOWLINE_DATABASE_URL`` is removed from the environment so a developer's own database is
 never touched; the tests set it themselves where a subprocess needs it.
 """
@@ -41,7 +41,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 @pytest.fixture(scope="session")
 def postgres_server():
     """The session's PostgreSQL server, started on first use; a server that cannot start fails the test with why."""
-    from tests.pg_server import PostgresUnavailable, remove, start_server
+    from db.throwaway_postgres import PostgresUnavailable, remove, start_server
 
     try:
         server = start_server()

@@ -1,7 +1,8 @@
-"""A throw-away PostgreSQL server for the tests: Debian's binaries, a temporary data folder, 127.0.0.1 on a free port.
+"""A throw-away PostgreSQL server for the tests and ``shadowline bench worker --database postgres``.
 
-``make test`` installs the ``postgresql`` package (as it installs Chromium); the fixture in
-``tests/conftest.py`` starts one server per test session on first use and stops it at the end.
+Debian's binaries (``make test`` installs the ``postgresql`` package as it installs Chromium), a
+temporary data folder, 127.0.0.1 on a free port, fsync off: never a plant's database. The fixture
+in ``tests/conftest.py`` starts one server per test session on first use and stops it at the end.
 Each test gets a database of its own (``CREATE DATABASE``), so tests stay independent.
 When run as root the server runs as the ``postgres`` user (PostgreSQL refuses to run as root).
 """
@@ -102,7 +103,7 @@ class PostgresServer:
         import psycopg
 
         with psycopg.connect(host="127.0.0.1", port=self.port, user=SUPERUSER, dbname=database, autocommit=True) as connection:
-            connection.execute(sql)  # type: ignore[arg-type]
+            connection.execute(sql.encode())
 
     def new_database(self, *, migrated: bool = False) -> str:
         """A fresh database, empty or at the latest schema (copied from a template migrated once); returns its URL."""
