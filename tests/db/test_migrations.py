@@ -142,3 +142,37 @@ def test_upgrade_backfills_the_line_of_existing_final_decisions(empty_database):
     upgrade(empty_database.engine)
     with empty_database.engine.connect() as connection:
         assert connection.execute(text("SELECT line_id FROM final_decisions")).scalar() == 7
+
+
+def test_the_documented_application_role_cannot_empty_or_unprotect_the_audit_log(database, settings) -> None:
+    """The README's roles SQL, run as written (role names made unique to this test's database)."""
+    if database.is_sqlite:
+        assert database.is_sqlite  # SQLite has no roles: the triggers are the whole protection
+        return
+    from sqlalchemy import create_engine
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ProgrammingError
+
+    app_role = f"app_{make_url(settings.database_url).database}"
+    tables = "audit_log, final_decisions, human_decisions, decision_corrections"
+    with database.engine.begin() as connection:  # the owner (the test server's superuser) ran the migrations
+        for statement in (
+            f"CREATE ROLE {app_role} LOGIN",
+            "REVOKE CREATE ON SCHEMA public FROM PUBLIC",
+            f"GRANT USAGE ON SCHEMA public TO {app_role}",
+            f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {app_role}",
+            f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {app_role}",
+            f"REVOKE UPDATE, DELETE, TRUNCATE ON {tables} FROM {app_role}",
+        ):
+            connection.execute(text(statement))
+        connection.execute(text("INSERT INTO audit_log (at, actor, action, entity) VALUES (now(), 'ana', 'test', 'thing')"))
+    app = create_engine(make_url(settings.database_url).set(username=app_role))
+    try:
+        for statement in ("TRUNCATE audit_log", "ALTER TABLE audit_log DISABLE TRIGGER ALL", "DELETE FROM audit_log", "UPDATE audit_log SET actor = 'x'"):
+            with pytest.raises(ProgrammingError, match=r"permission denied|must be owner"), app.begin() as connection:
+                connection.execute(text(statement))
+        with app.begin() as connection:  # what the application does: insert and read
+            connection.execute(text("INSERT INTO audit_log (at, actor, action, entity) VALUES (now(), 'app', 'test', 'thing')"))
+            assert connection.execute(text("SELECT count(*) FROM audit_log")).scalar() >= 2
+    finally:
+        app.dispose()
