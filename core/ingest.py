@@ -80,7 +80,6 @@ def store_image_bytes(settings: Settings, line_name: str, data: bytes, suffix: s
     suffix = suffix.lower() if re.fullmatch(r"\.[A-Za-z0-9]{1,5}", suffix or "") else ".bin"
     relative = Path("images") / _SAFE.sub("_", line_name) / day / f"{digest}{suffix}"
     target = settings.image_file(relative.as_posix())
-    mark_store(settings)
     tmp = target.with_name(f".{target.name}.{time.monotonic_ns()}.tmp")
     try:
         if target.exists():
@@ -88,6 +87,8 @@ def store_image_bytes(settings: Settings, line_name: str, data: bytes, suffix: s
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp.write_bytes(data)
         tmp.replace(target)  # atomic: the worker never reads half a file
+        with contextlib.suppress(OSError):  # best effort: a store with images in it counts as one anyway
+            mark_store(settings)  # after an image is stored: a failed store leaves nothing behind
     except BaseException as error:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)  # a full disk must not leave half a copy behind
