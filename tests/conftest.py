@@ -34,7 +34,8 @@ BACKENDS = ("sqlite", "postgres")
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Tests marked ``both_backends`` that use a database run once on SQLite and once on PostgreSQL."""
-    if metafunc.definition.get_closest_marker("both_backends") and "backend" in metafunc.fixturenames:
+    chosen = any("backend" in str(m.args[0]) for m in metafunc.definition.iter_markers("parametrize"))  # one backend named
+    if metafunc.definition.get_closest_marker("both_backends") and "backend" in metafunc.fixturenames and not chosen:
         metafunc.parametrize("backend", BACKENDS, indirect=True)
 
 

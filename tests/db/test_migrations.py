@@ -39,9 +39,8 @@ def test_downgrade_to_base_and_back(empty_database):
     assert "inspections" in inspect(empty_database.engine).get_table_names()
 
 
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 def test_sqlite_runs_in_wal_with_foreign_keys_and_a_busy_timeout(database):
-    if not database.is_sqlite:
-        pytest.skip("SQLite's pragmas")
     with database.read() as session:
         assert session.execute(text("PRAGMA journal_mode")).scalar() == "wal"
         assert session.execute(text("PRAGMA foreign_keys")).scalar() == 1
@@ -63,10 +62,8 @@ def test_audit_log_is_append_only(database):
         assert session.execute(text("SELECT count(*) FROM audit_log")).scalar() > 0
 
 
-def test_ids_are_64_bit_on_postgres(database):
-    if database.is_sqlite:
-        assert database.is_sqlite  # SQLite's INTEGER PRIMARY KEY is 64-bit already
-        return
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+def test_ids_are_64_bit_on_postgres(database):  # SQLite's INTEGER PRIMARY KEY is 64-bit already
     with database.read() as session:
         narrow = (
             session.execute(
@@ -144,11 +141,9 @@ def test_upgrade_backfills_the_line_of_existing_final_decisions(empty_database):
         assert connection.execute(text("SELECT line_id FROM final_decisions")).scalar() == 7
 
 
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
 def test_the_documented_application_role_cannot_empty_or_unprotect_the_audit_log(database, settings) -> None:
-    """The README's roles SQL, run as written (role names made unique to this test's database)."""
-    if database.is_sqlite:
-        assert database.is_sqlite  # SQLite has no roles: the triggers are the whole protection
-        return
+    """The README's roles SQL, run as written (role names made unique to this test's database); SQLite has no roles."""
     from sqlalchemy import create_engine
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ProgrammingError
