@@ -6,12 +6,12 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/pip --disable-pip-version-check
 
-.PHONY: up test install install-test chromium lint typecheck pytest clean
+.PHONY: up test install install-test chromium postgresql lint typecheck pytest clean
 
 up: install
 	$(BIN)/shadowline up
 
-test: install-test chromium lint typecheck pytest
+test: install-test chromium postgresql lint typecheck pytest
 
 # The heavy part is torch. Lightest first: the CPU-only build (~0.7 GB) from PyTorch's own index;
 # where that index cannot be reached, the PyPI build (~5.5 GB with its CUDA libraries, which run
@@ -27,7 +27,7 @@ $(VENV)/.installed: $(VENV)/.torch pyproject.toml
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(PIP) install -e '.[test]'
+	$(PIP) install -e '.[test,postgres]'
 	touch $@
 
 # Browser tests drive Debian's Chromium (Playwright cannot download its own browser here).
@@ -36,6 +36,14 @@ chromium:
 	  echo "installing Debian's chromium for the browser tests"; \
 	  if [ "$$(id -u)" = 0 ]; then apt-get install -y chromium || { apt-get update && apt-get install -y chromium; }; \
 	  else sudo apt-get install -y chromium; fi; }
+
+# The database tests run on SQLite and on a throw-away PostgreSQL server (db/throwaway_postgres.py) made
+# with Debian's server binaries; nothing is started here, the tests start and stop their own.
+postgresql:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  echo "installing Debian's postgresql for the database tests"; \
+	  if [ "$$(id -u)" = 0 ]; then apt-get install -y postgresql || { apt-get update && apt-get install -y postgresql; }; \
+	  else sudo apt-get install -y postgresql; fi; }
 
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test

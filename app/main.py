@@ -12,8 +12,15 @@ from app import state
 from app.session import current_user, sign_in_page, sign_out
 from app.widgets import alarm_banner
 from core.vocabulary import Role
+from db.migrate import SchemaError
 
 st.set_page_config(page_title="Shadowline", page_icon=":material/visibility:", layout="wide")
+
+try:  # PostgreSQL: the app never migrates; a schema not at this code's revision is one line, and a reload after `shadowline migrate` works
+    state.database()
+except SchemaError as error:
+    st.error(str(error), icon=":material/database:")
+    st.stop()
 
 ALL_ROLES = frozenset(Role)
 #: Page file, title, icon, url path, and the roles that see it.

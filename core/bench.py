@@ -112,10 +112,10 @@ def _worker_round(model_dir: str, count: int, threads: int, mode: str) -> dict[s
         if mode == "detector":
             detector = Detector(Path(model_dir), threads=threads)
             for path in paths[:5]:
-                detector.detect(read_image(settings.data_dir / path))
+                detector.detect(read_image(settings.image_file(path)))
             started = time.perf_counter()
             for path in paths:
-                detector.detect(read_image(settings.data_dir / path))
+                detector.detect(read_image(settings.image_file(path)))
             elapsed = time.perf_counter() - started
             return {"backend": detector.info.backend, "latencies_ms": [elapsed / count * 1000], "images_per_s": count / elapsed}
 
@@ -229,3 +229,180 @@ def bench_admission(model_dir: Path, *, phones: int = 2000, seed: int = 8080, sc
         "defective_phones": defective,
         "seconds": round(time.perf_counter() - started, 1),
     }
+
+
+# -- the worker on SQLite and PostgreSQL, with several worker processes ------------------------
+
+
+def _timed_database(engine: Any, counters: dict[str, float]) -> None:
+    """Count statements, seconds spent in them, and the most connections held at once, on ``engine``."""
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _before(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
+        conn.info["bench_t0"] = time.perf_counter()
+
+    @event.listens_for(engine, "after_cursor_execute")
+    def _after(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
+        counters["db_seconds"] += time.perf_counter() - conn.info.pop("bench_t0", time.perf_counter())
+        counters["statements"] += 1
+
+    @event.listens_for(engine, "checkout")
+    def _checkout(*_: Any) -> None:
+        counters["held"] += 1
+        counters["peak_connections"] = max(counters["peak_connections"], counters["held"])
+
+    @event.listens_for(engine, "checkin")
+    def _checkin(*_: Any) -> None:
+        counters["held"] -= 1
+
+
+def _bench_worker_process(env: dict[str, str], threads: int, ready: Any, go: Any) -> dict[str, float]:
+    """One worker process of a database round: warm up, wait for the start, run until the queue is empty."""
+    from core.camera import get_scenario, render_run_phone
+    from core.settings import load_settings
+    from core.worker import Worker
+    from db.bootstrap import open_database
+    from db.lines import list_lines
+
+    settings = load_settings(env)
+    database = open_database(settings, migrate=False)
+    worker = Worker(database, settings, threads=threads)
+    with database.read() as session:
+        line = list_lines(session=session)[0]
+    worker.inspector.inspect_safely(render_run_phone(get_scenario("normal"), BENCH_SEED, 0).image, serial="warmup", line=line)  # load the model
+    counters = {"db_seconds": 0.0, "statements": 0.0, "held": 0.0, "peak_connections": 0.0}
+    _timed_database(database.engine, counters)
+    ready.put(os.getpid())
+    go.wait()
+    started = time.perf_counter()
+    worker.run(until_empty=True)
+    counters["seconds"] = time.perf_counter() - started
+    counters["processed"] = float(worker.stats.processed)
+    database.dispose()
+    return counters
+
+
+def _database_round(model_dir: str, database_url: str | None, phones: int, workers: int, threads: int) -> dict[str, Any]:
+    """One round: ``workers`` fresh worker processes drain ``phones`` queued phones from one database."""
+    from core.ingest import store_image_bytes
+    from core.settings import load_settings
+    from db.bootstrap import initialize, open_database
+    from db.lines import list_lines
+    from db.pipeline import queue_inspection
+    from db.registry import register_model_version
+
+    with tempfile.TemporaryDirectory(prefix="shadowline-bench-") as tmp:
+        env = {"SHADOWLINE_DATA_DIR": tmp, "SHADOWLINE_MODELS_DIR": str(Path(model_dir).parent)}
+        if database_url:
+            env["SHADOWLINE_DATABASE_URL"] = database_url
+        settings = load_settings(env)
+        database = open_database(settings, migrate=True)
+        initialize(database, settings)
+        with database.write() as session:
+            register_model_version(session=session, model_dir=Path(model_dir), actor="bench")
+            line = list_lines(session=session)[0]
+        paths = []
+        for image in _render_images(phones):
+            _, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 92])
+            paths.append(store_image_bytes(settings, "bench", encoded.tobytes(), ".jpg")[0])
+        with database.write() as session:
+            for i, path in enumerate(paths):
+                queue_inspection(session=session, line_id=line.id, serial=f"B{i:06d}", image_path=path, image_sha256=None, source="bench")
+        context = mp.get_context("spawn")
+        manager = context.Manager()
+        ready, go = manager.Queue(), manager.Event()
+        with context.Pool(workers) as pool:
+            pending = [pool.apply_async(_bench_worker_process, (env, threads, ready, go)) for _ in range(workers)]
+            for _ in range(workers):
+                ready.get(timeout=300)
+            started = time.perf_counter()
+            go.set()
+            results = [p.get(timeout=3600) for p in pending]
+            elapsed = time.perf_counter() - started
+        manager.shutdown()
+        from sqlalchemy import func, select
+
+        from db.models import Inspection
+
+        with database.read() as session:
+            done = session.scalar(select(func.count()).select_from(Inspection).where(Inspection.status == "done"))
+        database.dispose()
+    processed = sum(r["processed"] for r in results)
+    assert done == phones and processed == phones, (done, processed)
+    return {
+        "phones_per_s": phones / elapsed,
+        "db_ms_per_phone": sum(r["db_seconds"] for r in results) / phones * 1000,
+        "statements_per_phone": sum(r["statements"] for r in results) / phones,
+        "peak_connections_per_worker": max(r["peak_connections"] for r in results),
+    }
+
+
+def bench_worker_databases(
+    model_dir: Path, *, postgres_url: str | None = None, phones: int = 100, rounds: int = 3, workers: tuple[int, ...] = (1, 2)
+) -> dict[str, Any]:
+    """The worker end to end on SQLite beside PostgreSQL, with 1 and 2 worker processes (``--threads`` = cores / workers).
+
+    ``postgres_url`` is a server where a throw-away database may be created per round (its
+    ``postgres`` database as the admin connection); when None a throw-away server is started from
+    Debian's binaries (:mod:`db.throwaway_postgres`) and removed afterwards.
+    """
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    cores = os.cpu_count() or 1
+    server = None
+    if postgres_url is None:
+        from db.throwaway_postgres import start_server
+
+        server = start_server()
+        postgres_url = server.url()
+    admin = make_url(postgres_url)
+    configs = [(backend, n) for n in workers for backend in ("sqlite", "postgres")]
+    results: dict[str, list[dict[str, Any]]] = {f"{backend} x{n}": [] for backend, n in configs}
+    try:
+        for round_index in range(rounds):
+            for backend, n in configs:
+                url = None
+                if backend == "postgres":
+                    name = f"shadowline_bench_{os.getpid()}_{round_index}_{n}"
+                    engine = create_engine(admin.set(database="postgres"), isolation_level="AUTOCOMMIT")
+                    with engine.connect() as connection:
+                        connection.execute(text(f'CREATE DATABASE "{name}"'))
+                    engine.dispose()
+                    url = admin.set(database=name).render_as_string(hide_password=False)
+                # Run here: the round's worker processes are fresh ones of their own (a pool's process may not start children).
+                results[f"{backend} x{n}"].append(_database_round(str(model_dir), url, phones, n, max(1, cores // n)))
+    finally:
+        if server is not None:
+            from db.throwaway_postgres import remove
+
+            remove(server)
+    summary = {}
+    for key, rows in results.items():
+        summary[key] = {
+            "phones_per_s_median": statistics.median(r["phones_per_s"] for r in rows),
+            "db_ms_per_phone_median": statistics.median(r["db_ms_per_phone"] for r in rows),
+            "statements_per_phone": statistics.median(r["statements_per_phone"] for r in rows),
+            "peak_connections_per_worker": max(r["peak_connections_per_worker"] for r in rows),
+        }
+    return {
+        "benchmark": "worker-databases",
+        "model_dir": str(model_dir),
+        "phones_per_round": phones,
+        "rounds": rounds,
+        "cores": cores,
+        "machine": _machine(),
+        "paths": summary,
+    }
+
+
+def format_database_table(result: dict[str, Any]) -> str:
+    head = f"worker on each database, {result['phones_per_round']} phones, {result['rounds']} rounds, threads = {result['cores']} cores / workers"
+    lines = [f"{head}, {result['machine']}"]
+    lines.append(f"{'database x workers':<20}{'phones/s':>10}{'db ms/phone':>13}{'statements/phone':>18}{'connections/worker':>21}")
+    for name, s in result["paths"].items():
+        lines.append(
+            f"{name:<20}{s['phones_per_s_median']:>10.1f}{s['db_ms_per_phone_median']:>13.2f}{s['statements_per_phone']:>18.1f}{s['peak_connections_per_worker']:>21.0f}"
+        )
+    return "\n".join(lines)

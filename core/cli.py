@@ -140,10 +140,11 @@ def _cmd_job_run(args: argparse.Namespace) -> int:
     return 0 if job.status == "done" else 1
 
 
-def _database():  # noqa: ANN202 - imported lazily so `shadowline --help` stays fast
+def _database(*, migrate: bool | None = None, wait_s: float = 0.0):  # noqa: ANN202 - imported lazily so `shadowline --help` stays fast
+    """The database; migrated on SQLite or when ``migrate``, else its schema checked (see db.migrate)."""
     from db.bootstrap import open_database
 
-    return open_database(get_settings())
+    return open_database(get_settings(), migrate=migrate, wait_s=wait_s)
 
 
 def _line(database, name: str):  # noqa: ANN001, ANN202
@@ -158,11 +159,12 @@ def _line(database, name: str):  # noqa: ANN001, ANN202
 
 def _cmd_init(args: argparse.Namespace) -> int:
     from db.bootstrap import initialize
+    from db.engine import safe_url
 
     settings = get_settings()
-    database = _database()
+    database = _database(migrate=True)
     report = initialize(database, settings)
-    print(f"database: {settings.database_url}")
+    print(f"database: {safe_url(settings.database_url)}")
     print(f"data folder: {settings.data_dir}")
     if report.model_problem:
         print(f"warning: shipped model not registered: {report.model_problem}", file=sys.stderr)
@@ -170,6 +172,16 @@ def _cmd_init(args: argparse.Namespace) -> int:
         print(f"model: {report.model_version}")
     print(f"lines: {', '.join(report.lines)}")
     _print_first_admin(report.admin_password)
+    return 0
+
+
+def _cmd_migrate(args: argparse.Namespace) -> int:
+    from db.engine import safe_url
+    from db.migrate import current_revision
+
+    database = _database(migrate=True)
+    print(f"database {safe_url(database.url)}: schema at {current_revision(database.engine)}")
+    database.dispose()
     return 0
 
 
@@ -308,7 +320,9 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    worker = Worker(_database(), get_settings(), batch_size=args.batch_size, lease_seconds=args.lease_seconds, threads=args.threads)
+    worker = Worker(
+        _database(wait_s=get_settings().schema_wait_s), get_settings(), batch_size=args.batch_size, lease_seconds=args.lease_seconds, threads=args.threads
+    )
     worker.install_signal_handlers()
     stats = worker.run(once=args.once, until_empty=args.until_empty, max_seconds=args.max_seconds)
     print(f"worker {worker.worker_id}: processed {stats.processed} phones, {stats.failed_images} unreadable, {stats.lost_leases} lost leases")
@@ -481,6 +495,19 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             f"by check {result['refused_by_check']}; phone recall {result['phone_recall']:.3f} on all phones, "
             f"{result['phone_recall_on_admitted']:.3f} on the admitted ones ({result['defective_phones']} defective)"
         )
+        if output:
+            output.write_text(json.dumps(result, indent=2) + "\n")
+        return 0
+    if args.target == "worker" and args.database == "postgres":
+        import os
+
+        result = bench.bench_worker_databases(
+            get_settings().shipped_model_dir if not args.model else Path(args.model),
+            postgres_url=os.environ.get("SHADOWLINE_BENCH_POSTGRES_URL"),
+            phones=args.images,
+            rounds=args.rounds,
+        )
+        print(bench.format_database_table(result))
         if output:
             output.write_text(json.dumps(result, indent=2) + "\n")
         return 0
@@ -1070,6 +1097,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     init = commands.add_parser("init", help="create or upgrade the database, register the shipped model, create line-1")
     init.set_defaults(handler=_cmd_init)
+    migrate = commands.add_parser("migrate", help="create or upgrade the database schema (one process at a time; workers and services wait for it)")
+    migrate.set_defaults(handler=_cmd_migrate)
 
     line = commands.add_parser("line", help="manage lines")
     line_commands = line.add_subparsers(dest="line_command", required=True, metavar="ACTION")
@@ -1197,6 +1226,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--model", help="model version folder (default: the shipped model)")
     bench.add_argument("--images", type=_int(1), default=100, help="images (phones) per round; for pages, inspections seeded (e.g. 1000000)")
     bench.add_argument("--rounds", type=_int(1), default=3, help="rounds, alternating the compared paths")
+    bench.add_argument(
+        "--database",
+        choices=["sqlite", "postgres"],
+        default="sqlite",
+        help="worker: postgres runs the worker on SQLite beside PostgreSQL, 1 and 2 worker processes (a throw-away server, or SHADOWLINE_BENCH_POSTGRES_URL's)",
+    )
     bench.add_argument("--output", help="write the JSON result to this file")
     bench.set_defaults(handler=_cmd_bench)
 
@@ -1392,8 +1427,9 @@ def environment_problem(error: BaseException) -> str | None:
     from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
 
     from core.settings import SettingsError
+    from db.migrate import SchemaError
 
-    if isinstance(error, SettingsError):
+    if isinstance(error, SettingsError | SchemaError):
         return str(error)
     if isinstance(error, ArgumentError | NoSuchModuleError):
         return f"SHADOWLINE_DATABASE_URL is not a usable database URL: {_first_line(error)}"
@@ -1401,6 +1437,8 @@ def environment_problem(error: BaseException) -> str | None:
         return f"database {_safe_url()}: {_first_line(error.orig)}"
     if isinstance(error, SQLAlchemyError | AlembicError):
         return f"database {_safe_url()}: {_first_line(error)}"
+    if isinstance(error, ModuleNotFoundError) and (error.name or "").startswith("psycopg"):
+        return "the PostgreSQL driver is not installed: pip install 'shadowline[postgres]' (psycopg 3)"
     if isinstance(error, ModuleNotFoundError):
         return f"a Python package is missing: {error.name} (is SHADOWLINE_DATABASE_URL's driver installed?)"
     if isinstance(error, OSError) and error.errno is not None:
@@ -1418,9 +1456,9 @@ def _first_line(error: object) -> str:
 
 def _safe_url() -> str:
     try:
-        from sqlalchemy.engine import make_url
+        from db.engine import safe_url
 
-        return make_url(get_settings().database_url).render_as_string(hide_password=True)
+        return safe_url(get_settings().database_url)
     except Exception:  # only for the message
         return "(SHADOWLINE_DATABASE_URL)"
 

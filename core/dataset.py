@@ -101,7 +101,7 @@ def export_dataset(database: Any, settings: Settings, recipe: ExportRecipe, *, p
     for inspection_id, label in sorted(labelled.items()):
         serial, image_path = inspections[inspection_id]
         try:
-            image = read_image(settings.data_dir / image_path)
+            image = read_image(settings.image_file(image_path))
         except InvalidImageError as error:
             skipped.append({"inspection_id": inspection_id, "why": str(error)})
             continue
@@ -114,7 +114,7 @@ def export_dataset(database: Any, settings: Settings, recipe: ExportRecipe, *, p
         split = split_of(serial, recipe.val_share)
         stem = f"label-{inspection_id}"
         target = root / "images" / split / f"{stem}{Path(image_path).suffix or '.jpg'}"
-        target.write_bytes((settings.data_dir / image_path).read_bytes())
+        target.write_bytes((settings.image_file(image_path)).read_bytes())
         height, width = image.shape[:2]
         boxes = [(classes.index(b.class_name), (b.x1, b.y1, b.x2, b.y2)) for b in label.boxes]
         (root / "labels" / split / f"{stem}.txt").write_text("\n".join(yolo_label_lines(boxes, width, height)))

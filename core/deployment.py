@@ -50,7 +50,7 @@ def set_candidate(database: Database, user: CurrentUser, *, line_name: str, vers
     """Make ``version`` the line's candidate (green), running in shadow beside the active model; None removes it."""
     require(user, Action.SWITCH_MODEL)
     with database.write() as session:
-        line = get_line(session=session, name=line_name)
+        line = get_line(session=session, name=line_name, for_update=True)
         model_id = _model_id(session, version) if version else None
         if model_id is not None and model_id == line.active_model_id:
             raise DeploymentError(f"{version} is already the active model of {line.name}")
@@ -80,7 +80,7 @@ def switch(database: Database, user: CurrentUser, *, line_name: str, to_version:
 
     require(user, Action.SWITCH_MODEL)
     with database.write() as session:
-        line = get_line(session=session, name=line_name)
+        line = get_line(session=session, name=line_name, for_update=True)
         if line.candidate_model_id is None:
             raise DeploymentError(f"{line.name} has no candidate: set one first (it must run in shadow before a switch)")
         if to_version is not None and to_version != line.candidate_model_version:
@@ -106,7 +106,7 @@ def rollback(database: Database, user: CurrentUser, *, line_name: str, note: str
     """Make the previous version active again, at once (anyone may: it is the safe direction)."""
     require(user, Action.ROLLBACK)
     with database.write() as session:
-        line = get_line(session=session, name=line_name)
+        line = get_line(session=session, name=line_name, for_update=True)
         if line.previous_model_id is None:
             raise DeploymentError(f"{line.name} has no previous model version to roll back to")
         update_settings(

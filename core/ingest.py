@@ -79,7 +79,7 @@ def store_image_bytes(settings: Settings, line_name: str, data: bytes, suffix: s
     day = datetime.now(UTC).strftime("%Y-%m-%d")
     suffix = suffix.lower() if re.fullmatch(r"\.[A-Za-z0-9]{1,5}", suffix or "") else ".bin"
     relative = Path("images") / _SAFE.sub("_", line_name) / day / f"{digest}{suffix}"
-    target = settings.data_dir / relative
+    target = settings.image_file(relative.as_posix())
     tmp = target.with_name(f".{target.name}.{time.monotonic_ns()}.tmp")
     try:
         if target.exists():
@@ -87,13 +87,39 @@ def store_image_bytes(settings: Settings, line_name: str, data: bytes, suffix: s
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp.write_bytes(data)
         tmp.replace(target)  # atomic: the worker never reads half a file
+        with contextlib.suppress(OSError):  # best effort: a store with images in it counts as one anyway
+            mark_store(settings)  # after an image is stored: a failed store leaves nothing behind
     except BaseException as error:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)  # a full disk must not leave half a copy behind
         if isinstance(error, OSError) and error.errno in STORAGE_ERRNOS:
-            raise StorageError(f"cannot store the image in {settings.data_dir}: {os.strerror(error.errno or 0).lower()}") from error
+            raise StorageError(f"cannot store the image in {settings.store_dir}: {os.strerror(error.errno or 0).lower()}") from error
         raise
     return relative.as_posix(), digest
+
+
+#: A file at the root of the image store: a worker that does not find it is looking at a folder
+#: that is not the plant's store (a share not mounted, a wrong SHADOWLINE_SHARED_DIR).
+STORE_MARKER = ".shadowline-image-store"
+
+
+def mark_store(settings: Settings) -> None:
+    marker = settings.images_dir / STORE_MARKER
+    if not marker.exists():
+        settings.images_dir.mkdir(parents=True, exist_ok=True)
+        marker.write_text("Shadowline's stored images; image paths in the database are relative to the folder above this one.\n")
+
+
+def store_problem(settings: Settings) -> str | None:
+    """Why this machine cannot read the image store (None when it can): names the setting and folder."""
+    marker = settings.images_dir / STORE_MARKER
+    try:
+        if marker.is_file() or (settings.images_dir.is_dir() and any(settings.images_dir.iterdir())):
+            return None  # marked, or a store from before the marker (not an empty mount point)
+    except OSError as error:
+        return f"the image store {settings.images_dir} cannot be read: {error}"
+    setting = "SHADOWLINE_SHARED_DIR" if settings.shared_dir else "SHADOWLINE_DATA_DIR"
+    return f"the image store is missing: {settings.images_dir} has no {STORE_MARKER} (is the share mounted? {setting}={settings.store_dir})"
 
 
 def serial_from_name(path: Path) -> str:

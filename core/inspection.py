@@ -21,7 +21,6 @@ import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -36,9 +35,9 @@ from core.settings import Settings
 from core.vocabulary import AutomationLevel, Verdict
 from db import audit
 from db.engine import Database
-from db.lines import LineConfig, list_lines
+from db.lines import LineConfig, list_lines, lock_line
 from db.pipeline import PhoneResult, PredictionRecord
-from db.registry import get_model
+from db.registry import get_model, model_folder
 
 log = logging.getLogger("shadowline.inspection")
 
@@ -142,7 +141,7 @@ class Inspector:
         try:
             if model is None:
                 raise ModelError(f"model id {model_id} is not registered")
-            detector = Detector(Path(model.path), expected_sha256=model.onnx_sha256, threads=self.threads)
+            detector = Detector(model_folder(model.path, self.settings.models_dir), expected_sha256=model.onnx_sha256, threads=self.threads)
         except ModelError as error:
             first_failure = previous is None or previous.error != str(error)
             self._models[model_id] = _ModelSlot(error=str(error), failed_at=time.monotonic())
@@ -302,6 +301,7 @@ def step_down_lines_whose_model_failed(inspector: Inspector, lines: Mapping[int,
         if LEVEL_POLICIES[line.level].authority is ModelAuthority.NONE:
             continue
         with inspector.database.write() as session:
+            lock_line(session=session, line_id=line_id)  # decide on the line as it is now (another worker may have moved it)
             fresh = next((candidate for candidate in list_lines(session=session) if candidate.id == line_id), None)
             if fresh is not None:
                 reason = f"the model {fresh.active_model_version} failed: {inspector.model_status()}"

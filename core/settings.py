@@ -57,6 +57,18 @@ class Settings:
     admission_target_rate: float | None = None
     admission_run_alarm: int = 5
     max_image_mb: float = DEFAULT_MAX_IMAGE_MB
+    #: How long a worker or service waits on start for the schema to reach this code's revision
+    #: (``shadowline migrate`` running elsewhere) before refusing, in seconds.
+    schema_wait_s: float = 120.0
+    #: PostgreSQL connection behaviour: pool sizes, timeouts (``SHADOWLINE_DB_*``; see db.engine.ConnectionOptions).
+    db_pool_size: int = 5
+    db_max_overflow: int = 5
+    db_connect_timeout_s: int = 10
+    db_statement_timeout_s: int = 120
+    db_idle_in_transaction_timeout_s: int = 60
+    #: Root of the stored images, shared by every machine of a plant (a mount); the data folder by
+    #: default. Stored image paths are relative to it, so they mean the same on every machine.
+    shared_dir: Path | None = None
 
     def __post_init__(self) -> None:
         validation.integer("SHADOWLINE_MAX_TRAINING_JOBS", self.max_training_jobs, minimum=1)
@@ -71,8 +83,17 @@ class Settings:
         return int(self.max_image_mb * 1024 * 1024)
 
     @property
+    def store_dir(self) -> Path:
+        """Where stored image paths (``images/...``) are relative to: ``SHADOWLINE_SHARED_DIR``, else the data folder."""
+        return self.shared_dir or self.data_dir
+
+    @property
     def images_dir(self) -> Path:
-        return self.data_dir / "images"
+        return self.store_dir / "images"
+
+    def image_file(self, stored_path: str) -> Path:
+        """The file of a stored image path (as kept in ``inspections.image_path``) on this machine."""
+        return self.store_dir / stored_path
 
     @property
     def cache_dir(self) -> Path:
@@ -89,6 +110,8 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
     data_dir = Path(env.get("SHADOWLINE_DATA_DIR") or PROJECT_ROOT / "data").resolve()
     database_url = env.get("SHADOWLINE_DATABASE_URL") or f"sqlite:///{data_dir / 'shadowline.db'}"
     models_dir = Path(env.get("SHADOWLINE_MODELS_DIR") or PROJECT_ROOT / "models").resolve()
+    shared = env.get("SHADOWLINE_SHARED_DIR")
+    shared_dir = Path(shared).resolve() if shared else None
     timezone = env.get("SHADOWLINE_TIMEZONE") or "UTC"
     try:
         ZoneInfo(timezone)
@@ -101,6 +124,17 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         target = env.get("SHADOWLINE_ADMISSION_TARGET_RATE") or None
         target_rate = validation.number("SHADOWLINE_ADMISSION_TARGET_RATE", target, minimum=0.0001, maximum=0.5) if target is not None else None
         run = validation.integer("SHADOWLINE_ADMISSION_RUN_ALARM", env.get("SHADOWLINE_ADMISSION_RUN_ALARM") or "5", minimum=1, maximum=1000)
+        schema_wait = validation.number("SHADOWLINE_SCHEMA_WAIT_S", env.get("SHADOWLINE_SCHEMA_WAIT_S") or "120", minimum=0, maximum=86400)
+        connection = {
+            field: validation.integer(name, env.get(name) or default, minimum=minimum, maximum=maximum)
+            for field, name, default, minimum, maximum in (
+                ("db_pool_size", "SHADOWLINE_DB_POOL_SIZE", "5", 1, 1000),
+                ("db_max_overflow", "SHADOWLINE_DB_MAX_OVERFLOW", "5", 0, 1000),
+                ("db_connect_timeout_s", "SHADOWLINE_DB_CONNECT_TIMEOUT_S", "10", 1, 3600),
+                ("db_statement_timeout_s", "SHADOWLINE_DB_STATEMENT_TIMEOUT_S", "120", 0, 86400),
+                ("db_idle_in_transaction_timeout_s", "SHADOWLINE_DB_IDLE_IN_TRANSACTION_TIMEOUT_S", "60", 0, 86400),
+            )
+        }
         return Settings(
             data_dir=data_dir,
             database_url=database_url,
@@ -110,6 +144,9 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
             max_image_mb=image_mb,
             admission_target_rate=target_rate,
             admission_run_alarm=run,
+            schema_wait_s=schema_wait,
+            shared_dir=shared_dir,
+            **connection,
         )
     except validation.RangeError as error:
         raise SettingsError(str(error)) from None

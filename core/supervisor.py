@@ -74,15 +74,16 @@ def run_product(
 ) -> int:
     """Run until interrupted; returns the exit code."""
     from db.bootstrap import initialize, open_database
+    from db.engine import safe_url
 
     settings = get_settings()
-    database = open_database(settings)
+    database = open_database(settings, migrate=True)  # `up` is `init` and then the processes
     report = initialize(database, settings)
     station_key = _demo_station_key(database) if simulate else None
     database.dispose()
     if report.model_problem:
         print(f"warning: {report.model_problem}; phones will be routed to people", file=sys.stderr)
-    print(f"Shadowline: database {settings.database_url}, model {report.model_version}, lines {', '.join(report.lines)}")
+    print(f"Shadowline: database {safe_url(settings.database_url)}, model {report.model_version}, lines {', '.join(report.lines)}")
     if report.admin_password:
         print(f"First admin created: user 'admin', password '{report.admin_password}' (shown this once; add people with `shadowline users add`)")
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from core.auth import Action, CurrentUser, require
 from core.settings import PROJECT_ROOT, Settings
-from db import audit
+from db import audit, locks
 from db.engine import Database
 from db.models import TrainingJob, utcnow
 
@@ -137,6 +137,9 @@ def start_job(
         raise ValueError(f"model version {version!r} already exists: choose another name")
     reap_dead_jobs(database)
     with database.write() as session:
+        # Count, then insert: no row to lock, so a named lock makes the count and the insert one step
+        # across processes (two jobs started at once cannot both take the last slot).
+        locks.advisory_xact_lock(session=session, name=locks.TRAINING_SLOTS)
         busy = session.query(TrainingJob).filter(TrainingJob.status.in_(("queued", "running"))).order_by(TrainingJob.id).all()
         if len(busy) >= settings.max_training_jobs:
             names = ", ".join(f"#{job.id} {job.version} (started by {job.requested_by})" for job in busy)

@@ -21,17 +21,19 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
 
 from core.drift.monitor import DriftMonitor
 from core.imaging import InvalidImageError, read_image
+from core.ingest import store_problem
 from core.inspection import Inspector, PhoneInspection, note_written, run_due_drift_checks, step_down_lines_whose_model_failed
 from core.settings import Settings
 from db import heartbeats
-from db.engine import Database
+from db.engine import Database, is_transient
 from db.lines import LineConfig, list_lines
-from db.pipeline import MAX_ATTEMPTS, ClaimedInspection, PhoneResult, claim_batch, record_results, repeated_images, requeue_stale
+from db.pipeline import MAX_ATTEMPTS, ClaimedInspection, PhoneResult, claim_batch, record_results, release_claims, repeated_images, requeue_stale
 
 log = logging.getLogger("shadowline.worker")
 
@@ -39,6 +41,9 @@ log = logging.getLogger("shadowline.worker")
 HEARTBEAT_SECONDS = 1.0
 #: A due drift check waits for a pause in the queue at most this long.
 DRIFT_CHECK_MAX_WAIT_SECONDS = 10.0
+#: Back-off while the database is unavailable: the first retry after this long, doubling up to the cap.
+RETRY_FIRST_SECONDS = 0.5
+RETRY_MAX_SECONDS = 10.0
 
 
 @dataclass
@@ -46,7 +51,15 @@ class WorkerStats:
     processed: int = 0
     failed_images: int = 0
     lost_leases: int = 0
+    #: Rounds that found the database unavailable (restart, network blip) and were retried.
+    database_retries: int = 0
+    #: Rounds that found the image store unreadable (phones given back to the queue).
+    storage_waits: int = 0
     model_errors: dict[str, str] = field(default_factory=dict)
+
+
+class StorageUnavailableError(RuntimeError):
+    """This machine cannot read the image store (the message names the folder and the setting)."""
 
 
 class Worker:
@@ -86,9 +99,12 @@ class Worker:
         self._stop = threading.Event()
         self._last_beat = 0.0
         self.drift = DriftMonitor(database) if monitor_drift else None
+        #: Why the image store cannot be read, while it cannot (shown in the heartbeat).
+        self.storage_problem: str | None = None
 
     def model_status(self) -> str:
-        return self.inspector.model_status()
+        status = self.inspector.model_status()
+        return f"{self.storage_problem}; {status}" if self.storage_problem else status
 
     # -- one phone ----------------------------------------------------------------------------
 
@@ -100,7 +116,7 @@ class Worker:
             )
             return self.inspector.inspect_safely(None, serial=item.serial, line=line, error=error)
         try:
-            image = read_image(self.settings.data_dir / item.image_path)
+            image = read_image(self.settings.image_file(item.image_path))
         except InvalidImageError as invalid:
             return self.inspector.inspect_safely(None, serial=item.serial, line=line, error=str(invalid))
         return self.inspector.inspect_safely(image, serial=item.serial, line=line, repeats_serial=repeats_serial)
@@ -113,6 +129,12 @@ class Worker:
             claimed = claim_batch(session=session, worker_id=self.worker_id, limit=self.batch_size, lease_seconds=self.lease_seconds)
         if not claimed:
             return 0
+        problem = store_problem(self.settings)
+        if problem is not None:
+            # Not one phone failed for it: they go back to the queue for a machine that can read them.
+            with self.database.write() as session:
+                release_claims(session=session, worker_id=self.worker_id, inspection_ids=[item.id for item in claimed])
+            raise StorageUnavailableError(problem)
         with self.database.read() as session:
             lines = {line.id: line for line in list_lines(session=session)}
             repeats = repeated_images(session=session, items=claimed)
@@ -172,23 +194,59 @@ class Worker:
             max_seconds: Stop after this long (a bound for tests and scripts).
         """
         started = time.monotonic()
-        self.beat()
+        self._ride_out(self.beat)
+        backoff = RETRY_FIRST_SECONDS
         try:
             while not self._stop.is_set():
-                claimed = self.process_batch()
-                if claimed == 0:
-                    self.check_drift()
+                try:
+                    claimed = self.process_batch()
+                    if claimed == 0:
+                        self.check_drift()
+                    backoff = RETRY_FIRST_SECONDS
+                    self.storage_problem = None
+                except StorageUnavailableError as error:
+                    self.stats.storage_waits += 1
+                    if self.stats.storage_waits == 1 or self.stats.storage_waits % 30 == 0:
+                        log.error("%s; phones stay queued, retrying in %.0f s", error, RETRY_MAX_SECONDS)
+                    self.storage_problem = str(error)
+                    self._ride_out(self.beat)
+                    self._stop.wait(RETRY_MAX_SECONDS if not once else 0)
+                    if once or (max_seconds is not None and time.monotonic() - started > max_seconds):
+                        break
+                    continue
+                except Exception as error:
+                    # The database restarting or the network dropping ends nothing: the round is
+                    # retried after a back-off. Phones claimed in it are not lost: what was
+                    # committed stays, and an unfinished phone's lease expires and is claimed again.
+                    if not is_transient(error):
+                        raise
+                    self.stats.database_retries += 1
+                    log.warning("database unavailable (%s); retrying in %.1f s", str(error).splitlines()[0], backoff)
+                    self._stop.wait(backoff)
+                    backoff = min(backoff * 2, RETRY_MAX_SECONDS)
+                    if max_seconds is not None and time.monotonic() - started > max_seconds:
+                        break
+                    continue
                 if once or (until_empty and claimed == 0):
                     break
                 if max_seconds is not None and time.monotonic() - started > max_seconds:
                     break
                 if claimed == 0:
                     if time.monotonic() - self._last_beat > 2.0:
-                        self.beat()
+                        self._ride_out(self.beat)
                     self._stop.wait(poll_seconds)
         finally:
-            self.beat(state="stopped")
+            self._ride_out(lambda: self.beat(state="stopped"))
         return self.stats
+
+    def _ride_out(self, write: Callable[[], None]) -> None:
+        """A heartbeat that cannot be written while the database is away is skipped, not fatal."""
+        try:
+            write()
+        except Exception as error:
+            if not is_transient(error):
+                raise
+            log.warning("heartbeat not written, the database is unavailable: %s", str(error).splitlines()[0])
 
     def install_signal_handlers(self) -> None:
         """Stop after the current batch on SIGTERM or SIGINT."""

@@ -18,14 +18,66 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+@dataclass(frozen=True)
+class ConnectionOptions:
+    """How a PostgreSQL connection behaves (``SHADOWLINE_DB_*`` settings; SQLite ignores them).
+
+    Attributes:
+        pool_size: Connections kept open per process.
+        max_overflow: Extra connections a process may open at a peak.
+        connect_timeout_s: Give up connecting after this long (a worker then retries, see core.worker).
+        statement_timeout_s: The server cancels a statement running longer (0: never).
+        idle_in_transaction_timeout_s: The server ends a session idle inside a transaction this long,
+            releasing its locks (a process frozen mid-transaction cannot hold a line forever).
+        keepalive_idle_s: TCP keepalives after this long idle, so a dead peer is noticed.
+    """
+
+    pool_size: int = 5
+    max_overflow: int = 5
+    connect_timeout_s: int = 10
+    statement_timeout_s: int = 120
+    idle_in_transaction_timeout_s: int = 60
+    keepalive_idle_s: int = 30
+
+
+def safe_url(url: str) -> str:
+    """``url`` with its password masked (``***``), for anything printed or logged."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL at all: print nothing of it
+        return "(SHADOWLINE_DATABASE_URL)"
+
+
+def is_transient(error: BaseException) -> bool:
+    """A database error a process should ride out (server restarting, network blip), not a bug."""
+    if isinstance(error, DBAPIError) and error.connection_invalidated:
+        return True
+    return isinstance(error, OperationalError | InterfaceError)
+
+
+def database_now(session: Session) -> datetime:
+    """Now on the database server's clock (PostgreSQL), this machine's on SQLite.
+
+    Leases and heartbeats written by several machines are compared with each other: on one clock,
+    a machine whose clock runs ahead can neither steal phones early nor look alive when it is not.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        value: datetime = session.scalar(text("SELECT statement_timestamp()"))
+        return value.astimezone(UTC)
+    return datetime.now(UTC)
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -46,7 +98,7 @@ def _configure_sqlite(engine: Engine) -> None:
         connection.exec_driver_sql(f"BEGIN {mode}")
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, options: ConnectionOptions | None = None) -> Engine:
     """Create an engine for ``url``; for SQLite, make the file's folder and set the pragmas."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
@@ -55,15 +107,31 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
         _configure_sqlite(engine)
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    options = options or ConnectionOptions()
+    connect_args: dict[str, Any] = {}
+    if parsed.get_backend_name() == "postgresql":
+        connect_args = {
+            "connect_timeout": options.connect_timeout_s,
+            "keepalives": 1,
+            "keepalives_idle": options.keepalive_idle_s,
+            "keepalives_interval": 10,
+            "keepalives_count": 3,
+            "options": (
+                f"-c statement_timeout={options.statement_timeout_s * 1000} "
+                f"-c idle_in_transaction_session_timeout={options.idle_in_transaction_timeout_s * 1000}"
+            ),
+        }
+    # pre-ping: a connection the server dropped (restart, failover) is replaced at checkout, not
+    # handed to a unit of work; recycle: none lives longer than half an hour (load balancers).
+    return create_engine(url, pool_pre_ping=True, pool_size=options.pool_size, max_overflow=options.max_overflow, pool_recycle=1800, connect_args=connect_args)
 
 
 class Database:
     """One database: its engine and the read and write units of work."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, options: ConnectionOptions | None = None) -> None:
         self.url = url
-        self.engine = make_engine(url)
+        self.engine = make_engine(url, options)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         writer = self.engine.execution_options(sqlite_begin="IMMEDIATE") if self.is_sqlite else self.engine
         self._reader = sessionmaker(self.engine, expire_on_commit=False)

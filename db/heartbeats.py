@@ -17,7 +17,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from db.models import WorkerHeartbeat, utcnow
+from db.engine import database_now
+from db.models import WorkerHeartbeat
 
 #: A worker silent for longer than this is shown as not alive.
 ALIVE_SECONDS = 15.0
@@ -39,7 +40,7 @@ class WorkerState:
 def beat(*, session: Session, worker_id: str, processed: int, state: str, model_status: str) -> None:
     """Insert or refresh this worker's heartbeat."""
     row = session.get(WorkerHeartbeat, worker_id)
-    now = utcnow()
+    now = database_now(session)  # one clock for every machine's heartbeat
     if row is None:
         session.add(
             WorkerHeartbeat(
@@ -62,7 +63,7 @@ def beat(*, session: Session, worker_id: str, processed: int, state: str, model_
 
 def worker_states(*, session: Session, now: datetime | None = None) -> list[WorkerState]:
     """Every worker that ever beat, most recent first (folder watchers are not workers)."""
-    now = now or utcnow()
+    now = now or database_now(session)
     rows = session.scalars(
         select(WorkerHeartbeat).where(WorkerHeartbeat.worker_id.not_like(f"{WATCHER_PREFIX}%")).order_by(WorkerHeartbeat.beat_at.desc())
     ).all()
@@ -99,7 +100,7 @@ class WatcherState:
 
 def watcher_states(*, session: Session, now: datetime | None = None, include_stopped: bool = False) -> list[WatcherState]:
     """Folder watchers that are running or backing off (``include_stopped``: every one that ever beat), most recent first."""
-    now = now or utcnow()
+    now = now or database_now(session)
     query = select(WorkerHeartbeat).where(WorkerHeartbeat.worker_id.like(f"{WATCHER_PREFIX}%"))
     if not include_stopped:  # a watcher killed without a word shows as not running for a day
         query = query.where(WorkerHeartbeat.state != "stopped", WorkerHeartbeat.beat_at >= now - timedelta(days=1))

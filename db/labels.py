@@ -177,7 +177,11 @@ def mark_adjudicated(*, session: Session, label_id: int, actor: str, note: str |
     row = session.get(Label, label_id)
     if row is None:
         raise LabelError(f"no label with id {label_id}")
-    for other in session.scalars(select(Label).where(Label.inspection_id == row.inspection_id)):
+    # Lock every label of the phone and read them afresh: two engineers adjudicating the same phone
+    # at once would otherwise each mark their own choice and leave two "truths" (the ORM writes only
+    # the rows it changed). The second waits, then makes its choice the only one.
+    others = session.scalars(select(Label).where(Label.inspection_id == row.inspection_id).with_for_update().execution_options(populate_existing=True))
+    for other in others:
         other.adjudicated = other.id == label_id
     audit.record(
         session=session, actor=actor, action="label.adjudicate", entity="inspection", entity_id=row.inspection_id, after={"label": label_id}, note=note

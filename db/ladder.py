@@ -153,8 +153,9 @@ def create_request(
     return _view(row)
 
 
-def get_request(*, session: Session, request_id: int) -> RequestView:
-    row = session.get(PromotionRequest, request_id)
+def get_request(*, session: Session, request_id: int, for_update: bool = False) -> RequestView:
+    """A request as plain data; ``for_update`` locks its row (and reads it afresh) until the transaction ends."""
+    row = session.get(PromotionRequest, request_id, with_for_update=for_update or None, populate_existing=for_update)
     if row is None:
         raise RequestError(f"no request with id {request_id}")
     return _view(row)
@@ -170,8 +171,12 @@ def list_requests(*, session: Session, line_id: int | None = None, pending_only:
 
 
 def close_request(*, session: Session, request_id: int, status: str, actor: str, note: str | None) -> None:
-    """Mark a pending request approved, refused or obsolete; audited."""
-    row = session.get(PromotionRequest, request_id)
+    """Mark a pending request approved, refused or obsolete; audited.
+
+    The row is locked and read afresh (``FOR UPDATE``): of two managers deciding one request at
+    once, the second waits and is refused with who decided it, never deciding it twice.
+    """
+    row = session.get(PromotionRequest, request_id, with_for_update=True, populate_existing=True)
     if row is None:
         raise RequestError(f"no request with id {request_id}")
     if row.status != "pending":

@@ -104,7 +104,27 @@ def list_lines(*, session: Session) -> list[LineConfig]:
     return [_config(line, settings, _threshold(settings.active_model)) for line, settings in rows]
 
 
-def get_line(*, session: Session, name: str) -> LineConfig:
+def lock_line(*, session: Session, line_id: int) -> None:
+    """Hold the line's settings row until the transaction ends (PostgreSQL ``SELECT ... FOR UPDATE``).
+
+    Every unit of work that reads a line's state, decides, and changes the line (level moves,
+    approvals, model switch and rollback, drift checks and their step-downs, automatic rollbacks)
+    takes this lock first. A row lock rather than a serializable transaction: the units are short,
+    the conflict is always "the same line", and waiting is cheaper than retrying work that loads
+    windows of phones. Under READ COMMITTED each later statement sees what the unit before it
+    committed, so the second of two overlapping units decides on the first one's result. Always
+    lock the line before a request row of it (one order, no deadlock). SQLite ignores FOR UPDATE:
+    its write units already hold the database's single write lock (``BEGIN IMMEDIATE``).
+    """
+    session.execute(select(LineSettings.line_id).where(LineSettings.line_id == line_id).with_for_update())
+
+
+def get_line(*, session: Session, name: str, for_update: bool = False) -> LineConfig:
+    """The line called ``name``; with ``for_update``, locked first (:func:`lock_line`) and read after the lock."""
+    if for_update:
+        line_id = session.scalar(select(Line.id).where(Line.name == name))
+        if line_id is not None:
+            lock_line(session=session, line_id=line_id)
     for config in list_lines(session=session):
         if config.name == name:
             return config

@@ -28,6 +28,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -442,6 +443,16 @@ class DriftAlarm(Base):
         CheckConstraint("severity IN ('warning', 'severe')", name="ck_severity_valid"),
         Index("ix_drift_alarms_line_metric", "line_id", "metric"),
         Index("ix_drift_alarms_open", "acknowledged_at", "cleared_at"),
+        # One open alarm per line and metric: a second one (two overlapping checks) is impossible,
+        # whatever the isolation level. Closed alarms (acknowledged and cleared) may repeat.
+        Index(
+            "uq_drift_alarms_one_open",
+            "line_id",
+            "metric",
+            unique=True,
+            sqlite_where=text("acknowledged_at IS NULL OR cleared_at IS NULL"),
+            postgresql_where=text("acknowledged_at IS NULL OR cleared_at IS NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

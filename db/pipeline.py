@@ -20,6 +20,7 @@ from core.admission import AdmissionResult
 from core.image_metrics import InputMetrics
 from core.routing import Decider, RoutingDecision
 from core.vocabulary import AutomationLevel, DecidedBy, InspectionStatus, Verdict
+from db.engine import database_now
 from db.models import FinalDecision, ImageMetrics, Inspection, LineSettings, Prediction, ReviewTask, Routing, utcnow
 
 #: After this many claims a phone that keeps killing workers is failed and sent to a person.
@@ -86,9 +87,10 @@ def queue_inspection(
 def claim_batch(*, session: Session, worker_id: str, limit: int, lease_seconds: float, now: datetime | None = None) -> list[ClaimedInspection]:
     """Atomically claim up to ``limit`` phones: queued ones, and processing ones whose lease expired.
 
-    One UPDATE ... RETURNING statement: two workers can never claim the same phone.
+    One UPDATE ... RETURNING statement: two workers can never claim the same phone. Leases are
+    set and compared on the database's clock (:func:`db.engine.database_now`).
     """
-    now = now or utcnow()
+    now = now or database_now(session)
     claimable = (
         select(Inspection.id)
         .where(
@@ -115,6 +117,17 @@ def claim_batch(*, session: Session, worker_id: str, limit: int, lease_seconds: 
         .execution_options(synchronize_session=False)
     ).all()
     return sorted((ClaimedInspection(*row) for row in rows), key=lambda c: c.id)
+
+
+def release_claims(*, session: Session, worker_id: str, inspection_ids: list[int]) -> int:
+    """Give phones this worker claimed back to the queue untouched (it cannot read their images); returns how many."""
+    released = session.execute(
+        update(Inspection)
+        .where(Inspection.id.in_(inspection_ids), Inspection.claimed_by == worker_id, Inspection.status == InspectionStatus.PROCESSING.value)
+        .values(status=InspectionStatus.QUEUED.value, claimed_by=None, lease_expires_at=None, attempts=Inspection.attempts - 1)
+        .execution_options(synchronize_session=False)
+    )
+    return int(released.rowcount or 0)  # type: ignore[attr-defined]
 
 
 def repeated_images(*, session: Session, items: list[ClaimedInspection]) -> dict[int, str]:

@@ -135,3 +135,20 @@ def line_classes(*, session: Session, line_id: int | None) -> list[str]:
         for model_id in (settings.active_model_id, settings.candidate_model_id):
             names += [name for name in model_classes(session=session, model_id=model_id) if name not in names]
     return names
+
+
+def model_folder(stored: str, models_dir: Path | None) -> Path:
+    """A registered version's folder on this machine.
+
+    The stored path is the registering machine's; another machine keeps its model versions under
+    its own ``SHADOWLINE_MODELS_DIR`` (a shared mount, or a copy), found there by the version
+    folder's name when the stored path does not exist here. The card's hashes are checked on load
+    either way, so a different folder of the same name is refused, not used.
+    """
+    path = Path(stored)
+    if not path.is_absolute():
+        return (models_dir or Path.cwd()) / path
+    if path.is_dir() or models_dir is None:
+        return path
+    local = models_dir / path.name
+    return local if local.is_dir() else path

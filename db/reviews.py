@@ -80,10 +80,17 @@ def claim_next_task(
         candidates = candidates.where(ReviewTask.line_id == line_id)
     if only_simulated:
         candidates = candidates.join(Inspection, Inspection.id == ReviewTask.inspection_id).where(Inspection.truth.is_not(None))
-    candidates = candidates.order_by(skipped.is_not(None), skipped, ReviewTask.created_at, ReviewTask.id).limit(1)
+    # A queue: SKIP LOCKED lets each reviewer take the oldest task nobody else is taking at this
+    # moment, without waiting (PostgreSQL). Without it, two reviewers' subqueries pick the same row
+    # under READ COMMITTED and the second UPDATE, re-checking only ``id IN (...)``, takes it again.
+    # The waiting condition is repeated on the UPDATE so a row re-checked after a wait must still
+    # be claimable. SQLite ignores FOR UPDATE; its write units are serialised already.
+    candidates = (
+        candidates.order_by(skipped.is_not(None), skipped, ReviewTask.created_at, ReviewTask.id).limit(1).with_for_update(skip_locked=True, of=ReviewTask)
+    )
     task_id = session.execute(
         update(ReviewTask)
-        .where(ReviewTask.id.in_(candidates.scalar_subquery()))
+        .where(ReviewTask.id.in_(candidates.scalar_subquery()), _waiting(now))
         .values(status="claimed", claimed_by=reviewer, claim_expires_at=now + timedelta(seconds=claim_seconds))
         .returning(ReviewTask.id)
         .execution_options(synchronize_session=False)

@@ -64,7 +64,10 @@ def count_users(*, session: Session) -> int:
 def sign_in(*, session: Session, name: str, password: str, now: datetime | None = None) -> SignInResult:
     """Check a password; failures are counted and slow down the next attempts of that account."""
     now = now or utcnow()
-    user = session.scalar(select(User).where(User.name == name))
+    # The user's row is locked for the check and the count: without it, attempts at the same moment
+    # all read the same failure count under READ COMMITTED and each write count+1 (lost updates that
+    # would let a guesser past the throttle). A row lock, not a retry loop: the unit is tiny.
+    user = session.scalar(select(User).where(User.name == name).with_for_update())
     if user is None or not user.active:
         # Same message as a wrong password: do not reveal which accounts exist.
         return SignInResult(None, "Wrong user name or password.")

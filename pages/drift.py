@@ -232,11 +232,11 @@ if reference is not None and reference.source == "production":
         choice = drift_db.reference_choice(session=session, line_id=line.id, model_version_id=line.active_model_id)
         if choice:
             choice_images = drift_db.recent_images(session=session, line_id=line.id, limit=3, start=choice.period_start, end=choice.period_end)
-    reference_images = [(serial, settings.data_dir / path) for serial, path in choice_images]
+    reference_images = [(serial, settings.image_file(path)) for serial, path in choice_images]
 else:
     reference_images = [(path.stem, path) for path in (reference.sample_images if reference else [])][:3]
 with database.read() as session:
-    current_images = [(serial, settings.data_dir / path) for serial, path in drift_db.recent_images(session=session, line_id=line.id, limit=3)]
+    current_images = [(serial, settings.image_file(path)) for serial, path in drift_db.recent_images(session=session, line_id=line.id, limit=3)]
 
 
 def _show(images: list, caption: str) -> None:

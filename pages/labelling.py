@@ -44,7 +44,7 @@ def show_two_labels(first: LabelView, second: LabelView, image_path: str | None,
     picture, where = st.columns([3, 2])
     both = (
         two_labels_image(
-            str(settings.data_dir / image_path),
+            str(settings.image_file(image_path)),
             tuple((b.x1, b.y1, b.x2, b.y2, b.class_name) for b in first.boxes),
             tuple((b.x1, b.y1, b.x2, b.y2, b.class_name) for b in second.boxes),
         )
@@ -151,7 +151,7 @@ def label_phones(line_id: int | None) -> None:
     ]
     left, right = st.columns([3, 2])
     with left:
-        payload = image_payload(str(settings.data_dir / item.image_path))
+        payload = image_payload(str(settings.image_file(item.image_path)))
         if payload is None:
             st.error("The stored image cannot be read: skip this phone (N); it stays in the queue for someone to look at.")
             drawing = Drawing(str(item.inspection_id), [])

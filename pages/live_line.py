@@ -62,7 +62,7 @@ def live_view() -> None:
     grid = st.columns(4)
     for i, phone in enumerate(phones):
         with grid[i % 4]:
-            image = annotated_image(str(settings.data_dir / phone.image_path), box_tuples(phone.boxes))
+            image = annotated_image(str(settings.image_file(phone.image_path)), box_tuples(phone.boxes))
             if image is None:
                 st.error(f"Unreadable image: {phone.error or 'could not decode'}")
             else:

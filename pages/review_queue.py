@@ -206,7 +206,7 @@ if item.show_model_boxes:
         boxes = model_boxes(session=session, inspection_id=item.inspection_id)
 left, right = st.columns([3, 1])
 with left:
-    image = annotated_image(str(settings.data_dir / item.image_path), box_tuples(boxes))
+    image = annotated_image(str(settings.image_file(item.image_path)), box_tuples(boxes))
     if image is None:
         st.warning("The photograph could not be read. Judge the phone itself at the station.")
     else:

@@ -83,7 +83,7 @@ choices = {f"{row.serial} · {row.kind} · {row.time}": i for i, row in enumerat
 opened = st.selectbox("Open a phone", list(choices), index=None, placeholder="choose a disagreement to see it", key="comparison.open")
 if opened is not None:
     phone = disagreements.iloc[choices[opened]]
-    image = annotated_image(str(settings.data_dir / phone["image_path"]), box_tuples(list(phone["boxes"])))
+    image = annotated_image(str(settings.image_file(phone["image_path"])), box_tuples(list(phone["boxes"])))
     said = f"the person said **{phone['human_verdict']}**, the model **{phone['model_verdict']}**"
     st.markdown(f"**{phone['serial']}**: {said} (max confidence {phone['max_confidence']:.2f})")
     if image is not None:

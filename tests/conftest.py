@@ -1,4 +1,11 @@
-"""Shared fixtures: a fresh installation (data folder, migrated SQLite) per test, the shipped model."""
+"""Shared fixtures: a fresh installation (data folder, migrated database) per test, the shipped model.
+
+The database is SQLite unless a test asks for the ``backend`` fixture's ``postgres`` value: a
+module or test marked ``@pytest.mark.both_backends`` runs once on each (``[sqlite]``,
+``[postgres]``), on a throw-away PostgreSQL server started once per session (``db/throwaway_postgres.py``).
+``SHADOWLINE_DATABASE_URL`` is removed from the environment so a developer's own database is
+never touched; the tests set it themselves where a subprocess needs it.
+"""
 
 from __future__ import annotations
 
@@ -22,10 +29,54 @@ from db.engine import Database  # noqa: E402
 SHIPPED_MODEL_DIR = PROJECT_ROOT / "models" / SHIPPED_MODEL_VERSION
 
 
+BACKENDS = ("sqlite", "postgres")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Tests marked ``both_backends`` that use a database run once on SQLite and once on PostgreSQL."""
+    chosen = any("backend" in str(m.args[0]) for m in metafunc.definition.iter_markers("parametrize"))  # one backend named
+    if metafunc.definition.get_closest_marker("both_backends") and "backend" in metafunc.fixturenames and not chosen:
+        metafunc.parametrize("backend", BACKENDS, indirect=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """The session's PostgreSQL server, started on first use; a server that cannot start fails the test with why."""
+    from db.throwaway_postgres import PostgresUnavailable, remove, start_server
+
+    try:
+        server = start_server()
+    except PostgresUnavailable as error:
+        pytest.fail(f"the PostgreSQL test server could not start: {error}", pytrace=False)
+    yield server
+    remove(server)
+
+
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    """Settings of a fresh, independent installation in ``tmp_path``."""
-    return load_settings({"SHADOWLINE_DATA_DIR": str(tmp_path / "data"), "SHADOWLINE_MODELS_DIR": str(PROJECT_ROOT / "models")})
+def backend(request: pytest.FixtureRequest) -> str:
+    """``sqlite`` unless parametrised (``both_backends``, or ``@pytest.mark.parametrize("backend", ["postgres"], indirect=True)``)."""
+    return getattr(request, "param", "sqlite")
+
+
+@pytest.fixture
+def database_url(backend: str, request: pytest.FixtureRequest) -> str | None:
+    """A fresh PostgreSQL database's URL for the ``postgres`` backend; None (the data folder's SQLite file) otherwise.
+
+    It is already at the latest schema (a copy of a template migrated once per session, much faster
+    than migrating each test's database), except for tests of the migrations (``empty_database``).
+    """
+    if backend == "sqlite":
+        return None
+    return request.getfixturevalue("postgres_server").new_database(migrated="empty_database" not in request.fixturenames)
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str | None) -> Settings:
+    """Settings of a fresh, independent installation in ``tmp_path`` (on the test's backend)."""
+    env = {"SHADOWLINE_DATA_DIR": str(tmp_path / "data"), "SHADOWLINE_MODELS_DIR": str(PROJECT_ROOT / "models")}
+    if database_url:
+        env["SHADOWLINE_DATABASE_URL"] = database_url
+    return load_settings(env)
 
 
 @pytest.fixture
@@ -63,6 +114,8 @@ def cli_env(settings: Settings) -> dict[str, str]:
     env["SHADOWLINE_DATA_DIR"] = str(settings.data_dir)
     env["SHADOWLINE_MODELS_DIR"] = str(settings.models_dir)
     env.pop("SHADOWLINE_DATABASE_URL", None)
+    if not settings.database_url.startswith("sqlite"):
+        env["SHADOWLINE_DATABASE_URL"] = settings.database_url
     return env
 
 

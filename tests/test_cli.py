@@ -33,6 +33,7 @@ def test_wrong_arguments_exit_2(settings):
     assert result.returncode == 2 and "--batch-size: the value must be a whole number, got 'lots'" in result.stderr
 
 
+@pytest.mark.both_backends
 def test_init_is_idempotent_and_line_add_adds(settings, shipped_model_dir):
     env = cli_env(settings)
     for _ in range(2):

@@ -45,6 +45,7 @@ def _refused(result: subprocess.CompletedProcess, text: str) -> None:
     assert result.stderr.startswith("error: ") and len(result.stderr.strip().splitlines()) == 1 and text in result.stderr, result.stderr
 
 
+@pytest.mark.both_backends
 def test_climbing_to_canary_through_gates_and_a_managers_approval(database, settings, people, drift_reference) -> None:
     assert _run(settings, "gates", "--set", "assist.min_pairs=60", "--set", "partial.min_pairs=60", "--set", "canary.min_pairs=60", user="root").returncode == 0
     _refused(_run(settings, "level", "--to", "assist", user="sam"), "not enough evidence yet")

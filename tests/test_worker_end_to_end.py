@@ -42,6 +42,7 @@ def _set_level(database, level: AutomationLevel) -> None:
         set_level(session=session, line_id=get_line(session=session, name="line-1").id, level=level, actor="test")
 
 
+@pytest.mark.both_backends
 def test_shadow_mode_every_phone_gets_exactly_one_final_decision(database, settings, shipped_model_dir):
     _feed(database, settings, 20)
     stats = Worker(database, settings, batch_size=4).run(until_empty=True)
@@ -86,6 +87,7 @@ def test_human_only_runs_no_model(database, settings):
     assert counts["predictions"] == 0 and counts["image_metrics"] == 5 and counts["review_tasks"] == 5
 
 
+@pytest.mark.both_backends
 def test_a_sigkilled_worker_loses_nothing_and_decides_nothing_twice(database, settings, shipped_model_dir):
     _set_level(database, AutomationLevel.PARTIAL)
     _feed(database, settings, 40, seed=14)

@@ -16,18 +16,19 @@ import logging
 import time
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy.orm import Session
 
 from core.drift.metrics import METRIC_BY_NAME, DriftConfig, MetricVerdict, Sample, Severity, Verdict, judge
 from core.drift.reference import REFERENCE_FILE, Reference, ReferenceError, load_model_reference, stratify
+from core.settings import get_settings
 from db import audit
 from db import drift as drift_db
 from db.engine import Database
-from db.lines import LineConfig, list_lines, set_level
+from db.lines import LineConfig, list_lines, lock_line, set_level
 from db.models import DriftAlarm, ModelVersion, utcnow
+from db.registry import model_folder
 
 log = logging.getLogger("shadowline.drift")
 
@@ -119,12 +120,13 @@ class DriftMonitor:
         model = session.get(ModelVersion, model_id)
         if model is None:
             return None, f"model id {model_id} is not registered"
-        stored = Path(model.path) / REFERENCE_FILE
+        folder = model_folder(model.path, get_settings().models_dir)
+        stored = folder / REFERENCE_FILE
         # Keyed by the file's mtime too, so a recomputed reference is picked up without a restart.
         key = ("model", model.path, config.reference_defect_rate, stored.stat().st_mtime_ns if stored.exists() else 0)
         if key not in self._references:
             try:
-                loaded = load_model_reference(Path(model.path))
+                loaded = load_model_reference(folder)
                 self._references[key] = (stratify(loaded, config.reference_defect_rate), None)
             except ReferenceError as error:
                 self._references[key] = (None, str(error))
@@ -174,11 +176,27 @@ class DriftMonitor:
     # -- checking -----------------------------------------------------------------------------
 
     def check(self, line_id: int, *, now: datetime | None = None) -> CheckOutcome:
-        """Judge a line's window, store the verdicts, raise or update alarms and step down on a severe one."""
+        """Judge a line's window now (see :meth:`check_if_due`), store the verdicts, raise or update alarms, step down."""
+        outcome = self.check_if_due(line_id, now=now, only_if_due=False)
+        assert outcome is not None
+        return outcome
+
+    def check_if_due(self, line_id: int, *, now: datetime | None = None, only_if_due: bool = True) -> CheckOutcome | None:
+        """Judge a line's window, store the verdicts, raise or update alarms and step down on a severe one.
+
+        One check of a line at a time, on any number of workers: the line's row is locked first
+        (:func:`db.lines.lock_line`), so an overlapping check waits and then sees the alarms and
+        level the first one wrote (no second alarm, no second step-down). With ``only_if_due``
+        (the worker's schedule) a check that finds the line checked meanwhile (fewer than
+        ``check_every`` phones since, counted in the database) does nothing and returns None.
+        """
         now = now or utcnow()
         with self.database.write() as session:
+            lock_line(session=session, line_id=line_id)
+            config = drift_db.get_config(session=session, line_id=line_id)
+            if only_if_due and drift_db.phones_since_last_check(session=session, line_id=line_id) < config.check_every:
+                return None
             line = next(line for line in list_lines(session=session) if line.id == line_id)
-            config = drift_db.get_config(session=session, line_id=line.id)
             report = self._evaluate(session, line, config, now)
             previous = drift_db.recent_verdicts(session=session, line_id=line.id, model_version_id=line.active_model_id, checks=config.consecutive - 1)
             check_id = drift_db.record_check(
@@ -316,7 +334,9 @@ class DriftMonitor:
         outcomes = []
         for line_id in list(self._due_since):
             del self._due_since[line_id]
-            outcomes.append(self.check(line_id))
+            outcome = self.check_if_due(line_id)
+            if outcome is not None:  # None: another worker checked the line meanwhile
+                outcomes.append(outcome)
         return outcomes
 
     # -- the admission check's runs -----------------------------------------------------------
@@ -330,6 +350,7 @@ class DriftMonitor:
         """
         now = now or utcnow()
         with self.database.write() as session:
+            lock_line(session=session, line_id=line_id)  # one alarm and one step-down, whichever worker sees the run first
             latest = drift_db.recent_admissions(session=session, line_id=line_id, limit=run)
             if len(latest) < run or any(admitted for admitted, _ in latest):
                 return None

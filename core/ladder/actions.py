@@ -58,7 +58,7 @@ def _apply(session: Session, line: LineConfig, rung: Rung, actor: str, note: str
 def move(database: Database, user: CurrentUser, *, line_name: str, to: Rung, note: str | None = None) -> MoveOutcome:
     """Move a line to ``to``: down at once (anyone), up one rung when its gate is met (a manager's request for canary and full)."""
     with database.write() as session:
-        line = get_line(session=session, name=line_name)
+        line = get_line(session=session, name=line_name, for_update=True)
         here = current_rung(line)
         if to.key == here.key:
             raise LadderError(f"{line.name} is already at {here.label}")
@@ -95,10 +95,13 @@ def approve(database: Database, user: CurrentUser, *, request_id: int, note: str
     """A manager approves a request: the gate is judged again now, and the change applied if it still holds."""
     require(user, Action.APPROVE_PROMOTION)
     with database.write() as session:
-        request = ladder_db.get_request(session=session, request_id=request_id)
+        # The line first, then the request row (the order every unit uses): of two managers
+        # approving at once, the second waits, then reads the request as approved and is refused.
+        line_name = ladder_db.get_request(session=session, request_id=request_id).line
+        line = get_line(session=session, name=line_name, for_update=True)
+        request = ladder_db.get_request(session=session, request_id=request_id, for_update=True)
         if request.status != "pending":
-            raise LadderError(f"request {request_id} is already {request.status}")
-        line = get_line(session=session, name=request.line)
+            raise LadderError(f"request {request_id} is already {request.status}" + (f" (by {request.decided_by})" if request.decided_by else ""))
         here = current_rung(line)
         moved_share = line.level is AutomationLevel.CANARY and (request.from_share or 0) != (line.policy.canary_share or 0)
         if request.from_level != line.level.value or moved_share:
@@ -164,7 +167,10 @@ def check_rollbacks(database: Database) -> list[str]:
     happened = []
     with database.write() as session:
         rule = ladder_db.get_gate_config(session=session).rollback
-        for line in list_lines(session=session):
+        for listed in list_lines(session=session):
+            if listed.level not in (AutomationLevel.CANARY, AutomationLevel.FULL):
+                continue
+            line = get_line(session=session, name=listed.name, for_update=True)  # read again under the lock
             if line.level not in (AutomationLevel.CANARY, AutomationLevel.FULL):
                 continue
             reason = rollback_reason(rule, ladder_db.evidence(session=session, line=line))

@@ -21,7 +21,7 @@ def build_service(settings: Settings | None = None, *, threads: int = 4, detecto
     from db.bootstrap import open_database
 
     settings = settings or get_settings()
-    database = open_database(settings)
+    database = open_database(settings, wait_s=settings.schema_wait_s)  # PostgreSQL: wait for `shadowline migrate`, never migrate here
     inspector = Inspector(database, settings, threads=detector_threads, admission_target_rate=settings.admission_target_rate)
     service = InspectionService(database, settings, inspector, threads=threads)
     service.start_loading()
@@ -29,8 +29,15 @@ def build_service(settings: Settings | None = None, *, threads: int = 4, detecto
 
 
 def _drift_loop(service, stop: threading.Event) -> None:  # noqa: ANN001
+    from db.engine import is_transient
+
     while not stop.wait(DRIFT_CHECK_SECONDS):
-        service.background_checks()
+        try:
+            service.background_checks()
+        except Exception as error:  # the database restarting must not end the service's checks
+            if not is_transient(error):
+                raise
+            logging.getLogger("shadowline.server").warning("drift checks skipped, the database is unavailable: %s", str(error).splitlines()[0])
 
 
 def serve(*, address: str = "127.0.0.1", port: int = 8600, threads: int = 4, detector_threads: int = 0) -> int:

@@ -19,6 +19,8 @@ from db.models import utcnow
 from db.status import line_statuses
 from tests.drift_data import add_phones
 
+pytestmark = pytest.mark.both_backends
+
 ENGINEER = CurrentUser("erin", Role.ENGINEER)
 SUPERVISOR = CurrentUser("sam", Role.SUPERVISOR)
 

@@ -13,6 +13,8 @@ from db.labels import awaiting_adjudication, label_queue, labels_of, truths
 from db.lines import get_line
 from tests.drift_data import add_phones
 
+pytestmark = pytest.mark.both_backends
+
 ERIN, ELI = CurrentUser("erin", Role.ENGINEER), CurrentUser("eli", Role.ENGINEER)
 CHIP = [LabelBox("chip", 10, 10, 40, 30)]
 

@@ -39,6 +39,7 @@ def _rung(database) -> str:
         return actions.current_rung(get_line(session=session, name="line-1")).key
 
 
+@pytest.mark.both_backends
 @pytest.mark.parametrize("role", list(Role))
 def test_anyone_moves_a_line_down_at_once(database, role) -> None:
     _put(database, "canary_50")
@@ -107,6 +108,7 @@ def test_gates_refuse_skips_thin_evidence_and_bad_evidence(database, drift_refer
     assert _rung(database) == "shadow"
 
 
+@pytest.mark.both_backends
 def test_refusing_needs_a_note_and_a_stale_request_cannot_be_approved(database, drift_reference, small_gates) -> None:
     _put(database, "partial")
     add_phones(database, drift_reference, 400, seed=4)
@@ -127,6 +129,7 @@ def test_refusing_needs_a_note_and_a_stale_request_cannot_be_approved(database, 
     assert _rung(database) == "shadow"
 
 
+@pytest.mark.both_backends
 def test_overrides_in_canary_roll_the_line_back_by_itself(database, drift_reference) -> None:
     _put(database, "canary_20")
     add_phones(database, drift_reference, 30, seed=5, human_disagrees=0.5)

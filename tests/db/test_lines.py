@@ -7,6 +7,8 @@ import pytest
 from core.validation import RangeError
 from db.lines import get_line, update_settings
 
+pytestmark = pytest.mark.both_backends
+
 
 @pytest.mark.parametrize(
     ("changes", "refusal"),

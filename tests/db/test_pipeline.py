@@ -16,6 +16,8 @@ from db.models import FinalDecision, Inspection, ReviewTask, utcnow
 from db.pipeline import LeaseLostError, claim_batch, queue_inspection, record_result
 from db.reviews import TaskNotHeldError, claim_next_task, record_human_decision
 
+pytestmark = pytest.mark.both_backends
+
 
 def _queue(database, n: int) -> int:
     with database.write() as session:

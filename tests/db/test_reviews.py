@@ -23,6 +23,8 @@ from db.pipeline import claim_batch, queue_inspection, record_result
 from db.reviews import claim_next_task, queue_summary, record_human_decision, release_task, skip_task
 from db.status import line_statuses
 
+pytestmark = pytest.mark.both_backends
+
 
 def _routed(database, n: int, level: AutomationLevel = AutomationLevel.SHADOW) -> int:
     """``n`` phones routed to a person (no predictions: the queue is what matters), oldest first."""

@@ -11,6 +11,8 @@ from core.vocabulary import Role
 from db.models import AuditEntry, User, utcnow
 from db.users import UserError, add_user, list_users, sign_in
 
+pytestmark = pytest.mark.both_backends
+
 
 def test_init_creates_one_first_admin_with_a_hashed_password(database):
     with database.read() as session:
