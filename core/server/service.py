@@ -7,7 +7,11 @@ admission check included), and written with :func:`db.pipeline.record_results` w
 is held, in one transaction that also records the gate's answer. After the write the service does
 what the worker does after a batch (:mod:`core.inspection`'s upkeep): a run of phones the
 admission check refused raises its alarm, a line whose model failed steps down, and the phone
-counts toward the line's drift check.
+counts toward the line's drift check. This upkeep runs after the answer, on one thread of its own
+that takes what piled up meanwhile as one batch, so the gate never waits for it. Nothing is lost
+if the process dies between the answer and the upkeep: every step is recomputed from the database
+(the refusals in a row, the phones since the line's last drift check), and the service catches up
+on every line when it starts; a model that failed fails the next phone too.
 
 Drift checks: the service schedules the checks of the phones it writes itself (``shadowline
 serve`` runs the due ones every few seconds, off the request path). It cannot leave them to the
@@ -31,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import queue
 import socket
 import threading
 import time
@@ -412,6 +417,15 @@ class InspectionService:
         self.drift = DriftMonitor(database) if monitor_drift else None
         #: The upkeep after a write and the background checks share the monitor's bookkeeping: one at a time.
         self._upkeep_lock = threading.Lock()
+        #: Written phones waiting for their upkeep (None: catch up on every line); see :meth:`_upkeep_loop`.
+        self._upkeep_queue: queue.Queue[tuple[LineConfig, PhoneResult] | None] = queue.Queue()
+        self._upkeep_pending = 0
+        self._upkeep_idle = threading.Condition()
+        self._closing = threading.Event()
+        self._upkeep_queue.put(None)
+        self._upkeep_pending = 1
+        self._upkeep_thread = threading.Thread(target=self._upkeep_loop, name="upkeep", daemon=True)
+        self._upkeep_thread.start()
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -456,6 +470,14 @@ class InspectionService:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=False)
+        self.wait_for_upkeep(timeout=30)
+        self._closing.set()
+        self._upkeep_thread.join(timeout=5)
+
+    def wait_for_upkeep(self, timeout: float | None = None) -> bool:
+        """Until the upkeep of every phone written so far is done; returns False on timeout."""
+        with self._upkeep_idle:
+            return self._upkeep_idle.wait_for(lambda: self._upkeep_pending == 0, timeout=timeout)
 
     # -- reads --------------------------------------------------------------------------------
 
@@ -568,16 +590,53 @@ class InspectionService:
         return _Findings(line, result, line.active_model_version)
 
     def after_written(self, line: LineConfig, result: PhoneResult) -> None:
-        """What the worker does after writing a batch (in the job's thread): the line steps down if its model
-        failed, a run of refused phones raises its alarm at once, and the phone counts toward the drift check
-        (run by :meth:`background_checks`, so the urgency :func:`note_written` returns is not needed here)."""
-        try:
-            with self._upkeep_lock:
-                step_down_lines_whose_model_failed(self.inspector, {line.id: line}, [result])
-                if self.drift is not None:
-                    note_written(self.drift, [result], admission_run=self.settings.admission_run_alarm)
-        except Exception:  # the phone is written and the gate answered: the answer stands
-            log.exception("inspection %s: the upkeep after the write failed; the next phone or check tries again", result.inspection_id)
+        """Queue the upkeep of a written phone (see :meth:`_upkeep_loop`); the gate's answer does not wait for it."""
+        with self._upkeep_idle:
+            self._upkeep_pending += 1
+        self._upkeep_queue.put((line, result))
+
+    def _upkeep_loop(self) -> None:
+        """What the worker does after writing a batch, for the phones written here since the last round.
+
+        A line whose model failed steps down, a run of refused phones raises its alarm, and the
+        phones count toward the drift check (run by :meth:`background_checks`, so the urgency
+        :func:`note_written` returns is not needed here). Every step reads the database, so a round
+        done late, or after a restart (the first round catches up on every line), finds the same.
+        """
+        while not self._closing.is_set():
+            try:
+                first = self._upkeep_queue.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            batch = [first]
+            while True:
+                try:
+                    batch.append(self._upkeep_queue.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                self._upkeep([item for item in batch if item is not None], catch_up=any(item is None for item in batch))
+            except Exception:  # the phones are written and the gate answered: the answers stand
+                log.exception("the upkeep after %d written phones failed; the next round or check tries again", len(batch))
+            finally:
+                with self._upkeep_idle:
+                    self._upkeep_pending -= len(batch)
+                    self._upkeep_idle.notify_all()
+
+    def _upkeep(self, written: list[tuple[LineConfig, PhoneResult]], *, catch_up: bool) -> None:
+        lines = {line.id: line for line, _ in written}
+        results = [result for _, result in written]
+        with self._upkeep_lock:
+            step_down_lines_whose_model_failed(self.inspector, lines, results)
+            if self.drift is None:
+                return
+            if catch_up:
+                with self.database.read() as session:
+                    line_ids = {line.id for line in list_lines(session=session)}
+                for line_id in line_ids:
+                    self.drift.check_admission_run(line_id, run=self.settings.admission_run_alarm)
+                self.drift.note_processed(line_ids)
+            note_written(self.drift, results, admission_run=self.settings.admission_run_alarm)
 
     def write_failsafe(self, inspection_id: int, line: LineConfig, reason: FailsafeReason, *, latency_ms: float) -> None:
         """Record a phone the line handled with its fail-safe, with no findings, for a person to judge."""
