@@ -279,7 +279,8 @@ def answer_summary(*, session: Session, line_id: int, since: datetime, limit: in
         if answered_at is None or answered_at < since:
             continue
         latencies.append(float(latency_ms or 0.0))
-        actions[action] = actions.get(action, 0) + 1
+        if action is not None:
+            actions[action] = actions.get(action, 0) + 1
         if failsafe:
             failsafes[failsafe] = failsafes.get(failsafe, 0) + 1
     latencies.sort()

@@ -614,8 +614,12 @@ class InspectionService:
                     batch.append(self._upkeep_queue.get_nowait())
                 except queue.Empty:
                     break
+            started = time.perf_counter()
+            written = [item for item in batch if item is not None]
             try:
-                self._upkeep([item for item in batch if item is not None], catch_up=any(item is None for item in batch))
+                self._upkeep(written, catch_up=len(written) < len(batch))
+                self.metrics.upkeep.observe(time.perf_counter() - started)
+                self.metrics.upkeep_phones.inc(len(written))
             except Exception:  # the phones are written and the gate answered: the answers stand
                 log.exception("the upkeep after %d written phones failed; the next round or check tries again", len(batch))
             finally:
