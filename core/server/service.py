@@ -27,7 +27,10 @@ is told so: it still inspects and stores the phone, but writes it routed to a pe
 fail-safe's rule, so a late model answer can never become a model decision the line did not act
 on. The switch is one state change under a lock, made before the job's writing transaction
 decides what to write; a job already writing is waited for (it holds the write lock; its commit
-takes milliseconds).
+takes milliseconds). A job given the fail-safe before it even got a thread, while newer phones
+wait behind it (an overload), stores the phone for a person without running the model: otherwise
+every later phone would wait behind the late ones and get the fail-safe too, long after the
+overload ended.
 """
 
 from __future__ import annotations
@@ -192,6 +195,8 @@ class _Job:
         self.image_sha256: str | None = None
         self.answer: Answer | None = None
         self.replayed = False
+        #: Other phones were waiting for a thread when this one got one (see :meth:`InspectionService.job_started`).
+        self.shed = False
 
     # -- called by requests (event loop) ------------------------------------------------------
 
@@ -231,6 +236,7 @@ class _Job:
     # -- the job's thread ---------------------------------------------------------------------
 
     def run(self) -> Answer:
+        self.shed = self.service.job_started()
         try:
             return self._run()
         except Exception as error:
@@ -265,6 +271,12 @@ class _Job:
                 existing = opened.inspection_id
         if existing is not None:
             return self._replay(existing)
+        with self.lock:
+            overtaken = self.state is _State.FAILSAFE and self.shed
+        if overtaken:
+            # The gate already acted on the fail-safe while this phone waited, and newer phones wait behind it:
+            # stored and sent to a person without the model, so an overload clears instead of delaying every later phone.
+            return self._fall_back(self.failsafe or FailsafeReason.BUDGET_EXCEEDED)
         for _ in range(MAX_REINSPECTIONS + 1):
             with self.lock:
                 self.stage, self.stage_since = _Stage.INSPECTING, time.perf_counter()
@@ -410,6 +422,9 @@ class InspectionService:
         self.inspector = inspector
         self.holder_id = f"service-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="inspect")
+        #: Jobs submitted and not yet started: a fail-safe'd job that starts while others wait skips the model.
+        self._waiting = 0
+        self._waiting_lock = threading.Lock()
         self._in_flight: dict[tuple[int, str], tuple[_Job, asyncio.Future[Answer]]] = {}
         self.metrics = ServiceMetrics(self._queue_depths, self._model_labels)
         self._ready = threading.Event()
@@ -467,6 +482,12 @@ class InspectionService:
             return
         with self._upkeep_lock:
             run_due_drift_checks(self.drift, self.database)
+
+    def job_started(self) -> bool:
+        """A job got a thread; returns whether other jobs still wait for one (a backlog)."""
+        with self._waiting_lock:
+            self._waiting -= 1
+            return self._waiting > 0
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=False)
@@ -669,6 +690,8 @@ class InspectionService:
         shared = self._in_flight.get(slot)
         if shared is None:
             job = _Job(self, line=line, serial=serial, image=image, suffix=suffix, meta={"captured_at": captured_at, "station": station, "api_key_id": key.id})
+            with self._waiting_lock:
+                self._waiting += 1
             future = loop.run_in_executor(self._pool, job.run)
             self._in_flight[slot] = (job, future)
             self.metrics.in_flight.inc()

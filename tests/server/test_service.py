@@ -384,3 +384,54 @@ def test_a_run_of_refused_phones_raises_the_alarm_and_steps_the_line_down(client
         alarm = next(a for a in drift_db.current_alarms(session=session, line_id=1) if a.metric == "inadmissible_rate")
     assert alarm.severity == "severe" and "in a row" in alarm.reason
     assert post(client, key, "SN-after", phone_jpeg(4)).json()["rule"] == "shadow_human"
+
+
+def test_an_overload_clears_phones_late_before_they_began_go_to_people_without_the_model(database, settings, key, transport):
+    """One inspection thread, held: three phones wait past the budget. The one that starts while another still
+    waits is stored for a person without the model; the last, with nobody behind it, is still inspected; the next
+    phone after the overload is judged in time."""
+    set_line(database, level="full", audit_share=NO_AUDIT)
+    with database.write() as session:
+        set_answer_settings(session=session, line_id=1, actor="admin", budget_ms=1500)
+    service = InspectionService(database, settings, Inspector(database, settings, threads=2), threads=1)
+    service.start_loading()
+    held, inspect = threading.Event(), service.inspect
+
+    def held_inspect(*args, **kwargs):
+        held.wait(60)
+        return inspect(*args, **kwargs)
+
+    service.inspect = held_inspect  # the first phone occupies the only thread until released
+    answers: dict[str, dict] = {}
+    try:
+        with open_client(service, transport) as client:
+            wait_ready(client)
+
+            def send(serial: str, index: int) -> None:
+                answers[serial] = post(client, key, serial, phone_jpeg(index)).json()
+
+            senders = [threading.Thread(target=send, args=(f"SN-over-{i}", 10 + i)) for i in range(3)]
+            for sender in senders:
+                sender.start()
+                time.sleep(0.3)  # in this order into the thread's queue
+            for sender in senders:
+                sender.join(60)
+            held.set()
+            assert service.wait_for_upkeep(timeout=60)
+            service._pool.submit(lambda: None).result(60)  # the one thread has finished the late phones
+            after = post(client, key, "SN-after-overload", phone_jpeg(20)).json()
+    finally:
+        held.set()
+        service.close()
+    assert {a["failsafe"] for a in answers.values()} <= {"budget_exceeded", "database_busy"} and {a["action"] for a in answers.values()} == {"to_person"}
+    assert (after["decided_by"], after["failsafe"]) == ("model", None)
+    with database.read() as session:
+        ids = {serial: session.scalar(select(Inspection.id).where(Inspection.serial == serial)) for serial in answers}
+        predicted = {serial: session.scalar(select(func.count()).select_from(Prediction).where(Prediction.inspection_id == i)) for serial, i in ids.items()}
+        for serial, inspection_id in ids.items():
+            routing = session.get(Routing, inspection_id)
+            assert routing.decider == "human" and routing.rule.startswith("failsafe_"), serial
+            assert session.get(FinalDecision, inspection_id) is None, serial
+            assert session.scalar(select(ReviewTask.kind).where(ReviewTask.inspection_id == inspection_id)) == "decide", serial
+    # SN-over-0 held the thread (inspected, late); SN-over-1 started with SN-over-2 behind it: no model; SN-over-2 last: inspected.
+    assert predicted == {"SN-over-0": 1, "SN-over-1": 0, "SN-over-2": 1}
