@@ -52,6 +52,11 @@ def _share(part: int, whole: int) -> str:
     return "—" if not whole else f"{part / whole:.1%} ({part:,} of {whole:,})"
 
 
+def _rate_metric(column, label: str, part: int, whole: int) -> None:
+    """A rate with its count beside it (under the value, in grey): "32.7 %" over "18 of 55"."""
+    column.metric(label, "—" if not whole else f"{part / whole:.1%}", delta=f"{part:,} of {whole:,}", delta_color="off", delta_arrow="off")
+
+
 @st.fragment(run_every=REFRESH_SECONDS)
 def line_counters() -> None:
     with database.read() as session:
@@ -60,7 +65,7 @@ def line_counters() -> None:
     cols = st.columns(6)
     cols[0].metric("Level", status.level.replace("_", " "))
     cols[1].metric("Phones / min", f"{status.phones_per_min:.0f}")
-    cols[2].metric("Defect rate", _share(status.verdicts["reject"], decided))
+    _rate_metric(cols[2], "Defect rate", status.verdicts["reject"], decided)
     cols[3].metric("Queue", status.queue_depth)
     cols[4].metric("Waiting for a person", status.open_review_tasks)
     cols[5].metric("Worker", "alive" if status.worker_alive else "DOWN")
@@ -84,18 +89,19 @@ def service_answers() -> None:
         summary = answer_summary(session=session, line_id=line.id, since=utcnow() - ANSWER_WINDOW)
         fresh = next((candidate for candidate in list_lines(session=session) if candidate.id == line.id), line)
     minutes = int(ANSWER_WINDOW.total_seconds() // 60)
-    cols = st.columns(4)
-    cols[0].metric(f"Answers to the gate ({minutes} min)", f"{summary.answers:,}")
-    cols[1].metric("Answer time p50 / p99", "—" if summary.p50_ms is None else f"{summary.p50_ms:.0f} / {summary.p99_ms:.0f} ms")
-    cols[2].metric("Fail-safes", _share(summary.failsafe_count, summary.answers) if summary.answers else "0")
-    cols[3].metric("Budget · fail-safe", f"{fresh.answer_budget_ms} ms · {FAILSAFE_WORDS.get(fresh.failsafe_action, fresh.failsafe_action)}")
+    cols = st.columns(5)
+    cols[0].metric(f"Gate answers ({minutes} min)", f"{summary.answers:,}")
+    cols[1].metric("Answer time p50", "—" if summary.p50_ms is None else f"{summary.p50_ms:.0f} ms")
+    slowest = None if summary.max_ms is None else f"slowest {summary.max_ms:.0f} ms"
+    cols[2].metric("Answer time p99", "—" if summary.p99_ms is None else f"{summary.p99_ms:.0f} ms", delta=slowest, delta_color="off", delta_arrow="off")
+    _rate_metric(cols[3], "Fail-safes", summary.failsafe_count, summary.answers)
+    late = f"then {FAILSAFE_WORDS.get(fresh.failsafe_action, fresh.failsafe_action)}"
+    cols[4].metric("Answer budget", f"{fresh.answer_budget_ms} ms", delta=late, delta_color="off", delta_arrow="off")
     if summary.failsafes:
         why = ", ".join(f"{failsafe_in_words(reason)} {n:,}" for reason, n in sorted(summary.failsafes.items()))
         st.warning(f"The gate acted on the fail-safe {summary.failsafe_count:,} times in {minutes} min: {why}. Those phones go to people.")
     elif not summary.answers:
         st.caption(f"No phone posted by a camera station in the last {minutes} min (`shadowline serve`, `shadowline station`).")
-    else:
-        st.caption(f"Slowest answer {summary.max_ms:.0f} ms; the gate waits {fresh.answer_budget_ms} ms before it acts on the fail-safe.")
 
 
 def answer_settings_editor() -> None:
@@ -158,7 +164,7 @@ def latest_phones_grid() -> None:
         st.info("No phones yet. Start the simulated line with `shadowline simulate --line " + line.name + "` or drop images with `shadowline ingest`.")
         return
     disagreements = sum(1 for p in phones if _disagrees(p))
-    st.caption(f"The latest {len(phones)} phones, newest first" + (f" · {disagreements} where a person overruled the model" if disagreements else ""))
+    st.markdown("**Latest phones**, newest first" + (f" · :orange[{disagreements} where a person overruled the model]" if disagreements else ""))
     grid = st.columns(GRID_COLUMNS)
     for i, phone in enumerate(phones):
         with grid[i % GRID_COLUMNS]:
@@ -166,8 +172,6 @@ def latest_phones_grid() -> None:
 
 
 line_counters()
-st.subheader("Answers to the gate")
 service_answers()
 answer_settings_editor()
-st.subheader("Latest phones")
 latest_phones_grid()

@@ -33,7 +33,8 @@ def test_live_line_shows_counters_phones_and_who_decided(database, settings, app
     assert metrics["Queue"] == "0"
     assert metrics["Waiting for a person"] == "2"
     assert metrics["Worker"] == "DOWN", "no worker process runs during the test"
-    assert metrics["Defect rate"].endswith("of 8)"), metrics["Defect rate"]  # the count beside the rate
+    [defects] = [m for m in at.metric if m.label == "Defect rate"]
+    assert defects.delta.endswith(" of 8"), defects.delta  # the count beside the rate
     texts = [m.value for m in at.markdown]
     assert sum("by a person" in t for t in texts) == 4, "6 phones shown, 2 of them still waiting"
     assert sum("waiting for a person" in t for t in texts) == 2
@@ -95,7 +96,7 @@ def test_live_line_marks_where_a_person_overruled_the_model(database, settings, 
     assert not at.exception
     marks = [m.value for m in at.markdown if "Disagreement" in m.value]
     assert len(marks) == 3 and all("the model said" in m for m in marks)
-    assert any("3 where a person overruled the model" in c.value for c in at.caption)
+    assert any("3 where a person overruled the model" in m.value for m in at.markdown)
 
 
 def test_live_line_shows_the_services_answers_and_engineers_change_budget_and_failsafe(database, settings, app_for, shipped_model_dir):
@@ -126,10 +127,12 @@ def test_live_line_shows_the_services_answers_and_engineers_change_budget_and_fa
     at.run()
     assert not at.exception
     metrics = {m.label: m.value for m in at.metric}
-    assert metrics["Answers to the gate (15 min)"] == "4"
-    assert metrics["Fail-safes"] == "25.0% (1 of 4)"
-    assert metrics["Budget · fail-safe"] == "10000 ms · to a person"
-    assert metrics["Answer time p50 / p99"].endswith(" ms")
+    assert metrics["Gate answers (15 min)"] == "4"
+    [failsafes] = [m for m in at.metric if m.label == "Fail-safes"]
+    assert (failsafes.value, failsafes.delta) == ("25.0%", "1 of 4")
+    [budget] = [m for m in at.metric if m.label == "Answer budget"]
+    assert (budget.value, budget.delta) == ("10000 ms", "then to a person")
+    assert metrics["Answer time p50"].endswith(" ms") and metrics["Answer time p99"].endswith(" ms")
     assert any("the image could not be read 1" in w.value for w in at.warning)
     assert not [b for b in at.button if b.label == "Save"], "supervisors see the settings, they do not change them"
 
