@@ -36,10 +36,11 @@ THUMBNAIL_SCALE = 2
 
 
 @st.cache_data(ttl=300, max_entries=64, show_spinner=False)
-def labelled_thumbnail(path: str, boxes: tuple[tuple[Any, ...], ...]) -> np.ndarray | None:
-    """The stored image as RGB, enlarged, with each box and a label (class, confidence) on a dark band; None if unreadable.
+def labelled_thumbnail(path: str, boxes: tuple[tuple[Any, ...], ...]) -> bytes | None:
+    """The stored image, enlarged, with each box and a label (class, confidence) on a dark band, as JPEG; None if unreadable.
 
     Drawn for a thumbnail about a third of the page wide: the label reads at about 12 px on a 1440 px screen.
+    Cached as encoded bytes, so a page that refreshes every few seconds does not encode its images again.
     """
     try:
         image = read_image(Path(path))
@@ -58,7 +59,8 @@ def labelled_thumbnail(path: str, boxes: tuple[tuple[Any, ...], ...]) -> np.ndar
         y = top - 6 if top - height - baseline - 6 >= 0 else min(image.shape[0] - baseline - 2, bottom + height + 6)
         cv2.rectangle(image, (x, y - height - 4), (x + width + 6, y + baseline), (20, 20, 20), cv2.FILLED)
         cv2.putText(image, text, (x + 3, y), font, font_scale, colour, weight, cv2.LINE_AA)
-    return np.ascontiguousarray(image[..., ::-1])
+    ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 88])
+    return encoded.tobytes() if ok else None
 
 
 LABEL_COLOURS = ((255, 160, 0), (0, 140, 255))  # BGR: the first label blue, the second orange
