@@ -43,6 +43,7 @@ class Action(StrEnum):
     ACKNOWLEDGE_ALARM = "acknowledge_alarm"
     SET_DRIFT_REFERENCE = "set_drift_reference"
     EDIT_DRIFT_SETTINGS = "edit_drift_settings"
+    EDIT_ANSWER_SETTINGS = "edit_answer_settings"
 
 
 _ALL = frozenset(Role)
@@ -65,6 +66,8 @@ PERMISSIONS: dict[Action, frozenset[Role]] = {
     Action.SET_DRIFT_REFERENCE: frozenset({Role.ENGINEER, Role.MANAGER}),
     # Loosening a threshold hides drift: the engineers who watch it and the admin, all audited.
     Action.EDIT_DRIFT_SETTINGS: frozenset({Role.ENGINEER, Role.ADMIN}),
+    # The inspection service's answer budget and fail-safe: the engineers who tune the line and the admin, audited.
+    Action.EDIT_ANSWER_SETTINGS: frozenset({Role.ENGINEER, Role.ADMIN}),
 }
 
 

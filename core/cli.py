@@ -1007,10 +1007,10 @@ def _cmd_line_answer(args: argparse.Namespace) -> int:
         print(f"{line.name}: answer budget {line.answer_budget_ms} ms, fail-safe {line.failsafe_action}")
         return 0
     if not args.as_user:
-        raise CommandError("changing the budget or the fail-safe needs --as USER (an admin)")
+        raise CommandError("changing the budget or the fail-safe needs --as USER (an engineer or an admin)")
     user = _acting_user(database, args.as_user)
     try:
-        require(user, Action.EDIT_SETTINGS)
+        require(user, Action.EDIT_ANSWER_SETTINGS)
         with database.write() as session:
             set_answer_settings(session=session, line_id=line.id, actor=user.name, budget_ms=args.budget_ms, failsafe_action=args.failsafe, note=args.note)
     except (PermissionDeniedError, ValueError) as error:
@@ -1105,7 +1105,7 @@ def build_parser() -> argparse.ArgumentParser:
     line_add = line_commands.add_parser("add", help="add a line (shadow mode, the shipped model)")
     line_add.add_argument("name")
     line_add.set_defaults(handler=_cmd_line_add)
-    line_answer = line_commands.add_parser("answer", help="show or change the inspection service's answer budget and fail-safe of a line (admin)")
+    line_answer = line_commands.add_parser("answer", help="show or change the inspection service's answer budget and fail-safe of a line (engineer, admin)")
     line_answer.add_argument("--line", default="line-1")
     line_answer.add_argument("--budget-ms", type=_int(1, 60_000), help="how long the gate waits for an answer, 1-60000 (default 300)")
     line_answer.add_argument("--failsafe", choices=["to_person", "reject"], help="the gate's action when no answer comes in time (never pass)")

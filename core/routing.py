@@ -198,3 +198,47 @@ def route(level: AutomationLevel, facts: PhoneFacts, settings: PolicySettings) -
         "full_audit_sample" if audit else "full_model",
         f"Full automation; also in the {settings.audit_share:.0%} human audit sample." if audit else "Full automation.",
     )
+
+
+#: The routing rules in the floor's words (what the Live line and the review queue say instead of the code).
+RULE_WORDS: dict[str, str] = {
+    "image_failed": "the image could not be read",
+    "model_unavailable": "the model gave no answer",
+    "not_admitted": "model could not see this phone",
+    "human_only_human": "people judge every phone on this line",
+    "shadow_human": "a person judges (the model only watches)",
+    "assist_human": "a person judges, with the model's boxes",
+    "partial_confident_reject": "model sure of a defect",
+    "partial_confident_pass": "model sure it is clean",
+    "partial_uncertain": "model unsure: a person judges",
+    "partial_audit_sample": "model decided; a person checks it too (audit sample)",
+    "canary_model_share": "model's canary share",
+    "canary_human_share": "people's share of the canary",
+    "full_model": "model decided (full automation)",
+    "full_audit_sample": "model decided; a person checks it too (audit sample)",
+}
+
+_FAILSAFE_WORDS = {
+    "budget_exceeded": "no answer within the line's time budget",
+    "model_unavailable": "the model was not available",
+    "image_unreadable": "the image could not be read",
+    "database_busy": "the database was too busy to answer in time",
+    "internal_error": "an internal error",
+}
+
+
+def failsafe_in_words(reason: str) -> str:
+    """Why the gate acted on the fail-safe, as the floor says it (``budget_exceeded`` -> "no answer within the line's time budget")."""
+    return _FAILSAFE_WORDS.get(reason, reason.replace("_", " "))
+
+
+def rule_in_words(rule: str | None, *, admission_reason: str | None = None) -> str:
+    """One routing rule as the floor says it, e.g. ``not_admitted`` -> "model could not see this phone: <reason>"."""
+    if not rule:
+        return ""
+    if rule.startswith("failsafe_"):
+        return f"fail-safe: {failsafe_in_words(rule.removeprefix('failsafe_'))}; a person judges"
+    words = RULE_WORDS.get(rule, rule.replace("_", " "))
+    if rule == "not_admitted" and admission_reason:
+        return f"{words}: {admission_reason}"
+    return words

@@ -239,3 +239,53 @@ def latest_decision_cursor(*, session: Session, line_id: int) -> tuple[datetime,
         .limit(1)
     ).first()
     return (row[0], row[1]) if row else None
+
+
+@dataclass(frozen=True)
+class AnswerSummary:
+    """How the service answered a line's gate lately (the Live line shows it).
+
+    Attributes:
+        answers: Answers given in the window (at most the ``limit`` latest).
+        p50_ms, p99_ms, max_ms: Time to answer, from arrival; None without answers.
+        failsafes: Fail-safe answers by reason.
+        actions: Answers by action (``pass``, ``reject``, ``to_person``).
+    """
+
+    answers: int
+    p50_ms: float | None
+    p99_ms: float | None
+    max_ms: float | None
+    failsafes: dict[str, int]
+    actions: dict[str, int]
+
+    @property
+    def failsafe_count(self) -> int:
+        return sum(self.failsafes.values())
+
+
+def answer_summary(*, session: Session, line_id: int, since: datetime, limit: int = 2000) -> AnswerSummary:
+    """The line's answers since ``since``: latency percentiles, fail-safes and actions (the ``limit`` latest at most)."""
+    rows = session.execute(
+        select(GateAnswer.latency_ms, GateAnswer.failsafe, GateAnswer.action, GateAnswer.answered_at)
+        .where(GateAnswer.line_id == line_id, GateAnswer.action.is_not(None))
+        .order_by(GateAnswer.inspection_id.desc())  # along the primary key: bounded however long the line ran
+        .limit(limit)
+    ).all()
+    latencies: list[float] = []
+    failsafes: dict[str, int] = {}
+    actions: dict[str, int] = {}
+    for latency_ms, failsafe, action, answered_at in rows:
+        if answered_at is None or answered_at < since:
+            continue
+        latencies.append(float(latency_ms or 0.0))
+        if action is not None:
+            actions[action] = actions.get(action, 0) + 1
+        if failsafe:
+            failsafes[failsafe] = failsafes.get(failsafe, 0) + 1
+    latencies.sort()
+
+    def percentile(share: float) -> float | None:
+        return latencies[min(len(latencies) - 1, int(share * len(latencies)))] if latencies else None
+
+    return AnswerSummary(len(latencies), percentile(0.5), percentile(0.99), latencies[-1] if latencies else None, failsafes, actions)

@@ -1,20 +1,37 @@
-"""Live line: the control-room view of one line, refreshing itself while the worker runs."""
+"""Live line: the control-room view of one line, refreshing itself while the worker and the service run.
+
+Three fragments refresh on their own (the line's counters, the inspection service's answers, the
+latest phones), each reading the database once and then drawing, so only what changed is redrawn
+and the rest of the page never fades while it refreshes.
+"""
 
 from __future__ import annotations
+
+from datetime import timedelta
 
 import streamlit as st
 
 from app import state
-from app.widgets import annotated_image, box_tuples, local_time
-from db.lines import list_lines
-from db.live import latest_phones
+from app.session import current_user
+from app.widgets import box_tuples, labelled_thumbnail, local_time
+from core.auth import Action, PermissionDeniedError, may, require
+from core.routing import failsafe_in_words, rule_in_words
+from db.gate import answer_summary
+from db.lines import FAILSAFE_ACTIONS, list_lines, set_answer_settings
+from db.live import PhoneRow, latest_phones
+from db.models import utcnow
 from db.status import line_statuses
 
 REFRESH_SECONDS = 2.0
-PHONES_SHOWN = 8
+PHONES_SHOWN = 6
+GRID_COLUMNS = 3
+#: The window of the service's answers summarised at the top.
+ANSWER_WINDOW = timedelta(minutes=15)
+FAILSAFE_WORDS = {"to_person": "to a person", "reject": "reject"}
 
 database = state.database()
 settings = state.settings()
+user = current_user()
 
 with database.read() as session:
     lines = list_lines(session=session)
@@ -28,19 +45,27 @@ names = [line.name for line in lines]
 line_name = st.selectbox("Line", names, key="live.line")
 line = next(line for line in lines if line.name == line_name)
 
+# Notices about the chosen line (a severe drift, for one) belong here: above the live view, below the line's name.
+
+
+def _share(part: int, whole: int) -> str:
+    return "—" if not whole else f"{part / whole:.1%} ({part:,} of {whole:,})"
+
+
+def _rate_metric(column, label: str, part: int, whole: int) -> None:
+    """A rate with its count beside it (under the value, in grey): "32.7 %" over "18 of 55"."""
+    column.metric(label, "—" if not whole else f"{part / whole:.1%}", delta=f"{part:,} of {whole:,}", delta_color="off", delta_arrow="off")
+
 
 @st.fragment(run_every=REFRESH_SECONDS)
-def live_view() -> None:
+def line_counters() -> None:
     with database.read() as session:
         status = next(s for s in line_statuses(session=session) if s.line == line.name)
-        phones = latest_phones(session=session, line_id=line.id, limit=PHONES_SHOWN)
-
     decided = status.verdicts["pass"] + status.verdicts["reject"]
-    defect_rate = status.verdicts["reject"] / decided if decided else None
     cols = st.columns(6)
     cols[0].metric("Level", status.level.replace("_", " "))
     cols[1].metric("Phones / min", f"{status.phones_per_min:.0f}")
-    cols[2].metric("Defect rate", "—" if defect_rate is None else f"{defect_rate:.1%}")
+    _rate_metric(cols[2], "Defect rate", status.verdicts["reject"], decided)
     cols[3].metric("Queue", status.queue_depth)
     cols[4].metric("Waiting for a person", status.open_review_tasks)
     cols[5].metric("Worker", "alive" if status.worker_alive else "DOWN")
@@ -49,35 +74,104 @@ def live_view() -> None:
         st.error(f"No worker is running (last heartbeat {age}). Phones queue up until `shadowline worker` runs.")
     elif not status.model_status.startswith("ok"):
         st.warning(f"Model: {status.model_status}. Phones are routed to people meanwhile.")
+    by_model, by_people = status.decided_by["model"], status.decided_by["human"]
     st.caption(
         f"Model {status.active_model or 'none'}"
         + (f" · candidate {status.candidate_model}" if status.candidate_model else "")
-        + f" · decided by model {status.decided_by['model']}, by people {status.decided_by['human']}, waiting {status.decided_by['pending']}"
-        + f" · unreadable images {status.counts['failed']}"
+        + f" · decided by the model {_share(by_model, by_model + by_people)}, by people {by_people:,}, waiting {status.decided_by['pending']:,}"
+        + f" · unreadable images {status.counts['failed']:,}"
     )
 
+
+@st.fragment(run_every=REFRESH_SECONDS)
+def service_answers() -> None:
+    with database.read() as session:
+        summary = answer_summary(session=session, line_id=line.id, since=utcnow() - ANSWER_WINDOW)
+        fresh = next((candidate for candidate in list_lines(session=session) if candidate.id == line.id), line)
+    minutes = int(ANSWER_WINDOW.total_seconds() // 60)
+    cols = st.columns(5)
+    cols[0].metric(f"Gate answers ({minutes} min)", f"{summary.answers:,}")
+    cols[1].metric("Answer time p50", "—" if summary.p50_ms is None else f"{summary.p50_ms:.0f} ms")
+    slowest = None if summary.max_ms is None else f"slowest {summary.max_ms:.0f} ms"
+    cols[2].metric("Answer time p99", "—" if summary.p99_ms is None else f"{summary.p99_ms:.0f} ms", delta=slowest, delta_color="off", delta_arrow="off")
+    _rate_metric(cols[3], "Fail-safes", summary.failsafe_count, summary.answers)
+    late = f"then {FAILSAFE_WORDS.get(fresh.failsafe_action, fresh.failsafe_action)}"
+    cols[4].metric("Answer budget", f"{fresh.answer_budget_ms} ms", delta=late, delta_color="off", delta_arrow="off")
+    if summary.failsafes:
+        why = ", ".join(f"{failsafe_in_words(reason)} {n:,}" for reason, n in sorted(summary.failsafes.items()))
+        st.warning(f"The gate acted on the fail-safe {summary.failsafe_count:,} times in {minutes} min: {why}. Those phones go to people.")
+    elif not summary.answers:
+        st.caption(f"No phone posted by a camera station in the last {minutes} min (`shadowline serve`, `shadowline station`).")
+
+
+def answer_settings_editor() -> None:
+    """The line's answer budget and fail-safe, changed by engineers and admins (audited)."""
+    if user is None or not may(user.role, Action.EDIT_ANSWER_SETTINGS):
+        return
+    with st.popover("Change budget or fail-safe"), st.form("live.answer_form"):
+        budget = st.number_input("Answer budget (ms)", min_value=1, max_value=60_000, value=int(line.answer_budget_ms), step=50, key="live.budget")
+        failsafe = st.radio(
+            "When no answer comes in time, the gate…",
+            FAILSAFE_ACTIONS,
+            index=FAILSAFE_ACTIONS.index(line.failsafe_action),
+            format_func=lambda action: "sends the phone to a person" if action == "to_person" else "rejects the phone",
+            key="live.failsafe",
+            help="Never pass: a phone nobody judged is never passed.",
+        )
+        note = st.text_input("Why (kept in the audit log)", key="live.answer_note")
+        if st.form_submit_button("Save"):
+            try:
+                require(user, Action.EDIT_ANSWER_SETTINGS)
+                with database.write() as session:
+                    set_answer_settings(session=session, line_id=line.id, actor=user.name, budget_ms=int(budget), failsafe_action=failsafe, note=note or None)
+            except (PermissionDeniedError, ValueError) as error:
+                st.error(str(error))
+            else:
+                st.success(f"{line.name}: answer budget {int(budget)} ms, fail-safe {FAILSAFE_WORDS[failsafe]}.")
+
+
+def _disagrees(phone: PhoneRow) -> bool:
+    """A person's final verdict (a decision or a correction) differs from the model's."""
+    return bool(phone.verdict and phone.model_verdict and phone.model_verdict != phone.verdict)
+
+
+def _phone_card(phone: PhoneRow) -> None:
+    with st.container(border=True):
+        image = labelled_thumbnail(str(settings.image_file(phone.image_path)), box_tuples(phone.boxes))
+        if image is None:
+            st.error(f"Unreadable image: {phone.error or 'could not decode'}")
+        else:
+            st.image(image, width="stretch")
+        if phone.verdict:
+            who = "the model" if phone.decided_by == "model" else "a person"
+            badge = ":red[**REJECT**]" if phone.verdict == "reject" else ":green[**PASS**]"
+            st.markdown(f"{badge} by {who} · `{phone.serial}`")
+        elif phone.status in ("queued", "processing"):
+            st.markdown(f":gray[inspecting…] · `{phone.serial}`")
+        else:
+            st.markdown(f":orange[**waiting for a person**] · `{phone.serial}`")
+        if _disagrees(phone):
+            st.markdown(f":orange-background[**Disagreement:** the model said {phone.model_verdict.upper()}, a person {phone.verdict.upper()}]")
+        words = rule_in_words(phone.rule, admission_reason=phone.admission_reason) or phone.status
+        st.caption(f"{local_time(phone.captured_at, settings.plant_timezone)} · {words}")
+
+
+@st.fragment(run_every=REFRESH_SECONDS)
+def latest_phones_grid() -> None:
+    with database.read() as session:
+        phones = latest_phones(session=session, line_id=line.id, limit=PHONES_SHOWN)
     if not phones:
         st.info("No phones yet. Start the simulated line with `shadowline simulate --line " + line.name + "` or drop images with `shadowline ingest`.")
         return
-    grid = st.columns(4)
+    disagreements = sum(1 for p in phones if _disagrees(p))
+    st.markdown("**Latest phones**, newest first" + (f" · :orange[{disagreements} where a person overruled the model]" if disagreements else ""))
+    grid = st.columns(GRID_COLUMNS)
     for i, phone in enumerate(phones):
-        with grid[i % 4]:
-            image = annotated_image(str(settings.image_file(phone.image_path)), box_tuples(phone.boxes))
-            if image is None:
-                st.error(f"Unreadable image: {phone.error or 'could not decode'}")
-            else:
-                st.image(image, width="stretch")
-            if phone.verdict:
-                who = "model" if phone.decided_by == "model" else "person"
-                badge = ":red[**REJECT**]" if phone.verdict == "reject" else ":green[**PASS**]"
-                st.markdown(f"{badge} by {who} · `{phone.serial}`")
-            elif phone.status in ("queued", "processing"):
-                st.markdown(f":gray[inspecting…] · `{phone.serial}`")
-            else:
-                st.markdown(f":orange[**waiting for a person**] · `{phone.serial}`")
-            if phone.admission_reason:
-                st.markdown(f":orange[Not like the model's reference: {phone.admission_reason}]")
-            st.caption(f"{local_time(phone.captured_at, settings.plant_timezone)} · {phone.rule or phone.status}")
+        with grid[i % GRID_COLUMNS]:
+            _phone_card(phone)
 
 
-live_view()
+line_counters()
+service_answers()
+answer_settings_editor()
+latest_phones_grid()

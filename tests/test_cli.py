@@ -233,3 +233,28 @@ def test_a_bug_logs_its_traceback_to_a_file_and_prints_one_line(settings, monkey
     log_file = settings.data_dir / "logs" / "shadowline.log"
     assert err.strip() == f"error: unexpected RuntimeError: something the code did not expect (the full traceback is in {log_file})"
     assert "Traceback (most recent call last)" in log_file.read_text() and "second line" in log_file.read_text()
+
+
+def test_line_answer_is_changed_by_engineers_and_admins_never_to_pass(database, settings):
+    from core.vocabulary import Role
+    from db.lines import get_line
+    from db.users import add_user
+
+    with database.write() as session:
+        add_user(session=session, name="erin", role=Role.ENGINEER, password="erin-password-1", actor="test")
+        add_user(session=session, name="sam", role=Role.SUPERVISOR, password="sam-password-1", actor="test")
+
+    def run(user: str, *args: str) -> subprocess.CompletedProcess:
+        env = {**cli_env(settings), "SHADOWLINE_PASSWORD": f"{user}-password-1"}
+        return subprocess.run(cli("line", "answer", "--line", "line-1", "--as", user, *args), env=env, capture_output=True, text=True, timeout=60)
+
+    changed = run("erin", "--budget-ms", "450", "--failsafe", "reject", "--note", "faster gate")
+    assert changed.returncode == 0 and "answer budget 450 ms, fail-safe reject" in changed.stdout, changed
+    refused = run("sam", "--budget-ms", "100")
+    assert refused.returncode == 1 and "may not edit answer settings" in refused.stderr, refused
+    never_pass = run("erin", "--failsafe", "pass")
+    assert never_pass.returncode == 2, never_pass
+    with database.read() as session:
+        line = get_line(session=session, name="line-1")
+        entry = session.scalars(select(AuditEntry).where(AuditEntry.actor == "erin")).one()
+    assert (line.answer_budget_ms, line.failsafe_action, entry.note) == (450, "reject", "faster gate")

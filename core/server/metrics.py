@@ -52,6 +52,13 @@ class ServiceMetrics:
         )
         self.failsafes = Counter("shadowline_failsafes", "Answers that were the line's fail-safe, by reason.", ["line", "reason"], registry=self.registry)
         self.rejected = Counter("shadowline_rejected_requests", "Requests refused with a 4xx, by reason.", ["reason"], registry=self.registry)
+        self.upkeep = Histogram(
+            "shadowline_upkeep_seconds",
+            "Time of one round of the upkeep after written phones (step-downs, alarm and drift counts), off the answer's path.",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.upkeep_phones = Counter("shadowline_upkeep_phones", "Written phones whose upkeep is done.", registry=self.registry)
         self.in_flight = Gauge("shadowline_inspections_in_flight", "Phones the service is inspecting now.", registry=self.registry)
         self.registry.register(_StateCollector(queue_depths, models))
 

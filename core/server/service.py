@@ -7,7 +7,11 @@ admission check included), and written with :func:`db.pipeline.record_results` w
 is held, in one transaction that also records the gate's answer. After the write the service does
 what the worker does after a batch (:mod:`core.inspection`'s upkeep): a run of phones the
 admission check refused raises its alarm, a line whose model failed steps down, and the phone
-counts toward the line's drift check.
+counts toward the line's drift check. This upkeep runs after the answer, on one thread of its own
+that takes what piled up meanwhile as one batch, so the gate never waits for it. Nothing is lost
+if the process dies between the answer and the upkeep: every step is recomputed from the database
+(the refusals in a row, the phones since the line's last drift check), and the service catches up
+on every line when it starts; a model that failed fails the next phone too.
 
 Drift checks: the service schedules the checks of the phones it writes itself (``shadowline
 serve`` runs the due ones every few seconds, off the request path). It cannot leave them to the
@@ -23,7 +27,10 @@ is told so: it still inspects and stores the phone, but writes it routed to a pe
 fail-safe's rule, so a late model answer can never become a model decision the line did not act
 on. The switch is one state change under a lock, made before the job's writing transaction
 decides what to write; a job already writing is waited for (it holds the write lock; its commit
-takes milliseconds).
+takes milliseconds). A job given the fail-safe before it even got a thread, while newer phones
+wait behind it (an overload), stores the phone for a person without running the model: otherwise
+every later phone would wait behind the late ones and get the fail-safe too, long after the
+overload ended.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import queue
 import socket
 import threading
 import time
@@ -187,6 +195,8 @@ class _Job:
         self.image_sha256: str | None = None
         self.answer: Answer | None = None
         self.replayed = False
+        #: Other phones were waiting for a thread when this one got one (see :meth:`InspectionService.job_started`).
+        self.shed = False
 
     # -- called by requests (event loop) ------------------------------------------------------
 
@@ -226,6 +236,7 @@ class _Job:
     # -- the job's thread ---------------------------------------------------------------------
 
     def run(self) -> Answer:
+        self.shed = self.service.job_started()
         try:
             return self._run()
         except Exception as error:
@@ -260,6 +271,12 @@ class _Job:
                 existing = opened.inspection_id
         if existing is not None:
             return self._replay(existing)
+        with self.lock:
+            overtaken = self.state is _State.FAILSAFE and self.shed
+        if overtaken:
+            # The gate already acted on the fail-safe while this phone waited, and newer phones wait behind it:
+            # stored and sent to a person without the model, so an overload clears instead of delaying every later phone.
+            return self._fall_back(self.failsafe or FailsafeReason.BUDGET_EXCEEDED)
         for _ in range(MAX_REINSPECTIONS + 1):
             with self.lock:
                 self.stage, self.stage_since = _Stage.INSPECTING, time.perf_counter()
@@ -405,6 +422,9 @@ class InspectionService:
         self.inspector = inspector
         self.holder_id = f"service-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="inspect")
+        #: Jobs submitted and not yet started: a fail-safe'd job that starts while others wait skips the model.
+        self._waiting = 0
+        self._waiting_lock = threading.Lock()
         self._in_flight: dict[tuple[int, str], tuple[_Job, asyncio.Future[Answer]]] = {}
         self.metrics = ServiceMetrics(self._queue_depths, self._model_labels)
         self._ready = threading.Event()
@@ -412,6 +432,15 @@ class InspectionService:
         self.drift = DriftMonitor(database) if monitor_drift else None
         #: The upkeep after a write and the background checks share the monitor's bookkeeping: one at a time.
         self._upkeep_lock = threading.Lock()
+        #: Written phones waiting for their upkeep (None: catch up on every line); see :meth:`_upkeep_loop`.
+        self._upkeep_queue: queue.Queue[tuple[LineConfig, PhoneResult] | None] = queue.Queue()
+        self._upkeep_pending = 0
+        self._upkeep_idle = threading.Condition()
+        self._closing = threading.Event()
+        self._upkeep_queue.put(None)
+        self._upkeep_pending = 1
+        self._upkeep_thread = threading.Thread(target=self._upkeep_loop, name="upkeep", daemon=True)
+        self._upkeep_thread.start()
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -454,8 +483,22 @@ class InspectionService:
         with self._upkeep_lock:
             run_due_drift_checks(self.drift, self.database)
 
+    def job_started(self) -> bool:
+        """A job got a thread; returns whether other jobs still wait for one (a backlog)."""
+        with self._waiting_lock:
+            self._waiting -= 1
+            return self._waiting > 0
+
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=False)
+        self.wait_for_upkeep(timeout=30)
+        self._closing.set()
+        self._upkeep_thread.join(timeout=5)
+
+    def wait_for_upkeep(self, timeout: float | None = None) -> bool:
+        """Until the upkeep of every phone written so far is done; returns False on timeout."""
+        with self._upkeep_idle:
+            return self._upkeep_idle.wait_for(lambda: self._upkeep_pending == 0, timeout=timeout)
 
     # -- reads --------------------------------------------------------------------------------
 
@@ -568,16 +611,57 @@ class InspectionService:
         return _Findings(line, result, line.active_model_version)
 
     def after_written(self, line: LineConfig, result: PhoneResult) -> None:
-        """What the worker does after writing a batch (in the job's thread): the line steps down if its model
-        failed, a run of refused phones raises its alarm at once, and the phone counts toward the drift check
-        (run by :meth:`background_checks`, so the urgency :func:`note_written` returns is not needed here)."""
-        try:
-            with self._upkeep_lock:
-                step_down_lines_whose_model_failed(self.inspector, {line.id: line}, [result])
-                if self.drift is not None:
-                    note_written(self.drift, [result], admission_run=self.settings.admission_run_alarm)
-        except Exception:  # the phone is written and the gate answered: the answer stands
-            log.exception("inspection %s: the upkeep after the write failed; the next phone or check tries again", result.inspection_id)
+        """Queue the upkeep of a written phone (see :meth:`_upkeep_loop`); the gate's answer does not wait for it."""
+        with self._upkeep_idle:
+            self._upkeep_pending += 1
+        self._upkeep_queue.put((line, result))
+
+    def _upkeep_loop(self) -> None:
+        """What the worker does after writing a batch, for the phones written here since the last round.
+
+        A line whose model failed steps down, a run of refused phones raises its alarm, and the
+        phones count toward the drift check (run by :meth:`background_checks`, so the urgency
+        :func:`note_written` returns is not needed here). Every step reads the database, so a round
+        done late, or after a restart (the first round catches up on every line), finds the same.
+        """
+        while not self._closing.is_set():
+            try:
+                first = self._upkeep_queue.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            batch = [first]
+            while True:
+                try:
+                    batch.append(self._upkeep_queue.get_nowait())
+                except queue.Empty:
+                    break
+            started = time.perf_counter()
+            written = [item for item in batch if item is not None]
+            try:
+                self._upkeep(written, catch_up=len(written) < len(batch))
+                self.metrics.upkeep.observe(time.perf_counter() - started)
+                self.metrics.upkeep_phones.inc(len(written))
+            except Exception:  # the phones are written and the gate answered: the answers stand
+                log.exception("the upkeep after %d written phones failed; the next round or check tries again", len(batch))
+            finally:
+                with self._upkeep_idle:
+                    self._upkeep_pending -= len(batch)
+                    self._upkeep_idle.notify_all()
+
+    def _upkeep(self, written: list[tuple[LineConfig, PhoneResult]], *, catch_up: bool) -> None:
+        lines = {line.id: line for line, _ in written}
+        results = [result for _, result in written]
+        with self._upkeep_lock:
+            step_down_lines_whose_model_failed(self.inspector, lines, results)
+            if self.drift is None:
+                return
+            if catch_up:
+                with self.database.read() as session:
+                    line_ids = {line.id for line in list_lines(session=session)}
+                for line_id in line_ids:
+                    self.drift.check_admission_run(line_id, run=self.settings.admission_run_alarm)
+                self.drift.note_processed(line_ids)
+            note_written(self.drift, results, admission_run=self.settings.admission_run_alarm)
 
     def write_failsafe(self, inspection_id: int, line: LineConfig, reason: FailsafeReason, *, latency_ms: float) -> None:
         """Record a phone the line handled with its fail-safe, with no findings, for a person to judge."""
@@ -606,6 +690,8 @@ class InspectionService:
         shared = self._in_flight.get(slot)
         if shared is None:
             job = _Job(self, line=line, serial=serial, image=image, suffix=suffix, meta={"captured_at": captured_at, "station": station, "api_key_id": key.id})
+            with self._waiting_lock:
+                self._waiting += 1
             future = loop.run_in_executor(self._pool, job.run)
             self._in_flight[slot] = (job, future)
             self.metrics.in_flight.inc()

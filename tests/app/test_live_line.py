@@ -33,9 +33,13 @@ def test_live_line_shows_counters_phones_and_who_decided(database, settings, app
     assert metrics["Queue"] == "0"
     assert metrics["Waiting for a person"] == "2"
     assert metrics["Worker"] == "DOWN", "no worker process runs during the test"
+    [defects] = [m for m in at.metric if m.label == "Defect rate"]
+    assert defects.delta.endswith(" of 8"), defects.delta  # the count beside the rate
     texts = [m.value for m in at.markdown]
-    assert sum("by person" in t for t in texts) == 6, "8 phones shown, 2 of them still waiting"
+    assert sum("by a person" in t for t in texts) == 4, "6 phones shown, 2 of them still waiting"
     assert sum("waiting for a person" in t for t in texts) == 2
+    assert any("a person judges (the model only watches)" in c.value for c in at.caption), "rules in words, not codes"
+    assert not any("shadow_human" in c.value for c in at.caption)
     assert at.selectbox(key="live.line").value == "line-1"
     assert any("No worker is running" in e.value for e in at.error)
 
@@ -67,5 +71,83 @@ def test_live_line_says_why_the_model_may_not_decide_a_phone(database, settings,
     at.session_state["auth.user"] = CurrentUser("someone", Role.SUPERVISOR)
     at.run()
     assert not at.exception
-    notes = [m.value for m in at.markdown if "Not like the model's reference" in m.value]
+    notes = [c.value for c in at.caption if "model could not see this phone: " in c.value]
     assert len(notes) == 3 and all("out of range: brightness" in n for n in notes)
+
+
+def test_live_line_marks_where_a_person_overruled_the_model(database, settings, app_for, shipped_model_dir):
+    from sqlalchemy import select
+
+    from core.vocabulary import Verdict
+    from db.models import Prediction
+    from db.reviews import claim_next_task, record_human_decision
+
+    with database.read() as session:
+        line = get_line(session=session, name="line-1")
+    simulate_line(database, settings, line_id=line.id, line_name=line.name, scenario=get_scenario("normal"), count=3, rate=1000, seed=22, inspector=None)
+    Worker(database, settings).run(until_empty=True)
+    with database.write() as session:  # the person says the opposite of the model on every phone
+        while (item := claim_next_task(session=session, reviewer="sam")) is not None:
+            model = session.scalar(select(Prediction.verdict).where(Prediction.inspection_id == item.inspection_id, Prediction.is_candidate.is_(False)))
+            record_human_decision(session=session, task_id=item.task_id, reviewer="sam", verdict=Verdict.PASS if model == "reject" else Verdict.REJECT)
+    at = app_for()
+    at.session_state["auth.user"] = CurrentUser("sam", Role.SUPERVISOR)
+    at.run()
+    assert not at.exception
+    marks = [m.value for m in at.markdown if "Disagreement" in m.value]
+    assert len(marks) == 3 and all("the model said" in m for m in marks)
+    assert any("3 where a person overruled the model" in m.value for m in at.markdown)
+
+
+def test_live_line_shows_the_services_answers_and_engineers_change_budget_and_failsafe(database, settings, app_for, shipped_model_dir):
+    from fastapi.testclient import TestClient
+
+    from core.inspection import Inspector
+    from core.server.app import create_app
+    from core.server.service import InspectionService
+    from db import audit
+    from db.lines import set_answer_settings
+    from tests.server.conftest import make_key, phone_jpeg, post
+
+    with database.write() as session:
+        set_answer_settings(session=session, line_id=1, actor="test", budget_ms=10_000)
+    key = make_key(database)
+    service = InspectionService(database, settings, Inspector(database, settings, threads=2), threads=2)
+    service.start_loading()
+    try:
+        with TestClient(create_app(service)) as client:
+            answers = [post(client, key, f"SN-{i}", phone_jpeg(i)).json() for i in range(3)]
+            answers.append(post(client, key, "SN-broken", phone_jpeg(4)[:300]).json())  # unreadable: the fail-safe
+    finally:
+        service.close()
+    assert [a["failsafe"] for a in answers] == [None, None, None, "image_unreadable"]
+
+    at = app_for()
+    at.session_state["auth.user"] = CurrentUser("sam", Role.SUPERVISOR)
+    at.run()
+    assert not at.exception
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Gate answers (15 min)"] == "4"
+    [failsafes] = [m for m in at.metric if m.label == "Fail-safes"]
+    assert (failsafes.value, failsafes.delta) == ("25.0%", "1 of 4")
+    [budget] = [m for m in at.metric if m.label == "Answer budget"]
+    assert (budget.value, budget.delta) == ("10000 ms", "then to a person")
+    assert metrics["Answer time p50"].endswith(" ms") and metrics["Answer time p99"].endswith(" ms")
+    assert any("the image could not be read 1" in w.value for w in at.warning)
+    assert not [b for b in at.button if b.label == "Save"], "supervisors see the settings, they do not change them"
+
+    at = app_for()
+    at.session_state["auth.user"] = CurrentUser("erin", Role.ENGINEER)
+    at.run()
+    at.number_input(key="live.budget").set_value(450)
+    at.radio(key="live.failsafe").set_value("reject")
+    at.text_input(key="live.answer_note").input("the gate needs its answer sooner")
+    next(b for b in at.button if b.label == "Save").click().run()
+    assert not at.exception
+    assert any("answer budget 450 ms, fail-safe reject" in s.value for s in at.success)
+    with database.read() as session:
+        line = get_line(session=session, name="line-1")
+        entries, _ = audit.search(session=session, actor="erin")
+    assert (line.answer_budget_ms, line.failsafe_action) == (450, "reject")
+    [entry] = entries.to_dict("records")
+    assert (entry["action"], entry["note"]) == ("line.answer_budget_ms+failsafe_action", "the gate needs its answer sooner")

@@ -29,7 +29,7 @@ def test_supervisor_reviews_a_phone_and_sees_it_on_the_live_line(served_app, pag
     page.get_by_role("heading", name="Live line").wait_for()
     phone = page.get_by_text(serial).locator("..")
     phone.get_by_text("REJECT").wait_for(timeout=20_000)
-    assert "by person" in phone.inner_text()
+    assert "by a person" in phone.inner_text()
     screenshot(page, "live_line")
 
 

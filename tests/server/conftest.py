@@ -1,9 +1,22 @@
-"""Fixtures of the inspection service: a service over a fresh installation, keys, phones as JPEG bytes."""
+"""Fixtures of the inspection service: a service over a fresh installation, keys, phones as JPEG bytes.
+
+``client`` is the service through each transport the line may meet: in-process (Starlette's test
+client, no network) and over a real socket (uvicorn on 127.0.0.1, a free port, an httpx client), so
+every behaviour test runs both ways without being written twice.
+"""
 
 from __future__ import annotations
 
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import cv2
+import httpx
 import pytest
+import uvicorn
 from fastapi.testclient import TestClient
 
 from core.camera import get_scenario, render_run_phone
@@ -11,6 +24,8 @@ from core.inspection import Inspector
 from core.server.app import create_app
 from core.server.service import InspectionService
 from db.api_keys import create_key
+
+TRANSPORTS = ("in_process", "socket")
 
 
 def phone_jpeg(index: int, *, scenario: str = "normal", seed: int = 4242) -> bytes:
@@ -24,6 +39,44 @@ def make_key(database, line: str = "line-1", name: str = "station-1") -> str:
     with database.write() as session:
         _, key = create_key(session=session, line_name=line, name=name, actor="test")
     return key
+
+
+@contextmanager
+def serving(service: InspectionService) -> Iterator[str]:
+    """The service on uvicorn, 127.0.0.1 on a free port, in a thread; yields its base URL."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(service), log_level="warning", access_log=False, lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, name="uvicorn", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        listener.close()
+
+
+@contextmanager
+def open_client(service: InspectionService, transport: str) -> Iterator[httpx.Client]:
+    """A client of ``service``: Starlette's in-process test client, or a real HTTP client over a socket."""
+    if transport == "in_process":
+        with TestClient(create_app(service)) as test_client:
+            yield test_client
+    else:
+        with serving(service) as url, httpx.Client(base_url=url, timeout=60) as http_client:
+            yield http_client
+
+
+@pytest.fixture(params=TRANSPORTS)
+def transport(request) -> str:
+    return str(request.param)
 
 
 @pytest.fixture
@@ -40,9 +93,9 @@ def service(database, settings):
 
 
 @pytest.fixture
-def client(service):
-    with TestClient(create_app(service)) as test_client:
-        yield test_client
+def client(service, transport):
+    with open_client(service, transport) as opened:
+        yield opened
 
 
 @pytest.fixture

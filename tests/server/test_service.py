@@ -1,16 +1,18 @@
-"""The inspection service in-process: actions per level, fail-safes, idempotency, keys, 4xx, readiness, metrics, the cursor."""
+"""The inspection service in-process and over a real socket (the ``client`` fixture runs each test both ways):
+actions per level, fail-safes, idempotency, keys, 4xx, readiness, metrics, the cursor."""
 
 from __future__ import annotations
 
+import http.client
+import json
 import threading
 import time
+from urllib.parse import urlsplit
 
 import pytest
-from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from core.inspection import Inspector
-from core.server.app import create_app
 from core.server.service import InspectionService
 from core.vocabulary import Verdict
 from db import audit
@@ -19,7 +21,7 @@ from db.corrections import correct_decision
 from db.lines import add_line, get_line, set_answer_settings, update_settings
 from db.models import FinalDecision, GateAnswer, Inspection, Prediction, ReviewTask, Routing
 from db.reviews import claim_next_task, record_human_decision
-from tests.server.conftest import make_key, phone_jpeg, post
+from tests.server.conftest import make_key, open_client, phone_jpeg, post
 
 #: The smallest audit share the tests set: 0 is refused (people always audit full automation), and the
 #: serials these tests expect decided by the model alone draw well above it (routing.share_draw).
@@ -96,6 +98,7 @@ def test_missing_model_gives_the_failsafe_never_pass(client, key, database, serv
     monkeypatch.setattr(service.inspector, "_slot", lambda model_id: None)  # the model cannot be loaded
     answer = post(client, key, "SN-nomodel").json()
     assert (answer["action"], answer["failsafe"], answer["decided_by"]) == (failsafe_action, "model_unavailable", "person")
+    assert service.wait_for_upkeep(timeout=30)  # the step-down runs after the answer
     with database.read() as session:
         assert session.get(FinalDecision, answer["inspection_id"]) is None
         assert session.scalar(select(ReviewTask.kind).where(ReviewTask.inspection_id == answer["inspection_id"])) == "decide"
@@ -193,7 +196,7 @@ def test_keys_are_scoped_to_their_line_and_revocable(client, key, database):
         ("200 MB body", 413, "body_too_large"),
     ],
 )
-def test_bad_requests_get_a_json_4xx_and_change_nothing(client, key, database, case, status, code):
+def test_bad_requests_get_a_json_4xx_and_change_nothing(client, key, database, transport, case, status, code):
     headers = {"Authorization": f"Bearer {key}"}
     url = "/v1/lines/line-1/inspections"
     image = {"image": ("phone.jpg", phone_jpeg(0), "image/jpeg")}
@@ -211,16 +214,36 @@ def test_bad_requests_get_a_json_4xx_and_change_nothing(client, key, database, c
         response = client.post(url, files=image, data={"serial": "S1"})
     elif case == "bad key":
         response = client.post(url, headers={"Authorization": "Bearer slk_00000000_" + "x" * 43}, files=image, data={"serial": "S1"})
-    else:
+    elif transport == "in_process":
         response = client.post(
             url, headers={**headers, "Content-Type": "multipart/form-data; boundary=x", "Content-Length": str(200 * 1024 * 1024)}, content=b"--x"
         )
+    else:  # a real client announcing 200 MB: the refusal comes before the body is sent
+        status_got, body = _announce_huge_body(str(client.base_url), url, headers)
+        assert (status_got, json.loads(body)["error"]["code"]) == (status, code)
+        assert count(database, Inspection) == 0 and count(database, GateAnswer) == 0
+        return
     assert response.status_code == status, response.text
     assert response.json()["error"]["code"] == code
     assert count(database, Inspection) == 0 and count(database, GateAnswer) == 0
 
 
-def test_not_ready_until_the_model_is_loaded(database, settings):
+def _announce_huge_body(base_url: str, path: str, headers: dict[str, str]) -> tuple[int, bytes]:
+    """POST headers announcing a 200 MB multipart body, then only its first bytes; the service's status and body."""
+    parsed = urlsplit(base_url)
+    connection = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=30)
+    try:
+        connection.putrequest("POST", path)
+        for name, value in {**headers, "Content-Type": "multipart/form-data; boundary=x", "Content-Length": str(200 * 1024 * 1024)}.items():
+            connection.putheader(name, value)
+        connection.endheaders(b"--x\r\n")
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+def test_not_ready_until_the_model_is_loaded(database, settings, transport):
     loaded = threading.Event()
 
     class SlowInspector(Inspector):
@@ -231,7 +254,7 @@ def test_not_ready_until_the_model_is_loaded(database, settings):
     service = InspectionService(database, settings, SlowInspector(database, settings), threads=2)
     service.start_loading()
     try:
-        with TestClient(create_app(service)) as client:
+        with open_client(service, transport) as client:
             assert client.get("/healthz").status_code == 200
             response = client.get("/readyz")
             assert response.status_code == 503 and response.json()["checks"]["models"] == "loading"
@@ -344,7 +367,7 @@ def test_the_admission_check_sends_frames_unlike_a_phone_to_a_person_at_full_aut
     assert routing.admission_check == "repeat" and "SN-normal" in refused["SN-frozen"]["reason"]
 
 
-def test_a_run_of_refused_phones_raises_the_alarm_and_steps_the_line_down(client, key, database, settings):
+def test_a_run_of_refused_phones_raises_the_alarm_and_steps_the_line_down(client, key, database, settings, service):
     from core.camera import get_scenario, render_run_phone
     from core.vocabulary import AutomationLevel
     from db import drift as drift_db
@@ -355,8 +378,60 @@ def test_a_run_of_refused_phones_raises_the_alarm_and_steps_the_line_down(client
     frames = [_jpeg(render_run_phone(scenario, 78, scenario.onset + i).image) for i in range(settings.admission_run_alarm)]
     answers = [post(client, key, f"SN-cap-{i}", frame).json() for i, frame in enumerate(frames)]
     assert {a["action"] for a in answers} == {"to_person"}
+    assert service.wait_for_upkeep(timeout=30)  # the alarm and the step-down run after the answer
     with database.read() as session:
         assert get_line(session=session, name="line-1").level is AutomationLevel.SHADOW
         alarm = next(a for a in drift_db.current_alarms(session=session, line_id=1) if a.metric == "inadmissible_rate")
     assert alarm.severity == "severe" and "in a row" in alarm.reason
     assert post(client, key, "SN-after", phone_jpeg(4)).json()["rule"] == "shadow_human"
+
+
+def test_an_overload_clears_phones_late_before_they_began_go_to_people_without_the_model(database, settings, key, transport):
+    """One inspection thread, held: three phones wait past the budget. The one that starts while another still
+    waits is stored for a person without the model; the last, with nobody behind it, is still inspected; the next
+    phone after the overload is judged in time."""
+    set_line(database, level="full", audit_share=NO_AUDIT)
+    with database.write() as session:
+        set_answer_settings(session=session, line_id=1, actor="admin", budget_ms=1500)
+    service = InspectionService(database, settings, Inspector(database, settings, threads=2), threads=1)
+    service.start_loading()
+    held, inspect = threading.Event(), service.inspect
+
+    def held_inspect(*args, **kwargs):
+        held.wait(60)
+        return inspect(*args, **kwargs)
+
+    service.inspect = held_inspect  # the first phone occupies the only thread until released
+    answers: dict[str, dict] = {}
+    try:
+        with open_client(service, transport) as client:
+            wait_ready(client)
+
+            def send(serial: str, index: int) -> None:
+                answers[serial] = post(client, key, serial, phone_jpeg(index)).json()
+
+            senders = [threading.Thread(target=send, args=(f"SN-over-{i}", 10 + i)) for i in range(3)]
+            for sender in senders:
+                sender.start()
+                time.sleep(0.3)  # in this order into the thread's queue
+            for sender in senders:
+                sender.join(60)
+            held.set()
+            assert service.wait_for_upkeep(timeout=60)
+            service._pool.submit(lambda: None).result(60)  # the one thread has finished the late phones
+            after = post(client, key, "SN-after-overload", phone_jpeg(20)).json()
+    finally:
+        held.set()
+        service.close()
+    assert {a["failsafe"] for a in answers.values()} <= {"budget_exceeded", "database_busy"} and {a["action"] for a in answers.values()} == {"to_person"}
+    assert (after["decided_by"], after["failsafe"]) == ("model", None)
+    with database.read() as session:
+        ids = {serial: session.scalar(select(Inspection.id).where(Inspection.serial == serial)) for serial in answers}
+        predicted = {serial: session.scalar(select(func.count()).select_from(Prediction).where(Prediction.inspection_id == i)) for serial, i in ids.items()}
+        for serial, inspection_id in ids.items():
+            routing = session.get(Routing, inspection_id)
+            assert routing.decider == "human" and routing.rule.startswith("failsafe_"), serial
+            assert session.get(FinalDecision, inspection_id) is None, serial
+            assert session.scalar(select(ReviewTask.kind).where(ReviewTask.inspection_id == inspection_id)) == "decide", serial
+    # SN-over-0 held the thread (inspected, late); SN-over-1 started with SN-over-2 behind it: no model; SN-over-2 last: inspected.
+    assert predicted == {"SN-over-0": 1, "SN-over-1": 0, "SN-over-2": 1}
