@@ -39,6 +39,6 @@ with st.sidebar:
         sign_out()
         st.rerun()
 
-alarm_banner(state.database())
+alarm_banner(state.database(), user.role.value)
 visible = [st.Page(path, title=title, icon=icon, url_path=url, default=i == 0) for i, (path, title, icon, url, roles) in enumerate(PAGES) if user.role in roles]
 st.navigation(visible).run()

@@ -59,17 +59,27 @@ def local_time(moment: datetime, timezone: str, fmt: str = "%H:%M:%S") -> str:
     return moment.astimezone(ZoneInfo(timezone)).strftime(fmt)
 
 
-def alarm_banner(database: Any) -> None:
-    """Unacknowledged drift alarms of every line, at the top of every page."""
-    from db.drift import current_alarms
+#: Who is told about the system's own health (latency, queue, failures): the people who can act on it.
+SYSTEM_HEALTH_ROLES = frozenset({"engineer", "admin"})
 
+
+def alarm_banner(database: Any, role: str) -> None:
+    """Unacknowledged incidents of every line, one line per cause, at the top of every page.
+
+    Drift is for everyone on the floor; the system's own health only for engineers and admins.
+    """
+    from db.drift import Scope, current_incidents
+
+    scopes = (Scope.DRIFT, Scope.SYSTEM) if role in SYSTEM_HEALTH_ROLES else (Scope.DRIFT,)
     with database.read() as session:
-        alarms = current_alarms(session=session, unacknowledged_only=True)
-    if not alarms:
-        return
-    shown = "; ".join(f"**{a.line}**: {a.label} ({a.severity})" + (f", {a.action}" if a.action else "") for a in alarms[:3])
-    more = f" and {len(alarms) - 3} more" if len(alarms) > 3 else ""
-    severe = any(a.severity == "severe" for a in alarms)
-    (st.error if severe else st.warning)(
-        f"Drift alarm{'s' if len(alarms) > 1 else ''}: {shown}{more}. An engineer or manager acknowledges it on the Drift page.", icon=":material/warning:"
-    )
+        incidents = current_incidents(session=session, unacknowledged_only=True, scopes=scopes)
+    heading = {Scope.DRIFT.value: "Drift alarm", Scope.SYSTEM.value: "System health"}
+    who = {
+        Scope.DRIFT.value: "An engineer or manager acknowledges it on the Drift page.",
+        Scope.SYSTEM.value: "Acknowledge it on the Drift page once someone is on it.",
+    }
+    for incident in incidents[:3]:
+        text = f"**{heading[incident.scope]}** · **{incident.line}**: {incident.text.removeprefix(incident.line + ': ')}. {who[incident.scope]}"
+        (st.error if incident.severity == "severe" else st.warning)(text, icon=":material/warning:")
+    if len(incidents) > 3:
+        st.caption(f"…and {len(incidents) - 3} more incidents: see the Drift page.")

@@ -82,7 +82,7 @@ def test_engineer_sees_the_dim_lights_alarm_and_acknowledges_it(served_app, page
     page.get_by_role("link", name="Drift").click()
     page.get_by_role("heading", name="Alarms").wait_for(timeout=20_000)
     pick(page, "Line", "line-2")
-    alarm = page.get_by_text(re.compile(r"SEVERE · Brightness"))
+    alarm = page.get_by_text(re.compile(r"Incident #\d+ · input drift — brightness down"))
     expect(alarm).to_be_visible(timeout=20_000)
     page.locator("[data-testid='stPlotlyChart']").nth(2).wait_for(timeout=20_000)
     screenshot(page, "drift")
