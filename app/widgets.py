@@ -83,3 +83,19 @@ def alarm_banner(database: Any, role: str) -> None:
         (st.error if incident.severity == "severe" else st.warning)(text, icon=":material/warning:")
     if len(incidents) > 3:
         st.caption(f"…and {len(incidents) - 3} more incidents: see the Drift page.")
+
+
+def severe_drift_notice(database: Any, line_id: int) -> None:
+    """Say so when the line is still in severe drift, acknowledged or not (the Live line and Automation pages)."""
+    from db.drift import severe_drift
+
+    with database.read() as session:
+        incident = severe_drift(session=session, line_id=line_id)
+    if incident is None:
+        return
+    seen = f" Acknowledged by {incident.acknowledged_by}: {incident.acknowledgement_note}." if incident.acknowledged else " Not acknowledged yet."
+    st.error(
+        f"**Severe drift** · {incident.text}. The drift goes on: people judge the phones the model would have decided, "
+        f"and moving up waits until it is over.{seen}",
+        icon=":material/warning:",
+    )

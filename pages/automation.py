@@ -7,7 +7,7 @@ import streamlit as st
 
 from app import state
 from app.session import current_user
-from app.widgets import local_time
+from app.widgets import local_time, severe_drift_notice
 from core.auth import Action, PermissionDeniedError, may
 from core.ladder import actions
 from core.ladder.gates import LADDER, MEANING, Status
@@ -37,6 +37,7 @@ if not lines:
 line_name = st.selectbox("Line", [line.name for line in lines], key="automation.line")
 line = next(line for line in lines if line.name == line_name)
 here = actions.current_rung(line)
+severe_drift_notice(database, line.id)
 
 with database.read() as session:
     gate = actions.gate_for_next(session, line)

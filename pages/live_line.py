@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from app import state
-from app.widgets import annotated_image, box_tuples, local_time
+from app.widgets import annotated_image, box_tuples, local_time, severe_drift_notice
 from db.lines import list_lines
 from db.live import latest_phones
 from db.status import line_statuses
@@ -27,6 +27,7 @@ if not lines:
 names = [line.name for line in lines]
 line_name = st.selectbox("Line", names, key="live.line")
 line = next(line for line in lines if line.name == line_name)
+severe_drift_notice(database, line.id)
 
 
 @st.fragment(run_every=REFRESH_SECONDS)

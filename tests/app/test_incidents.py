@@ -96,3 +96,20 @@ def test_system_health_is_shown_to_engineers_and_admins_only(database, app_for, 
         assert bool(banners) == sees, (role, banners)
         if sees:
             assert "System health" in banners[0] and "inference latency, 95th percentile 15 ms (warning)" in banners[0]
+
+
+def test_a_line_still_in_acknowledged_severe_drift_says_so_on_the_live_line_and_automation_pages(database, app_for, drift_reference) -> None:
+    line_id = _dim_second_line(database, drift_reference)
+    with database.write() as session:
+        (incident,) = drift_db.current_incidents(session=session, line_id=line_id)
+        drift_db.acknowledge_incident(session=session, incident_id=incident.id, actor="erin", note="lamp ordered")
+    at = _signed_in(app_for, Role.SUPERVISOR)
+    assert not _banners(at), "acknowledged: no banner"
+    for page, key in (("../pages/live_line.py", "live.line"), ("../pages/automation.py", "automation.line")):
+        at.switch_page(page).run()
+        at.selectbox(key=key).set_value("line-2").run()
+        assert not at.exception, at.exception
+        (notice,) = [e.value for e in at.error if "Severe drift" in e.value]
+        assert "line-2: input drift — brightness down" in notice and "Acknowledged by erin: lamp ordered" in notice
+        at.selectbox(key=key).set_value("line-1").run()
+        assert not any("Severe drift" in e.value for e in at.error), "line-1 is fine"
