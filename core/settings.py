@@ -47,6 +47,8 @@ class Settings:
             severe alarm at once and step the line down (a lens cap, a dead camera).
         max_image_mb: Largest image file ``ingest`` and ``watch`` accept, in MiB (larger ones are refused
             before they are read).
+        gates_count_simulated: Whether the simulated inspector's judgements count as evidence for the
+            ladder's gates and rollback (a demonstration may opt in; a plant counts only people and labels).
     """
 
     data_dir: Path
@@ -57,6 +59,7 @@ class Settings:
     admission_target_rate: float | None = None
     admission_run_alarm: int = 5
     max_image_mb: float = DEFAULT_MAX_IMAGE_MB
+    gates_count_simulated: bool = False
 
     def __post_init__(self) -> None:
         validation.integer("SHADOWLINE_MAX_TRAINING_JOBS", self.max_training_jobs, minimum=1)
@@ -101,6 +104,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         target = env.get("SHADOWLINE_ADMISSION_TARGET_RATE") or None
         target_rate = validation.number("SHADOWLINE_ADMISSION_TARGET_RATE", target, minimum=0.0001, maximum=0.5) if target is not None else None
         run = validation.integer("SHADOWLINE_ADMISSION_RUN_ALARM", env.get("SHADOWLINE_ADMISSION_RUN_ALARM") or "5", minimum=1, maximum=1000)
+        count_simulated = validation.boolean("SHADOWLINE_GATES_COUNT_SIMULATED", env.get("SHADOWLINE_GATES_COUNT_SIMULATED") or "false")
         return Settings(
             data_dir=data_dir,
             database_url=database_url,
@@ -110,6 +114,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
             max_image_mb=image_mb,
             admission_target_rate=target_rate,
             admission_run_alarm=run,
+            gates_count_simulated=count_simulated,
         )
     except validation.RangeError as error:
         raise SettingsError(str(error)) from None

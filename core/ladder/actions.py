@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from core.auth import Action, CurrentUser, require
 from core.ladder.gates import GateResult, Rung, Status, judge_gate, next_rung, rollback_reason, rung_of
+from core.settings import get_settings
 from core.vocabulary import AutomationLevel, Role
 from db import audit
 from db import ladder as ladder_db
@@ -44,7 +45,7 @@ def gate_for_next(session: Session, line: LineConfig) -> GateResult | None:
     if target is None:
         return None
     config = ladder_db.get_gate_config(session=session)
-    comparison = ladder_db.evidence(session=session, line=line)
+    comparison = ladder_db.evidence(session=session, line=line, count_simulated=get_settings().gates_count_simulated)
     return judge_gate(target, config.gate(target), comparison, severe_alarms=ladder_db.severe_alarm_metrics(session=session, line_id=line.id))
 
 
@@ -167,7 +168,7 @@ def check_rollbacks(database: Database) -> list[str]:
         for line in list_lines(session=session):
             if line.level not in (AutomationLevel.CANARY, AutomationLevel.FULL):
                 continue
-            reason = rollback_reason(rule, ladder_db.evidence(session=session, line=line))
+            reason = rollback_reason(rule, ladder_db.evidence(session=session, line=line, count_simulated=get_settings().gates_count_simulated))
             if reason and step_down(session, line, to_level=rule.to_level, reason=reason):
                 happened.append(f"{line.name}: {reason}")
     return happened
