@@ -123,7 +123,7 @@ def test_engineer_draws_boxes_with_the_mouse_and_saves_the_label(served_app, ser
     page.get_by_role("link", name="Labelling").click()
     page.get_by_role("heading", name="Labelling").wait_for(timeout=20_000)
     expect(page.get_by_text(re.compile(r"this one because the person and the model disagree"))).to_be_visible(timeout=20_000)
-    serial = page.get_by_text(re.compile(r"SN-\d+-\d+")).first.inner_text().split(" ")[0]
+    serial = page.get_by_text(re.compile(r"SN-L\d+-\d+-\d+")).first.inner_text().split(" ")[0]
     canvas = page.locator(".box-editor canvas")
     canvas.wait_for(timeout=20_000)
     screenshot(page, "labelling")

@@ -63,7 +63,7 @@ def test_engineer_labels_a_phone_while_new_phones_arrive(running_line, screen_pa
         sign_in(page, url, "erin")
         page.get_by_role("link", name="Labelling").click()
         expect(page.get_by_text(re.compile(r"this one because"))).to_be_visible(timeout=30_000)
-        serial = page.get_by_text(re.compile(r"^SN-\d+-\d+ ·")).first.inner_text().split(" ")[0]
+        serial = page.get_by_text(re.compile(r"^SN-L\d+-\d+-\d+ ·")).first.inner_text().split(" ")[0]
         with database.read() as session:
             inspection_id = session.scalar(select(Inspection.id).where(Inspection.serial == serial))
             metrics = session.get(ImageMetrics, inspection_id)
