@@ -75,7 +75,6 @@ spec = METRIC_BY_NAME[metric]
 
 with database.read() as session:
     config = drift_db.get_config(session=session, line_id=line.id)
-    alarms = drift_db.current_alarms(session=session, line_id=line.id)
     history = drift_db.check_history(session=session, line_id=line.id, since=since, model_version_id=model_id)
     past_alarms = drift_db.alarm_history(session=session, line_id=line.id, since=since)
 report, window_sample = monitor().evaluate_with_window(line.name, config=config)
