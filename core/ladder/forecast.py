@@ -35,7 +35,7 @@ class Forecast:
         if self.have >= self.need:
             return f"{pace}; the gate's {self.need} phones are reached"
         if self.eta is None:
-            return f"{pace}: no new evidence lately, so no estimate of when the gate's {self.need} phones are reached"
+            return f"No phone judged by both lately ({over}): no estimate of when the gate's {self.need} phones are reached"
         return f"{pace}; at this pace the gate's {self.need} phones are reached in about {duration(self.eta)} (if the other criteria hold)"
 
 
