@@ -130,12 +130,14 @@ def requests_banner(database: Any, user: Any, waiting: list[Any]) -> None:
         answers = decided_requests(session=session, since=datetime.now(UTC) - ANSWER_SHOWN, requested_by=user.name, limit=5)
     seen = st.session_state.setdefault(SEEN_ANSWERS_KEY, set())
     for request in answers:
-        if request.id in seen or request.status not in ("approved", "refused", "obsolete") or request.decided_by == user.name:
+        # A request replaced by the asker's own newer one (obsolete, decided by nobody) is no news to them.
+        if request.id in seen or request.decided_by is None or request.decided_by == user.name:
             continue
         note = f": “{request.decision_note}”" if request.decision_note else ""
+        by = f" by {request.decided_by}" if request.decided_by else ""
         text, button = st.columns([6, 1], vertical_alignment="center")
         (text.success if request.status == "approved" else text.warning)(
-            f"Your request #{request.id} ({request.line}: {request.what}) was **{request.status}** by {request.decided_by}{note}", icon=":material/mail:"
+            f"Your request #{request.id} ({request.line}: {request.what}) was **{request.status}**{by}{note}", icon=":material/mail:"
         )
         if button.button("Seen", key=f"requests.seen.{request.id}"):
             seen.add(request.id)

@@ -122,7 +122,7 @@ if waiting and may(user.role, Action.ACKNOWLEDGE_ALARM):
         "Alarms to acknowledge (all of an incident's: the incident is acknowledged once)", waiting_ids, format_func=labels.get, key=ack_key, on_change=_remember
     )
     note = st.text_input("What did you see, what is being done?", key="drift.ack_note")
-    if st.button("Acknowledge", key="drift.ack"):
+    if st.button("Acknowledge", key="drift.ack", type="primary"):
         remembered[line.name] = list(chosen)
         try:
             if not chosen:
