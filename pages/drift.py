@@ -51,9 +51,12 @@ if not lines:
 
 with database.read() as session:
     waiting_incidents = drift_db.current_incidents(session=session, unacknowledged_only=True)
-if "drift.line" not in st.session_state and waiting_incidents:
-    # Open on the line whose alarms wait for someone (the most severe first).
-    st.session_state["drift.line"] = waiting_incidents[0].line
+if "drift.line" not in st.session_state:
+    # Open on the line whose alarms wait for someone (the most severe first), else on one still drifting.
+    with database.read() as session:
+        first = waiting_incidents or drift_db.current_incidents(session=session)
+    if first:
+        st.session_state["drift.line"] = first[0].line
 filters = st.columns([1, 1, 1, 2])
 line_name = filters[0].selectbox("Line", [line.name for line in lines], key="drift.line")
 line = next(line for line in lines if line.name == line_name)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from sqlalchemy.orm import Session
 
 from core.auth import Action, CurrentUser, require
+from core.drift.metrics import METRIC_BY_NAME
 from core.ladder.gates import GateResult, Rung, Status, judge_gate, next_rung, rollback_reason, rung_of
 from core.settings import get_settings
 from core.vocabulary import AutomationLevel, Role
@@ -46,7 +47,11 @@ def gate_for_next(session: Session, line: LineConfig) -> GateResult | None:
         return None
     config = ladder_db.get_gate_config(session=session)
     comparison = ladder_db.evidence(session=session, line=line, count_simulated=get_settings().gates_count_simulated)
-    return judge_gate(target, config.gate(target), comparison, severe_alarms=ladder_db.severe_alarm_metrics(session=session, line_id=line.id))
+    # Named as people read them ("mean blue", not "mean_b").
+    order = {name: i for i, name in enumerate(METRIC_BY_NAME)}
+    metrics = sorted(ladder_db.severe_alarm_metrics(session=session, line_id=line.id), key=lambda m: order.get(m, len(order)))
+    severe = [METRIC_BY_NAME[m].label.lower() if m in METRIC_BY_NAME else m for m in metrics]
+    return judge_gate(target, config.gate(target), comparison, severe_alarms=severe)
 
 
 def _apply(session: Session, line: LineConfig, rung: Rung, actor: str, note: str) -> None:

@@ -111,5 +111,8 @@ def test_a_line_still_in_acknowledged_severe_drift_says_so_on_the_live_line_and_
         assert not at.exception, at.exception
         (notice,) = [e.value for e in at.error if "Severe drift" in e.value]
         assert "line-2: input drift — brightness down" in notice and "Acknowledged by erin: lamp ordered" in notice
+        if key == "automation.line":
+            (drift,) = [d.value for d in at.dataframe if "criterion" in d.value.columns]
+            assert drift.set_index("criterion").loc["drift", "measured"].startswith("open severe drift alarms: brightness, mean blue"), "in words"
         at.selectbox(key=key).set_value("line-1").run()
         assert not any("Severe drift" in e.value for e in at.error), "line-1 is fine"
