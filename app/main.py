@@ -10,7 +10,7 @@ import streamlit as st
 
 from app import state
 from app.session import current_user, sign_in_page, sign_out
-from app.widgets import alarm_banner
+from app.widgets import alarm_banner, requests_banner, waiting_requests
 from core.vocabulary import Role
 from db.migrate import SchemaError
 
@@ -46,6 +46,14 @@ with st.sidebar:
         sign_out()
         st.rerun()
 
-alarm_banner(state.database())
-visible = [st.Page(path, title=title, icon=icon, url_path=url, default=i == 0) for i, (path, title, icon, url, roles) in enumerate(PAGES) if user.role in roles]
+alarm_banner(state.database(), user.role.value)
+waiting = waiting_requests(state.database())
+requests_banner(state.database(), user, waiting)
+# Managers see how many requests wait for them in the navigation, wherever they are.
+counts = {"automation": f" · {len(waiting)} waiting"} if user.role is Role.MANAGER and waiting else {}
+visible = [
+    st.Page(path, title=title + counts.get(url, ""), icon=icon, url_path=url, default=i == 0)
+    for i, (path, title, icon, url, roles) in enumerate(PAGES)
+    if user.role in roles
+]
 st.navigation(visible).run()

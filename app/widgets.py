@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import zlib
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -108,17 +108,136 @@ def local_time(moment: datetime, timezone: str, fmt: str = "%H:%M:%S") -> str:
     return moment.astimezone(ZoneInfo(timezone)).strftime(fmt)
 
 
-def alarm_banner(database: Any) -> None:
-    """Unacknowledged drift alarms of every line, at the top of every page."""
-    from db.drift import current_alarms
+#: Who is told about the system's own health (latency, queue, failures): the people who can act on it.
+SYSTEM_HEALTH_ROLES = frozenset({"engineer", "admin"})
+
+
+def alarm_banner(database: Any, role: str) -> None:
+    """Unacknowledged incidents of every line, one line per cause, at the top of every page.
+
+    Drift is for everyone on the floor; the system's own health only for engineers and admins.
+    """
+    from db.drift import Scope, current_incidents
+
+    scopes = (Scope.DRIFT, Scope.SYSTEM) if role in SYSTEM_HEALTH_ROLES else (Scope.DRIFT,)
+    with database.read() as session:
+        incidents = current_incidents(session=session, unacknowledged_only=True, scopes=scopes)
+    heading = {Scope.DRIFT.value: "Drift alarm", Scope.SYSTEM.value: "System health"}
+    who = {
+        Scope.DRIFT.value: "An engineer or manager acknowledges it on the Drift page.",
+        Scope.SYSTEM.value: "Acknowledge it on the Drift page once someone is on it.",
+    }
+    for incident in incidents[:3]:
+        text = f"**{heading[incident.scope]}** · **{incident.line}**: {incident.text.removeprefix(incident.line + ': ')}. {who[incident.scope]}"
+        (st.error if incident.severity == "severe" else st.warning)(text, icon=":material/warning:")
+    if len(incidents) > 3:
+        st.caption(f"…and {len(incidents) - 3} more incidents: see the Drift page.")
+
+
+def severe_drift_notice(database: Any, line_id: int) -> None:
+    """Say so when the line is still in severe drift, acknowledged or not (the Live line and Automation pages)."""
+    from db.drift import severe_drift
 
     with database.read() as session:
-        alarms = current_alarms(session=session, unacknowledged_only=True)
-    if not alarms:
+        incident = severe_drift(session=session, line_id=line_id)
+    if incident is None:
         return
-    shown = "; ".join(f"**{a.line}**: {a.label} ({a.severity})" + (f", {a.action}" if a.action else "") for a in alarms[:3])
-    more = f" and {len(alarms) - 3} more" if len(alarms) > 3 else ""
-    severe = any(a.severity == "severe" for a in alarms)
-    (st.error if severe else st.warning)(
-        f"Drift alarm{'s' if len(alarms) > 1 else ''}: {shown}{more}. An engineer or manager acknowledges it on the Drift page.", icon=":material/warning:"
+    seen = f" Acknowledged by {incident.acknowledged_by}: {incident.acknowledgement_note}." if incident.acknowledged else " Not acknowledged yet."
+    st.error(
+        f"**Severe drift** · {incident.text}. The drift goes on: people judge the phones the model would have decided, "
+        f"and moving up waits until it is over.{seen}",
+        icon=":material/warning:",
     )
+
+
+#: How long the person who asked sees the answer to their request at the top of every page.
+ANSWER_SHOWN = timedelta(days=1)
+SEEN_ANSWERS_KEY = "requests.seen_answers"
+
+
+def waiting_requests(database: Any) -> list[Any]:
+    """Requests waiting for a manager, on every line."""
+    from db.ladder import list_requests
+
+    with database.read() as session:
+        return list_requests(session=session, pending_only=True)
+
+
+def requests_banner(database: Any, user: Any, waiting: list[Any]) -> None:
+    """Managers: what waits for their decision, on every line. The person who asked: the answer, with its note."""
+    from db.ladder import decided_requests
+
+    if user.role.value == "manager" and waiting:
+        shown = "; ".join(f"**{r.line}**: {r.what} (asked by {r.requested_by})" for r in waiting[:3])
+        more = f" and {len(waiting) - 3} more" if len(waiting) > 3 else ""
+        st.info(
+            f"**{len(waiting)} request{'s' if len(waiting) != 1 else ''} wait{'' if len(waiting) != 1 else 's'} for a manager**: {shown}{more}. "
+            "Approve or refuse on the Automation page.",
+            icon=":material/inbox:",
+        )
+    with database.read() as session:
+        answers = decided_requests(session=session, since=datetime.now(UTC) - ANSWER_SHOWN, requested_by=user.name, limit=5)
+    seen = st.session_state.setdefault(SEEN_ANSWERS_KEY, set())
+    for request in answers:
+        # A request replaced by the asker's own newer one (obsolete, decided by nobody) is no news to them.
+        if request.id in seen or request.decided_by is None or request.decided_by == user.name:
+            continue
+        note = f": “{request.decision_note}”" if request.decision_note else ""
+        by = f" by {request.decided_by}" if request.decided_by else ""
+        text, button = st.columns([6, 1], vertical_alignment="center")
+        (text.success if request.status == "approved" else text.warning)(
+            f"Your request #{request.id} ({request.line}: {request.what}) was **{request.status}**{by}{note}", icon=":material/mail:"
+        )
+        if button.button("Seen", key=f"requests.seen.{request.id}"):
+            seen.add(request.id)
+            st.rerun()
+
+
+_LEVEL_WORDS = {
+    "human_only": "human only",
+    "shadow": "shadow",
+    "assist": "AI assistance",
+    "partial": "partial automation",
+    "canary": "canary",
+    "full": "full automation",
+}
+#: Field names of settings in the floor's words.
+FIELD_WORDS = {
+    "min_pairs": "phones judged by both, at least",
+    "min_agreement": "agreement, at least",
+    "max_escape_rate": "escape rate, at most",
+    "max_over_reject_rate": "over-reject rate, at most",
+    "needs_manager": "a manager approves",
+    "max_disagreement": "roll back when overrides exceed",
+    "to_level": "roll back to",
+    "escape_rate": "escape rate",
+    "over_reject_rate": "over-reject rate",
+    "canary_share": "canary share",
+    "audit_share": "audit share",
+}
+_SHARE_KEYS = {"canary_share", "audit_share", "to_share", "from_share", "max_disagreement", "min_agreement", "max_escape_rate", "max_over_reject_rate"}
+
+
+def plain(value: Any) -> str:
+    """A before/after value of the audit log in words: ``level: canary; canary share: 5 %`` rather than a dict."""
+    if value is None or value == {} or value == []:
+        return ""
+    if isinstance(value, dict):
+        return "; ".join(f"{FIELD_WORDS.get(str(key), str(key).replace('_', ' '))}: {_plain_item(str(key), item)}" for key, item in value.items())
+    if isinstance(value, list):
+        return ", ".join(plain(item) for item in value)
+    return str(value)
+
+
+def _plain_item(key: str, item: Any) -> str:
+    if isinstance(item, dict | list):
+        return f"({plain(item)})" if isinstance(item, dict) else plain(item)
+    if key.endswith("level") and isinstance(item, str):
+        return _LEVEL_WORDS.get(item, item)
+    if key in _SHARE_KEYS and isinstance(item, int | float) and not isinstance(item, bool):
+        return f"{item * 100:g} %"
+    if isinstance(item, bool):
+        return "yes" if item else "no"
+    if isinstance(item, float):
+        return f"{item:.4g}"
+    return "none" if item is None else str(item)

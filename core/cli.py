@@ -683,7 +683,8 @@ def _cmd_alarms_list(args: argparse.Namespace) -> int:
     for a in alarms:
         state = f"acknowledged by {a.acknowledged_by}" if a.acknowledged else "NOT ACKNOWLEDGED"
         cleared = f", cleared {a.cleared_at:%H:%M:%S}" if a.cleared_at else ", still drifting"
-        print(f"#{a.id} {a.line} {a.severity.upper()} {a.metric} raised {a.raised_at:%Y-%m-%d %H:%M:%S} UTC, {state}{cleared}: {a.reason}")
+        incident = f" (incident #{a.incident_id})" if a.incident_id else ""
+        print(f"#{a.id} {a.line} {a.severity.upper()} {a.metric}{incident} raised {a.raised_at:%Y-%m-%d %H:%M:%S} UTC, {state}{cleared}: {a.reason}")
     return 0
 
 
@@ -693,10 +694,16 @@ def _cmd_alarms_ack(args: argparse.Namespace) -> int:
     database = _database()
     user = _acting_user(database, args.as_user)
     try:
-        alarm = actions.acknowledge(database, user, alarm_id=args.alarm, note=args.note)
+        if args.incident:
+            incident = actions.acknowledge_incident(database, user, incident_id=args.alarm, note=args.note)
+        else:
+            alarm = actions.acknowledge(database, user, alarm_id=args.alarm, note=args.note)
     except _refusals() as error:
         raise CommandError(str(error)) from None
-    print(f"alarm #{alarm.id} ({alarm.line} {alarm.metric}) acknowledged by {alarm.acknowledged_by}")
+    if args.incident:
+        print(f"incident #{incident.id} ({incident.text}) acknowledged by {user.name}, with its {len(incident.alarms)} alarm(s)")
+    else:
+        print(f"alarm #{alarm.id} ({alarm.line} {alarm.metric}) acknowledged by {alarm.acknowledged_by}")
     return 0
 
 
@@ -1338,8 +1345,9 @@ def build_parser() -> argparse.ArgumentParser:
     alarms_list.add_argument("--all", action="store_true", help="closed alarms too")
     alarms_list.add_argument("--json", action="store_true")
     alarms_list.set_defaults(handler=_cmd_alarms_list)
-    alarms_ack = alarm_commands.add_parser("ack", help="acknowledge an alarm with a note")
-    alarms_ack.add_argument("alarm", type=_int(1))
+    alarms_ack = alarm_commands.add_parser("ack", help="acknowledge an alarm (or with --incident, an incident and all its alarms) with a note")
+    alarms_ack.add_argument("alarm", type=_int(1), help="the alarm's id, or the incident's with --incident")
+    alarms_ack.add_argument("--incident", action="store_true", help="ALARM is an incident: acknowledge it once, its alarms with it")
     alarms_ack.add_argument("--note", required=True)
     alarms_ack.add_argument("--as", dest="as_user", required=True, metavar="USER")
     alarms_ack.set_defaults(handler=_cmd_alarms_ack)

@@ -86,7 +86,8 @@ def queue_simulated_phone(
     if not ok:
         raise RuntimeError("JPEG encoding failed")
     relative, digest = store_image_bytes(settings, line_name, encoded.tobytes(), ".jpg")
-    serial = f"SN-{seed}-{index:06d}"
+    # The line is in the serial: two lines simulated with the same seed never share a serial.
+    serial = f"SN-L{line_id}-{seed}-{index:06d}"
     truth = {
         "defective": phone.is_defective,
         "defects": [{"class_name": d.kind.value, "box": list(d.box)} for d in phone.defects],

@@ -47,6 +47,8 @@ class Settings:
             severe alarm at once and step the line down (a lens cap, a dead camera).
         max_image_mb: Largest image file ``ingest`` and ``watch`` accept, in MiB (larger ones are refused
             before they are read).
+        gates_count_simulated: Whether the simulated inspector's judgements count as evidence for the
+            ladder's gates and rollback (a demonstration may opt in; a plant counts only people and labels).
     """
 
     data_dir: Path
@@ -69,6 +71,7 @@ class Settings:
     #: Root of the stored images, shared by every machine of a plant (a mount); the data folder by
     #: default. Stored image paths are relative to it, so they mean the same on every machine.
     shared_dir: Path | None = None
+    gates_count_simulated: bool = False
 
     def __post_init__(self) -> None:
         validation.integer("SHADOWLINE_MAX_TRAINING_JOBS", self.max_training_jobs, minimum=1)
@@ -135,6 +138,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
                 ("db_idle_in_transaction_timeout_s", "SHADOWLINE_DB_IDLE_IN_TRANSACTION_TIMEOUT_S", "60", 0, 86400),
             )
         }
+        count_simulated = validation.boolean("SHADOWLINE_GATES_COUNT_SIMULATED", env.get("SHADOWLINE_GATES_COUNT_SIMULATED") or "false")
         return Settings(
             data_dir=data_dir,
             database_url=database_url,
@@ -147,6 +151,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
             schema_wait_s=schema_wait,
             shared_dir=shared_dir,
             **connection,
+            gates_count_simulated=count_simulated,
         )
     except validation.RangeError as error:
         raise SettingsError(str(error)) from None

@@ -126,6 +126,10 @@ def run_product(
     env = dict(os.environ)
     if station_key:
         env["SHADOWLINE_API_KEY"] = station_key
+    if simulate:
+        # The demonstration's line is judged by the simulated inspector: its gates count those judgements
+        # (said on the Automation page), unless the environment says otherwise.
+        env.setdefault("SHADOWLINE_GATES_COUNT_SIMULATED", "true")
     for name, command in commands.items():
         children[name] = subprocess.Popen(command, cwd=Path(PROJECT_ROOT), env=env)
         restarts[name].started(time.monotonic())

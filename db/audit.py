@@ -40,6 +40,35 @@ def record(
     )
 
 
+#: Kinds of action people filter the log by: name -> action prefixes (None: every action but the per-phone ones).
+ACTION_KINDS: dict[str, tuple[str, ...] | None] = {
+    "changes (all but per-phone decisions)": None,
+    "automation levels and line settings": ("line.",),
+    "requests and approvals": ("request.",),
+    "models and training": ("model.", "training."),
+    "drift: alarms, references, settings": ("drift.",),
+    "gates": ("gates.",),
+    "users, sign-ins and keys": ("user.", "auth.", "session.", "api_key."),
+    "labels": ("label.",),
+    "per-phone decisions and corrections": ("phone.",),
+    "everything": (),
+}
+#: Actions of single phones: thousands a day, kept out of the default view of the log.
+PER_PHONE_PREFIXES = ("phone.",)
+
+
+def kind_condition(kind: str) -> Any:
+    """The SQL condition of a kind of action (see :data:`ACTION_KINDS`), None for everything."""
+    if kind not in ACTION_KINDS:
+        raise ValueError(f"no kind of action {kind!r}; kinds: {', '.join(ACTION_KINDS)}")
+    prefixes = ACTION_KINDS[kind]
+    if prefixes is None:
+        return ~or_(*(AuditEntry.action.startswith(p) for p in PER_PHONE_PREFIXES))
+    if not prefixes:
+        return None
+    return or_(*(AuditEntry.action.startswith(p) for p in prefixes))
+
+
 AUDIT_COLUMNS = ["at", "actor", "action", "entity", "entity_id", "before", "after", "note"]
 
 
@@ -49,12 +78,13 @@ def search(
     text: str = "",
     actor: str | None = None,
     action_prefix: str | None = None,
+    kind: str | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
     offset: int = 0,
     limit: int = 100,
 ) -> tuple[pd.DataFrame, int]:
-    """Audit entries matching the filters, newest first, one page of them, and the total count."""
+    """Audit entries matching the filters (``kind``: one of :data:`ACTION_KINDS`), newest first, one page of them, and the total count."""
     conditions = []
     if text:
         pattern = f"%{text}%"
@@ -71,6 +101,8 @@ def search(
         conditions.append(AuditEntry.actor == actor)
     if action_prefix:
         conditions.append(AuditEntry.action.startswith(action_prefix))
+    if kind is not None and (condition := kind_condition(kind)) is not None:
+        conditions.append(condition)
     if since is not None:
         conditions.append(AuditEntry.at >= since)
     if until is not None:

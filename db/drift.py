@@ -10,12 +10,13 @@ import numpy as np
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
+from core.drift.incidents import AlarmFacts, Scope, headline_index, incident_title, scope_of
 from core.drift.metrics import INPUT_METRICS, METRIC_BY_NAME, DriftConfig, MetricVerdict, RateCount, Sample, Severity
 from core.drift.reference import box_category
 from core.vocabulary import InspectionStatus
 from db import audit
 from db.corrections import human_verdict
-from db.models import DriftAlarm, DriftCheck, DriftReference, DriftSettings, HumanDecision, ImageMetrics, Inspection, Prediction, Routing, utcnow
+from db.models import DriftAlarm, DriftCheck, DriftIncident, DriftReference, DriftSettings, HumanDecision, ImageMetrics, Inspection, Prediction, Routing, utcnow
 
 #: Below this many phones a production period is not accepted as a reference.
 MIN_REFERENCE_PHONES = 200
@@ -331,10 +332,17 @@ class AlarmView:
     acknowledged_at: datetime | None
     acknowledged_by: str | None
     acknowledgement_note: str | None
+    incident_id: int | None = None
+    reference_value: float | None = None
+    current_value: float | None = None
 
     @property
     def acknowledged(self) -> bool:
         return self.acknowledged_at is not None
+
+    @property
+    def facts(self) -> AlarmFacts:
+        return AlarmFacts(self.metric, self.kind, self.severity, self.reference_value, self.current_value, self.statistic, self.score)
 
     @property
     def label(self) -> str:
@@ -357,6 +365,7 @@ class AlarmView:
             "acknowledged_at": self.acknowledged_at.isoformat() if self.acknowledged_at else None,
             "cleared_at": self.cleared_at.isoformat() if self.cleared_at else None,
             "action": self.action,
+            "incident_id": self.incident_id,
         }
 
 
@@ -380,6 +389,9 @@ def _view(alarm: DriftAlarm) -> AlarmView:
         alarm.acknowledged_at,
         alarm.acknowledged_by,
         alarm.acknowledgement_note,
+        alarm.incident_id,
+        alarm.reference_value,
+        alarm.current_value,
     )
 
 
@@ -433,7 +445,208 @@ def acknowledge_alarm(*, session: Session, alarm_id: int, actor: str, note: str)
         note=note.strip(),
     )
     session.flush()
+    sync_incidents(session=session, line_id=alarm.line_id)
     return _view(alarm)
+
+
+# -- incidents: one cause, one thing to act on --------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IncidentView:
+    """An incident as plain data: its alarms, the headline that names it, and who acknowledged it."""
+
+    id: int
+    line_id: int
+    line: str
+    scope: str
+    severity: str
+    opened_at: datetime
+    closed_at: datetime | None
+    acknowledged_at: datetime | None
+    acknowledged_by: str | None
+    acknowledgement_note: str | None
+    alarms: tuple[AlarmView, ...]
+    headline: AlarmView
+
+    @property
+    def acknowledged(self) -> bool:
+        return self.acknowledged_at is not None
+
+    @property
+    def title(self) -> str:
+        """``input drift — brightness down 66 % (severe)``."""
+        return incident_title(self.headline.facts)
+
+    @property
+    def related(self) -> int:
+        """How many other metrics alarmed with the headline."""
+        return len(self.alarms) - 1
+
+    @property
+    def ongoing(self) -> bool:
+        """Whether a metric of the incident is still out of bounds (not back to normal)."""
+        return any(a.cleared_at is None for a in self.alarms)
+
+    @property
+    def text(self) -> str:
+        """``line-2: input drift — brightness down 66 % (severe), 8 related metrics``."""
+        related = f", {self.related} related metric{'s' if self.related != 1 else ''}" if self.related else ""
+        return f"{self.line}: {self.title}{related}"
+
+    def as_status(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "scope": self.scope,
+            "severity": self.severity,
+            "title": self.title,
+            "headline_metric": self.headline.metric,
+            "alarms": [a.id for a in self.alarms],
+            "opened_at": self.opened_at.isoformat(),
+            "acknowledged": self.acknowledged,
+            "acknowledged_by": self.acknowledged_by,
+            "ongoing": self.ongoing,
+        }
+
+
+_SEVERITY_RANK = {Severity.WARNING.value: 0, Severity.SEVERE.value: 1}
+
+
+def _incident_alarms(session: Session, incident_id: int) -> list[DriftAlarm]:
+    return list(session.scalars(select(DriftAlarm).where(DriftAlarm.incident_id == incident_id).order_by(DriftAlarm.id)))
+
+
+def _set_headline(incident: DriftIncident, alarms: list[DriftAlarm]) -> None:
+    facts = [AlarmFacts(a.metric, a.kind, a.severity) for a in alarms]
+    incident.headline_alarm_id = alarms[headline_index(facts)].id
+    incident.severity = max((a.severity for a in alarms), key=lambda s: _SEVERITY_RANK[s])
+
+
+def file_alarm(*, session: Session, alarm: DriftAlarm, now: datetime | None = None) -> DriftIncident:
+    """Put a raised, re-raised or escalated alarm into its line's open incident of its scope (a new one if none).
+
+    An alarm that makes the incident worse (a severe one joining a warning) must be seen again: the
+    incident's acknowledgement is cleared. One that joins an acknowledged incident of its severity
+    is covered by that acknowledgement (one cause, acknowledged once): it is acknowledged with it.
+    """
+    now = now or utcnow()
+    session.flush()
+    scope = scope_of(alarm.kind).value
+    incident = session.get(DriftIncident, alarm.incident_id) if alarm.incident_id is not None else None
+    if incident is None or incident.closed_at is not None:
+        incident = session.scalar(
+            select(DriftIncident)
+            .where(DriftIncident.line_id == alarm.line_id, DriftIncident.scope == scope, DriftIncident.closed_at.is_(None))
+            .order_by(DriftIncident.id.desc())
+            .limit(1)
+        )
+    if incident is None:
+        incident = DriftIncident(line_id=alarm.line_id, scope=scope, severity=alarm.severity, opened_at=now)
+        session.add(incident)
+        session.flush()
+    alarm.incident_id = incident.id
+    session.flush()
+    worse = _SEVERITY_RANK[alarm.severity] > _SEVERITY_RANK[incident.severity]
+    if worse:
+        incident.acknowledged_at = incident.acknowledged_by = incident.acknowledgement_note = None
+    elif incident.acknowledged_at is not None and alarm.acknowledged_at is None:
+        alarm.acknowledged_at = now
+        alarm.acknowledged_by = incident.acknowledged_by
+        alarm.acknowledgement_note = f"covered by incident #{incident.id}: {incident.acknowledgement_note}"
+    _set_headline(incident, _incident_alarms(session, incident.id))
+    return incident
+
+
+def sync_incidents(*, session: Session, line_id: int, now: datetime | None = None) -> None:
+    """Bring the line's open incidents up to date with their alarms: acknowledged when all are, closed when all are closed."""
+    now = now or utcnow()
+    session.flush()
+    for incident in session.scalars(select(DriftIncident).where(DriftIncident.line_id == line_id, DriftIncident.closed_at.is_(None))):
+        alarms = _incident_alarms(session, incident.id)
+        if not alarms:
+            continue
+        if incident.acknowledged_at is None and all(a.acknowledged_at is not None for a in alarms):
+            last = max(alarms, key=lambda a: a.acknowledged_at or now)
+            incident.acknowledged_at, incident.acknowledged_by = last.acknowledged_at, last.acknowledged_by
+            incident.acknowledgement_note = last.acknowledgement_note
+        if all(a.acknowledged_at is not None and a.cleared_at is not None for a in alarms):
+            incident.closed_at = now
+        _set_headline(incident, alarms)
+
+
+def _incident_view(incident: DriftIncident, alarms: list[DriftAlarm]) -> IncidentView:
+    views = tuple(_view(a) for a in alarms)
+    headline = next((v for v in views if v.id == incident.headline_alarm_id), views[headline_index([v.facts for v in views])])
+    return IncidentView(
+        incident.id,
+        incident.line_id,
+        incident.line.name,
+        incident.scope,
+        incident.severity,
+        incident.opened_at,
+        incident.closed_at,
+        incident.acknowledged_at,
+        incident.acknowledged_by,
+        incident.acknowledgement_note,
+        views,
+        headline,
+    )
+
+
+def current_incidents(
+    *, session: Session, line_id: int | None = None, unacknowledged_only: bool = False, scopes: tuple[Scope, ...] | None = None
+) -> list[IncidentView]:
+    """Incidents not yet closed, severe and unacknowledged first, then newest."""
+    query = select(DriftIncident).where(DriftIncident.closed_at.is_(None))
+    if line_id is not None:
+        query = query.where(DriftIncident.line_id == line_id)
+    if unacknowledged_only:
+        query = query.where(DriftIncident.acknowledged_at.is_(None))
+    if scopes is not None:
+        query = query.where(DriftIncident.scope.in_([s.value for s in scopes]))
+    views = []
+    for incident in session.scalars(query.order_by(DriftIncident.opened_at.desc(), DriftIncident.id.desc())):
+        alarms = _incident_alarms(session, incident.id)
+        if alarms:
+            views.append(_incident_view(incident, alarms))
+    return sorted(views, key=lambda v: (v.severity != Severity.SEVERE.value, v.acknowledged))
+
+
+def severe_drift(*, session: Session, line_id: int) -> IncidentView | None:
+    """The line's open severe drift incident whose drift goes on (acknowledged or not), or None."""
+    for incident in current_incidents(session=session, line_id=line_id, scopes=(Scope.DRIFT,)):
+        if incident.severity == Severity.SEVERE.value and incident.ongoing:
+            return incident
+    return None
+
+
+def acknowledge_incident(*, session: Session, incident_id: int, actor: str, note: str) -> IncidentView:
+    """Acknowledge an incident once, with a note: its alarms are acknowledged with it (the caller checks who may); audited."""
+    if not note or not note.strip():
+        raise DriftError("acknowledging an incident needs a note: what was seen and what is being done")
+    incident = session.get(DriftIncident, incident_id)
+    if incident is None:
+        raise DriftError(f"no drift incident with id {incident_id}")
+    if incident.acknowledged_at is not None:
+        raise DriftError(f"incident {incident_id} was already acknowledged by {incident.acknowledged_by} at {incident.acknowledged_at:%Y-%m-%d %H:%M} UTC")
+    now, note = utcnow(), note.strip()
+    alarms = _incident_alarms(session, incident.id)
+    newly = [a for a in alarms if a.acknowledged_at is None]
+    for alarm in newly:
+        alarm.acknowledged_at, alarm.acknowledged_by, alarm.acknowledgement_note = now, actor, note
+    incident.acknowledged_at, incident.acknowledged_by, incident.acknowledgement_note = now, actor, note
+    view = _incident_view(incident, alarms)
+    audit.record(
+        session=session,
+        actor=actor,
+        action="drift.incident_acknowledged",
+        entity="drift_incident",
+        entity_id=incident.id,
+        before={"line": view.line, "incident": view.title, "alarms": [a.id for a in newly], "metrics": [a.metric for a in newly]},
+        note=note,
+    )
+    sync_incidents(session=session, line_id=incident.line_id, now=now)
+    return view
 
 
 def checked_models(*, session: Session, line_id: int) -> dict[int, str]:

@@ -6,11 +6,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import pandas as pd
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.comparison import Comparison, compare
-from core.ladder.gates import GateConfig
+from core.ladder.gates import GateConfig, rung_of
 from core.vocabulary import AutomationLevel
 from db import audit
 from db.comparison import paired_decisions
@@ -41,13 +42,19 @@ def save_gate_config(*, session: Session, config: GateConfig, actor: str, note: 
     audit.record(session=session, actor=actor, action="gates.settings", entity="gates", entity_id=PLANT, before=before, after=config.as_dict(), note=note)
 
 
-def evidence(*, session: Session, line: LineConfig) -> Comparison:
+def evidence(*, session: Session, line: LineConfig, count_simulated: bool = False) -> Comparison:
     """People against the active model on the phones judged at the line's current rung (since ``level_since``).
 
     In partial automation only the random audit sample counts (see :func:`core.routing.route`): it
     measures the model on all the line's phones, where the uncertain band alone would measure it on
-    its hardest ones.
+    its hardest ones. The simulated inspector's judgements count only with ``count_simulated`` (a
+    demonstration's choice); a phone it judged that an engineer labelled counts by its label.
     """
+    return compare(evidence_pairs(session=session, line=line, count_simulated=count_simulated))
+
+
+def evidence_pairs(*, session: Session, line: LineConfig, count_simulated: bool = False) -> pd.DataFrame:
+    """The rows behind :func:`evidence`, with their ``decided_at`` (how fast the evidence grows)."""
     pairs = paired_decisions(
         session=session,
         line_id=line.id,
@@ -55,7 +62,9 @@ def evidence(*, session: Session, line: LineConfig) -> Comparison:
         model_version=line.active_model_version,
         audit_sample_only=line.level is AutomationLevel.PARTIAL,
     )
-    return compare(pairs)
+    if not count_simulated and not pairs.empty:
+        pairs = pairs[~pairs["is_simulated"].astype(bool) | (pairs["reference"] == "label")]
+    return pairs
 
 
 def severe_alarm_metrics(*, session: Session, line_id: int) -> list[str]:
@@ -85,6 +94,13 @@ class RequestView:
 
     def as_dict(self) -> dict[str, Any]:
         return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in self.__dict__.items()}
+
+    @property
+    def what(self) -> str:
+        """What is asked, in words: ``move to canary 5 %``, ``switch the model to scratch-v3``."""
+        if self.kind == "model_switch":
+            return f"switch the model to {self.evidence.get('to')}"
+        return f"move to {rung_of(AutomationLevel(self.to_level), self.to_share or 0.0).label}"
 
 
 def _view(row: PromotionRequest) -> RequestView:
@@ -168,6 +184,16 @@ def list_requests(*, session: Session, line_id: int | None = None, pending_only:
     if pending_only:
         query = query.where(PromotionRequest.status == "pending")
     return [_view(r) for r in session.scalars(query.order_by(PromotionRequest.requested_at.desc(), PromotionRequest.id.desc()).limit(limit))]
+
+
+def decided_requests(*, session: Session, since: datetime | None = None, requested_by: str | None = None, limit: int = 20) -> list[RequestView]:
+    """Requests a manager approved or refused (or that became obsolete), newest decision first."""
+    query = select(PromotionRequest).where(PromotionRequest.status != "pending", PromotionRequest.decided_at.is_not(None))
+    if since is not None:
+        query = query.where(PromotionRequest.decided_at >= since)
+    if requested_by is not None:
+        query = query.where(PromotionRequest.requested_by == requested_by)
+    return [_view(r) for r in session.scalars(query.order_by(PromotionRequest.decided_at.desc(), PromotionRequest.id.desc()).limit(limit))]
 
 
 def close_request(*, session: Session, request_id: int, status: str, actor: str, note: str | None) -> None:

@@ -431,6 +431,36 @@ class DriftCheck(Base):
     results: Mapped[list[Any]] = mapped_column(default=list)
 
 
+class DriftIncident(Base):
+    """One cause on one line: the alarms raised together (a dim lamp moves brightness, colour, confidence...).
+
+    Alarms of a line join its open incident of the same ``scope`` (``drift`` for inputs, outputs and
+    people, ``system`` for the software's own health); people acknowledge the incident once, and
+    that acknowledges its alarms. ``headline_alarm_id`` is its most telling alarm (an input first),
+    which names it. It is closed (``closed_at``) when all its alarms are closed.
+    """
+
+    __tablename__ = "drift_incidents"
+    __table_args__ = (
+        CheckConstraint("severity IN ('warning', 'severe')", name="ck_incident_severity_valid"),
+        CheckConstraint("scope IN ('drift', 'system')", name="ck_incident_scope_valid"),
+        Index("ix_drift_incidents_line_open", "line_id", "closed_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    line_id: Mapped[int] = mapped_column(ForeignKey("lines.id"))
+    scope: Mapped[str] = mapped_column(String(8), default="drift")
+    severity: Mapped[str] = mapped_column(String(8))
+    headline_alarm_id: Mapped[int | None] = mapped_column(Integer)
+    opened_at: Mapped[datetime] = mapped_column(default=utcnow)
+    closed_at: Mapped[datetime | None] = mapped_column()
+    acknowledged_at: Mapped[datetime | None] = mapped_column()
+    acknowledged_by: Mapped[str | None] = mapped_column(String(64))
+    acknowledgement_note: Mapped[str | None] = mapped_column(Text)
+
+    line: Mapped[Line] = relationship()
+
+
 class DriftAlarm(Base):
     """A drift alarm on one metric of one line: raised once, kept until someone acknowledges it.
 
@@ -474,6 +504,11 @@ class DriftAlarm(Base):
     acknowledged_at: Mapped[datetime | None] = mapped_column()
     acknowledged_by: Mapped[str | None] = mapped_column(String(64))
     acknowledgement_note: Mapped[str | None] = mapped_column(Text)
+    #: The incident the alarm belongs to (one cause, acknowledged once); None only before migration 0011.
+    incident_id: Mapped[int | None] = mapped_column(ForeignKey("drift_incidents.id"), index=True)
+    #: The metric's reference and current value (median or share) at the latest check: "brightness down 66 %".
+    reference_value: Mapped[float | None] = mapped_column(Float)
+    current_value: Mapped[float | None] = mapped_column(Float)
 
     line: Mapped[Line] = relationship()
 

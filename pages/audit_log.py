@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime, timedelta
 
 import streamlit as st
 
 from app import state
 from app.session import current_user
-from app.widgets import local_time
+from app.widgets import local_time, plain
 from core.auth import Action, PermissionDeniedError, require
-from db.audit import actors, search
+from db.audit import ACTION_KINDS, actors, search
 
 PAGE_SIZE = 50
 EXPORT_LIMIT = 100_000
@@ -29,14 +28,17 @@ except PermissionDeniedError as error:
 st.title("Audit log")
 with database.read() as session:
     known_actors = actors(session=session)
-filters = st.columns([2, 1, 1, 1])
+filters = st.columns([2, 2, 1, 1, 1])
 text = filters[0].text_input("Search", placeholder="action, line, model, user, note…", key="audit.text")
-actor = filters[1].selectbox("Who", ["anyone", *known_actors], key="audit.actor")
-window = filters[2].selectbox("When", list(WINDOWS), index=3, key="audit.window")
-page = filters[3].number_input("Page", min_value=1, value=1, step=1, key="audit.page")
+kind = filters[1].selectbox(
+    "Kind of action", list(ACTION_KINDS), key="audit.kind", help="Per-phone decisions (thousands a day) are left out unless you ask for them."
+)
+actor = filters[2].selectbox("Who", ["anyone", *known_actors], key="audit.actor")
+window = filters[3].selectbox("When", list(WINDOWS), index=3, key="audit.window")
+page = filters[4].number_input("Page", min_value=1, value=1, step=1, key="audit.page")
 
 since = datetime.now(UTC) - WINDOWS[window] if WINDOWS[window] else None
-query = {"text": text.strip(), "actor": None if actor == "anyone" else actor, "since": since}
+query = {"text": text.strip(), "actor": None if actor == "anyone" else actor, "since": since, "kind": kind}
 with database.read() as session:
     entries, total = search(session=session, offset=(int(page) - 1) * PAGE_SIZE, limit=PAGE_SIZE, **query)
 
@@ -47,16 +49,19 @@ pages = (total + PAGE_SIZE - 1) // PAGE_SIZE
 st.caption(f"{total:,} entries · page {min(int(page), pages)} of {pages} · times in {settings.plant_timezone}")
 shown = entries.assign(
     at=entries["at"].map(lambda t: local_time(t, settings.plant_timezone, "%Y-%m-%d %H:%M:%S")),
-    before=entries["before"].map(lambda v: json.dumps(v) if v else ""),
-    after=entries["after"].map(lambda v: json.dumps(v) if v else ""),
-)
+    before=entries["before"].map(plain),
+    after=entries["after"].map(plain),
+).rename(columns={"at": "when", "actor": "who", "entity": "what", "entity_id": "which", "note": "why"})
 st.dataframe(shown, hide_index=True, key="audit.table", height=min(40 + 35 * len(shown), 900))
 
 
 @st.cache_data(ttl=30, max_entries=8, show_spinner=False)
-def _csv(text: str, actor: str | None, since: datetime | None) -> bytes:
+def _csv(text: str, actor: str | None, since: datetime | None, kind: str) -> bytes:
     with database.read() as session:
-        frame, _ = search(session=session, text=text, actor=actor, since=since, limit=EXPORT_LIMIT)
+        frame, _ = search(session=session, text=text, actor=actor, since=since, kind=kind, limit=EXPORT_LIMIT)
+    frame = frame.assign(
+        at=frame["at"].map(lambda t: t.isoformat()), before=frame["before"].map(plain), after=frame["after"].map(plain), entity_id=frame["entity_id"].fillna("")
+    )
     return frame.to_csv(index=False).encode()
 
 

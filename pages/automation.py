@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pandas as pd
 import streamlit as st
 
 from app import state
 from app.session import current_user
-from app.widgets import local_time
+from app.widgets import FIELD_WORDS, local_time, plain, severe_drift_notice
 from core.auth import Action, PermissionDeniedError, may
 from core.ladder import actions
-from core.ladder.gates import LADDER, MEANING, Status
+from core.ladder.forecast import forecast
+from core.ladder.gates import LADDER, MEANING, Status, next_rung
 from db import audit
 from db import ladder as ladder_db
 from db.ladder import RequestError
@@ -37,33 +40,61 @@ if not lines:
 line_name = st.selectbox("Line", [line.name for line in lines], key="automation.line")
 line = next(line for line in lines if line.name == line_name)
 here = actions.current_rung(line)
+severe_drift_notice(database, line.id)
 
 with database.read() as session:
     gate = actions.gate_for_next(session, line)
-    pending = ladder_db.list_requests(session=session, line_id=line.id, pending_only=True)
+    pairs = ladder_db.evidence_pairs(session=session, line=line, count_simulated=settings.gates_count_simulated)
+    all_pairs = ladder_db.evidence_pairs(session=session, line=line, count_simulated=True)
+    pending = ladder_db.list_requests(session=session, pending_only=True)
+    decided = ladder_db.decided_requests(session=session, since=datetime.now(UTC) - timedelta(days=7), limit=10)
     history, _ = audit.search(session=session, action_prefix="line.", text="level", limit=20)
+    line_names = {str(known.id): known.name for known in lines}
 
 # -- the slider ---------------------------------------------------------------------------------
 labels = [rung.label for rung in LADDER]
 st.subheader(f"{line.name}: {here.label}")
 st.caption(MEANING[line.level] + (f" Since {local_time(line.level_since, settings.plant_timezone, '%Y-%m-%d %H:%M')}." if line.level_since else ""))
-# The key names the current rung: once the line moves, the slider starts again from where the line is.
-chosen_label = st.select_slider("Automation level", options=labels, value=here.label, key=f"automation.slider.{line.name}.{here.key}")
+# The key names the line and its rung: once the line moves, the slider starts again from where the line is.
+slider_key = f"automation.slider.{line.name}.{here.key}"
+
+
+def _back_to_the_line(key: str = slider_key, label: str = here.label) -> None:
+    """Put the slider back on the rung the line is on (after a move, a request, a refusal or Cancel)."""
+    st.session_state[key] = label
+
+
+def _move(to_key: str, key: str = slider_key, label: str = here.label) -> None:
+    to = next(rung for rung in LADDER if rung.key == to_key)
+    try:
+        outcome = actions.move(database, user, line_name=line.name, to=to, note=st.session_state.get("automation.note") or None)
+    except (actions.LadderError, PermissionDeniedError) as error:
+        st.session_state["automation.refusal"] = f"Refused: {error}"
+    else:
+        st.session_state["automation.flash"] = outcome.message
+    st.session_state[key] = label  # the slider never stays on a rung the line is not on
+
+
+chosen_label = st.select_slider("Automation level", options=labels, value=here.label, key=slider_key)
 chosen = LADDER[labels.index(chosen_label)]
 if chosen.key != here.key:
     going_up = chosen.order() > here.order()
-    verb = "Request" if going_up and gate is not None and gate.target.key == chosen.key and gate.gate.needs_manager else "Move"
-    note = st.text_input("Note (why)", key="automation.note")
-    if st.button(f"{verb}: {here.label} → {chosen.label}", type="primary", key="automation.move"):
-        try:
-            outcome = actions.move(database, user, line_name=line.name, to=chosen, note=note or None)
-        except (actions.LadderError, PermissionDeniedError) as error:
-            st.error(f"Refused: {error}")
-        else:
-            st.session_state["automation.flash"] = outcome.message
-            st.rerun()
-flash = st.session_state.pop("automation.flash", None)
-if flash:
+    above = next_rung(here)
+    if going_up and (above is None or chosen.key != above.key):
+        st.info(f"One rung at a time: from {here.label} the next is {above.label if above else 'nothing'}.")
+        st.button("Back to where the line is", key="automation.cancel", on_click=_back_to_the_line)
+    else:
+        needs_manager = going_up and gate is not None and gate.gate.needs_manager
+        verb = "Request" if needs_manager else "Move"
+        st.text_input("Note (why)", key="automation.note")
+        act, cancel = st.columns([3, 1])
+        act.button(f"{verb}: {here.label} → {chosen.label}", type="primary", key="automation.move", on_click=_move, args=(chosen.key,))
+        cancel.button("Cancel", key="automation.cancel", on_click=_back_to_the_line)
+        if needs_manager:
+            st.caption(f"Moving into {chosen.label} needs a manager: this records a request, and the line stays at {here.label} until it is approved.")
+if refusal := st.session_state.pop("automation.refusal", None):
+    st.error(refusal)
+if flash := st.session_state.pop("automation.flash", None):
     st.success(flash)
 
 st.dataframe(
@@ -94,23 +125,38 @@ else:
         hide_index=True,
         key="automation.gate",
     )
-    st.caption("Evidence counts only phones judged by both a person and the active model since the line reached its current rung.")
+    times = [moment.to_pydatetime() for moment in pairs["decided_at"]] if not pairs.empty else []
+    outlook = forecast(times, need=gate.gate.min_pairs, since=line.level_since, now=datetime.now(UTC))
+    st.caption(outlook.text + ".")
+    simulated = int(all_pairs["is_simulated"].astype(bool).sum()) if not all_pairs.empty else 0
+    if settings.gates_count_simulated:
+        st.warning(
+            f"Simulated judgements are counted: {simulated} of these {len(all_pairs)} phones were judged by the simulated inspector. "
+            "This installation is a demonstration (SHADOWLINE_GATES_COUNT_SIMULATED=true); a plant counts only people and labels."
+        )
+    st.caption(
+        "Evidence counts only phones judged by both a person and the active model since the line reached its current rung"
+        + (
+            f"; the simulated inspector's judgements are not counted ({simulated} phones left out)."
+            if not settings.gates_count_simulated and simulated
+            else ", and an engineer's label where there is one."
+        )
+    )
 
-# -- requests -----------------------------------------------------------------------------------
+# -- requests, on every line --------------------------------------------------------------------
 st.subheader("Requests waiting for a manager")
 if not pending:
-    st.caption("None.")
+    st.caption("None, on any line.")
 for request in pending:
-    target = (
-        f"switch the model to {request.evidence.get('to')}"
-        if request.kind == "model_switch"
-        else f"move to {request.to_level}" + (f" {request.to_share:.0%}" if request.to_share else "")
-    )
     when = local_time(request.requested_at, settings.plant_timezone, "%Y-%m-%d %H:%M")
     with st.container(border=True):
-        st.markdown(f"**Request #{request.id}**: {target}, asked by {request.requested_by} at {when}" + (f": _{request.note}_" if request.note else ""))
+        st.markdown(
+            f"**Request #{request.id}** · **{request.line}**: {request.what}, asked by {request.requested_by} at {when}"
+            + (f": _{request.note}_" if request.note else "")
+        )
         if request.kind == "level" and request.evidence.get("criteria"):
-            st.dataframe(pd.DataFrame(request.evidence["criteria"]), hide_index=True, key=f"automation.req_evidence.{request.id}")
+            evidence = pd.DataFrame(request.evidence["criteria"]).rename(columns={"name": "criterion"})
+            st.dataframe(evidence, hide_index=True, key=f"automation.req_evidence.{request.id}")
         if may(user.role, Action.APPROVE_PROMOTION):
             decision_note = st.text_input("Decision note", key=f"automation.decision_note.{request.id}")
             approve_col, refuse_col = st.columns(2)
@@ -128,24 +174,56 @@ for request in pending:
                 except (actions.LadderError, RequestError, PermissionDeniedError) as error:
                     st.error(str(error))
                 else:
+                    st.session_state["automation.flash"] = f"Request #{request.id} refused; {request.requested_by} sees your note."
                     st.rerun()
         else:
             st.caption("A manager approves or refuses it.")
+if decided:
+    st.markdown("**Decided in the last 7 days**")
+    st.dataframe(
+        pd.DataFrame(
+            [
+                {
+                    "request": f"#{r.id}",
+                    "line": r.line,
+                    "asked": r.what,
+                    "asked by": r.requested_by,
+                    "answer": r.status,
+                    "by": r.decided_by or "",
+                    "note": r.decision_note or "",
+                    "when": local_time(r.decided_at, settings.plant_timezone, "%Y-%m-%d %H:%M") if r.decided_at else "",
+                }
+                for r in decided
+            ]
+        ),
+        hide_index=True,
+        key="automation.decided",
+    )
 
 # -- history ------------------------------------------------------------------------------------
 with st.expander("Recent level changes (all lines)"):
     if history.empty:
         st.caption("None yet.")
     else:
-        shown = history.assign(line=history["entity_id"], before=history["before"].astype(str), after=history["after"].astype(str))
-        st.dataframe(shown[["at", "actor", "line", "before", "after", "note"]], hide_index=True, key="automation.history")
+        shown = pd.DataFrame(
+            {
+                "when": history["at"].map(lambda t: local_time(t, settings.plant_timezone, "%Y-%m-%d %H:%M")),
+                "who": history["actor"],
+                "line": history["entity_id"].astype(str).map(lambda i: line_names.get(i, i)),
+                "from": history["before"].map(plain),
+                "to": history["after"].map(plain),
+                "why": history["note"].fillna(""),
+            }
+        )
+        st.dataframe(shown, hide_index=True, key="automation.history")
 with st.expander("The plant's gates"):
     with database.read() as session:
         config = ladder_db.get_gate_config(session=session)
     editable = may(user.role, Action.EDIT_SETTINGS)
     frame = pd.DataFrame([{"into": key, **vars(value)} for key, value in config.gates.items()]).set_index("into")
     with st.form("automation.gates_form"):
-        edited = st.data_editor(frame, disabled=not editable, key="automation.gates")
+        words = {name: st.column_config.Column(FIELD_WORDS.get(name, name.replace("_", " "))) for name in frame.columns}
+        edited = st.data_editor(frame, disabled=not editable, key="automation.gates", column_config={"_index": st.column_config.Column("into rung"), **words})
         rule = config.rollback
         cols = st.columns(2)
         max_disagreement = cols[0].number_input(

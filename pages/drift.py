@@ -49,6 +49,14 @@ if not lines:
     st.info("No line yet: run `shadowline init`.")
     st.stop()
 
+with database.read() as session:
+    waiting_incidents = drift_db.current_incidents(session=session, unacknowledged_only=True)
+if "drift.line" not in st.session_state:
+    # Open on the line whose alarms wait for someone (the most severe first), else on one still drifting.
+    with database.read() as session:
+        first = waiting_incidents or drift_db.current_incidents(session=session)
+    if first:
+        st.session_state["drift.line"] = first[0].line
 filters = st.columns([1, 1, 1, 2])
 line_name = filters[0].selectbox("Line", [line.name for line in lines], key="drift.line")
 line = next(line for line in lines if line.name == line_name)
@@ -70,41 +78,74 @@ spec = METRIC_BY_NAME[metric]
 
 with database.read() as session:
     config = drift_db.get_config(session=session, line_id=line.id)
-    alarms = drift_db.current_alarms(session=session, line_id=line.id)
     history = drift_db.check_history(session=session, line_id=line.id, since=since, model_version_id=model_id)
     past_alarms = drift_db.alarm_history(session=session, line_id=line.id, since=since)
 report, window_sample = monitor().evaluate_with_window(line.name, config=config)
 
-# -- alarms -------------------------------------------------------------------------------------
+# -- alarms, one incident per cause -------------------------------------------------------------
 st.subheader("Alarms")
-if not alarms:
+with database.read() as session:
+    incidents = drift_db.current_incidents(session=session, line_id=line.id)
+if not incidents:
     st.success(f"No open alarm on {line.name}.")
 order = {spec.name: i for i, spec in enumerate(METRICS)}
-alarms.sort(key=lambda a: (a.severity != "severe", a.acknowledged, order.get(a.metric, 99)))
-for alarm in alarms:
-    raised = local_time(alarm.raised_at, settings.plant_timezone, "%Y-%m-%d %H:%M")
-    state_text = f"acknowledged by {alarm.acknowledged_by}: {alarm.acknowledgement_note}" if alarm.acknowledged else "not acknowledged"
-    cleared = f" Back to normal since {local_time(alarm.cleared_at, settings.plant_timezone)}." if alarm.cleared_at else ""
-    action = f" The monitor {alarm.action}." if alarm.action else ""
-    text = f"**#{alarm.id} {alarm.severity.upper()} · {alarm.label}** since {raised}: {alarm.reason}.{action}{cleared} ({state_text})"
-    (st.error if alarm.severity == "severe" and not alarm.acknowledged else st.warning)(text)
-waiting = [alarm for alarm in alarms if not alarm.acknowledged]
+for incident in incidents:
+    opened = local_time(incident.opened_at, settings.plant_timezone, "%Y-%m-%d %H:%M")
+    state_text = f"acknowledged by {incident.acknowledged_by}: {incident.acknowledgement_note}" if incident.acknowledged else "not acknowledged"
+    related = ", ".join(a.label for a in incident.alarms if a.id != incident.headline.id)
+    text = (
+        f"**Incident #{incident.id} · {incident.title}** since {opened}"
+        + (f", with {incident.related} related metric{'s' if incident.related != 1 else ''}: {related}" if incident.related else "")
+        + ("" if incident.ongoing else ". Every metric is back to normal")
+        + f". ({state_text})"
+    )
+    (st.error if incident.severity == "severe" and not incident.acknowledged else st.warning)(text)
+    with st.expander(f"The {len(incident.alarms)} alarm{'s' if len(incident.alarms) != 1 else ''} of incident #{incident.id}"):
+        for alarm in sorted(incident.alarms, key=lambda a: (a.severity != "severe", a.acknowledged, order.get(a.metric, 99))):
+            raised = local_time(alarm.raised_at, settings.plant_timezone, "%Y-%m-%d %H:%M")
+            alarm_state = f"acknowledged by {alarm.acknowledged_by}: {alarm.acknowledgement_note}" if alarm.acknowledged else "not acknowledged"
+            cleared = f" Back to normal since {local_time(alarm.cleared_at, settings.plant_timezone)}." if alarm.cleared_at else ""
+            action = f" The monitor {alarm.action}." if alarm.action else ""
+            st.markdown(f"**#{alarm.id} {alarm.severity.upper()} · {alarm.label}** since {raised}: {alarm.reason}.{action}{cleared} ({alarm_state})")
+waiting = [alarm for incident in incidents for alarm in incident.alarms if not alarm.acknowledged]
+SELECTION_KEY = "drift.ack_selection"  # {line: [alarm ids]}: kept across lines and failed submits (widget state is not)
 if waiting and may(user.role, Action.ACKNOWLEDGE_ALARM):
-    with st.form("drift.ack"):
-        chosen = st.multiselect(
-            "Alarms to acknowledge", [a.id for a in waiting], default=[a.id for a in waiting], format_func=lambda i: f"#{i}", key="drift.ack_ids"
-        )
-        note = st.text_input("What did you see, what is being done?", key="drift.ack_note")
-        if st.form_submit_button("Acknowledge"):
-            try:
-                if not chosen:
-                    raise drift_db.DriftError("choose at least one alarm")
-                for alarm_id in chosen:
-                    actions.acknowledge(database, user, alarm_id=alarm_id, note=note)
-            except (drift_db.DriftError, PermissionDeniedError) as error:
-                st.error(str(error))
-            else:
-                st.rerun()
+    remembered = st.session_state.setdefault(SELECTION_KEY, {})
+    waiting_ids = [a.id for a in waiting]
+    labels = {a.id: f"#{a.id} {a.label} (incident #{a.incident_id})" for a in waiting}
+    default = [i for i in remembered.get(line.name, waiting_ids) if i in waiting_ids]
+    ack_key = f"drift.ack_ids.{line.name}"
+    if ack_key not in st.session_state:
+        st.session_state[ack_key] = default
+
+    def _remember(line_name: str = line.name, key: str = ack_key) -> None:
+        st.session_state[SELECTION_KEY][line_name] = list(st.session_state[key])
+
+    chosen = st.multiselect(
+        "Alarms to acknowledge (all of an incident's: the incident is acknowledged once)", waiting_ids, format_func=labels.get, key=ack_key, on_change=_remember
+    )
+    note = st.text_input("What did you see, what is being done?", key="drift.ack_note")
+    if st.button("Acknowledge", key="drift.ack", type="primary"):
+        remembered[line.name] = list(chosen)
+        try:
+            if not chosen:
+                raise drift_db.DriftError("choose at least one alarm")
+            if not note.strip():
+                raise drift_db.DriftError("acknowledging needs a note: what was seen and what is being done")
+            for incident in incidents:
+                mine = [a.id for a in incident.alarms if not a.acknowledged]
+                if mine and all(i in chosen for i in mine):
+                    actions.acknowledge_incident(database, user, incident_id=incident.id, note=note)
+                else:
+                    for alarm_id in (i for i in mine if i in chosen):
+                        actions.acknowledge(database, user, alarm_id=alarm_id, note=note)
+        except (drift_db.DriftError, PermissionDeniedError) as error:
+            st.error(str(error))
+        else:
+            remembered.pop(line.name, None)
+            st.session_state.pop(ack_key, None)
+            st.session_state.pop("drift.ack_note", None)
+            st.rerun()
 
 # -- every metric now ---------------------------------------------------------------------------
 st.subheader("Now")

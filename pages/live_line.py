@@ -13,7 +13,7 @@ import streamlit as st
 
 from app import state
 from app.session import current_user
-from app.widgets import box_tuples, labelled_thumbnail, local_time
+from app.widgets import box_tuples, labelled_thumbnail, local_time, severe_drift_notice
 from core.auth import Action, PermissionDeniedError, may, require
 from core.routing import failsafe_in_words, rule_in_words
 from db.gate import answer_summary
@@ -44,8 +44,7 @@ if not lines:
 names = [line.name for line in lines]
 line_name = st.selectbox("Line", names, key="live.line")
 line = next(line for line in lines if line.name == line_name)
-
-# Notices about the chosen line (a severe drift, for one) belong here: above the live view, below the line's name.
+severe_drift_notice(database, line.id)
 
 
 def _share(part: int, whole: int) -> str:

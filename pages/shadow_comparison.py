@@ -14,6 +14,13 @@ from core.comparison import MIN_PAIRS, compare, daily_trend
 from db.comparison import model_versions, paired_decisions
 from db.lines import list_lines
 
+#: The trend's series in the floor's words.
+TREND_WORDS = {
+    "agreement": "agreement",
+    "escape_rate": "escape rate (defective phones the model would pass)",
+    "over_reject_rate": "over-reject rate (good phones the model would reject)",
+    "pairs": "phones judged by both",
+}
 WINDOWS = {"last hour": timedelta(hours=1), "last 24 hours": timedelta(days=1), "last 7 days": timedelta(days=7), "all time": None}
 
 database = state.database()
@@ -65,9 +72,12 @@ with left:
     heatmap.update_layout(title="Confusion (person is the reference)", height=340, margin={"t": 50, "b": 10})
     st.plotly_chart(heatmap, key="comparison.confusion")
 with right:
-    trend = daily_trend(pairs, "h" if window in ("last hour", "last 24 hours") else "D")
-    figure = px.line(trend, x="bucket", y=["agreement", "escape_rate", "over_reject_rate"], markers=True, title="Over time")
-    figure.update_layout(height=340, margin={"t": 50, "b": 10}, yaxis_tickformat=".0%", legend_title_text="")
+    hourly = window in ("last hour", "last 24 hours")
+    trend = daily_trend(pairs, "h" if hourly else "D").rename(columns=TREND_WORDS)
+    figure = px.line(trend, x="bucket", y=list(TREND_WORDS.values())[:3], markers=True, title="Over time", hover_data={"phones judged by both": True})
+    # Hourly or daily buckets: ticks on whole hours or days, never milliseconds (one bucket alone would get them).
+    figure.update_xaxes(title_text="hour" if hourly else "day", tickformat="%H:%M" if hourly else "%d %b", dtick=3_600_000 if hourly else 86_400_000)
+    figure.update_layout(height=340, margin={"t": 50, "b": 10}, yaxis_tickformat=".0%", yaxis_title_text="share of phones", legend_title_text="")
     st.plotly_chart(figure, key="comparison.trend")
 
 st.subheader("Disagreements")
@@ -77,7 +87,15 @@ if disagreements.empty:
     st.stop()
 disagreements["time"] = [local_time(t.to_pydatetime(), settings.plant_timezone) for t in disagreements["decided_at"]]
 disagreements["kind"] = disagreements["human_verdict"].map({"reject": "escape", "pass": "over-reject"})
-table = disagreements[["time", "serial", "line", "kind", "human_verdict", "model_verdict", "max_confidence", "user_name", "model_version"]]
+table = disagreements[["time", "serial", "line", "kind", "human_verdict", "model_verdict", "max_confidence", "user_name", "model_version"]].rename(
+    columns={
+        "human_verdict": "person said",
+        "model_verdict": "model said",
+        "max_confidence": "model's confidence",
+        "user_name": "who judged",
+        "model_version": "model version",
+    }
+)
 st.dataframe(table, hide_index=True, key="comparison.disagreements", height=300)
 choices = {f"{row.serial} · {row.kind} · {row.time}": i for i, row in enumerate(disagreements.itertuples())}
 opened = st.selectbox("Open a phone", list(choices), index=None, placeholder="choose a disagreement to see it", key="comparison.open")

@@ -30,6 +30,7 @@ def main() -> int:
     parser.add_argument("--onset", type=int, default=300, help="normal phones before each drift starts")
     parser.add_argument("--ramp", type=int, default=200, help="phones over which the drift grows to full strength")
     parser.add_argument("--normal-phones", type=int, default=5000, help="phones of the long normal run (0 to skip)")
+    parser.add_argument("--run-on", type=int, default=300, help="phones fed after a line stepped down, to count the alarms that follow")
     parser.add_argument("--output", type=Path, help="write the report as JSON here")
     args = parser.parse_args()
 
@@ -70,6 +71,7 @@ def main() -> int:
                 level=AutomationLevel.FULL if fault else AutomationLevel.CANARY,
                 chunk=5 if fault else 50,
                 stop_when_stepped_down=name != "normal",
+                run_on=0 if fault else args.run_on,
                 progress=lambda text: print(text, flush=True) if text.endswith("0 phones") or "alarms" in text else None,
             )
             report.append(run.as_dict())
@@ -87,6 +89,7 @@ def main() -> int:
                     f"before onset {run.drift_verdicts_before_onset}/{run.metric_checks_before_onset} drift verdicts, {run.false_alarms_before_onset} alarms; "
                     f"alarms {json.dumps({m: (a['severity'], a['after']) for m, a in run.alarms.items()})}; "
                     f"after onset: {run.model_decided_after_onset} decided by the model alone, {run.refused_after_onset} refused by the admission check; "
+                    f"{run.alarms_raised} alarms in {run.incidents} incident(s); "
                     f"{run.seconds} s",
                     flush=True,
                 )

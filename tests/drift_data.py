@@ -22,8 +22,12 @@ def add_phones(
     status: str = "done",
     line_name: str = "line-1",
     images: list[str] | None = None,
+    simulated: bool = False,
 ) -> None:
-    """Write ``n`` inspected phones whose metrics are drawn from the reference (times ``darken`` for brightness)."""
+    """Write ``n`` inspected phones whose metrics are drawn from the reference (times ``darken`` for brightness).
+
+    Each is judged by a person (``pat``), or by the simulated inspector with ``simulated``.
+    """
     rng = np.random.default_rng(seed)
     values = reference.sample.values
     picks = rng.integers(0, values["brightness"].size, n)
@@ -55,4 +59,5 @@ def add_phones(
             # Marked as the random audit sample, so that the phones count as evidence at every rung.
             session.add(Routing(inspection_id=inspection.id, level="shadow", decider="human", rule="shadow", reason="test", audit=True))
             human = ("pass" if verdict == "reject" else "reject") if rng.random() < human_disagrees else verdict
-            session.add(HumanDecision(inspection_id=inspection.id, user_name="sim", is_simulated=True, verdict=human, saw_model_boxes=False))
+            person = "simulated-inspector" if simulated else "pat"
+            session.add(HumanDecision(inspection_id=inspection.id, user_name=person, is_simulated=simulated, verdict=human, saw_model_boxes=False))

@@ -75,6 +75,16 @@ def test_checks_raise_alarms_that_status_shows_and_an_engineer_acknowledges(data
     listed = json.loads(_run(settings, "alarms", "list", "--json").stdout)
     assert next(a for a in listed if a["id"] == brightness["id"])["acknowledged_by"] == "erin"
 
+    # The rest of the cause at once: the incident, acknowledged once with every alarm in it.
+    incident = brightness["incident_id"]
+    whole = _run(settings, "alarms", "ack", str(incident), "--incident", "--note", "lamp replaced", "--as", "erin", password=PASSWORDS["erin"])
+    assert whole.returncode == 0, whole.stderr
+    assert whole.stdout.startswith(f"incident #{incident} (line-1: input drift — brightness down") and "acknowledged by erin" in whole.stdout
+    with database.read() as session:
+        assert not drift_db.current_alarms(session=session, unacknowledged_only=True)
+    again = _run(settings, "alarms", "ack", str(incident), "--incident", "--note", "again", "--as", "erin", password=PASSWORDS["erin"])
+    assert again.returncode == 1 and "already acknowledged" in again.stderr
+
 
 def test_drift_settings_change_as_an_engineer_and_refuse_bad_values(database, settings, drifting) -> None:
     changed = _run(settings, "drift-settings", "--set", "window_phones=300", "--set", "brightness.psi_severe=0.3", "--as", "erin", password=PASSWORDS["erin"])

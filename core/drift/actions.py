@@ -23,6 +23,13 @@ def acknowledge(database: Database, user: CurrentUser, *, alarm_id: int, note: s
         return drift_db.acknowledge_alarm(session=session, alarm_id=alarm_id, actor=user.name, note=note)
 
 
+def acknowledge_incident(database: Database, user: CurrentUser, *, incident_id: int, note: str) -> drift_db.IncidentView:
+    """Acknowledge an incident once: every alarm of its cause is acknowledged with it (one audit entry)."""
+    require(user, Action.ACKNOWLEDGE_ALARM)
+    with database.write() as session:
+        return drift_db.acknowledge_incident(session=session, incident_id=incident_id, actor=user.name, note=note)
+
+
 def accept_production_reference(database: Database, user: CurrentUser, *, line_name: str, start: datetime, end: datetime, note: str | None = None) -> int:
     """Make a period of the line's own production the reference for its active model."""
     require(user, Action.SET_DRIFT_REFERENCE)

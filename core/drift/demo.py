@@ -60,6 +60,9 @@ class ScenarioRun:
     model_decided_after_onset: int = 0
     #: Phones from the onset on that the admission check refused.
     refused_after_onset: int = 0
+    #: Alarms raised in the run and the incidents they were grouped into (one thing to act on each).
+    alarms_raised: int = 0
+    incidents: int = 0
     seconds: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
@@ -80,9 +83,14 @@ def run_scenario(
     chunk: int = 50,
     stop_when_stepped_down: bool = True,
     inspector: SimulatedInspector | None = None,
+    run_on: int = 0,
     progress: Callable[[str], None] = lambda _: None,
 ) -> ScenarioRun:
-    """Feed ``phones`` phones of a scenario to a line at ``level`` through the worker; see the module doc."""
+    """Feed ``phones`` phones of a scenario to a line at ``level`` through the worker; see the module doc.
+
+    With ``stop_when_stepped_down`` the run ends ``run_on`` phones after the line stepped down (the
+    alarms that follow the first ones are counted too).
+    """
     import time
 
     started = time.monotonic()
@@ -124,7 +132,7 @@ def run_scenario(
         if run.stepped_down_after is None and current_level.rank < level.rank:
             run.stepped_down_after = max(after_onset, 0)
         progress(f"{scenario_name}: {index} phones, level {current_level.value}, alarms {', '.join(sorted(run.alarms)) or 'none'}")
-        if stop_when_stepped_down and run.stepped_down_after is not None and run.caught_after is not None:
+        if stop_when_stepped_down and run.stepped_down_after is not None and run.caught_after is not None and after_onset >= run.stepped_down_after + run_on:
             break
     worker.beat(state="stopped")
     with database.read() as session:
@@ -132,6 +140,10 @@ def run_scenario(
             if int(serial.rsplit("-", 1)[-1]) >= onset:
                 run.model_decided_after_onset += decided_by == "model"
                 run.refused_after_onset += admitted is False
+    with database.read() as session:
+        raised = drift_db.alarm_history(session=session, line_id=line.id)
+    run.alarms_raised = len(raised)
+    run.incidents = len({a.incident_id for a in raised})
     run.phones = index
     run.level_after = current_level.value
     run.seconds = round(time.monotonic() - started, 1)

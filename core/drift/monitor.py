@@ -77,6 +77,7 @@ def _store_raised(session: Session, line: LineConfig, alarm: DriftAlarm, alarms:
     session.add(alarm)
     session.flush()
     alarms[alarm.metric] = alarm
+    drift_db.file_alarm(session=session, alarm=alarm, now=alarm.last_seen_at)
     audit.record(
         session=session,
         actor=audit.SYSTEM_ACTOR,
@@ -213,6 +214,7 @@ class DriftMonitor:
             for verdict in report.verdicts:
                 self._update_alarm(session, line, verdict, alarms, previous, config, check_id, now, outcome)
             outcome.stepped_down = self._step_down_if_needed(session, line, alarms, config)
+            drift_db.sync_incidents(session=session, line_id=line.id, now=now)
         for metric in outcome.raised + outcome.escalated:
             log.warning("line %s: drift alarm on %s (%s)", line.name, metric, report.verdict(metric).reason)
         if outcome.stepped_down:
@@ -251,6 +253,8 @@ class DriftMonitor:
                     raised_at=now,
                     last_seen_at=now,
                     check_id=check_id,
+                    reference_value=verdict.reference_value,
+                    current_value=verdict.current_value,
                 )
                 _store_raised(session, line, alarm, alarms, note=verdict.reason)
                 outcome.raised.append(verdict.metric)
@@ -258,6 +262,7 @@ class DriftMonitor:
             alarm.last_seen_at = now
             alarm.cleared_at = None
             alarm.score, alarm.threshold, alarm.psi, alarm.statistic = verdict.score, verdict.threshold, verdict.psi, verdict.statistic
+            alarm.reference_value, alarm.current_value = verdict.reference_value, verdict.current_value
             if verdict.severity == Severity.SEVERE and alarm.severity != Severity.SEVERE and sustained:
                 before = {"severity": alarm.severity, "acknowledged_by": alarm.acknowledged_by}
                 alarm.severity = Severity.SEVERE.value
@@ -275,6 +280,7 @@ class DriftMonitor:
                     after={"severity": Severity.SEVERE.value},
                     note=f"{METRIC_BY_NAME[verdict.metric].label}: {verdict.reason}",
                 )
+                drift_db.file_alarm(session=session, alarm=alarm, now=now)
         elif verdict.verdict == Verdict.OK and alarm is not None and alarm.cleared_at is None:
             alarm.cleared_at = now
             outcome.cleared.append(verdict.metric)
@@ -376,6 +382,7 @@ class DriftMonitor:
             else:
                 alarm.last_seen_at = now
             stepped_down = self._step_down_if_needed(session, line, {ADMISSION_METRIC: alarm}, config)
+            drift_db.sync_incidents(session=session, line_id=line_id, now=now)
         if stepped_down:
             done = f"{done or reason}; stepped down from {stepped_down[0]} to {stepped_down[1]}"
             log.warning("line %s stepped down from %s to %s: %s", line.name, *stepped_down, reason)

@@ -12,7 +12,9 @@ from dataclasses import dataclass
 from sqlalchemy.orm import Session
 
 from core.auth import Action, CurrentUser, require
+from core.drift.metrics import METRIC_BY_NAME
 from core.ladder.gates import GateResult, Rung, Status, judge_gate, next_rung, rollback_reason, rung_of
+from core.settings import get_settings
 from core.vocabulary import AutomationLevel, Role
 from db import audit
 from db import ladder as ladder_db
@@ -44,8 +46,12 @@ def gate_for_next(session: Session, line: LineConfig) -> GateResult | None:
     if target is None:
         return None
     config = ladder_db.get_gate_config(session=session)
-    comparison = ladder_db.evidence(session=session, line=line)
-    return judge_gate(target, config.gate(target), comparison, severe_alarms=ladder_db.severe_alarm_metrics(session=session, line_id=line.id))
+    comparison = ladder_db.evidence(session=session, line=line, count_simulated=get_settings().gates_count_simulated)
+    # Named as people read them ("mean blue", not "mean_b").
+    order = {name: i for i, name in enumerate(METRIC_BY_NAME)}
+    metrics = sorted(ladder_db.severe_alarm_metrics(session=session, line_id=line.id), key=lambda m: order.get(m, len(order)))
+    severe = [METRIC_BY_NAME[m].label.lower() if m in METRIC_BY_NAME else m for m in metrics]
+    return judge_gate(target, config.gate(target), comparison, severe_alarms=severe)
 
 
 def _apply(session: Session, line: LineConfig, rung: Rung, actor: str, note: str) -> None:
@@ -173,7 +179,7 @@ def check_rollbacks(database: Database) -> list[str]:
             line = get_line(session=session, name=listed.name, for_update=True)  # read again under the lock
             if line.level not in (AutomationLevel.CANARY, AutomationLevel.FULL):
                 continue
-            reason = rollback_reason(rule, ladder_db.evidence(session=session, line=line))
+            reason = rollback_reason(rule, ladder_db.evidence(session=session, line=line, count_simulated=get_settings().gates_count_simulated))
             if reason and step_down(session, line, to_level=rule.to_level, reason=reason):
                 happened.append(f"{line.name}: {reason}")
     return happened

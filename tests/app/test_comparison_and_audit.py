@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from core.auth import CurrentUser
@@ -39,6 +41,12 @@ def test_comparison_shows_agreement_confusion_and_disagreements(database, settin
     assert any("too little evidence" in w.value for w in at.warning), "16 pairs is below the minimum"
     assert len(at.get("plotly_chart")) == 2
     assert at.dataframe, "the disagreements are listed"
+    # In the floor's words: no column names in the chart, hours (not milliseconds) on hourly buckets.
+    trend = json.loads(at.get("plotly_chart")[1].proto.spec)
+    names = [series["name"] for series in trend["data"]]
+    assert names == ["agreement", "escape rate (defective phones the model would pass)", "over-reject rate (good phones the model would reject)"]
+    assert trend["layout"]["xaxis"]["tickformat"] == "%H:%M" and trend["layout"]["xaxis"]["dtick"] == 3_600_000
+    assert {"person said", "model said", "who judged"} <= set(at.dataframe[0].value.columns) and "human_verdict" not in at.dataframe[0].value.columns
 
 
 def test_comparison_with_no_pairs_says_what_to_do(database, app_for):
@@ -74,3 +82,27 @@ def test_roles_cannot_reach_pages_not_meant_for_them(database, app_for, role, pa
     with pytest.raises(ValueError, match="Could not find a navigation page"):
         at.switch_page(page)
     assert marker not in at.session_state
+
+
+def test_audit_log_filters_by_kind_so_real_changes_are_not_buried_under_per_phone_decisions(database, app_for):
+    from core.ladder import actions
+    from core.ladder.gates import Rung
+    from core.vocabulary import AutomationLevel
+    from db import audit
+
+    with database.write() as session:
+        for i in range(300):  # a busy line's per-phone decisions
+            audit.record(session=session, actor="sam", action="phone.decide", entity="inspection", entity_id=i, after={"verdict": "pass"})
+    actions.move(database, CurrentUser("mo", Role.MANAGER), line_name="line-1", to=Rung(AutomationLevel.HUMAN_ONLY), note="camera cleaned")
+    at = _signed_in(app_for, Role.MANAGER)
+    at.switch_page("../pages/audit_log.py").run()
+    table = at.dataframe[0].value
+    assert "phone.decide" not in set(table["action"]) and "line.level" in set(table["action"]), "changes first, decisions only on request"
+    moved = table[table["action"] == "line.level"].iloc[0]
+    assert (moved["before"], moved["after"], moved["why"]) == ("level: shadow", "level: human only", "camera cleaned"), "before and after in words"
+    assert not any(str(value).startswith("{") for value in [*table["before"], *table["after"]])
+
+    at.selectbox(key="audit.kind").set_value("automation levels and line settings").run()
+    assert set(at.dataframe[0].value["action"]) == {"line.create", "line.level"}
+    at.selectbox(key="audit.kind").set_value("per-phone decisions and corrections").run()
+    assert set(at.dataframe[0].value["action"]) == {"phone.decide"} and any("300 entries" in c.value for c in at.caption)

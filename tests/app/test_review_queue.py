@@ -37,12 +37,12 @@ def test_supervisor_judges_the_oldest_phone_and_the_next_loads(database, setting
     at.switch_page("../pages/review_queue.py").run()
     assert not at.exception
     first = at.session_state["review.task"]
-    assert first.serial == "SN-31-000000", "oldest first"
+    assert first.serial == "SN-L1-31-000000", "oldest first"
     assert not first.show_model_boxes, "in shadow mode the model's boxes are hidden"
     assert any("not shown" in c.value for c in at.caption)
     at.button(key="review.reject").click().run()
     assert not at.exception
-    assert at.session_state["review.task"].serial == "SN-31-000001"
+    assert at.session_state["review.task"].serial == "SN-L1-31-000001"
     with database.read() as session:
         decision = session.scalar(select(HumanDecision))
         final = session.get(FinalDecision, first.inspection_id)
@@ -173,4 +173,4 @@ def test_the_queue_shows_what_waits_and_filters_by_line(database, settings, app_
     assert at.session_state["review.task"] is None
     assert any("Nothing waits" in s.value for s in at.success)
     at.selectbox(key="review.line").select("line-1").run()
-    assert at.session_state["review.task"].serial == "SN-31-000000", "the phone given back for another line keeps its place"
+    assert at.session_state["review.task"].serial == "SN-L1-31-000000", "the phone given back for another line keeps its place"

@@ -82,7 +82,7 @@ def test_engineer_sees_the_dim_lights_alarm_and_acknowledges_it(served_app, page
     page.get_by_role("link", name="Drift").click()
     page.get_by_role("heading", name="Alarms").wait_for(timeout=20_000)
     pick(page, "Line", "line-2")
-    alarm = page.get_by_text(re.compile(r"SEVERE · Brightness"))
+    alarm = page.get_by_text(re.compile(r"Incident #\d+ · input drift — brightness down"))
     expect(alarm).to_be_visible(timeout=20_000)
     page.locator("[data-testid='stPlotlyChart']").nth(2).wait_for(timeout=20_000)
     screenshot(page, "drift")
@@ -123,7 +123,7 @@ def test_engineer_draws_boxes_with_the_mouse_and_saves_the_label(served_app, ser
     page.get_by_role("link", name="Labelling").click()
     page.get_by_role("heading", name="Labelling").wait_for(timeout=20_000)
     expect(page.get_by_text(re.compile(r"this one because the person and the model disagree"))).to_be_visible(timeout=20_000)
-    serial = page.get_by_text(re.compile(r"SN-\d+-\d+")).first.inner_text().split(" ")[0]
+    serial = page.get_by_text(re.compile(r"SN-L\d+-\d+-\d+")).first.inner_text().split(" ")[0]
     canvas = page.locator(".box-editor canvas")
     canvas.wait_for(timeout=20_000)
     screenshot(page, "labelling")

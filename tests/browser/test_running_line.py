@@ -63,7 +63,7 @@ def test_engineer_labels_a_phone_while_new_phones_arrive(running_line, screen_pa
         sign_in(page, url, "erin")
         page.get_by_role("link", name="Labelling").click()
         expect(page.get_by_text(re.compile(r"this one because"))).to_be_visible(timeout=30_000)
-        serial = page.get_by_text(re.compile(r"^SN-\d+-\d+ ·")).first.inner_text().split(" ")[0]
+        serial = page.get_by_text(re.compile(r"^SN-L\d+-\d+-\d+ ·")).first.inner_text().split(" ")[0]
         with database.read() as session:
             inspection_id = session.scalar(select(Inspection.id).where(Inspection.serial == serial))
             metrics = session.get(ImageMetrics, inspection_id)
@@ -170,5 +170,76 @@ def test_supervisor_skips_and_undoes_a_verdict_while_phones_arrive(running_line,
             corrections = session.execute(select(DecisionCorrection.human_decision_id, DecisionCorrection.verdict, DecisionCorrection.is_undo)).all()
         assert [verdict for _, verdict in decisions] == ["reject"], "one decision: Enter did not judge the next phone"
         assert corrections == [(decisions[0][0], "pass", True)]
+    finally:
+        database.dispose()
+
+
+def test_engineer_acknowledges_an_incident_on_the_second_line_and_a_manager_approves_from_the_inbox(running_line, browser):
+    from core.drift.metrics import DriftConfig
+    from core.drift.monitor import DriftMonitor
+    from core.drift.reference import load_model_reference, stratify
+    from core.settings import PROJECT_ROOT, SHIPPED_MODEL_VERSION
+    from db import drift as drift_db
+    from db.lines import get_line
+    from tests.browser.conftest import PROMOTED_LINE, _seed_canary_request
+    from tests.drift_data import add_phones
+
+    url, env = running_line
+    database = _database(env)
+    try:
+        # The lamp of the second line dims while both lines keep running: one cause, several alarms.
+        reference = stratify(load_model_reference(PROJECT_ROOT / "models" / SHIPPED_MODEL_VERSION), DriftConfig().reference_defect_rate)
+        with database.read() as session:
+            line_id = get_line(session=session, name=REVIEW_LINE).id
+        add_phones(database, reference, 500, seed=91, darken=0.4, line_name=REVIEW_LINE)
+        monitor = DriftMonitor(database)
+        monitor.check(line_id)
+        monitor.check(line_id)
+        with database.read() as session:
+            (incident,) = drift_db.current_incidents(session=session, line_id=line_id, scopes=(drift_db.Scope.DRIFT,))
+        assert incident.headline.metric == "brightness" and incident.related >= 2
+        _seed_canary_request(database, reference, ["x.jpg"])
+
+        engineer = browser.new_context(viewport={"width": 1440, "height": 900})
+        page = engineer.new_page()
+        sign_in(page, url, "erin")
+        banner = page.get_by_text(
+            re.compile(rf"Drift alarm · {REVIEW_LINE}: input drift — brightness down \d+ % \(severe\), {incident.related} related metrics")
+        )
+        expect(banner).to_be_visible(timeout=30_000)
+        screenshot(page, "running_incident_banner")
+        page.get_by_role("link", name="Drift").click()
+        page.get_by_role("heading", name="Alarms").wait_for(timeout=30_000)
+        expect(page.get_by_text(re.compile(rf"Incident #{incident.id} · input drift — brightness down"))).to_be_visible(timeout=30_000)
+        page.get_by_role("textbox", name="What did you see, what is being done?").fill("lamp 3 on line-2 replaced")
+        screenshot(page, "running_incident_drift_page")
+        page.get_by_role("button", name="Acknowledge", exact=True).click()
+        expect(page.get_by_text(re.compile(r"acknowledged by erin: lamp 3 on line-2 replaced")).first).to_be_visible(timeout=30_000)
+        expect(banner).to_have_count(0)
+        with database.read() as session:
+            acknowledged = next(i for i in drift_db.current_incidents(session=session, line_id=line_id) if i.id == incident.id)
+        assert acknowledged.acknowledged_by == "erin" and all(a.acknowledged for a in acknowledged.alarms), "acknowledged once, every alarm with it"
+        engineer.close()
+
+        # The manager is on the Live line: the inbox says what waits, on which line; approve from there.
+        manager = browser.new_context(viewport={"width": 1440, "height": 900})
+        page = manager.new_page()
+        sign_in(page, url, "mo")
+        inbox = page.get_by_text(re.compile(rf"1 request waits for a manager: {PROMOTED_LINE}: move to canary 5% \(asked by erin\)"))
+        expect(inbox).to_be_visible(timeout=30_000)
+        expect(page.get_by_role("link", name="Automation · 1 waiting")).to_be_visible()
+        screenshot(page, "running_manager_inbox")
+        page.get_by_role("link", name="Automation · 1 waiting").click()
+        page.get_by_role("heading", name="Automation").wait_for(timeout=30_000)
+        expect(page.get_by_text(re.compile(rf"Request #\d+ · {PROMOTED_LINE}: move to canary 5%, asked by erin"))).to_be_visible(timeout=30_000)
+        page.get_by_role("textbox", name="Decision note").fill("lamps checked, go")
+        screenshot(page, "running_manager_request")
+        page.get_by_role("button", name=re.compile(r"Approve #\d+")).click()
+        expect(page.get_by_text(f"{PROMOTED_LINE} moved up from partial automation to canary 5%")).to_be_visible(timeout=30_000)
+        expect(inbox).to_have_count(0)
+        screenshot(page, "running_manager_approved")
+        with database.read() as session:
+            assert get_line(session=session, name=PROMOTED_LINE).level.value == "canary"
+        manager.close()
     finally:
         database.dispose()

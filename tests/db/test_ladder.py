@@ -156,3 +156,35 @@ def test_only_an_admin_edits_the_gates(database) -> None:
             actions.set_gates(database, USERS[role], assignments=["canary.min_pairs=1"])
     config = actions.set_gates(database, ADMIN, assignments=["canary.min_pairs=900"], note="stricter")
     assert config.gate(Rung(AutomationLevel.CANARY, 0.05)).min_pairs == 900
+
+
+def test_gates_never_silently_count_the_simulated_inspector(database, drift_reference, small_gates, monkeypatch) -> None:
+    from core import settings as settings_module
+    from core.vocabulary import Verdict
+    from db.labels import upsert_label
+    from db.models import Inspection
+
+    _put(database, "shadow")
+    add_phones(database, drift_reference, 80, seed=91, simulated=True)
+    with database.read() as session:
+        line = get_line(session=session, name="line-1")
+        by_default = ladder_db.evidence(session=session, line=line)
+        opted_in = ladder_db.evidence(session=session, line=line, count_simulated=True)
+    assert (by_default.pairs, opted_in.pairs) == (0, 80)
+    with pytest.raises(actions.LadderError, match="not enough evidence yet"):
+        actions.move(database, ENGINEER, line_name="line-1", to=RUNG["assist"])
+
+    # A phone the simulated inspector judged and an engineer labelled counts, by its label.
+    with database.write() as session:
+        inspection_id = session.query(Inspection.id).filter(Inspection.serial == "T-91-0").scalar()
+        upsert_label(session=session, inspection_id=inspection_id, labeller="erin", verdict=Verdict.PASS, boxes=[], reason=None, seconds_taken=None)
+    with database.read() as session:
+        assert ladder_db.evidence(session=session, line=get_line(session=session, name="line-1")).pairs == 1
+
+    # A demonstration opts in with SHADOWLINE_GATES_COUNT_SIMULATED (``shadowline up`` with its simulator does).
+    monkeypatch.setenv("SHADOWLINE_GATES_COUNT_SIMULATED", "true")
+    settings_module.get_settings.cache_clear()
+    try:
+        assert actions.move(database, ENGINEER, line_name="line-1", to=RUNG["assist"]).applied
+    finally:
+        settings_module.get_settings.cache_clear()

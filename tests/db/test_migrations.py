@@ -171,3 +171,27 @@ def test_the_documented_application_role_cannot_empty_or_unprotect_the_audit_log
             assert connection.execute(text("SELECT count(*) FROM audit_log")).scalar() >= 2
     finally:
         app.dispose()
+
+
+def test_0012_groups_the_alarms_open_at_upgrade_into_one_incident_per_line_and_scope(empty_database):
+    upgrade(empty_database.engine, "0011")
+    alarm = (
+        "INSERT INTO drift_alarms (line_id, metric, kind, severity, statistic, reason, raised_at, last_seen_at, acknowledged_at, cleared_at) "
+        "VALUES (1, :metric, :kind, :severity, 'ks', 'test', '2026-11-01 10:00:00', '2026-11-01 10:00:00', :acked, :cleared)"
+    )
+    with empty_database.engine.begin() as connection:
+        connection.execute(text("INSERT INTO lines (id, name, created_at) VALUES (1, 'line-1', '2026-01-01')"))
+        for metric, kind, severity, acked, cleared in (
+            ("brightness", "input", "severe", None, None),
+            ("mean_b", "input", "warning", "2026-11-01 10:05:00", None),
+            ("latency_p95_ms", "software", "warning", None, None),
+            ("sharpness", "input", "severe", "2026-10-01 10:00:00", "2026-10-02 10:00:00"),  # closed before: no incident
+        ):
+            connection.execute(text(alarm), {"metric": metric, "kind": kind, "severity": severity, "acked": acked, "cleared": cleared})
+    upgrade(empty_database.engine)
+    with empty_database.engine.connect() as connection:
+        incidents = connection.execute(text("SELECT id, scope, severity, acknowledged_at FROM drift_incidents ORDER BY scope")).all()
+        members = dict(connection.execute(text("SELECT metric, incident_id FROM drift_alarms")).all())
+    assert [(scope, severity, acked) for _, scope, severity, acked in incidents] == [("drift", "severe", None), ("system", "warning", None)]
+    drift_id, system_id = incidents[0][0], incidents[1][0]
+    assert members == {"brightness": drift_id, "mean_b": drift_id, "latency_p95_ms": system_id, "sharpness": None}
