@@ -23,6 +23,11 @@ DEFAULT_MAX_IMAGE_MB = 50.0
 #: The largest limit accepted (the file is held in memory while it is checked and stored).
 MAX_IMAGE_MB_CEILING = 4096.0
 
+#: Defaults of ``SHADOWLINE_SESSION_IDLE_MINUTES`` and ``SHADOWLINE_SESSION_HOURS``: an hour without a
+#: click signs a browser out; no sign-in outlives a long shift.
+DEFAULT_SESSION_IDLE_MINUTES = 60.0
+DEFAULT_SESSION_HOURS = 12.0
+
 #: The model version shipped in the repository and registered by ``shadowline init``.
 SHIPPED_MODEL_VERSION = "scratch-v2"
 
@@ -47,6 +52,8 @@ class Settings:
             severe alarm at once and step the line down (a lens cap, a dead camera).
         max_image_mb: Largest image file ``ingest`` and ``watch`` accept, in MiB (larger ones are refused
             before they are read).
+        session_idle_minutes: A signed-in browser that does nothing for this long is signed out.
+        session_hours: A sign-in lasts at most this long, busy or not.
     """
 
     data_dir: Path
@@ -57,6 +64,8 @@ class Settings:
     admission_target_rate: float | None = None
     admission_run_alarm: int = 5
     max_image_mb: float = DEFAULT_MAX_IMAGE_MB
+    session_idle_minutes: float = DEFAULT_SESSION_IDLE_MINUTES
+    session_hours: float = DEFAULT_SESSION_HOURS
 
     def __post_init__(self) -> None:
         validation.integer("SHADOWLINE_MAX_TRAINING_JOBS", self.max_training_jobs, minimum=1)
@@ -64,6 +73,8 @@ class Settings:
         if self.admission_target_rate is not None:
             validation.number("SHADOWLINE_ADMISSION_TARGET_RATE", self.admission_target_rate, minimum=0.0001, maximum=0.5)
         validation.integer("SHADOWLINE_ADMISSION_RUN_ALARM", self.admission_run_alarm, minimum=1, maximum=1000)
+        validation.number("SHADOWLINE_SESSION_IDLE_MINUTES", self.session_idle_minutes, minimum=1, maximum=7 * 24 * 60)
+        validation.number("SHADOWLINE_SESSION_HOURS", self.session_hours, minimum=0.1, maximum=30 * 24)
 
     @property
     def max_image_bytes(self) -> int:
@@ -73,6 +84,11 @@ class Settings:
     @property
     def images_dir(self) -> Path:
         return self.data_dir / "images"
+
+    @property
+    def session_secret_file(self) -> Path:
+        """The key that signs the session cookies (made on first use, readable by the owner only)."""
+        return self.data_dir / "session.key"
 
     @property
     def cache_dir(self) -> Path:
@@ -101,6 +117,10 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         target = env.get("SHADOWLINE_ADMISSION_TARGET_RATE") or None
         target_rate = validation.number("SHADOWLINE_ADMISSION_TARGET_RATE", target, minimum=0.0001, maximum=0.5) if target is not None else None
         run = validation.integer("SHADOWLINE_ADMISSION_RUN_ALARM", env.get("SHADOWLINE_ADMISSION_RUN_ALARM") or "5", minimum=1, maximum=1000)
+        idle = validation.number(
+            "SHADOWLINE_SESSION_IDLE_MINUTES", env.get("SHADOWLINE_SESSION_IDLE_MINUTES") or DEFAULT_SESSION_IDLE_MINUTES, minimum=1, maximum=7 * 24 * 60
+        )
+        hours = validation.number("SHADOWLINE_SESSION_HOURS", env.get("SHADOWLINE_SESSION_HOURS") or DEFAULT_SESSION_HOURS, minimum=0.1, maximum=30 * 24)
         return Settings(
             data_dir=data_dir,
             database_url=database_url,
@@ -110,6 +130,8 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
             max_image_mb=image_mb,
             admission_target_rate=target_rate,
             admission_run_alarm=run,
+            session_idle_minutes=idle,
+            session_hours=hours,
         )
     except validation.RangeError as error:
         raise SettingsError(str(error)) from None

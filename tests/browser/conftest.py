@@ -131,7 +131,7 @@ def _serve(env: dict[str, str]) -> tuple[subprocess.Popen, str]:
         "-m",
         "streamlit",
         "run",
-        str(PROJECT_ROOT / "app" / "main.py"),
+        str(PROJECT_ROOT / "app" / "asgi.py"),
         "--server.address",
         "127.0.0.1",
         "--server.port",
