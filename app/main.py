@@ -61,7 +61,8 @@ def signed_out(url: str) -> Callable[[], None]:
 user = current_user()
 if user is None:
     # Every URL answers (no "Page not found"); the tab is sent to sign in and back to this page.
-    pages = [st.Page(signed_out(url), title=title, icon=icon, url_path=url, default=i == 0) for i, (_, title, icon, url, _) in enumerate(PAGES)]
+    pages = [st.Page(signed_out(""), title="Shadowline", url_path="start", default=True)]
+    pages += [st.Page(signed_out(url), title=title, icon=icon, url_path=url) for _, title, icon, url, _ in PAGES]
     st.navigation(pages, position="hidden").run()
     st.stop()
 
@@ -74,9 +75,11 @@ with st.sidebar:
 
 alarm_banner(state.database())
 pages = [
-    st.Page(path, title=title, icon=icon, url_path=url, default=i == 0)
+    st.Page(path, title=title, icon=icon, url_path=url)
     if user.role in roles
     else st.Page(not_for_you(title, roles, user), title=title, icon=icon, url_path=url, visibility="hidden")
-    for i, (path, title, icon, url, roles) in enumerate(PAGES)
+    for path, title, icon, url, roles in PAGES
 ]
-st.navigation(pages).run()
+# Streamlit serves its default page at "/" only; a hidden one that opens the Live line keeps "/live" a real address.
+start = st.Page(lambda: st.switch_page(pages[0]), title="Shadowline", url_path="start", default=True, visibility="hidden")
+st.navigation([start, *pages]).run()
