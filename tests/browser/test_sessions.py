@@ -8,6 +8,7 @@ leaves 127.0.0.1 fails the test (an offline plant must not log a failure on ever
 
 from __future__ import annotations
 
+import contextlib
 from urllib.parse import urlsplit
 
 import pytest
@@ -75,10 +76,8 @@ def _on_page(page, url: str, path: str, heading: str, name: str) -> None:
 
 def _photograph(page, name: str) -> None:
     """A screenshot once the page's run has finished (Streamlit's "Running"/"Stop" widget gone)."""
-    try:
+    with contextlib.suppress(AssertionError):  # a page that keeps refreshing: photograph it as it is
         expect(page.get_by_test_id("stStatusWidget")).to_be_hidden(timeout=5_000)
-    except AssertionError:
-        pass  # a page that keeps refreshing: photograph it as it is
     screenshot(page, name)
 
 
