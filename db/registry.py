@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -77,7 +78,8 @@ def list_models(*, session: Session) -> list[dict[str, object]]:
         roles = [f"active on {line.name}" for line in lines if line.active_model_id == model.id]
         roles += [f"candidate on {line.name}" for line in lines if line.candidate_model_id == model.id]
         roles += [f"previous on {line.name}" for line in lines if line.previous_model_id == model.id]
-        normal = (model.card or {}).get("evaluation", {}).get("normal", {})
+        card = model.card if isinstance(model.card, dict) else {}
+        normal = _mapping(_mapping(card.get("evaluation")).get("normal"))
         rows.append(
             {
                 "id": model.id,
@@ -86,11 +88,20 @@ def list_models(*, session: Session) -> list[dict[str, object]]:
                 "path": model.path,
                 "onnx_sha256": model.onnx_sha256,
                 "registered_at": model.registered_at,
-                "init_from": (model.card or {}).get("init_from", {}).get("version"),
-                "map50": normal.get("map50"),
-                "phone_recall": normal.get("phone_recall"),
-                "false_reject_rate": normal.get("false_reject_rate"),
-                "decision_threshold": (model.card or {}).get("decision_threshold"),
+                "init_from": _mapping(card.get("init_from")).get("version"),
+                "map50": _figure(normal.get("map50")),
+                "phone_recall": _figure(normal.get("phone_recall")),
+                "false_reject_rate": _figure(normal.get("false_reject_rate")),
+                "decision_threshold": _figure(card.get("decision_threshold")),
             }
         )
     return rows
+
+
+def _mapping(value: object) -> dict[str, Any]:
+    """``value`` if it is a JSON object, else empty: a card registered before it was validated never breaks the list."""
+    return value if isinstance(value, dict) else {}
+
+
+def _figure(value: object) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
