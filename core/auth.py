@@ -11,9 +11,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import os
 import secrets
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 
 from core.vocabulary import Role
 
@@ -40,6 +42,7 @@ class Action(StrEnum):
     VIEW_AUDIT = "view_audit"
     VIEW_COMPARISON = "view_comparison"
     VIEW_DRIFT = "view_drift"
+    MANAGE_SESSIONS = "manage_sessions"
     ACKNOWLEDGE_ALARM = "acknowledge_alarm"
     SET_DRIFT_REFERENCE = "set_drift_reference"
     EDIT_DRIFT_SETTINGS = "edit_drift_settings"
@@ -61,6 +64,7 @@ PERMISSIONS: dict[Action, frozenset[Role]] = {
     Action.VIEW_AUDIT: frozenset({Role.MANAGER, Role.ADMIN}),
     Action.VIEW_COMPARISON: frozenset({Role.ENGINEER, Role.MANAGER}),
     Action.VIEW_DRIFT: frozenset({Role.ENGINEER, Role.MANAGER, Role.ADMIN}),
+    Action.MANAGE_SESSIONS: frozenset({Role.ADMIN}),
     Action.ACKNOWLEDGE_ALARM: frozenset({Role.ENGINEER, Role.MANAGER}),
     # Which production period counts as normal is a quality decision, not an admin's.
     Action.SET_DRIFT_REFERENCE: frozenset({Role.ENGINEER, Role.MANAGER}),
@@ -129,3 +133,56 @@ def throttle_delay(failed_attempts: int) -> float:
 def generate_password() -> str:
     """A random password for a first admin, printed once."""
     return secrets.token_urlsafe(12)
+
+
+#: Name of the browser cookie that carries a sign-in session (its value: ``token.signature``).
+SESSION_COOKIE = "shadowline_session"
+
+
+def new_session_token() -> str:
+    """A random, opaque session token (256 bits); the browser keeps it, the database only its hash."""
+    return secrets.token_urlsafe(32)
+
+
+def token_digest(token: str) -> str:
+    """The sha256 kept in the database for a session token (the token is random: no salt needed)."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def sign_session_token(token: str, secret: bytes) -> str:
+    """The cookie value for ``token``: the token and its HMAC-SHA256 under the installation's secret."""
+    signature = hmac.new(secret, token.encode(), hashlib.sha256).digest()
+    return f"{token}.{base64.urlsafe_b64encode(signature).decode().rstrip('=')}"
+
+
+def unsign_session_token(value: str | None, secret: bytes) -> str | None:
+    """The token inside a cookie value, or None when it is missing, malformed or not signed by ``secret``.
+
+    A forged or truncated cookie is refused here, before any database lookup.
+    """
+    if not value or value.count(".") != 1 or len(value) > 200:
+        return None
+    token = value.split(".", 1)[0]
+    return token if hmac.compare_digest(sign_session_token(token, secret), value) else None
+
+
+def load_session_secret(path: Path) -> bytes:
+    """The installation's key for signing session cookies, made once (32 random bytes, mode 0600)."""
+    try:
+        data = path.read_bytes()
+        if len(data) >= 32:
+            return data
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(f".{os.getpid()}.tmp")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "wb") as handle:
+        handle.write(secrets.token_bytes(32))
+    try:
+        os.link(temporary, path)  # first writer wins: two processes starting at once agree on one key
+    except FileExistsError:
+        pass
+    finally:
+        temporary.unlink()
+    return path.read_bytes()

@@ -10,7 +10,9 @@ Engineers switch freely below canary; in canary and full automation a manager mu
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -115,7 +117,56 @@ def rollback(database: Database, user: CurrentUser, *, line_name: str, note: str
             actor=user.name,
             note=note or "rollback",
             active_model_id=line.previous_model_id,
-            previous_model_id=line.active_model_id,
+            # The version just removed stays loaded as the candidate (a switch brings it back), but it
+            # is no rollback target: rolling "back" to it would undo the rollback.
+            previous_model_id=None,
             candidate_model_id=line.active_model_id,
         )
     return f"{line_name}: rolled back to {line.previous_model_version}; {line.active_model_version} stays as candidate"
+
+
+@dataclass(frozen=True)
+class VersionFolder:
+    """A folder under the models directory that could be registered, and what its card says."""
+
+    path: Path
+    version: str | None
+    problem: str | None
+
+
+def version_folders(models_dir: Path, *, registered_paths: set[str], registered_versions: set[str]) -> list[VersionFolder]:
+    """Folders with a ``card.json`` under ``models_dir`` not registered yet (by path or version), each checked.
+
+    A bad card is reported with its problem, never raised: one broken folder leaves the others usable.
+    """
+    from core.detector.card import CARD_NAME, card_problem
+
+    found = []
+    for folder in sorted(p for p in Path(models_dir).iterdir() if p.is_dir() and (p / CARD_NAME).is_file()) if Path(models_dir).is_dir() else []:
+        if str(folder.resolve()) in registered_paths:
+            continue
+        try:
+            card = json.loads((folder / CARD_NAME).read_text())
+        except (OSError, ValueError) as error:
+            found.append(VersionFolder(folder, None, f"card.json is unreadable: {error}"))
+            continue
+        problem = card_problem(card)
+        version = card.get("version") if isinstance(card, dict) and isinstance(card.get("version"), str) else None
+        if version in registered_versions:
+            continue
+        found.append(VersionFolder(folder, version, None if problem is None else f"card.json {problem}"))
+    return found
+
+
+def register(database: Database, user: CurrentUser, *, model_dir: Path) -> str:
+    """Register the version in ``model_dir`` after checking its card and its weights' hashes (engineers, managers)."""
+    from core.detector.card import ModelError
+    from db.registry import register_model_version
+
+    require_register(user)
+    try:
+        with database.write() as session:
+            registered = register_model_version(session=session, model_dir=model_dir, actor=user.name)
+    except ModelError as error:
+        raise DeploymentError(str(error)) from None
+    return f"registered {registered.version} ({registered.path}): set it as a line's candidate to run it in shadow"

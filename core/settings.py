@@ -23,6 +23,11 @@ DEFAULT_MAX_IMAGE_MB = 50.0
 #: The largest limit accepted (the file is held in memory while it is checked and stored).
 MAX_IMAGE_MB_CEILING = 4096.0
 
+#: Defaults of ``SHADOWLINE_SESSION_IDLE_MINUTES`` and ``SHADOWLINE_SESSION_HOURS``: an hour without a
+#: click signs a browser out; no sign-in outlives a long shift.
+DEFAULT_SESSION_IDLE_MINUTES = 60.0
+DEFAULT_SESSION_HOURS = 12.0
+
 #: The model version shipped in the repository and registered by ``shadowline init``.
 SHIPPED_MODEL_VERSION = "scratch-v2"
 
@@ -49,6 +54,8 @@ class Settings:
             before they are read).
         gates_count_simulated: Whether the simulated inspector's judgements count as evidence for the
             ladder's gates and rollback (a demonstration may opt in; a plant counts only people and labels).
+        session_idle_minutes: A signed-in browser that does nothing for this long is signed out.
+        session_hours: A sign-in lasts at most this long, busy or not.
     """
 
     data_dir: Path
@@ -72,6 +79,8 @@ class Settings:
     #: default. Stored image paths are relative to it, so they mean the same on every machine.
     shared_dir: Path | None = None
     gates_count_simulated: bool = False
+    session_idle_minutes: float = DEFAULT_SESSION_IDLE_MINUTES
+    session_hours: float = DEFAULT_SESSION_HOURS
 
     def __post_init__(self) -> None:
         validation.integer("SHADOWLINE_MAX_TRAINING_JOBS", self.max_training_jobs, minimum=1)
@@ -79,6 +88,8 @@ class Settings:
         if self.admission_target_rate is not None:
             validation.number("SHADOWLINE_ADMISSION_TARGET_RATE", self.admission_target_rate, minimum=0.0001, maximum=0.5)
         validation.integer("SHADOWLINE_ADMISSION_RUN_ALARM", self.admission_run_alarm, minimum=1, maximum=1000)
+        validation.number("SHADOWLINE_SESSION_IDLE_MINUTES", self.session_idle_minutes, minimum=1, maximum=7 * 24 * 60)
+        validation.number("SHADOWLINE_SESSION_HOURS", self.session_hours, minimum=0.1, maximum=30 * 24)
 
     @property
     def max_image_bytes(self) -> int:
@@ -97,6 +108,11 @@ class Settings:
     def image_file(self, stored_path: str) -> Path:
         """The file of a stored image path (as kept in ``inspections.image_path``) on this machine."""
         return self.store_dir / stored_path
+
+    @property
+    def session_secret_file(self) -> Path:
+        """The key that signs the session cookies (made on first use, readable by the owner only)."""
+        return self.data_dir / "session.key"
 
     @property
     def cache_dir(self) -> Path:
@@ -139,6 +155,10 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
             )
         }
         count_simulated = validation.boolean("SHADOWLINE_GATES_COUNT_SIMULATED", env.get("SHADOWLINE_GATES_COUNT_SIMULATED") or "false")
+        idle = validation.number(
+            "SHADOWLINE_SESSION_IDLE_MINUTES", env.get("SHADOWLINE_SESSION_IDLE_MINUTES") or DEFAULT_SESSION_IDLE_MINUTES, minimum=1, maximum=7 * 24 * 60
+        )
+        hours = validation.number("SHADOWLINE_SESSION_HOURS", env.get("SHADOWLINE_SESSION_HOURS") or DEFAULT_SESSION_HOURS, minimum=0.1, maximum=30 * 24)
         return Settings(
             data_dir=data_dir,
             database_url=database_url,
@@ -152,6 +172,8 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
             shared_dir=shared_dir,
             **connection,
             gates_count_simulated=count_simulated,
+            session_idle_minutes=idle,
+            session_hours=hours,
         )
     except validation.RangeError as error:
         raise SettingsError(str(error)) from None

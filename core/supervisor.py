@@ -22,7 +22,7 @@ from types import FrameType
 
 from core.settings import PROJECT_ROOT, get_settings
 
-APP_ENTRYPOINT = PROJECT_ROOT / "app" / "main.py"
+APP_ENTRYPOINT = PROJECT_ROOT / "app" / "asgi.py"  # st.App: the sign-in routes and gate around app/main.py
 RESTART_PAUSE_SECONDS = 2.0
 
 

@@ -348,6 +348,32 @@ class User(Base):
     last_failed_at: Mapped[datetime | None] = mapped_column()
 
 
+class SignInSession(Base):
+    """One signed-in browser: the server-side half of the session cookie, revocable and expiring.
+
+    The browser holds only an opaque random token (signed, HttpOnly); the row keeps its sha256, so a
+    copy of the database cannot be replayed as a cookie. A session ends at ``expires_at``, after the
+    idle timeout since ``last_seen_at``, or when someone ends it (``ended_at``, ``ended_by``).
+    """
+
+    __tablename__ = "sign_in_sessions"
+    __table_args__ = (Index("ix_sign_in_sessions_open", "ended_at", "expires_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column()
+    ended_at: Mapped[datetime | None] = mapped_column()
+    ended_by: Mapped[str | None] = mapped_column(String(64))
+    end_reason: Mapped[str | None] = mapped_column(String(32))
+    client: Mapped[str | None] = mapped_column(String(200))
+    address: Mapped[str | None] = mapped_column(String(64))
+
+    user: Mapped[User] = relationship()
+
+
 class AuditEntry(Base):
     """Append-only record of every state change: who, when, what, before and after."""
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -77,9 +78,10 @@ def list_models(*, session: Session) -> list[dict[str, object]]:
         roles = [f"active on {line.name}" for line in lines if line.active_model_id == model.id]
         roles += [f"candidate on {line.name}" for line in lines if line.candidate_model_id == model.id]
         roles += [f"previous on {line.name}" for line in lines if line.previous_model_id == model.id]
-        evaluations = (model.card or {}).get("evaluation") or {}
+        card = model.card if isinstance(model.card, dict) else {}
+        evaluations = _mapping(card.get("evaluation"))
         # A trained version's headline is its `normal` scenario; an imported one's the plant's held-out images.
-        normal = evaluations.get("normal") or evaluations.get("held_out") or {}
+        normal = _mapping(evaluations.get("normal") or evaluations.get("held_out"))
         rows.append(
             {
                 "id": model.id,
@@ -88,12 +90,12 @@ def list_models(*, session: Session) -> list[dict[str, object]]:
                 "path": model.path,
                 "onnx_sha256": model.onnx_sha256,
                 "registered_at": model.registered_at,
-                "init_from": ((model.card or {}).get("init_from") or {}).get("version"),
-                "map50": normal.get("map50"),
-                "phone_recall": normal.get("phone_recall"),
-                "false_reject_rate": normal.get("false_reject_rate"),
-                "decision_threshold": (model.card or {}).get("decision_threshold"),
-                "classes": ", ".join(class_list(model.card or {})),
+                "init_from": _mapping(card.get("init_from")).get("version"),
+                "map50": _figure(normal.get("map50")),
+                "phone_recall": _figure(normal.get("phone_recall")),
+                "false_reject_rate": _figure(normal.get("false_reject_rate")),
+                "decision_threshold": _figure(card.get("decision_threshold")),
+                "classes": ", ".join(class_list(card)),
             }
         )
     return rows
@@ -152,3 +154,12 @@ def model_folder(stored: str, models_dir: Path | None) -> Path:
         return path
     local = models_dir / path.name
     return local if local.is_dir() else path
+
+
+def _mapping(value: object) -> dict[str, Any]:
+    """``value`` if it is a JSON object, else empty: a card registered before it was validated never breaks the list."""
+    return value if isinstance(value, dict) else {}
+
+
+def _figure(value: object) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None

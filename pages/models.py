@@ -106,17 +106,60 @@ def _act(action) -> None:
         st.rerun()
 
 
-if may(user.role, Action.SWITCH_MODEL):
-    chosen = st.selectbox("Candidate to run in shadow", ["none", *versions], key="models.candidate_choice")
-    if st.button("Set candidate", key="models.set_candidate"):
+def candidate_ui(line, versions: list[str], note: str) -> None:
+    """Choose the candidate; the selector starts on the one running now."""
+    options = ["none", *versions]
+    running = line.candidate_model_version if line.candidate_model_version in options else "none"
+    if st.session_state.get("models.candidate_for") != (line.name, running):
+        # A new line, or the candidate changed (here or elsewhere): show what runs now.
+        st.session_state["models.candidate_choice"] = running
+        st.session_state["models.candidate_for"] = (line.name, running)
+    chosen = st.selectbox("Candidate to run in shadow", options, key="models.candidate_choice", help=f"running now: {running}")
+    if st.button("Set candidate", key="models.set_candidate", disabled=chosen == running):
         _act(lambda: deployment.set_candidate(database, user, line_name=line.name, version=None if chosen == "none" else chosen, note=note or None))
+
+
+def confirm_ui(kind: str, question: str, do) -> None:
+    """A second, explicit click for a change that swaps the model deciding phones on a line."""
+    if st.session_state.get("models.confirm") != kind:
+        return
+    with st.container(border=True):
+        st.warning(question, icon=":material/help:")
+        yes, no = st.columns([1, 4])
+        if yes.button("Yes, go ahead", type="primary", key="models.confirm_yes"):
+            st.session_state.pop("models.confirm", None)
+            do()
+        if no.button("Cancel", key="models.confirm_no"):
+            st.session_state.pop("models.confirm", None)
+            st.rerun()
+
+
+if st.session_state.get("models.confirm_line") != line.name:
+    st.session_state.pop("models.confirm", None)  # a question asked about another line does not carry over
+st.session_state["models.confirm_line"] = line.name
+if may(user.role, Action.SWITCH_MODEL):
+    candidate_ui(line, versions, note)
     if line.candidate_model_id:
-        label = "Switch" if may_switch_directly(user, line) else "Request a switch (a manager approves in canary and full)"
+        direct = may_switch_directly(user, line)
+        label = "Switch" if direct else "Request a switch (a manager approves in canary and full)"
         if st.button(f"{label}: make {line.candidate_model_version} active", type="primary", key="models.switch"):
-            _act(lambda: deployment.switch(database, user, line_name=line.name, note=note or None).message)
+            st.session_state["models.confirm"] = "switch"
+        confirm_ui(
+            "switch",
+            f"Make {line.candidate_model_version} decide {line.name}'s phones instead of {line.active_model_version}?"
+            if direct
+            else f"Ask a manager to make {line.candidate_model_version} active on {line.name}?",
+            lambda: _act(lambda: deployment.switch(database, user, line_name=line.name, note=note or None).message),
+        )
 can_roll_back = line.previous_model_id is not None and may(user.role, Action.ROLLBACK)
 if can_roll_back and st.button(f"Roll back to {line.previous_model_version}", key="models.rollback"):
-    _act(lambda: deployment.rollback(database, user, line_name=line.name, note=note or None))
+    st.session_state["models.confirm"] = "rollback"
+if can_roll_back:
+    confirm_ui(
+        "rollback",
+        f"Roll {line.name} back from {line.active_model_version} to {line.previous_model_version}, from the next phones on?",
+        lambda: _act(lambda: deployment.rollback(database, user, line_name=line.name, note=note or None)),
+    )
 st.caption("Rollback takes effect on the worker's next phones; the version rolled back from stays loaded as the candidate.")
 
 
@@ -181,6 +224,32 @@ def read_classes(folder: Path) -> list[str]:
 
 if may(user.role, Action.SWITCH_MODEL):
     model_import_ui()
+
+
+def register_ui() -> None:
+    """Register a version folder found under the models folder; a bad card is listed with its problem."""
+    models_dir = state.settings().models_dir
+    folders = deployment.version_folders(models_dir, registered_paths={str(m["path"]) for m in models}, registered_versions={str(m["version"]) for m in models})
+    st.subheader("Register a version")
+    if not folders:
+        st.caption(f"Every version folder under {models_dir} is registered (a new one needs its card.json and weights there).")
+        return
+    st.dataframe(
+        pd.DataFrame([{"folder": f.path.name, "version": f.version or "", "card": f.problem or "ok"} for f in folders]),
+        hide_index=True,
+        key="models.folders",
+    )
+    valid = {f.path.name: f for f in folders if f.problem is None}
+    if not valid:
+        st.caption("No folder here can be registered until its card is fixed.")
+        return
+    folder = st.selectbox("Version folder", list(valid), key="models.register_folder")
+    if st.button("Register (checks the card and the weights' hashes)", key="models.register"):
+        _act(lambda: deployment.register(database, user, model_dir=valid[folder].path))
+
+
+if may(user.role, Action.SWITCH_MODEL):
+    register_ui()
 
 # -- data sets and training in the background ---------------------------------------------------
 st.subheader("Retrain")

@@ -63,7 +63,8 @@ def test_switch_needs_a_manager_in_full_automation_and_rollback_is_for_anyone(da
     assert (line.active_model_version, line.candidate_model_version, line.previous_model_version) == (green, "scratch-v2", "scratch-v2")
     rollback(database, SUPERVISOR, line_name="line-1", note="overrides went up")
     line = _line(database)
-    assert (line.active_model_version, line.previous_model_version) == ("scratch-v2", green)
+    # Nothing to roll back to now: the version just removed stays loaded as the candidate, for a switch.
+    assert (line.active_model_version, line.candidate_model_version, line.previous_model_version) == ("scratch-v2", green, None)
 
 
 def test_switch_and_rollback_while_the_worker_runs(database, settings, green) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -41,13 +42,49 @@ def read_card(model_dir: Path) -> dict[str, Any]:
     if not card_path.is_file():
         raise ModelNotFoundError(f"no model card at {card_path}: is {model_dir} a model version folder?")
     try:
-        card: dict[str, Any] = json.loads(card_path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
+        card = json.loads(card_path.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ModelNotFoundError(f"model card {card_path} is unreadable: {error}") from None
+    problem = card_problem(card)
+    if problem:
+        raise ModelNotFoundError(f"model card {card_path} {problem}")
+    return dict(card)
+
+
+_VERSION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def card_problem(card: object) -> str | None:
+    """What is wrong with a parsed card, in a few words (None when its required fields are sound).
+
+    Checked before a version is registered, so that one bad card can never break a page or
+    ``model list`` for every line later.
+    """
+    if not isinstance(card, dict):
+        return f"is not a JSON object (found {type(card).__name__})"
     for key in ("version", "imgsz", "weights", "classes"):
         if key not in card:
-            raise ModelNotFoundError(f"model card {card_path} lacks the field {key!r}")
-    return card
+            return f"lacks the field {key!r}"
+    if not isinstance(card["version"], str) or not _VERSION_NAME.match(card["version"]):
+        return f"has an invalid version {card['version']!r}: letters, digits and . _ - (at most 64)"
+    imgsz = card["imgsz"]
+    sizes = imgsz if isinstance(imgsz, list) else [imgsz]
+    if not sizes or not all(isinstance(v, int) and not isinstance(v, bool) and 32 <= v <= 4096 for v in sizes):
+        return f"has an invalid imgsz {imgsz!r}: a whole number of pixels (32-4096) or a list of two"
+    classes = card["classes"]
+    names = list(classes.values()) if isinstance(classes, dict) else classes
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) and n for n in names):
+        return f"has invalid classes {classes!r}: a list (or id -> name object) of class names"
+    weights = card["weights"]
+    if not isinstance(weights, dict) or not weights or not all(isinstance(w, dict) and isinstance(w.get("sha256"), str) for w in weights.values()):
+        return 'has invalid weights: an object of file name -> {"sha256": ...}'
+    for key in ("evaluation", "init_from", "data", "reference", "admission", "calibration"):
+        if key in card and card[key] is not None and not isinstance(card[key], dict):
+            return f"has an invalid {key!r}: an object was expected, found {type(card[key]).__name__}"
+    threshold = card.get("decision_threshold")
+    if threshold is not None and (not isinstance(threshold, int | float) or isinstance(threshold, bool) or not 0 <= threshold <= 1):
+        return f"has an invalid decision_threshold {threshold!r}: a number in [0, 1]"
+    return None
 
 
 def class_list(card: dict[str, Any]) -> list[str]:

@@ -107,13 +107,55 @@ def test_models_page_sets_a_candidate_compares_it_and_switches(database, setting
     at.run()
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Candidate (green, in shadow)"] == "green" and metrics["Phones judged by both versions"] == "12"
+    assert at.selectbox(key="models.candidate_choice").value == "green", "the selector shows the running candidate"
     at.button(key="models.switch").click().run()
+    assert not at.exception
+    with database.read() as session:
+        assert get_line(session=session, name="line-1").active_model_version == "scratch-v2", "a switch asks first"
+    at.button(key="models.confirm_yes").click().run()
     assert not at.exception
     with database.read() as session:
         assert get_line(session=session, name="line-1").active_model_version == "green"
     at.button(key="models.rollback").click().run()
+    at.button(key="models.confirm_no").click().run()
     with database.read() as session:
-        assert get_line(session=session, name="line-1").active_model_version == "scratch-v2"
+        assert get_line(session=session, name="line-1").active_model_version == "green", "cancelled"
+    at.button(key="models.rollback").click().run()
+    at.button(key="models.confirm_yes").click().run()
+    assert not at.exception
+    with database.read() as session:
+        line = get_line(session=session, name="line-1")
+    assert (line.active_model_version, line.candidate_model_version, line.previous_model_version) == ("scratch-v2", "green", None)
+    assert not [b for b in at.button if b.label.startswith("Roll back")], "no rollback to the version just removed"
+    assert at.selectbox(key="models.candidate_choice").value == "green"
+
+
+def test_models_page_registers_a_folder_and_lists_a_bad_card_without_breaking(database, settings, app_for, shipped_model_dir, tmp_path, monkeypatch) -> None:
+    from core import settings as settings_module
+
+    models = tmp_path / "models"
+    shutil.copytree(shipped_model_dir, models / "scratch-v2")
+    shutil.copytree(shipped_model_dir, models / "blue-2", ignore=shutil.ignore_patterns("*.pt"))
+    card = json.loads((models / "blue-2" / "card.json").read_text())
+    card["version"] = "blue-2"
+    card["weights"].pop("model.pt")
+    (models / "blue-2" / "card.json").write_text(json.dumps(card))
+    (models / "broken").mkdir()
+    (models / "broken" / "card.json").write_text(json.dumps({"version": "broken", "imgsz": "big", "weights": [], "classes": {}}))
+    monkeypatch.setenv("SHADOWLINE_MODELS_DIR", str(models))
+    settings_module.get_settings.cache_clear()
+    at = _signed_in(app_for, Role.ENGINEER, MODELS)
+    folders = next(d.value for d in at.dataframe if "card" in d.value.columns)
+    assert dict(zip(folders["folder"], folders["card"], strict=True))["blue-2"] == "ok"
+    assert "invalid imgsz" in dict(zip(folders["folder"], folders["card"], strict=True))["broken"]
+    assert at.selectbox(key="models.register_folder").options == ["blue-2"], "a bad card cannot be chosen"
+    at.button(key="models.register").click().run()
+    assert not at.exception
+    assert "registered blue-2" in at.success[0].value
+    assert set(at.dataframe[0].value["version"]) == {"scratch-v2", "blue-2"}
+    from core.cli import main
+
+    assert main(["model", "list"]) == 0
 
 
 def test_supervisors_have_no_models_page(database, app_for) -> None:

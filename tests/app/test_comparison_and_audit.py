@@ -78,7 +78,7 @@ def test_audit_log_lists_searches_and_exports(database, app_for, role, shipped_m
 )
 def test_roles_cannot_reach_pages_not_meant_for_them(database, app_for, role, page, marker):
     at = _signed_in(app_for, role)
-    # The page is not registered for this role's session at all: there is nothing to navigate to.
+    # The page's script is not registered for this role's session (its URL shows who it is for instead).
     with pytest.raises(ValueError, match="Could not find a navigation page"):
         at.switch_page(page)
     assert marker not in at.session_state

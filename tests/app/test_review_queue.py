@@ -88,15 +88,13 @@ def test_two_supervisors_never_hold_the_same_phone(database, settings, shipped_m
     assert next_phone(database, CurrentUser("sid", Role.SUPERVISOR)) is None
 
 
-def test_signed_out_visitors_see_only_the_sign_in_form(database, app_for):
+def test_signed_out_visitors_see_only_the_way_to_sign_in(database, app_for):
+    # The form itself is served over HTTP by app/gate.py (tests/app/test_sign_in_gate.py).
     at = app_for().run()
     assert not at.exception
-    assert at.title[0].value == "Shadowline"
-    at.text_input(key="auth.name").input("admin")
-    at.text_input(key="auth.password").input("wrong-password")
-    at.button[0].click().run()
-    assert any("Wrong user name or password" in e.value for e in at.error)
-    assert "auth.user" not in at.session_state
+    assert at.title[0].value == "Signed out"
+    assert "auth.sign_out" not in [b.key for b in at.button]
+    assert not at.sidebar.markdown, "no page, no user, nothing about the line"
 
 
 def test_skip_hands_over_another_phone_and_says_so(database, settings, app_for, shipped_model_dir):

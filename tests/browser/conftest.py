@@ -28,8 +28,8 @@ from db.users import add_user
 
 CHROMIUM = os.environ.get("SHADOWLINE_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = PROJECT_ROOT / "test-artifacts" / "screenshots"
-PASSWORDS = {"sam": "supervisor-pass", "erin": "engineer-pass", "mo": "manager-pass"}
-ROLES = {"sam": Role.SUPERVISOR, "erin": Role.ENGINEER, "mo": Role.MANAGER}
+PASSWORDS = {"sam": "supervisor-pass", "erin": "engineer-pass", "mo": "manager-pass", "ada": "admin-pass"}
+ROLES = {"sam": Role.SUPERVISOR, "erin": Role.ENGINEER, "mo": Role.MANAGER, "ada": Role.ADMIN}
 
 
 def _free_port() -> int:
@@ -131,7 +131,7 @@ def _serve(env: dict[str, str]) -> tuple[subprocess.Popen, str]:
         "-m",
         "streamlit",
         "run",
-        str(PROJECT_ROOT / "app" / "main.py"),
+        str(PROJECT_ROOT / "app" / "asgi.py"),
         "--server.address",
         "127.0.0.1",
         "--server.port",
@@ -159,9 +159,12 @@ def _serve(env: dict[str, str]) -> tuple[subprocess.Popen, str]:
 REVIEW_LINE = "line-2"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def running_line(tmp_path_factory):
     """A fresh installation with the worker and two simulated lines running *during* the test, and the app.
+
+    One installation for the whole browser session: the modules that use it share it (starting one
+    takes the worker, two simulators and the app).
 
     ``shadowline worker`` and ``shadowline simulate --rate 2 --count N`` run as subprocesses against the
     test's own data folder, bounded by their counts and stopped at the end. Yields the base URL and
@@ -242,9 +245,11 @@ def sign_in(page, url: str | None, name: str) -> None:
 
 
 def screenshot(page, name: str) -> None:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    """Save a full-page screenshot as ``test-artifacts/screenshots/<name>.png`` (``name`` may hold a folder: ``ROLE/PAGE``)."""
+    path = ARTIFACTS / f"{name}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
     page.wait_for_timeout(500)
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+    page.screenshot(path=str(path), full_page=True)
 
 
 def pick(page, combobox: str, option: str | None = None) -> None:

@@ -57,3 +57,16 @@ def test_require(role, action, allowed):
     else:
         with pytest.raises(PermissionDeniedError, match="may not"):
             require(user, action)
+
+
+def test_session_cookies_are_signed_and_a_forged_one_is_refused(tmp_path):
+    from core.auth import load_session_secret, new_session_token, sign_session_token, unsign_session_token
+
+    secret = load_session_secret(tmp_path / "session.key")
+    assert load_session_secret(tmp_path / "session.key") == secret, "made once, then read"
+    assert (tmp_path / "session.key").stat().st_mode & 0o077 == 0, "readable by its owner only"
+    token = new_session_token()
+    cookie = sign_session_token(token, secret)
+    assert unsign_session_token(cookie, secret) == token
+    for forged in (None, "", token, f"{token}.", cookie[:-1] + ("A" if cookie[-1] != "A" else "B"), sign_session_token(token, b"x" * 32), cookie + ".x"):
+        assert unsign_session_token(forged, secret) is None, forged

@@ -1,0 +1,45 @@
+"""The model registry keeps working whatever a registered card holds."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from core.detector.card import ModelNotFoundError, card_problem, read_card
+from db.models import ModelVersion
+from db.registry import list_models
+
+
+def test_a_card_stored_before_cards_were_checked_never_breaks_the_list(database):
+    with database.write() as session:
+        session.add(ModelVersion(version="odd", path="/nowhere", card={"evaluation": "not an object", "init_from": [], "decision_threshold": "high"}))
+        session.add(ModelVersion(version="odder", path="/nowhere-2", card=None))
+    with database.read() as session:
+        rows = {row["version"]: row for row in list_models(session=session)}
+    assert rows["odd"]["map50"] is None and rows["odd"]["decision_threshold"] is None and rows["odder"]["init_from"] is None
+    assert rows["scratch-v2"]["map50"] > 0.5
+
+
+@pytest.mark.parametrize(
+    ("card", "problem"),
+    [
+        ([], "is not a JSON object"),  # a list, not an object
+        ({"imgsz": 320, "weights": {}, "classes": []}, "lacks the field 'version'"),
+        ({"version": "../up", "imgsz": 320, "weights": {"m.onnx": {"sha256": "ab"}}, "classes": ["scratch"]}, "invalid version"),  # a path, not a name
+        ({"version": "v", "imgsz": "big", "weights": {"m.onnx": {"sha256": "ab"}}, "classes": ["scratch"]}, "invalid imgsz"),
+        ({"version": "v", "imgsz": 320, "weights": {"m.onnx": {"sha256": "ab"}}, "classes": {}}, "invalid classes"),  # no class at all
+        ({"version": "v", "imgsz": 320, "weights": {"m.onnx": "ab"}, "classes": ["scratch"]}, "invalid weights"),  # hash without its object
+        ({"version": "v", "imgsz": 320, "weights": {"m.onnx": {"sha256": "ab"}}, "classes": ["s"], "evaluation": 3}, "invalid 'evaluation'"),
+        ({"version": "v", "imgsz": 320, "weights": {"m.onnx": {"sha256": "ab"}}, "classes": ["s"], "decision_threshold": 2}, "invalid decision_threshold"),
+        ({"version": "v", "imgsz": [256, 320], "weights": {"m.onnx": {"sha256": "ab"}}, "classes": {"0": "scratch"}}, None),  # sound
+    ],
+)
+def test_cards_are_checked_before_registration(tmp_path, card, problem):
+    (tmp_path / "card.json").write_text(json.dumps(card))
+    if problem is None:
+        assert card_problem(card) is None and read_card(tmp_path)["version"] == "v"
+    else:
+        assert problem in (card_problem(card) or "")
+        with pytest.raises(ModelNotFoundError, match=r"card\.json"):
+            read_card(tmp_path)
