@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from core import validation
+from core.extras import TrainingUnavailableError
 from core.settings import get_settings
 
 
@@ -26,6 +27,9 @@ class CommandError(Exception):
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from core.extras import require_training
+
+    require_training("shadowline train")
     from core import training
 
     settings = get_settings()
@@ -112,7 +116,10 @@ def _cmd_dataset_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_job_run(args: argparse.Namespace) -> int:
+    from core.extras import require_training
     from core.training_jobs import run_job
+
+    require_training("a training job")
 
     job = run_job(_database(), get_settings(), args.job, eval_count=args.eval_count)
     print(f"job {job.id}: {job.status}: {job.message or ''}")
@@ -1220,6 +1227,9 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into e.g. `head`, which stopped reading
         sys.stderr.close()
         return 0
+    except TrainingUnavailableError as error:  # an edge install asked to train: say how to add it
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     except Exception as error:  # the environment (database, disk, settings), or a bug
         problem = environment_problem(error)
         if problem is not None:
@@ -1240,10 +1250,13 @@ def environment_problem(error: BaseException) -> str | None:
     from alembic.util.exc import CommandError as AlembicError
     from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
 
+    from core.extras import is_training_import_error, training_hint
     from core.settings import SettingsError
 
     if isinstance(error, SettingsError):
         return str(error)
+    if is_training_import_error(error):
+        return training_hint(f"this command (it imports {getattr(error, 'name', 'torch')})")
     if isinstance(error, ArgumentError | NoSuchModuleError):
         return f"SHADOWLINE_DATABASE_URL is not a usable database URL: {_first_line(error)}"
     if isinstance(error, DBAPIError):
