@@ -113,9 +113,7 @@ class Worker:
             claimed = claim_batch(session=session, worker_id=self.worker_id, limit=self.batch_size, lease_seconds=self.lease_seconds)
         if not claimed:
             return 0
-        with self.database.read() as session:
-            lines = {line.id: line for line in list_lines(session=session)}
-            repeats = repeated_images(session=session, items=claimed)
+        lines, repeats = self._read_lines(claimed)
         results = [
             PhoneResult(
                 item.id,
@@ -126,9 +124,7 @@ class Worker:
             )
             for item in claimed
         ]
-        with self.database.write() as session:
-            stale = set(requeue_stale(session=session, worker_id=self.worker_id, results=results))
-            written, lost = record_results(session=session, worker_id=self.worker_id, results=[r for r in results if r.inspection_id not in stale])
+        stale, written, lost = self._write_results(results)
         if stale:
             log.info("%d phones inspected under a line setting that changed meanwhile are queued again", len(stale))
         step_down_lines_whose_model_failed(self.inspector, lines, results)
@@ -148,6 +144,24 @@ class Worker:
         if time.monotonic() - self._last_beat >= HEARTBEAT_SECONDS:
             self.beat()
         return len(claimed)
+
+    def _read_lines(self, claimed: list[ClaimedInspection]) -> tuple[dict[int, LineConfig], dict[int, str]]:
+        """Every line's settings now, and which claimed phones repeat an earlier image byte for byte."""
+        with self.database.read() as session:
+            lines = {line.id: line for line in list_lines(session=session)}
+            repeats = repeated_images(session=session, items=claimed)
+        return lines, repeats
+
+    def _write_results(self, results: list[PhoneResult]) -> tuple[set[int], list[int], list[int]]:
+        """One transaction: requeue phones inspected under a changed line setting, write the others.
+
+        Returns:
+            The requeued (stale) ids, the written ids and the ids whose lease was lost.
+        """
+        with self.database.write() as session:
+            stale = set(requeue_stale(session=session, worker_id=self.worker_id, results=results))
+            written, lost = record_results(session=session, worker_id=self.worker_id, results=[r for r in results if r.inspection_id not in stale])
+        return stale, written, lost
 
     def check_drift(self) -> None:
         """Run the drift checks that are due; a failing check is logged, never stops the line."""
