@@ -21,8 +21,11 @@ import socket
 import threading
 import time
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import FrameType
+
+import numpy as np
 
 from core.drift.monitor import DriftMonitor
 from core.imaging import InvalidImageError, read_image
@@ -47,6 +50,14 @@ class WorkerStats:
     failed_images: int = 0
     lost_leases: int = 0
     model_errors: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _InspectedBatch:
+    """A claimed batch after inspection, before its write."""
+
+    lines: dict[int, LineConfig]
+    results: list[PhoneResult]
 
 
 class Worker:
@@ -86,44 +97,70 @@ class Worker:
         self._stop = threading.Event()
         self._last_beat = 0.0
         self.drift = DriftMonitor(database) if monitor_drift else None
+        # One thread decodes the next phone's image while this one is inspected; one writes a
+        # finished batch while the next is inspected. Both spend their time in OpenCV and SQLite,
+        # which release the GIL, so they overlap onnxruntime's inference.
+        self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="worker-decode")
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="worker-write")
 
     def model_status(self) -> str:
         return self.inspector.model_status()
 
     # -- one phone ----------------------------------------------------------------------------
 
-    def _inspect(self, item: ClaimedInspection, line: LineConfig, repeats_serial: str | None = None) -> PhoneInspection:
-        """Everything about one phone except the database write: the shared inspection path."""
+    def _decode(self, item: ClaimedInspection) -> np.ndarray | str | None:
+        """The phone's decoded image, the decoder's reason when it is unreadable, or None when it is not to be read."""
+        if item.attempts > MAX_ATTEMPTS:
+            return None
+        try:
+            return read_image(self.settings.data_dir / item.image_path)
+        except InvalidImageError as invalid:
+            return str(invalid)
+
+    def _inspect(
+        self, item: ClaimedInspection, line: LineConfig, repeats_serial: str | None = None, decoded: np.ndarray | str | None = None
+    ) -> PhoneInspection:
+        """Everything about one phone except the database write: the shared inspection path.
+
+        Args:
+            decoded: What :meth:`_decode` gave for this phone.
+        """
         if item.attempts > MAX_ATTEMPTS:
             error = (
                 f"workers died {item.attempts - 1} times while inspecting this phone (killed or crashed, not necessarily the image's fault); a person judges it"
             )
             return self.inspector.inspect_safely(None, serial=item.serial, line=line, error=error)
-        try:
-            image = read_image(self.settings.data_dir / item.image_path)
-        except InvalidImageError as invalid:
-            return self.inspector.inspect_safely(None, serial=item.serial, line=line, error=str(invalid))
-        return self.inspector.inspect_safely(image, serial=item.serial, line=line, repeats_serial=repeats_serial)
+        if isinstance(decoded, str):
+            return self.inspector.inspect_safely(None, serial=item.serial, line=line, error=decoded)
+        if decoded is None:  # not decoded ahead: read it now
+            return self._inspect(item, line, repeats_serial, self._decode(item))
+        return self.inspector.inspect_safely(decoded, serial=item.serial, line=line, repeats_serial=repeats_serial)
 
     # -- the loop -----------------------------------------------------------------------------
 
-    def process_batch(self) -> int:
-        """Claim and finish one batch; returns how many phones were claimed."""
+    def _claim(self) -> list[ClaimedInspection]:
         with self.database.write() as session:
-            claimed = claim_batch(session=session, worker_id=self.worker_id, limit=self.batch_size, lease_seconds=self.lease_seconds)
-        if not claimed:
-            return 0
+            return claim_batch(session=session, worker_id=self.worker_id, limit=self.batch_size, lease_seconds=self.lease_seconds)
+
+    def _inspect_batch(self, claimed: list[ClaimedInspection]) -> _InspectedBatch:
+        """Inspect a claimed batch; the next phone's image is decoded in the reader thread meanwhile."""
         lines, repeats = self._read_lines(claimed)
+        images = [self._reader.submit(self._decode, item) for item in claimed]
         results = [
             PhoneResult(
                 item.id,
                 item.line_id,
                 lines[item.line_id].level,
-                **self._inspect(item, lines[item.line_id], repeats.get(item.id)).as_result_fields(),
+                **self._inspect(item, lines[item.line_id], repeats.get(item.id), decoded.result()).as_result_fields(),
                 active_model_id=lines[item.line_id].active_model_id,
             )
-            for item in claimed
+            for item, decoded in zip(claimed, images, strict=True)
         ]
+        return _InspectedBatch(lines, results)
+
+    def _write_and_account(self, batch: _InspectedBatch) -> None:
+        """Write an inspected batch, then what follows a write: step-downs, counts, drift bookkeeping, heartbeat."""
+        lines, results = batch.lines, batch.results
         stale, written, lost = self._write_results(results)
         if stale:
             log.info("%d phones inspected under a line setting that changed meanwhile are queued again", len(stale))
@@ -143,6 +180,12 @@ class Worker:
                 self.check_drift()
         if time.monotonic() - self._last_beat >= HEARTBEAT_SECONDS:
             self.beat()
+
+    def process_batch(self) -> int:
+        """Claim, inspect and write one batch, all in this thread; returns how many phones were claimed."""
+        claimed = self._claim()
+        if claimed:
+            self._write_and_account(self._inspect_batch(claimed))
         return len(claimed)
 
     def _read_lines(self, claimed: list[ClaimedInspection]) -> tuple[dict[int, LineConfig], dict[int, str]]:
@@ -179,6 +222,12 @@ class Worker:
     def run(self, *, once: bool = False, until_empty: bool = False, poll_seconds: float = 0.5, max_seconds: float | None = None) -> WorkerStats:
         """Process phones until stopped.
 
+        The database work of one batch overlaps the inference of the next: while batch N is
+        written (and its drift bookkeeping done) in the writer thread, batch N+1, claimed just
+        before, is inspected here. Claims and writes never run at once (SQLite has one writer),
+        and a batch's write still checks, in its own transaction, its leases and that each
+        line's level and model are the ones it was inspected with.
+
         Args:
             once: Process at most one batch.
             until_empty: Stop when the queue is empty.
@@ -187,22 +236,48 @@ class Worker:
         """
         started = time.monotonic()
         self.beat()
+        writing: Future[None] | None = None
         try:
-            while not self._stop.is_set():
-                claimed = self.process_batch()
-                if claimed == 0:
+            claimed = self._claim()
+            while True:
+                if not claimed:
+                    if writing is not None:
+                        writing.result()
+                        writing = None
                     self.check_drift()
-                if once or (until_empty and claimed == 0):
-                    break
-                if max_seconds is not None and time.monotonic() - started > max_seconds:
-                    break
-                if claimed == 0:
+                    if once or until_empty or self._stop.is_set() or self._time_up(started, max_seconds):
+                        break
                     if time.monotonic() - self._last_beat > 2.0:
                         self.beat()
                     self._stop.wait(poll_seconds)
+                    if self._stop.is_set():
+                        break
+                    claimed = self._claim()
+                    continue
+                batch = self._inspect_batch(claimed)  # overlaps the previous batch's write
+                if writing is not None:
+                    writing.result()  # its errors surface here, as they did inline
+                last = once or self._stop.is_set() or self._time_up(started, max_seconds)
+                claimed = [] if last else self._claim()  # before the write starts: no second writer waits
+                writing = self._writer.submit(self._write_and_account, batch)
+                if last:
+                    writing.result()
+                    writing = None
+                    break
         finally:
+            if writing is not None:
+                writing.result()
             self.beat(state="stopped")
         return self.stats
+
+    @staticmethod
+    def _time_up(started: float, max_seconds: float | None) -> bool:
+        return max_seconds is not None and time.monotonic() - started > max_seconds
+
+    def close(self) -> None:
+        """Stop the reader and writer threads (after :meth:`run` has returned)."""
+        self._reader.shutdown(wait=True)
+        self._writer.shutdown(wait=True)
 
     def install_signal_handlers(self) -> None:
         """Stop after the current batch on SIGTERM or SIGINT."""
