@@ -8,8 +8,8 @@ How it is made (onnxruntime's quantisation tooling, no torch):
 
 1. The parent's FP32 ONNX graph gets the admission check's feature output first
    (:func:`core.detector.onnx_backend.with_feature_output`), so the INT8 graph carries it too.
-2. Calibration images are the parent's own validation images (its card's data recipe, or the
-   validation split of the data set it was trained on), letterboxed exactly as at inference.
+2. Calibration images are the parent's own validation images (its card's generated data recipe),
+   letterboxed exactly as at inference.
 3. ``quantize_static``: QDQ format, weights per channel (signed INT8), activations unsigned INT8,
    ranges from the calibration images (:data:`DEFAULT_CALIBRATION`). The detection head's decoding
    (the distribution-to-box step, the sigmoid scores and the concatenation of boxes, in pixels,
@@ -86,8 +86,8 @@ def calibration_images(card: dict[str, Any], count: int) -> Iterator[tuple[str, 
     """The parent's own validation images: ``(name, BGR image, sha256)``.
 
     For a generated recipe the image is the validation phone as stored for training (JPEG,
-    quality 92, decoded) and its hash is that of the JPEG bytes; for a data set, the files of
-    its validation split and their hashes.
+    quality 92, decoded) and its hash is that of the JPEG bytes. Versions trained on an exported
+    data set are not supported yet (their card does not say where the set lies).
     """
     import cv2
 
@@ -109,19 +109,9 @@ def calibration_images(card: dict[str, Any], count: int) -> Iterator[tuple[str, 
                 raise QuantizationError("JPEG decoding failed")
             yield f"val-{seed}-{index:05d}", image, hashlib.sha256(payload).hexdigest()
         return
-    root = Path(str(data.get("dataset", {}).get("path", data.get("path", ""))))
-    if data.get("source") == "dataset" and (root / "images" / "val").is_dir():
-        from core.imaging import InvalidImageError, read_image
-
-        files = sorted((root / "images" / "val").glob("*"))[:count]
-        for path in files:
-            try:
-                image = read_image(path)
-            except InvalidImageError:
-                continue
-            yield f"val-{path.stem}", image, sha256_file(path)
-        return
-    raise QuantizationError(f"the card of {card['version']} names no validation images to calibrate on (a generated recipe or a data set folder)")
+    raise QuantizationError(
+        f"the card of {card['version']} names no generated data recipe to calibrate on; versions trained on an exported data set cannot be quantised yet"
+    )
 
 
 class _Blobs:
@@ -272,12 +262,9 @@ def quantize_version(
     detector = Detector(target)
     if not detector.gives_features:
         raise QuantizationError(f"the INT8 graph of {new_version} lost the feature output {FEATURES_OUTPUT}")
-    if card.get("data", {}).get("source") == "generated":
-        from core.drift.reference import compute_model_reference
+    from core.drift.reference import compute_model_reference
 
-        compute_model_reference(target, detector=detector, progress=progress)
-    else:
-        progress("quantize: no generated recipe: run `shadowline reference compute` with the parent's data set for its drift reference and admission check")
+    compute_model_reference(target, detector=detector, progress=progress)
     if eval_count:
         record_evaluations(target, count=eval_count, progress=progress)
     return target
