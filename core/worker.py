@@ -27,7 +27,9 @@ from types import FrameType
 
 import numpy as np
 
+from core import inspection
 from core.drift.monitor import DriftMonitor
+from core.image_metrics import InputMetrics
 from core.imaging import InvalidImageError, read_image
 from core.inspection import Inspector, PhoneInspection, note_written, run_due_drift_checks, step_down_lines_whose_model_failed
 from core.settings import Settings
@@ -97,7 +99,7 @@ class Worker:
         self._stop = threading.Event()
         self._last_beat = 0.0
         self.drift = DriftMonitor(database) if monitor_drift else None
-        # One thread decodes the next phone's image while this one is inspected; one writes a
+        # One thread decodes the next phone's image (and measures it) while this one is inspected; one writes a
         # finished batch while the next is inspected. Both spend their time in OpenCV and SQLite,
         # which release the GIL, so they overlap onnxruntime's inference.
         self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="worker-decode")
@@ -108,17 +110,22 @@ class Worker:
 
     # -- one phone ----------------------------------------------------------------------------
 
-    def _decode(self, item: ClaimedInspection) -> np.ndarray | str | None:
-        """The phone's decoded image, the decoder's reason when it is unreadable, or None when it is not to be read."""
+    def _decode(self, item: ClaimedInspection) -> tuple[np.ndarray, InputMetrics] | str | None:
+        """The phone's decoded image with its input metrics, the decoder's reason when it is unreadable, or None when it is not to be read."""
         if item.attempts > MAX_ATTEMPTS:
             return None
         try:
-            return read_image(self.settings.data_dir / item.image_path)
+            image = read_image(self.settings.data_dir / item.image_path)
         except InvalidImageError as invalid:
             return str(invalid)
+        try:
+            return image, inspection.compute_input_metrics(image)
+        except Exception as bug:  # the line keeps moving; the phone goes to a person, as for any failed inspection
+            log.exception("measuring %s failed unexpectedly", item.serial)
+            return f"inspection failed unexpectedly: {bug!r}"
 
     def _inspect(
-        self, item: ClaimedInspection, line: LineConfig, repeats_serial: str | None = None, decoded: np.ndarray | str | None = None
+        self, item: ClaimedInspection, line: LineConfig, repeats_serial: str | None = None, decoded: tuple[np.ndarray, InputMetrics] | str | None = None
     ) -> PhoneInspection:
         """Everything about one phone except the database write: the shared inspection path.
 
@@ -134,7 +141,8 @@ class Worker:
             return self.inspector.inspect_safely(None, serial=item.serial, line=line, error=decoded)
         if decoded is None:  # not decoded ahead: read it now
             return self._inspect(item, line, repeats_serial, self._decode(item))
-        return self.inspector.inspect_safely(decoded, serial=item.serial, line=line, repeats_serial=repeats_serial)
+        image, metrics = decoded
+        return self.inspector.inspect_safely(image, serial=item.serial, line=line, repeats_serial=repeats_serial, metrics=metrics)
 
     # -- the loop -----------------------------------------------------------------------------
 
