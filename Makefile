@@ -6,12 +6,21 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/pip --disable-pip-version-check
 
-.PHONY: up test install install-test chromium postgresql lint typecheck pytest clean
+.PHONY: up edge test install install-test chromium postgresql lint typecheck pytest clean
 
 up: install
 	$(BIN)/shadowline up
 
 test: install-test chromium postgresql lint typecheck pytest
+
+# An edge box beside a line: the runtime only (worker, prediction server, app, CLI without
+# training), no torch. `make up` later adds the train extra to the same .venv.
+edge: $(VENV)/.edge
+
+$(VENV)/.edge: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -e .
+	touch $@
 
 # The heavy part is torch. Lightest first: the CPU-only build (~0.7 GB) from PyTorch's own index;
 # where that index cannot be reached, the PyPI build (~5.5 GB with its CUDA libraries, which run
@@ -23,11 +32,11 @@ $(VENV)/.torch:
 	touch $@
 
 $(VENV)/.installed: $(VENV)/.torch pyproject.toml
-	$(PIP) install -e .
+	$(PIP) install -e '.[train]'
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(PIP) install -e '.[test,postgres]'
+	$(PIP) install -e '.[train,test,postgres]'
 	touch $@
 
 # Browser tests drive Debian's Chromium (Playwright cannot download its own browser here).

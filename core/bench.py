@@ -21,7 +21,14 @@ import cv2
 import numpy as np
 
 BENCH_SEED = 424_242
-DETECTOR_PATHS = {"ultralytics_pt_predict": "ultralytics", "shipped_adapter": "auto"}
+#: The Ultralytics reference path; every other path is compared with it.
+ULTRALYTICS_PATH = "ultralytics_pt_predict"
+
+
+def int8_sibling(model_dir: Path) -> Path | None:
+    """The INT8 version made from ``model_dir`` by ``model quantize`` (``<version>-int8`` beside it), if any."""
+    candidate = Path(model_dir).parent / f"{Path(model_dir).name}-int8"
+    return candidate if (candidate / "card.json").is_file() else None
 
 
 def _render_images(count: int) -> list[np.ndarray]:
@@ -50,7 +57,7 @@ def _detector_round(model_dir: str, backend: str, count: int, threads: int) -> d
         detector.detect(image)
         latencies.append((time.perf_counter() - t0) * 1000)
     elapsed = time.perf_counter() - started
-    return {"backend": detector.info.backend, "latencies_ms": latencies, "images_per_s": count / elapsed}
+    return {"backend": f"{detector.info.backend} {detector.version}", "latencies_ms": latencies, "images_per_s": count / elapsed}
 
 
 def _in_fresh_process(function: Any, *args: Any) -> Any:
@@ -61,28 +68,59 @@ def _in_fresh_process(function: Any, *args: Any) -> Any:
 def _summary(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     latencies = np.concatenate([r["latencies_ms"] for r in rounds])
     throughputs = [r["images_per_s"] for r in rounds]
+    median_throughput = float(statistics.median(throughputs))
     return {
         "backend": rounds[0]["backend"],
         "median_ms": float(np.median(latencies)),
         "p99_ms": float(np.percentile(latencies, 99)),
-        "images_per_s_median": float(statistics.median(throughputs)),
+        "images_per_s": median_throughput,
+        "images_per_s_median": median_throughput,
         "images_per_s_rounds": [round(t, 2) for t in throughputs],
     }
 
 
 def _machine() -> dict[str, Any]:
-    return {"cpus": os.cpu_count(), "machine": platform.machine(), "python": platform.python_version()}
+    return {"cpus": os.cpu_count(), "machine": platform.machine(), "python": platform.python_version(), "load_average_1m": round(os.getloadavg()[0], 2)}
 
 
-def bench_detector(model_dir: Path, *, images: int = 100, rounds: int = 3, threads: int | None = None) -> dict[str, Any]:
-    """Ultralytics ``predict`` on the ``.pt`` against the adapter as shipped, same images and threads."""
+def detector_paths(model_dir: Path, int8_dir: Path | None) -> tuple[dict[str, tuple[str, str]], dict[str, str]]:
+    """The compared paths ``name -> (model folder, backend)``, and the ones skipped with the reason."""
+    from core.extras import training_available, training_hint
+
+    paths: dict[str, tuple[str, str]] = {}
+    skipped: dict[str, str] = {}
+    if training_available():
+        paths[ULTRALYTICS_PATH] = (str(model_dir), "ultralytics")
+    else:
+        skipped[ULTRALYTICS_PATH] = training_hint("Ultralytics' predict")
+    paths["onnx_fp32"] = (str(model_dir), "onnx")
+    if int8_dir is not None:
+        paths["onnx_int8"] = (str(int8_dir), "onnx")
+    else:
+        name = Path(model_dir).name
+        skipped["onnx_int8"] = f"no INT8 version beside {model_dir}: make one with `shadowline model quantize --version {name} --to {name}-int8`"
+    return paths, skipped
+
+
+def bench_detector(model_dir: Path, *, images: int = 100, rounds: int = 3, threads: int | None = None, int8_dir: Path | None = None) -> dict[str, Any]:
+    """Ultralytics ``predict`` on the ``.pt``, the FP32 ONNX path and the INT8 version: same images, same threads.
+
+    Each path runs each round in a fresh process; rounds alternate the paths. ``int8_dir``
+    defaults to the ``<version>-int8`` folder beside ``model_dir`` when there is one.
+    """
     threads = threads or os.cpu_count() or 1
-    results: dict[str, list[dict[str, Any]]] = {name: [] for name in DETECTOR_PATHS}
+    paths, skipped = detector_paths(model_dir, int8_dir or int8_sibling(model_dir))
+    results: dict[str, list[dict[str, Any]]] = {name: [] for name in paths}
     for _ in range(rounds):
-        for name, backend in DETECTOR_PATHS.items():
-            results[name].append(_in_fresh_process(_detector_round, str(model_dir), backend, images, threads))
+        for name, (folder, backend) in paths.items():
+            results[name].append(_in_fresh_process(_detector_round, folder, backend, images, threads))
     summary = {name: _summary(r) for name, r in results.items()}
-    ratio = summary["shipped_adapter"]["images_per_s_median"] / summary["ultralytics_pt_predict"]["images_per_s_median"]
+    ratios: dict[str, float] = {}
+    if ULTRALYTICS_PATH in summary:
+        reference = summary[ULTRALYTICS_PATH]["images_per_s"]
+        for name, entry in summary.items():
+            if name != ULTRALYTICS_PATH:
+                entry["ratio_vs_ultralytics"] = ratios[name] = round(entry["images_per_s"] / reference, 2)
     return {
         "benchmark": "detector",
         "model_dir": str(model_dir),
@@ -91,12 +129,17 @@ def bench_detector(model_dir: Path, *, images: int = 100, rounds: int = 3, threa
         "threads": threads,
         "machine": _machine(),
         "paths": summary,
-        "speedup_shipped_vs_ultralytics": round(ratio, 2),
+        "skipped": skipped,
+        "ratio_vs_ultralytics": ratios,
     }
 
 
-def _worker_round(model_dir: str, count: int, threads: int, mode: str) -> dict[str, Any]:
-    """One round in a fresh process: end-to-end worker (``mode='worker'``) or detector alone."""
+def _worker_round(model_dir: str, count: int, threads: int, mode: str, profile: bool = False) -> dict[str, Any]:
+    """One round in a fresh process: end-to-end worker (``mode='worker'``) or detector alone.
+
+    With ``profile``, the measured worker run is profiled (cProfile) and the round also returns
+    the time spent per stage (:data:`WORKER_STAGES`).
+    """
     from core.detector.adapter import Detector
     from core.imaging import read_image
     from core.settings import load_settings
@@ -117,11 +160,11 @@ def _worker_round(model_dir: str, count: int, threads: int, mode: str) -> dict[s
             for path in paths:
                 detector.detect(read_image(settings.image_file(path)))
             elapsed = time.perf_counter() - started
-            return {"backend": detector.info.backend, "latencies_ms": [elapsed / count * 1000], "images_per_s": count / elapsed}
+            return {"backend": f"detector {detector.version}", "latencies_ms": [elapsed / count * 1000], "images_per_s": count / elapsed}
 
         from core.worker import Worker
         from db.bootstrap import initialize, open_database
-        from db.lines import list_lines
+        from db.lines import list_lines, set_active_model
         from db.pipeline import queue_inspection
         from db.registry import register_model_version
 
@@ -130,6 +173,8 @@ def _worker_round(model_dir: str, count: int, threads: int, mode: str) -> dict[s
         with database.write() as session:
             model = register_model_version(session=session, model_dir=Path(model_dir), actor="bench")
             line = list_lines(session=session)[0]
+            if line.active_model_id != model.id:
+                set_active_model(session=session, line_id=line.id, model_id=model.id, actor="bench")
         worker = Worker(database, settings, threads=threads)
         # Warm-up: load the model and touch every code path once, on phones not measured.
         with database.write() as session:
@@ -139,33 +184,88 @@ def _worker_round(model_dir: str, count: int, threads: int, mode: str) -> dict[s
         with database.write() as session:
             for i, path in enumerate(paths):
                 queue_inspection(session=session, line_id=line.id, serial=f"B{i:06d}", image_path=path, image_sha256=None, source="bench")
+        profiler = None
+        if profile:
+            import cProfile
+
+            profiler = cProfile.Profile()
+            profiler.enable()
         started = time.perf_counter()
         worker.run(until_empty=True)
         elapsed = time.perf_counter() - started
+        if profiler is not None:
+            profiler.disable()
         database.dispose()
         assert worker.stats.processed == count + 5, worker.stats
-        return {"backend": f"worker+{model.version}", "latencies_ms": [elapsed / count * 1000], "images_per_s": count / elapsed}
+        result = {"backend": f"worker {model.version}", "latencies_ms": [elapsed / count * 1000], "images_per_s": count / elapsed}
+        if profiler is not None:
+            result["stages_s"] = _stage_times(profiler, elapsed)
+        return result
 
 
-def bench_worker(model_dir: Path, *, phones: int = 100, rounds: int = 3, threads: int | None = None) -> dict[str, Any]:
-    """Phones per second through the whole worker (queued to decided, SQLite) against the detector alone."""
+#: Where a worker's time goes: stage -> (module file suffix, function name), cumulative time of each.
+WORKER_STAGES: dict[str, tuple[str, str]] = {
+    "claim (claim_batch, its transaction)": ("db/pipeline.py", "claim_batch"),
+    "line settings and repeats (reads)": ("core/worker.py", "_read_lines"),
+    "decode (read_image)": ("core/imaging.py", "read_image"),
+    "input metrics": ("core/image_metrics.py", "compute_input_metrics"),
+    "detector (ONNX, NMS)": ("core/detector/adapter.py", "detect"),
+    "admission check": ("core/admission.py", "check"),
+    "routing": ("core/routing.py", "route"),
+    "write (requeue_stale + record_results)": ("core/worker.py", "_write_results"),
+    "drift bookkeeping (note_written)": ("core/inspection.py", "note_written"),
+    "drift checks": ("core/inspection.py", "run_due_drift_checks"),
+    "heartbeats": ("core/worker.py", "beat"),
+}
+
+
+def _stage_times(profiler: Any, elapsed: float) -> dict[str, float]:
+    import pstats
+
+    stats = pstats.Stats(profiler)
+    table: dict[str, float] = {}
+    for stage, (suffix, function) in WORKER_STAGES.items():
+        table[stage] = round(sum(row[3] for (file, _, name), row in stats.stats.items() if name == function and file.endswith(suffix)), 4)  # type: ignore[attr-defined]
+    table["total (wall)"] = round(elapsed, 4)
+    return table
+
+
+def bench_worker(
+    model_dir: Path, *, phones: int = 100, rounds: int = 3, threads: int | None = None, int8_dir: Path | None = None, profile: bool = False
+) -> dict[str, Any]:
+    """Phones per second through the whole worker (queued to decided, SQLite) against the detector alone, FP32 and INT8.
+
+    ``int8_dir`` defaults to the ``<version>-int8`` folder beside ``model_dir`` when there is one.
+    With ``profile``, one more worker round per model runs under cProfile (not counted in the
+    throughput) and the result says where its time went, stage by stage.
+    """
     threads = threads or os.cpu_count() or 1
-    results: dict[str, list[dict[str, Any]]] = {"detector_only": [], "worker_end_to_end": []}
+    models = {"fp32": model_dir}
+    int8 = int8_dir or int8_sibling(model_dir)
+    if int8 is not None:
+        models["int8"] = int8
+    results: dict[str, list[dict[str, Any]]] = {}
     for _ in range(rounds):
-        results["detector_only"].append(_in_fresh_process(_worker_round, str(model_dir), phones, threads, "detector"))
-        results["worker_end_to_end"].append(_in_fresh_process(_worker_round, str(model_dir), phones, threads, "worker"))
+        for key, folder in models.items():
+            for mode, name in (("detector", f"detector_only_{key}"), ("worker", f"worker_{key}")):
+                results.setdefault(name, []).append(_in_fresh_process(_worker_round, str(folder), phones, threads, mode))
     summary = {name: _summary(r) for name, r in results.items()}
-    ratio = summary["worker_end_to_end"]["images_per_s_median"] / summary["detector_only"]["images_per_s_median"]
-    return {
+    shares = {key: round(summary[f"worker_{key}"]["images_per_s"] / summary[f"detector_only_{key}"]["images_per_s"], 3) for key in models}
+    result: dict[str, Any] = {
         "benchmark": "worker",
         "model_dir": str(model_dir),
+        "int8_dir": str(int8) if int8 else None,
         "phones_per_round": phones,
         "rounds": rounds,
         "threads": threads,
         "machine": _machine(),
         "paths": summary,
-        "worker_share_of_detector_throughput": round(ratio, 3),
+        "worker_share_of_detector_throughput": shares["fp32"],
+        "worker_share_by_model": shares,
     }
+    if profile:
+        result["profile"] = {key: _in_fresh_process(_worker_round, str(folder), phones, threads, "worker", True)["stages_s"] for key, folder in models.items()}
+    return result
 
 
 def format_table(result: dict[str, Any]) -> str:
@@ -174,9 +274,14 @@ def format_table(result: dict[str, Any]) -> str:
     lines.append(f"{'path':<26}{'backend':<24}{'median ms':>10}{'p99 ms':>10}{'images/s':>10}")
     for name, s in result["paths"].items():
         lines.append(f"{name:<26}{s['backend']:<24}{s['median_ms']:>10.2f}{s['p99_ms']:>10.2f}{s['images_per_s_median']:>10.1f}")
-    for key in ("speedup_shipped_vs_ultralytics", "worker_share_of_detector_throughput"):
-        if key in result:
-            lines.append(f"{key}: {result[key]}")
+    for name, reason in result.get("skipped", {}).items():
+        lines.append(f"{name}: skipped: {reason}")
+    for key in ("ratio_vs_ultralytics", "worker_share_by_model"):
+        if result.get(key):
+            lines.append(f"{key}: " + ", ".join(f"{name} {value}" for name, value in result[key].items()))
+    for model, stages in result.get("profile", {}).items():
+        lines.append(f"where a {model} worker's time goes (cProfile, cumulative s):")
+        lines.extend(f"  {stage:<42}{seconds:>8.3f}" for stage, seconds in stages.items())
     return "\n".join(lines)
 
 

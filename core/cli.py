@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from core import validation
+from core.extras import TrainingUnavailableError
 from core.settings import get_settings
 
 
@@ -26,6 +27,9 @@ class CommandError(Exception):
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from core.extras import require_training
+
+    require_training("shadowline train")
     from core import training
 
     settings = get_settings()
@@ -133,7 +137,10 @@ def _cmd_dataset_import(args: argparse.Namespace) -> int:
 
 
 def _cmd_job_run(args: argparse.Namespace) -> int:
+    from core.extras import require_training
     from core.training_jobs import run_job
+
+    require_training("a training job")
 
     job = run_job(_database(), get_settings(), args.job, eval_count=args.eval_count)
     print(f"job {job.id}: {job.status}: {job.message or ''}")
@@ -511,14 +518,22 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         if output:
             output.write_text(json.dumps(result, indent=2) + "\n")
         return 0
+    model_dir = get_settings().shipped_model_dir if not args.model else Path(args.model)
+    int8_dir = Path(args.int8) if args.int8 else None
+    if int8_dir is not None and not (int8_dir / "card.json").is_file():
+        raise CommandError(f"--int8: {int8_dir} is not a model version folder")
+    threads = args.threads or None
     if args.target == "detector":
-        result = bench.bench_detector(get_settings().shipped_model_dir if not args.model else Path(args.model), images=args.images, rounds=args.rounds)
+        result = bench.bench_detector(model_dir, images=args.images, rounds=args.rounds, int8_dir=int8_dir, threads=threads)
     else:
-        result = bench.bench_worker(get_settings().shipped_model_dir if not args.model else Path(args.model), phones=args.images, rounds=args.rounds)
-    print(bench.format_table(result))
+        result = bench.bench_worker(model_dir, phones=args.images, rounds=args.rounds, int8_dir=int8_dir, threads=threads, profile=args.profile)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(bench.format_table(result))
     if output:
         output.write_text(json.dumps(result, indent=2) + "\n")
-        print(f"written to {output}")
+        print(f"written to {output}", file=sys.stderr if args.json else sys.stdout)
     return 0
 
 
@@ -888,6 +903,41 @@ def _parse_camera(text: str) -> float:
     raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT or W:H, got {text!r}")
 
 
+def _cmd_model_quantize(args: argparse.Namespace) -> int:
+    from core.detector.card import ModelError
+    from core.quantization import compare_with_parent, quantize_version
+
+    settings = get_settings()
+    parent = settings.models_dir / args.version
+    if not parent.is_dir() and Path(args.version).is_dir():
+        parent = Path(args.version)
+    if not parent.is_dir():
+        raise CommandError(f"no model version {args.version!r} in {settings.models_dir}")
+    try:
+        folder = quantize_version(
+            parent,
+            args.to,
+            models_dir=Path(args.models_dir) if args.models_dir else settings.models_dir,
+            calibration=args.calibration,
+            method=args.method,
+            exclude=args.keep_fp32,
+            eval_count=args.eval_count,
+        )
+    except ModelError as error:
+        raise CommandError(str(error)) from None
+    rows = compare_with_parent(folder, parent)
+    if rows:
+        print(f"{'scenario':<12}{'mAP50 parent':>14}{'mAP50 INT8':>12}{'phone recall parent':>22}{'phone recall INT8':>20}")
+        for row in rows:
+            print(
+                f"{row['scenario']:<12}{row['parent_map50']:>14.3f}{row['map50']:>12.3f}{row['parent_phone_recall']:>22.3f}{row['phone_recall']:>20.3f}"
+                f"  ({row['phones']} phones, seed {row['seed']})"
+            )
+    print(folder)
+    print(f"register it with: shadowline model register {folder} --as USER, then run it in shadow: shadowline model candidate --version {args.to} --as USER")
+    return 0
+
+
 def _cmd_users_add(args: argparse.Namespace) -> int:
     import getpass
     import os
@@ -1231,6 +1281,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--seconds", type=_positive, default=60.0, help="line: seconds per rate")
     bench.add_argument("--no-max", action="store_true", help="line: skip the search for the highest sustained rate")
     bench.add_argument("--model", help="model version folder (default: the shipped model)")
+    bench.add_argument("--int8", help="detector, worker: the INT8 version folder (default: <model>-int8 beside the model, when it exists)")
+    bench.add_argument("--threads", type=_int(0), default=0, help="detector, worker: CPU threads per path (0 = every core)")
+    bench.add_argument("--profile", action="store_true", help="worker: also profile one worker round per model (cProfile) and say where its time goes")
+    bench.add_argument("--json", action="store_true", help="detector, worker: print the result as one JSON object")
     bench.add_argument("--images", type=_int(1), default=100, help="images (phones) per round; for pages, inspections seeded (e.g. 1000000)")
     bench.add_argument("--rounds", type=_int(1), default=3, help="rounds, alternating the compared paths")
     bench.add_argument(
@@ -1289,6 +1343,18 @@ def build_parser() -> argparse.ArgumentParser:
     model_import.add_argument("--models-dir", help="where to write the version (default: the models folder setting)")
     model_import.add_argument("--as", dest="as_user", required=True, metavar="USER")
     model_import.set_defaults(handler=_cmd_model)
+
+    model_quantize = model_commands.add_parser(
+        "quantize", help="make a static INT8 version of VERSION: its own card, drift reference, admission check and evaluation on every scenario"
+    )
+    model_quantize.add_argument("--version", required=True, help="the parent version (a folder under SHADOWLINE_MODELS_DIR, or a path)")
+    model_quantize.add_argument("--to", required=True, help="the new version's name, e.g. scratch-v2-int8")
+    model_quantize.add_argument("--models-dir", help="where to write it (default: SHADOWLINE_MODELS_DIR)")
+    model_quantize.add_argument("--calibration", type=_int(1), default=120, help="validation images to calibrate on")
+    model_quantize.add_argument("--method", choices=["MinMax", "Percentile", "Entropy"], default="MinMax")
+    model_quantize.add_argument("--keep-fp32", choices=["decode", "head"], default="decode", help="decode: the head's decoding; head: the whole head")
+    model_quantize.add_argument("--eval-count", type=_int(0), default=500, help="phones per scenario for the evaluation (0 skips it)")
+    model_quantize.set_defaults(handler=_cmd_model_quantize)
     for name, help_text in (
         ("candidate", "run VERSION in shadow beside the active model (green); --version none removes it"),
         ("switch", "make the candidate active (a manager's approval in canary or full)"),
@@ -1414,6 +1480,9 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into e.g. `head`, which stopped reading
         sys.stderr.close()
         return 0
+    except TrainingUnavailableError as error:  # an edge install asked to train: say how to add it
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     except Exception as error:  # the environment (database, disk, settings), or a bug
         problem = environment_problem(error)
         if problem is not None:
@@ -1434,11 +1503,14 @@ def environment_problem(error: BaseException) -> str | None:
     from alembic.util.exc import CommandError as AlembicError
     from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
 
+    from core.extras import is_training_import_error, training_hint
     from core.settings import SettingsError
     from db.migrate import SchemaError
 
     if isinstance(error, SettingsError | SchemaError):
         return str(error)
+    if is_training_import_error(error):
+        return training_hint(f"this command (it imports {getattr(error, 'name', 'torch')})")
     if isinstance(error, ArgumentError | NoSuchModuleError):
         return f"SHADOWLINE_DATABASE_URL is not a usable database URL: {_first_line(error)}"
     if isinstance(error, DBAPIError):

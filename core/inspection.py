@@ -222,19 +222,26 @@ class Inspector:
         return record, detections.features
 
     def inspect(
-        self, image: np.ndarray | None, *, serial: str, line: LineConfig, error: str | None = None, repeats_serial: str | None = None
+        self,
+        image: np.ndarray | None,
+        *,
+        serial: str,
+        line: LineConfig,
+        error: str | None = None,
+        repeats_serial: str | None = None,
+        metrics: InputMetrics | None = None,
     ) -> PhoneInspection:
         """Inspect one decoded phone image (or route a phone whose image failed, with ``error``).
 
         Args:
             repeats_serial: The serial of an earlier phone whose image this one repeats byte for
                 byte (a frozen camera): the model may not decide it.
+            metrics: The image's input metrics when already computed (the worker's reader thread does).
         """
-        metrics: InputMetrics | None = None
         predictions: list[PredictionRecord] = []
         admission: AdmissionResult | None = None
         if image is not None and error is None:
-            metrics = compute_input_metrics(image)
+            metrics = metrics or compute_input_metrics(image)
             if LEVEL_POLICIES[line.level].runs_model:
                 threshold = line.policy.decision_threshold
                 active, features = self._predict(line.active_model_id, image, is_candidate=False, threshold=threshold)
@@ -274,11 +281,18 @@ class Inspector:
             return AdmissionResult.refused(f"the admission check failed: {error!r}", check="error")
 
     def inspect_safely(
-        self, image: np.ndarray | None, *, serial: str, line: LineConfig, error: str | None = None, repeats_serial: str | None = None
+        self,
+        image: np.ndarray | None,
+        *,
+        serial: str,
+        line: LineConfig,
+        error: str | None = None,
+        repeats_serial: str | None = None,
+        metrics: InputMetrics | None = None,
     ) -> PhoneInspection:
         """:meth:`inspect`, but a bug on one phone sends that phone to a person instead of raising."""
         try:
-            return self.inspect(image, serial=serial, line=line, error=error, repeats_serial=repeats_serial)
+            return self.inspect(image, serial=serial, line=line, error=error, repeats_serial=repeats_serial, metrics=metrics)
         except Exception as bug:  # the line must keep moving; the phone is not passed
             log.exception("inspection of %s failed unexpectedly", serial)
             return PhoneInspection(

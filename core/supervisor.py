@@ -49,6 +49,11 @@ class _Restarts:
         return pause
 
 
+def detector_threads(processes: int, cpus: int | None = None) -> int:
+    """onnxruntime threads for each of ``processes`` detector processes on this machine: its share of the cores, at least 1."""
+    return max(1, (cpus or os.cpu_count() or 1) // max(1, processes))
+
+
 def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "core.cli", *args]
 
@@ -87,9 +92,12 @@ def run_product(
     if report.admin_password:
         print(f"First admin created: user 'admin', password '{report.admin_password}' (shown this once; add people with `shadowline users add`)")
 
+    # The worker and the service each run onnxruntime: each gets its share of the cores, so that
+    # their thread pools do not fight over them (both at every core measured slower on 2 cores).
+    threads = str(detector_threads(2))
     commands = {
-        "worker": _cli("worker"),
-        "service": _cli("serve", "--port", str(service_port), "--address", address),
+        "worker": _cli("worker", "--threads", threads),
+        "service": _cli("serve", "--port", str(service_port), "--address", address, "--detector-threads", threads),
         "app": [
             sys.executable,
             "-m",

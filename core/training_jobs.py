@@ -129,6 +129,10 @@ def start_job(
     """Record a training job and start its process; returns the job id."""
     require(user, Action.SWITCH_MODEL)
     from core.dataset import read_manifest
+    from core.extras import training_available, training_hint
+
+    if not training_available():  # an edge install: refuse now, not in a process that dies at once
+        raise ValueError(training_hint("Training"))
 
     read_manifest(dataset)  # refuse a missing or changed data set now, not minutes later
     if epochs < 1:

@@ -22,10 +22,15 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import FrameType
 
+import numpy as np
+
+from core import inspection
 from core.drift.monitor import DriftMonitor
+from core.image_metrics import InputMetrics
 from core.imaging import InvalidImageError, read_image
 from core.ingest import store_problem
 from core.inspection import Inspector, PhoneInspection, note_written, run_due_drift_checks, step_down_lines_whose_model_failed
@@ -41,6 +46,8 @@ log = logging.getLogger("shadowline.worker")
 HEARTBEAT_SECONDS = 1.0
 #: A due drift check waits for a pause in the queue at most this long.
 DRIFT_CHECK_MAX_WAIT_SECONDS = 10.0
+
+
 #: Back-off while the database is unavailable: the first retry after this long, doubling up to the cap.
 RETRY_FIRST_SECONDS = 0.5
 RETRY_MAX_SECONDS = 10.0
@@ -60,6 +67,14 @@ class WorkerStats:
 
 class StorageUnavailableError(RuntimeError):
     """This machine cannot read the image store (the message names the folder and the setting)."""
+
+
+@dataclass(frozen=True)
+class _InspectedBatch:
+    """A claimed batch after inspection, before its write."""
+
+    lines: dict[int, LineConfig]
+    results: list[PhoneResult]
 
 
 class Worker:
@@ -99,8 +114,14 @@ class Worker:
         self._stop = threading.Event()
         self._last_beat = 0.0
         self.drift = DriftMonitor(database) if monitor_drift else None
+        # One thread decodes the next phone's image (and measures it) while this one is inspected; one writes a
+        # finished batch while the next is inspected. Both spend their time in OpenCV and SQLite,
+        # which release the GIL, so they overlap onnxruntime's inference.
+        self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="worker-decode")
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="worker-write")
         #: Why the image store cannot be read, while it cannot (shown in the heartbeat).
         self.storage_problem: str | None = None
+        self._backoff = RETRY_FIRST_SECONDS
 
     def model_status(self) -> str:
         status = self.inspector.model_status()
@@ -108,49 +129,77 @@ class Worker:
 
     # -- one phone ----------------------------------------------------------------------------
 
-    def _inspect(self, item: ClaimedInspection, line: LineConfig, repeats_serial: str | None = None) -> PhoneInspection:
-        """Everything about one phone except the database write: the shared inspection path."""
+    def _decode(self, item: ClaimedInspection) -> tuple[np.ndarray, InputMetrics] | str | None:
+        """The phone's decoded image with its input metrics, the decoder's reason when it is unreadable, or None when it is not to be read."""
+        if item.attempts > MAX_ATTEMPTS:
+            return None
+        try:
+            image = read_image(self.settings.image_file(item.image_path))
+        except InvalidImageError as invalid:
+            return str(invalid)
+        try:
+            return image, inspection.compute_input_metrics(image)
+        except Exception as bug:  # the line keeps moving; the phone goes to a person, as for any failed inspection
+            log.exception("measuring %s failed unexpectedly", item.serial)
+            return f"inspection failed unexpectedly: {bug!r}"
+
+    def _inspect(
+        self, item: ClaimedInspection, line: LineConfig, repeats_serial: str | None = None, decoded: tuple[np.ndarray, InputMetrics] | str | None = None
+    ) -> PhoneInspection:
+        """Everything about one phone except the database write: the shared inspection path.
+
+        Args:
+            decoded: What :meth:`_decode` gave for this phone.
+        """
         if item.attempts > MAX_ATTEMPTS:
             error = (
                 f"workers died {item.attempts - 1} times while inspecting this phone (killed or crashed, not necessarily the image's fault); a person judges it"
             )
             return self.inspector.inspect_safely(None, serial=item.serial, line=line, error=error)
-        try:
-            image = read_image(self.settings.image_file(item.image_path))
-        except InvalidImageError as invalid:
-            return self.inspector.inspect_safely(None, serial=item.serial, line=line, error=str(invalid))
-        return self.inspector.inspect_safely(image, serial=item.serial, line=line, repeats_serial=repeats_serial)
+        if isinstance(decoded, str):
+            return self.inspector.inspect_safely(None, serial=item.serial, line=line, error=decoded)
+        if decoded is None:  # not decoded ahead: read it now
+            return self._inspect(item, line, repeats_serial, self._decode(item))
+        image, metrics = decoded
+        return self.inspector.inspect_safely(image, serial=item.serial, line=line, repeats_serial=repeats_serial, metrics=metrics)
 
     # -- the loop -----------------------------------------------------------------------------
 
-    def process_batch(self) -> int:
-        """Claim and finish one batch; returns how many phones were claimed."""
+    def _claim(self) -> list[ClaimedInspection]:
         with self.database.write() as session:
             claimed = claim_batch(session=session, worker_id=self.worker_id, limit=self.batch_size, lease_seconds=self.lease_seconds)
+        self._backoff = RETRY_FIRST_SECONDS  # the database answered
         if not claimed:
-            return 0
+            return claimed
         problem = store_problem(self.settings)
         if problem is not None:
             # Not one phone failed for it: they go back to the queue for a machine that can read them.
             with self.database.write() as session:
                 release_claims(session=session, worker_id=self.worker_id, inspection_ids=[item.id for item in claimed])
             raise StorageUnavailableError(problem)
-        with self.database.read() as session:
-            lines = {line.id: line for line in list_lines(session=session)}
-            repeats = repeated_images(session=session, items=claimed)
+        self.storage_problem = None
+        return claimed
+
+    def _inspect_batch(self, claimed: list[ClaimedInspection]) -> _InspectedBatch:
+        """Inspect a claimed batch; the next phone's image is decoded in the reader thread meanwhile."""
+        lines, repeats = self._read_lines(claimed)
+        images = [self._reader.submit(self._decode, item) for item in claimed]
         results = [
             PhoneResult(
                 item.id,
                 item.line_id,
                 lines[item.line_id].level,
-                **self._inspect(item, lines[item.line_id], repeats.get(item.id)).as_result_fields(),
+                **self._inspect(item, lines[item.line_id], repeats.get(item.id), decoded.result()).as_result_fields(),
                 active_model_id=lines[item.line_id].active_model_id,
             )
-            for item in claimed
+            for item, decoded in zip(claimed, images, strict=True)
         ]
-        with self.database.write() as session:
-            stale = set(requeue_stale(session=session, worker_id=self.worker_id, results=results))
-            written, lost = record_results(session=session, worker_id=self.worker_id, results=[r for r in results if r.inspection_id not in stale])
+        return _InspectedBatch(lines, results)
+
+    def _write_and_account(self, batch: _InspectedBatch) -> None:
+        """Write an inspected batch, then what follows a write: step-downs, counts, drift bookkeeping, heartbeat."""
+        lines, results = batch.lines, batch.results
+        stale, written, lost = self._write_results(results)
         if stale:
             log.info("%d phones inspected under a line setting that changed meanwhile are queued again", len(stale))
         step_down_lines_whose_model_failed(self.inspector, lines, results)
@@ -168,8 +217,32 @@ class Worker:
             if urgent or self.drift.oldest_due_age() >= DRIFT_CHECK_MAX_WAIT_SECONDS:
                 self.check_drift()
         if time.monotonic() - self._last_beat >= HEARTBEAT_SECONDS:
-            self.beat()
+            self._ride_out(self.beat)
+
+    def process_batch(self) -> int:
+        """Claim, inspect and write one batch, all in this thread; returns how many phones were claimed."""
+        claimed = self._claim()
+        if claimed:
+            self._write_and_account(self._inspect_batch(claimed))
         return len(claimed)
+
+    def _read_lines(self, claimed: list[ClaimedInspection]) -> tuple[dict[int, LineConfig], dict[int, str]]:
+        """Every line's settings now, and which claimed phones repeat an earlier image byte for byte."""
+        with self.database.read() as session:
+            lines = {line.id: line for line in list_lines(session=session)}
+            repeats = repeated_images(session=session, items=claimed)
+        return lines, repeats
+
+    def _write_results(self, results: list[PhoneResult]) -> tuple[set[int], list[int], list[int]]:
+        """One transaction: requeue phones inspected under a changed line setting, write the others.
+
+        Returns:
+            The requeued (stale) ids, the written ids and the ids whose lease was lost.
+        """
+        with self.database.write() as session:
+            stale = set(requeue_stale(session=session, worker_id=self.worker_id, results=results))
+            written, lost = record_results(session=session, worker_id=self.worker_id, results=[r for r in results if r.inspection_id not in stale])
+        return stale, written, lost
 
     def check_drift(self) -> None:
         """Run the drift checks that are due; a failing check is logged, never stops the line."""
@@ -187,6 +260,12 @@ class Worker:
     def run(self, *, once: bool = False, until_empty: bool = False, poll_seconds: float = 0.5, max_seconds: float | None = None) -> WorkerStats:
         """Process phones until stopped.
 
+        The database work of one batch overlaps the inference of the next: while batch N is
+        written (and its drift bookkeeping done) in the writer thread, batch N+1, claimed just
+        before, is inspected here. Claims and writes never run at once (SQLite has one writer),
+        and a batch's write still checks, in its own transaction, its leases and that each
+        line's level and model are the ones it was inspected with.
+
         Args:
             once: Process at most one batch.
             until_empty: Stop when the queue is empty.
@@ -195,15 +274,11 @@ class Worker:
         """
         started = time.monotonic()
         self._ride_out(self.beat)
-        backoff = RETRY_FIRST_SECONDS
         try:
-            while not self._stop.is_set():
+            while True:
                 try:
-                    claimed = self.process_batch()
-                    if claimed == 0:
-                        self.check_drift()
-                    backoff = RETRY_FIRST_SECONDS
-                    self.storage_problem = None
+                    self._pipeline(once=once, until_empty=until_empty, poll_seconds=poll_seconds, started=started, max_seconds=max_seconds)
+                    break
                 except StorageUnavailableError as error:
                     self.stats.storage_waits += 1
                     if self.stats.storage_waits == 1 or self.stats.storage_waits % 30 == 0:
@@ -211,9 +286,6 @@ class Worker:
                     self.storage_problem = str(error)
                     self._ride_out(self.beat)
                     self._stop.wait(RETRY_MAX_SECONDS if not once else 0)
-                    if once or (max_seconds is not None and time.monotonic() - started > max_seconds):
-                        break
-                    continue
                 except Exception as error:
                     # The database restarting or the network dropping ends nothing: the round is
                     # retried after a back-off. Phones claimed in it are not lost: what was
@@ -221,23 +293,57 @@ class Worker:
                     if not is_transient(error):
                         raise
                     self.stats.database_retries += 1
-                    log.warning("database unavailable (%s); retrying in %.1f s", str(error).splitlines()[0], backoff)
-                    self._stop.wait(backoff)
-                    backoff = min(backoff * 2, RETRY_MAX_SECONDS)
-                    if max_seconds is not None and time.monotonic() - started > max_seconds:
-                        break
-                    continue
-                if once or (until_empty and claimed == 0):
+                    log.warning("database unavailable (%s); retrying in %.1f s", str(error).splitlines()[0], self._backoff)
+                    self._stop.wait(self._backoff)
+                    self._backoff = min(self._backoff * 2, RETRY_MAX_SECONDS)
+                if once or self._stop.is_set() or self._time_up(started, max_seconds):
                     break
-                if max_seconds is not None and time.monotonic() - started > max_seconds:
-                    break
-                if claimed == 0:
-                    if time.monotonic() - self._last_beat > 2.0:
-                        self._ride_out(self.beat)
-                    self._stop.wait(poll_seconds)
         finally:
             self._ride_out(lambda: self.beat(state="stopped"))
         return self.stats
+
+    def _pipeline(self, *, once: bool, until_empty: bool, poll_seconds: float, started: float, max_seconds: float | None) -> None:
+        """Claim, inspect and write batches until there is a reason to stop; errors propagate to :meth:`run`."""
+        writing: Future[None] | None = None
+        failing = True
+        try:
+            claimed = self._claim()
+            while True:
+                if not claimed:
+                    if writing is not None:
+                        writing.result()
+                        writing = None
+                    self.check_drift()
+                    if once or until_empty or self._stop.is_set() or self._time_up(started, max_seconds):
+                        break
+                    if time.monotonic() - self._last_beat > 2.0:
+                        self._ride_out(self.beat)
+                    self._stop.wait(poll_seconds)
+                    if self._stop.is_set():
+                        break
+                    claimed = self._claim()
+                    continue
+                batch = self._inspect_batch(claimed)  # overlaps the previous batch's write
+                if writing is not None:
+                    writing.result()  # its errors surface here, as they did inline
+                last = once or self._stop.is_set() or self._time_up(started, max_seconds)
+                claimed = [] if last else self._claim()  # before the write starts: no second writer waits
+                writing = self._writer.submit(self._write_and_account, batch)
+                if last:
+                    writing.result()
+                    writing = None
+                    break
+            failing = False
+        finally:
+            if writing is not None:
+                try:
+                    writing.result()
+                except Exception:
+                    if not failing:
+                        raise
+                    # Already failing: the first error is the one reported; this batch's phones
+                    # were not written and their leases expire, so they are claimed again.
+                    log.warning("a batch's write failed while the worker was already failing", exc_info=True)
 
     def _ride_out(self, write: Callable[[], None]) -> None:
         """A heartbeat that cannot be written while the database is away is skipped, not fatal."""
@@ -247,6 +353,15 @@ class Worker:
             if not is_transient(error):
                 raise
             log.warning("heartbeat not written, the database is unavailable: %s", str(error).splitlines()[0])
+
+    @staticmethod
+    def _time_up(started: float, max_seconds: float | None) -> bool:
+        return max_seconds is not None and time.monotonic() - started > max_seconds
+
+    def close(self) -> None:
+        """Stop the reader and writer threads (after :meth:`run` has returned)."""
+        self._reader.shutdown(wait=True)
+        self._writer.shutdown(wait=True)
 
     def install_signal_handlers(self) -> None:
         """Stop after the current batch on SIGTERM or SIGINT."""

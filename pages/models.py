@@ -13,6 +13,7 @@ from app.session import current_user
 from core import deployment
 from core.auth import Action, PermissionDeniedError, may
 from core.comparison import compare
+from core.extras import training_available, training_hint
 from core.ladder.actions import LadderError, may_switch_directly
 from db.comparison import champion_challenger
 from db.lines import list_lines
@@ -283,7 +284,9 @@ if may(user.role, Action.SWITCH_MODEL):
             else:
                 st.session_state["models.flash"] = f"data set written to {root}"
                 st.rerun()
-    if datasets:
+    if not training_available():
+        st.info(training_hint("Training a new version"), icon=":material/info:")
+    elif datasets:
         with st.form("models.train"):
             dataset = st.selectbox("Data set", datasets, format_func=lambda p: p.name, key="models.train_dataset")
             cols = st.columns(3)

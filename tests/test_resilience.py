@@ -55,6 +55,7 @@ def test_a_worker_rides_out_a_database_restart(database, settings, postgres_serv
     with database.read() as session:
         per_phone = session.execute(select(Prediction.inspection_id, func.count()).group_by(Prediction.inspection_id)).all()
         finals = session.scalar(select(func.count()).select_from(FinalDecision))
-        tasks = session.scalar(select(func.count()).select_from(ReviewTask))
+        # A phone of partial automation's random audit sample is decided by the model and audited by a person: not a second decision.
+        tasks = session.scalar(select(func.count()).select_from(ReviewTask).where(ReviewTask.kind != "audit"))
     assert len(per_phone) == 40 and all(n == 1 for _, n in per_phone)
     assert finals + tasks == 40, "each phone is decided by the model or waits for one person, never both, never neither"

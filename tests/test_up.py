@@ -9,6 +9,8 @@ import subprocess
 import time
 import urllib.request
 
+import pytest
+
 from tests.conftest import cli, cli_env
 
 
@@ -66,3 +68,19 @@ def test_a_child_that_keeps_dying_young_waits_longer_each_time_and_starts_over_o
     assert pauses == [RESTART_PAUSE_SECONDS * 2**i for i in range(5)] + [MAX_RESTART_PAUSE_SECONDS] * 2
     restarts.started(clock)
     assert restarts.pause_after_exit(clock + STABLE_SECONDS) == RESTART_PAUSE_SECONDS, "a child that ran a while is restarted quickly again"
+
+
+@pytest.mark.parametrize(
+    ("processes", "cpus", "threads"),
+    [
+        (2, 2, 1),  # this machine: the worker and the service get one core each
+        (2, 16, 8),
+        (3, 16, 5),
+        (4, 2, 1),  # never 0 (0 would mean every core to onnxruntime)
+        (0, 8, 8),
+    ],
+)
+def test_each_detector_process_gets_its_share_of_the_cores(processes, cpus, threads):
+    from core.supervisor import detector_threads
+
+    assert detector_threads(processes, cpus) == threads

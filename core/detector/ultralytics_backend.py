@@ -17,21 +17,29 @@ from typing import Any
 
 import numpy as np
 
+from core.extras import require_training
 from core.settings import get_settings
 
 #: The Ultralytics architecture the shipped model is built from (no pretrained weights).
 DEFAULT_ARCHITECTURE = "yolov8n.yaml"
 
 
-def configure_offline(config_dir: Path | None = None) -> Path:
+def configure_offline(config_dir: Path | None = None, *, feature: str = "this") -> Path:
     """Point Ultralytics at a project-owned config folder and forbid downloads.
 
     Must run before ``import ultralytics``. Puts a TTF font where Ultralytics looks for
-    ``Arial.ttf`` so its plotting and dataset checks never try to download one.
+    ``Arial.ttf`` so its plotting and dataset checks never try to download one. Every use of
+    Ultralytics passes here first, so an installation without the ``train`` extra is told how to
+    add it (:class:`core.extras.TrainingUnavailableError`) before anything is imported.
+
+    Args:
+        config_dir: Ultralytics' config folder (default: under the cache folder).
+        feature: What needs Ultralytics, for the message when the ``train`` extra is missing.
 
     Returns:
         The config folder used.
     """
+    require_training(feature)
     config_dir = config_dir or get_settings().cache_dir / "ultralytics"
     os.environ.setdefault("YOLO_CONFIG_DIR", str(config_dir))
     os.environ.setdefault("YOLO_OFFLINE", "1")
@@ -95,7 +103,7 @@ def train(
     Returns:
         Path of the best ``.pt`` checkpoint.
     """
-    configure_offline()
+    configure_offline(feature="training")
     import torch
     import ultralytics.utils.torch_utils as torch_utils
     from ultralytics import YOLO
@@ -145,7 +153,7 @@ def train(
 
 def export_onnx(weights: Path, input_size: tuple[int, int]) -> Path:
     """Export ``weights`` to ONNX beside it, with a fixed input ``(1, 3, height, width)`` and no NMS inside."""
-    configure_offline()
+    configure_offline(feature="ONNX export")
     from ultralytics import YOLO
 
     exported = YOLO(str(weights)).export(format="onnx", imgsz=list(input_size), simplify=True, dynamic=False, device="cpu", verbose=False)
@@ -156,7 +164,7 @@ class UltralyticsPredictor:
     """Ultralytics' own ``predict`` on a ``.pt`` file: the reference path, slower but simple."""
 
     def __init__(self, weights: Path, imgsz: int) -> None:
-        configure_offline()
+        configure_offline(feature="running a .pt model (the ultralytics backend)")
         from ultralytics import YOLO
 
         self._model: Any = YOLO(str(weights), task="detect")
@@ -176,7 +184,7 @@ class UltralyticsPredictor:
 
 def library_versions() -> dict[str, str]:
     """Versions of the libraries that shape a model, for its card."""
-    configure_offline()
+    configure_offline(feature="training")
     import cv2
     import onnxruntime
     import torch

@@ -234,3 +234,16 @@ def test_models_page_exports_a_data_set_by_its_recipe(database, settings, app_fo
     assert manifest["counts"]["labelled_train"] + manifest["counts"]["labelled_val"] == 2
     assert (manifest["counts"]["generated_train"], manifest["counts"]["generated_val"]) == (0, 0)
     assert manifest["recipe"]["line"] == "line-1"
+
+
+def test_the_models_page_says_how_to_add_training_and_starting_a_job_is_refused(database, settings, app_for, monkeypatch, tmp_path) -> None:
+    from core import extras
+    from core.training_jobs import list_jobs, start_job
+
+    monkeypatch.setattr(extras, "training_available", lambda: False)  # what an edge install finds (tests/test_edge_runtime.py checks the real one)
+    at = _signed_in(app_for, Role.ENGINEER, MODELS)
+    assert any(extras.TRAIN_EXTRA_INSTALL in info.value for info in at.info), [i.value for i in at.info]
+    assert not any(b.label == "Start training" for b in at.button)
+    with pytest.raises(ValueError, match=r"shadowline\[train\]"):
+        start_job(database, settings, CurrentUser("erin", Role.ENGINEER), dataset=tmp_path, version="v", epochs=1, init_from=None, candidate_for=None)
+    assert list_jobs(database) == []
