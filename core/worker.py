@@ -313,6 +313,11 @@ class Worker:
                     if writing is not None:
                         writing.result()
                         writing = None
+                        # That write may have queued phones again (inspected under a level or model
+                        # that changed meanwhile): the queue is empty only if a claim after it finds nothing.
+                        claimed = self._claim()
+                        if claimed:
+                            continue
                     self.check_drift()
                     if once or until_empty or self._stop.is_set() or self._time_up(started, max_seconds):
                         break

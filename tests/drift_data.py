@@ -9,6 +9,9 @@ import numpy as np
 from db.lines import get_line
 from db.models import HumanDecision, ImageMetrics, Inspection, Prediction, Routing, utcnow
 
+#: When the next phones written with the default time may start (see add_phones).
+_next_at = None
+
 
 def add_phones(
     database,
@@ -31,7 +34,12 @@ def add_phones(
     rng = np.random.default_rng(seed)
     values = reference.sample.values
     picks = rng.integers(0, values["brightness"].size, n)
-    at = at or utcnow()
+    if at is None:
+        # Phones of one call are 1 ms apart from now; a call soon after another (a fast machine)
+        # must not interleave with it, or a window of "the latest phones" mixes the two batches.
+        global _next_at
+        at = max(utcnow(), _next_at) if _next_at is not None else utcnow()
+        _next_at = at + timedelta(milliseconds=n + 1)
     with database.write() as session:
         line = get_line(session=session, name=line_name)
         for k, i in enumerate(picks):
