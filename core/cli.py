@@ -352,6 +352,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
         print(f"{s.line}: level={s.level} model={s.active_model} queue={s.queue_depth} open reviews={s.open_review_tasks} {s.phones_per_min:.0f} phones/min")
         print(f"  status {s.counts}  verdicts {s.verdicts}  decided by {s.decided_by}")
         print(f"  worker {'alive' if s.worker_alive else 'NOT RUNNING'} (heartbeat {age}); model: {s.model_status}")
+        if s.server_alive is not None:
+            print(f"  prediction server {'alive' if s.server_alive else 'NOT ANSWERING'}: {s.server_status}")
         if s.candidate_model or s.pending_requests:
             print(f"  candidate model {s.candidate_model or 'none'}; requests waiting for a manager: {s.pending_requests}")
         for alarm in s.alarms:

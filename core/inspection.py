@@ -194,7 +194,7 @@ class Inspector:
         if self.model_errors:
             return "; ".join(f"model {k}: {v}" for k, v in self.model_errors.items())
         loaded = [s.detector.version for s in self._models.values() if s.detector]
-        return "ok: " + ", ".join(loaded) if loaded else "no model loaded yet"
+        return "ok: " + ", ".join(loaded) if loaded else "ok: no model needed yet"
 
     # -- one phone ----------------------------------------------------------------------------
 

@@ -274,6 +274,9 @@ class Worker:
         """
         started = time.monotonic()
         self._ride_out(self.beat)
+        # The lines' models load before the first phone, so the heartbeat says whether they load
+        # (a worker left with nothing to do, the line fed through `shadowline serve`, shows them loaded too).
+        self._ride_out(self._load_models)
         try:
             while True:
                 try:
@@ -349,6 +352,12 @@ class Worker:
                     # Already failing: the first error is the one reported; this batch's phones
                     # were not written and their leases expire, so they are claimed again.
                     log.warning("a batch's write failed while the worker was already failing", exc_info=True)
+
+    def _load_models(self) -> None:
+        with self.database.read() as session:
+            lines = list_lines(session=session)
+        self.inspector.load_models(lines)
+        self.beat()
 
     def _ride_out(self, write: Callable[[], None]) -> None:
         """A heartbeat that cannot be written while the database is away is skipped, not fatal."""

@@ -1,9 +1,11 @@
 """Heartbeats: how the app and ``shadowline status`` know whether a worker (or a folder watcher) is alive.
 
-Workers and ``shadowline watch`` processes share one table; a watcher's id starts with
-:data:`WATCHER_PREFIX`, and its ``model_status`` column holds what it watches and its problem,
-if any (a watcher runs no model). Its state is ``running``, ``backing_off`` (the data folder or
-database cannot take files; it retries) or ``stopped``.
+Workers, ``shadowline watch`` processes and prediction servers (``shadowline serve``) share one
+table. A watcher's id starts with :data:`WATCHER_PREFIX`, and its ``model_status`` column holds
+what it watches and its problem, if any (a watcher runs no model). Its state is ``running``,
+``backing_off`` (the data folder or database cannot take files; it retries) or ``stopped``. A
+prediction server's id starts with :data:`SERVER_PREFIX`; its ``model_status`` is its readiness
+in words. Neither counts as a worker.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from db.models import WorkerHeartbeat
 ALIVE_SECONDS = 15.0
 #: Heartbeat ids of folder watchers start with this; they never count as workers.
 WATCHER_PREFIX = "watch:"
+#: Heartbeat ids of prediction servers start with this; they never count as workers.
+SERVER_PREFIX = "serve:"
 
 
 @dataclass(frozen=True)
@@ -62,11 +66,23 @@ def beat(*, session: Session, worker_id: str, processed: int, state: str, model_
 
 
 def worker_states(*, session: Session, now: datetime | None = None) -> list[WorkerState]:
-    """Every worker that ever beat, most recent first (folder watchers are not workers)."""
+    """Every worker that ever beat, most recent first (folder watchers and prediction servers are not workers)."""
+    return _states(session=session, now=now, workers=True)
+
+
+def server_states(*, session: Session, now: datetime | None = None) -> list[WorkerState]:
+    """Every prediction server that ever beat, most recent first (``processed``: phones answered)."""
+    return _states(session=session, now=now, workers=False)
+
+
+def _states(*, session: Session, now: datetime | None, workers: bool) -> list[WorkerState]:
     now = now or database_now(session)
-    rows = session.scalars(
-        select(WorkerHeartbeat).where(WorkerHeartbeat.worker_id.not_like(f"{WATCHER_PREFIX}%")).order_by(WorkerHeartbeat.beat_at.desc())
-    ).all()
+    query = select(WorkerHeartbeat)
+    if workers:
+        query = query.where(WorkerHeartbeat.worker_id.not_like(f"{WATCHER_PREFIX}%"), WorkerHeartbeat.worker_id.not_like(f"{SERVER_PREFIX}%"))
+    else:
+        query = query.where(WorkerHeartbeat.worker_id.like(f"{SERVER_PREFIX}%"))
+    rows = session.scalars(query.order_by(WorkerHeartbeat.beat_at.desc())).all()
     return [
         WorkerState(
             worker_id=r.worker_id,

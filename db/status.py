@@ -12,9 +12,12 @@ from sqlalchemy.orm import Session
 from core.vocabulary import AutomationLevel, DecidedBy, InspectionStatus, Verdict
 from db.corrections import final_verdict
 from db.drift import current_alarms
-from db.heartbeats import worker_states
+from db.heartbeats import server_states, worker_states
 from db.lines import list_lines
 from db.models import FinalDecision, Inspection, PromotionRequest, ReviewTask, utcnow
+
+#: A prediction server silent for longer than this is no longer shown (it was taken away, not lost).
+SERVER_SHOWN_SECONDS = 24 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -36,9 +39,29 @@ class LineStatus:
     canary_share: float | None = None
     previous_model: str | None = None
     pending_requests: int = 0
+    #: The prediction servers (``shadowline serve``): None when none ran in the last day, else whether one is alive.
+    server_alive: bool | None = None
+    #: The alive servers' readiness in words ("ready", or what is not), or the last one's state.
+    server_status: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def server_summary(*, session: Session, now: datetime | None = None) -> tuple[bool | None, str]:
+    """Whether a prediction server answers (None: none ran in the last day) and its readiness in words.
+
+    When none is alive, the words say how the last one ended: ``stopped`` (shut down) or ``silent
+    for N s`` (killed, or its machine or network gone).
+    """
+    servers = [s for s in server_states(session=session, now=now) if s.age_s <= SERVER_SHOWN_SECONDS]
+    if not servers:
+        return None, ""
+    alive = [s for s in servers if s.alive]
+    if alive:
+        return True, "; ".join(sorted({s.model_status for s in alive}))
+    last = servers[0]
+    return False, "stopped" if last.state == "stopped" else f"silent for {last.age_s:.0f} s"
 
 
 def line_statuses(*, session: Session, now: datetime | None = None) -> list[LineStatus]:
@@ -48,6 +71,7 @@ def line_statuses(*, session: Session, now: datetime | None = None) -> list[Line
     alive = [w for w in workers if w.alive]
     heartbeat_age = min((w.age_s for w in workers), default=None)
     model_status = "; ".join(sorted({w.model_status for w in alive})) if alive else "no worker running"
+    server_alive, server_status = server_summary(session=session, now=now)
 
     by_status = dict.fromkeys((s.value for s in InspectionStatus), 0)
     statuses: list[LineStatus] = []
@@ -90,6 +114,8 @@ def line_statuses(*, session: Session, now: datetime | None = None) -> list[Line
                 alarms=[alarm.as_status() for alarm in current_alarms(session=session, line_id=line.id)],
                 canary_share=line.policy.canary_share if line.level is AutomationLevel.CANARY else None,
                 previous_model=line.previous_model_version,
+                server_alive=server_alive,
+                server_status=server_status,
                 pending_requests=int(
                     session.scalar(
                         select(func.count()).select_from(PromotionRequest).where(PromotionRequest.line_id == line.id, PromotionRequest.status == "pending")

@@ -20,7 +20,7 @@ from db.gate import answer_summary
 from db.lines import FAILSAFE_ACTIONS, list_lines, set_answer_settings
 from db.live import PhoneRow, latest_phones
 from db.models import utcnow
-from db.status import line_statuses
+from db.status import line_statuses, server_summary
 
 REFRESH_SECONDS = 2.0
 PHONES_SHOWN = 6
@@ -87,6 +87,11 @@ def service_answers() -> None:
     with database.read() as session:
         summary = answer_summary(session=session, line_id=line.id, since=utcnow() - ANSWER_WINDOW)
         fresh = next((candidate for candidate in list_lines(session=session) if candidate.id == line.id), line)
+        server_alive, server_words = server_summary(session=session)
+    if server_alive is False:
+        st.error(f"The prediction server does not answer ({server_words}): camera stations get no verdict. Start it with `shadowline serve`.")
+    elif server_alive and server_words != "ready":
+        st.warning(f"Prediction server {server_words}. Until it is ready the gate gets the fail-safe.")
     minutes = int(ANSWER_WINDOW.total_seconds() // 60)
     cols = st.columns(5)
     cols[0].metric(f"Gate answers ({minutes} min)", f"{summary.answers:,}")

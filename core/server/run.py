@@ -29,10 +29,12 @@ def build_service(settings: Settings | None = None, *, threads: int = 4, detecto
 
 
 def _drift_loop(service, stop: threading.Event) -> None:  # noqa: ANN001
+    """The heartbeat (the app shows whether the line's server answers) and the due drift checks, every few seconds."""
     from db.engine import is_transient
 
     while not stop.wait(DRIFT_CHECK_SECONDS):
         try:
+            service.beat()
             service.background_checks()
         except Exception as error:  # the database restarting must not end the service's checks
             if not is_transient(error):
@@ -50,6 +52,7 @@ def serve(*, address: str = "127.0.0.1", port: int = 8600, threads: int = 4, det
     logging.getLogger("alembic").setLevel(logging.WARNING)
     service = build_service(threads=threads, detector_threads=detector_threads)
     stop = threading.Event()
+    _beat_quietly(service)
     threading.Thread(target=_drift_loop, args=(service, stop), name="drift-checks", daemon=True).start()
     print(f"Shadowline inspection service on http://{address}:{port} (docs: /docs, metrics: /metrics)", flush=True)
     try:
@@ -57,4 +60,13 @@ def serve(*, address: str = "127.0.0.1", port: int = 8600, threads: int = 4, det
     finally:
         stop.set()
         service.close()
+        _beat_quietly(service, state="stopped")
     return 0
+
+
+def _beat_quietly(service, state: str = "running") -> None:  # noqa: ANN001
+    """A heartbeat that cannot be written (the database away) is skipped: the loop beats again."""
+    try:
+        service.beat(state=state)
+    except Exception as error:
+        log.warning("heartbeat not written: %s", str(error).splitlines()[0])

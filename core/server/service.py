@@ -58,7 +58,7 @@ from core.inspection import Inspector, note_written, run_due_drift_checks, step_
 from core.routing import LEVEL_POLICIES, Decider, RoutingDecision
 from core.settings import Settings
 from core.vocabulary import FailsafeReason, GateAction
-from db import gate
+from db import gate, heartbeats
 from db.api_keys import KeyInfo, authenticate
 from db.engine import Database
 from db.lines import LineConfig, list_lines
@@ -421,6 +421,9 @@ class InspectionService:
         self.settings = settings
         self.inspector = inspector
         self.holder_id = f"service-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.heartbeat_id = f"{heartbeats.SERVER_PREFIX}{socket.gethostname()}-{os.getpid()}"[:64]
+        #: Phones answered since start (the heartbeat's count).
+        self.answered = 0
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="inspect")
         #: Jobs submitted and not yet started: a fail-safe'd job that starts while others wait skips the model.
         self._waiting = 0
@@ -475,6 +478,16 @@ class InspectionService:
             problems = [f"model {k}: {v}" for k, v in dict(self.inspector.model_errors).items()]  # a copy: jobs may change it
             checks["models"] = "ok" if not problems and self._load_error is None else (self._load_error or "; ".join(problems))
         return all(value == "ok" for value in checks.values()), checks
+
+    def beat(self, state: str = "running") -> None:
+        """Write this server's heartbeat (its readiness in words), so the app and ``status`` see it answering.
+
+        A database that cannot take the beat raises; the caller rides it out.
+        """
+        ready, checks = self.readiness()
+        words = "ready" if ready else "not ready: " + "; ".join(f"{k} {v}" for k, v in checks.items() if v != "ok")
+        with self.database.write() as session:
+            heartbeats.beat(session=session, worker_id=self.heartbeat_id, processed=self.answered, state=state, model_status=words)
 
     def background_checks(self) -> None:
         """Drift checks and automatic rollbacks that are due, as the worker runs them between phones."""
@@ -715,6 +728,7 @@ class InspectionService:
         return answer
 
     def _count(self, answer: Answer) -> None:
+        self.answered += 1
         self.metrics.latency.labels(answer.line, answer.model_version or "none").observe(answer.latency_ms / 1000)
         self.metrics.actions.labels(answer.line, answer.action.value, answer.decided_by).inc()
         if answer.failsafe is not None:

@@ -151,3 +151,41 @@ def test_live_line_shows_the_services_answers_and_engineers_change_budget_and_fa
     assert (line.answer_budget_ms, line.failsafe_action) == (450, "reject")
     [entry] = entries.to_dict("records")
     assert (entry["action"], entry["note"]) == ("line.answer_budget_ms+failsafe_action", "the gate needs its answer sooner")
+
+
+def test_live_line_says_whether_the_prediction_server_answers(database, settings, app_for):
+    """The station's verdicts come from `shadowline serve`: its heartbeat tells the page whether it answers and is ready."""
+    from core.inspection import Inspector
+    from core.server.service import InspectionService
+    from db.status import server_summary
+
+    def server_notices(at) -> list[str]:
+        at.run()
+        assert not at.exception
+        return [n.value for n in [*at.error, *at.warning] if "prediction server" in n.value.lower()]
+
+    at = app_for()
+    at.session_state["auth.user"] = CurrentUser("sam", Role.SUPERVISOR)
+    assert server_notices(at) == [], "no server ever ran: nothing to say"
+    service = InspectionService(database, settings, Inspector(database, settings, threads=1), threads=1)
+    try:
+        service.beat()  # before its models load
+        assert any("not ready: models loading" in n for n in server_notices(at))
+        service.start_loading()
+        assert service._ready.wait(60)
+        service.beat()
+        with database.read() as session:
+            assert server_summary(session=session) == (True, "ready")
+        assert server_notices(at) == []
+        service.beat(state="stopped")
+        [stopped] = server_notices(at)
+        assert "does not answer (stopped)" in stopped and "shadowline serve" in stopped
+    finally:
+        service.close()
+
+
+def test_a_worker_shows_its_models_loaded_before_its_first_phone(database, settings):
+    """A worker with nothing queued (the line fed through the server) reports its line's model, not a missing one."""
+    worker = Worker(database, settings)
+    worker.run(once=True)
+    assert worker.model_status().startswith("ok: scratch-v"), worker.model_status()
