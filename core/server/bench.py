@@ -139,7 +139,7 @@ def bench_line(model_dir: Path, *, rates: list[float], seconds: float = 60.0, im
             sustained = None
             if max_search:
                 # The highest rate answered in full, without a fail-safe, stepping down from the detector's own throughput.
-                for share in (1.0, 0.95, 0.9, 0.85, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.25):
+                for share in (1.0, 0.9, 0.85, 0.8, 0.7, 0.6, 0.5, 0.45, 0.4, 0.35, 0.3, 0.25):
                     rate = round(detector["images_per_s"] * share, 1)
                     result = _run_rate(url, key, encoded, rate, seconds, f"max{rate:g}")
                     runs.append(result)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 
 from core.settings import Settings, get_settings
@@ -14,8 +15,29 @@ log = logging.getLogger("shadowline.server")
 DRIFT_CHECK_SECONDS = 5.0
 
 
-def build_service(settings: Settings | None = None, *, threads: int = 4, detector_threads: int = 0):  # noqa: ANN201 - InspectionService, imported lazily
-    """The service over the installation of ``settings``, its models loading in the background."""
+def default_threads() -> tuple[int, int]:
+    """Phones inspected at once and detector threads for each: one phone per core, onnxruntime on one thread each.
+
+    Measured with ``shadowline bench line`` on 2 cores (see the README): 2 phones at once with one
+    detector thread each sustained about 30 phones/s with no fail-safe, where 4 phones at once on
+    onnxruntime's default threads (2 each, 8 threads on 2 cores) gave fail-safes from about
+    23 phones/s; one inference lane (a lock, 2 detector threads) did worse still, because the
+    decoding, database work and HTTP of the other phones then wait for the cores too.
+    """
+    cores = os.cpu_count() or 1
+    return cores, 1
+
+
+def build_service(settings: Settings | None = None, *, threads: int = 0, detector_threads: int = 0):  # noqa: ANN201 - InspectionService, imported lazily
+    """The service over the installation of ``settings``, its models loading in the background.
+
+    Args:
+        threads: Phones inspected at once (0: one per core).
+        detector_threads: onnxruntime threads per phone (0: the cores shared among ``threads``, at least 1).
+    """
+    cores = os.cpu_count() or 1
+    threads = threads or default_threads()[0]
+    detector_threads = detector_threads or max(1, cores // threads)
     from core.inspection import Inspector
     from core.server.service import InspectionService
     from db.bootstrap import open_database
@@ -42,7 +64,7 @@ def _drift_loop(service, stop: threading.Event) -> None:  # noqa: ANN001
             logging.getLogger("shadowline.server").warning("drift checks skipped, the database is unavailable: %s", str(error).splitlines()[0])
 
 
-def serve(*, address: str = "127.0.0.1", port: int = 8600, threads: int = 4, detector_threads: int = 0) -> int:
+def serve(*, address: str = "127.0.0.1", port: int = 8600, threads: int = 0, detector_threads: int = 0) -> int:
     """Run the service until interrupted."""
     import uvicorn
 
