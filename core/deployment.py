@@ -155,7 +155,10 @@ def version_folders(models_dir: Path, *, registered_paths: set[str], registered_
     A bad card is reported with its problem, never raised: one broken folder leaves the others usable.
     """
     from core.detector.card import CARD_NAME, card_problem
+    from db.registry import model_folder
 
+    # Stored paths are relative to the models folder (or absolute): compare folders, not strings.
+    registered_paths = {str(model_folder(path, Path(models_dir)).resolve()) for path in registered_paths}
     found = []
     for folder in sorted(p for p in Path(models_dir).iterdir() if p.is_dir() and (p / CARD_NAME).is_file()) if Path(models_dir).is_dir() else []:
         if str(folder.resolve()) in registered_paths:

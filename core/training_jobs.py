@@ -281,7 +281,7 @@ def run_job(database: Database, settings: Settings, job_id: int, *, eval_count: 
         raise
     _update(database, job_id, progress={"epoch": job.epochs, "epochs": job.epochs, "stage": "registering", "history": history})
     with database.write() as session:
-        registered = register_model_version(session=session, model_dir=folder, actor=job.requested_by)
+        registered = register_model_version(session=session, model_dir=folder, actor=job.requested_by, models_dir=settings.models_dir)
     message = f"model {registered.version} trained and registered"
     if job.candidate_for:
         # The requester's permission was checked when the job started.

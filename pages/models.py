@@ -17,7 +17,7 @@ from core.extras import training_available, training_hint
 from core.ladder.actions import LadderError, may_switch_directly
 from db.comparison import champion_challenger
 from db.lines import list_lines
-from db.registry import list_models
+from db.registry import list_models, model_folder
 
 REGISTRY_COLUMNS = ["version", "status", "map50", "phone_recall", "false_reject_rate", "decision_threshold", "init_from", "onnx_sha256", "registered_at"]
 
@@ -305,7 +305,7 @@ if may(user.role, Action.SWITCH_MODEL):
                         dataset=dataset,
                         version=version,
                         epochs=int(epochs),
-                        init_from=Path(str(active["path"])) if active else None,
+                        init_from=model_folder(str(active["path"]), state.settings().models_dir) if active else None,
                         candidate_for=line.name if as_candidate else None,
                     )
                 except (ValueError, PermissionDeniedError) as error:
