@@ -5,26 +5,14 @@ On a real throw-away server, stopped and started (``pg_ctl stop -m immediate``, 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import pytest
 
 from app.outage import DATABASE_DOWN
 from core.auth import CurrentUser
 from core.vocabulary import Role
+from tests.conftest import postgres_stopped as stopped
 
 pytestmark = pytest.mark.parametrize("backend", ["postgres"], indirect=True)
-
-
-@contextmanager
-def stopped(server) -> Iterator[None]:
-    """The session's test server stopped for the block, started again after it whatever happens."""
-    server.stop()
-    try:
-        yield
-    finally:
-        server.start()
 
 
 def test_a_page_says_the_database_is_not_answering_and_comes_back(database, app_for, postgres_server) -> None:

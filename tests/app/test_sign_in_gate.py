@@ -100,7 +100,7 @@ def test_a_forged_ended_or_cross_site_session_opens_nothing(client, database):
 @pytest.mark.parametrize("backend", ["postgres"], indirect=True)
 def test_a_page_loaded_while_the_database_restarts_says_so_and_reloads_itself(client, postgres_server):
     from app.outage import DATABASE_DOWN
-    from tests.app.test_database_outage import stopped
+    from tests.conftest import postgres_stopped as stopped
 
     assert _sign_in(client).status_code == 303
     with stopped(postgres_server):

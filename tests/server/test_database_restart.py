@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 from core.vocabulary import AutomationLevel
 from db.lines import get_line, set_level
 from db.models import GateAnswer, Inspection
-from tests.app.test_database_outage import stopped
+from tests.conftest import postgres_stopped as stopped
 from tests.server.conftest import phone_jpeg, serving
 
 pytestmark = pytest.mark.parametrize("backend", ["postgres"], indirect=True)
