@@ -65,7 +65,17 @@ def test_phones_posted_through_a_database_restart_get_the_failsafe_and_are_writt
         finally:
             station.join(timeout=300)
         _until(lambda: client.get("/readyz").status_code == 200, 60, "not ready again after the restart")
-    assert service.unrecorded.wait_empty(60), f"{len(service.unrecorded)} phones still waiting to be written"
+        assert service.unrecorded.wait_empty(60), f"{len(service.unrecorded)} phones still waiting to be written"
+        # The station retries a phone it got the fail-safe for: the same phone, with the answer it got.
+        retried = next(serial for serial, (_, body) in answers.items() if body["failsafe"] == "database_busy")
+        index = int(retried.rsplit("-", 1)[1])
+        again = client.post(
+            "/v1/lines/line-1/inspections",
+            headers={"Authorization": f"Bearer {key}"},
+            files={"image": ("phone.jpg", images[index], "image/jpeg")},
+            data={"serial": retried},
+        ).json()
+        assert again["replayed"] and (again["action"], again["failsafe"]) == ("to_person", "database_busy"), again
 
     assert len(answers) == PHONES and {status for status, _ in answers.values()} == {200}, answers
     failsafes = {serial: body for serial, (_, body) in answers.items() if body["failsafe"]}
