@@ -28,7 +28,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from core.auth import SESSION_COOKIE, load_session_secret, sign_session_token, unsign_session_token
 from core.settings import get_settings
 from db.bootstrap import open_database
-from db.engine import Database
+from db.engine import Database, is_transient
 from db.sessions import SessionPolicy, find_open, start_session, touch_session
 
 SIGN_IN_PATH = "/signin"
@@ -87,6 +87,31 @@ def _form(*, next_path: str, name: str = "", error: str | None = None, notice: s
     return HTMLResponse(body, status_code=status, headers={"Cache-Control": "no-store"})
 
 
+def _database_down() -> HTMLResponse:
+    """One line while the database does not answer (a restart, a blip); the page reloads itself until it does."""
+    from app.outage import DATABASE_DOWN, RETRY_SECONDS
+
+    body = (
+        f'<!doctype html><html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="{RETRY_SECONDS}">'
+        f'<title>Shadowline</title></head><body><p role="status">{html.escape(DATABASE_DOWN)}</p></body></html>'
+    )
+    return HTMLResponse(body, status_code=503, headers={"Cache-Control": "no-store", "Retry-After": str(RETRY_SECONDS)})
+
+
+async def _ask(work: Any) -> Any:
+    """Run a database unit off the event loop; a database that does not answer raises :class:`_DatabaseDown`."""
+    try:
+        return await run_in_threadpool(work)
+    except Exception as error:
+        if is_transient(error):
+            raise _DatabaseDown from error
+        raise
+
+
+class _DatabaseDown(Exception):
+    """The database did not answer (its error is the cause)."""
+
+
 def _token(request: Request) -> str | None:
     return unsign_session_token(request.cookies.get(SESSION_COOKIE), secret())
 
@@ -104,8 +129,11 @@ async def sign_in_form(request: Request) -> Response:
             with database().read() as session:
                 return find_open(session=session, token=token, policy=policy()) is not None
 
-        if await run_in_threadpool(_lookup):
-            return RedirectResponse(next_path, status_code=303)
+        try:
+            if await _ask(_lookup):
+                return RedirectResponse(next_path, status_code=303)
+        except _DatabaseDown:
+            return _database_down()
     notice = "You are signed out. Sign in again to go on." if request.cookies.get(SESSION_COOKIE) else None
     response = _form(next_path=next_path, notice=notice)
     if request.cookies.get(SESSION_COOKIE):
@@ -129,7 +157,10 @@ async def sign_in_submit(request: Request) -> Response:
         with database().write() as session:
             return start_session(session=session, name=name, password=password, policy=policy(), client=client, address=address)
 
-    result, started = await run_in_threadpool(_start)
+    try:
+        result, started = await _ask(_start)
+    except _DatabaseDown:  # not reloaded by itself: that would send the password again
+        return _form(next_path=next_path, name=name, error="The database is not answering: sign in again in a moment.", status=503)
     if started is None:
         return _form(next_path=next_path, name=name, error=result.message, status=401)
     response = RedirectResponse(next_path, status_code=303)
@@ -171,7 +202,12 @@ class SessionGate:
             with database().write() as session:
                 return touch_session(session=session, token=token, policy=policy()) is not None
 
-        if await run_in_threadpool(_touch):
+        try:
+            touched = await _ask(_touch)
+        except _DatabaseDown:
+            await _database_down()(scope, receive, send)
+            return
+        if touched:
             await self.app(scope, receive, send)
             return
         path = scope["path"] + (f"?{scope['query_string'].decode('latin-1')}" if scope.get("query_string") else "")

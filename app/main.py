@@ -14,6 +14,7 @@ from pathlib import Path
 import streamlit as st
 
 from app import state
+from app.outage import guard_page
 from app.session import current_user, sign_out, signed_out_page, watch_session
 from app.widgets import alarm_banner, requests_banner, waiting_requests
 from core.auth import CurrentUser
@@ -22,12 +23,6 @@ from db.migrate import SchemaError
 
 # A local icon: a ":material/...:" page icon makes the browser fetch an SVG from fonts.gstatic.com.
 st.set_page_config(page_title="Shadowline", page_icon=str(Path(__file__).with_name("icon.png")), layout="wide")
-
-try:  # PostgreSQL: the app never migrates; a schema not at this code's revision is one line, and a reload after `shadowline migrate` works
-    state.database()
-except SchemaError as error:
-    st.error(str(error), icon=":material/database:")
-    st.stop()
 
 ALL_ROLES = frozenset(Role)
 #: Page file, title, icon, url path, and the roles that see it.
@@ -65,32 +60,44 @@ def signed_out(url: str) -> Callable[[], None]:
     return lambda: signed_out_page(url)
 
 
-user = current_user()
-if user is None:
-    # Every URL answers (no "Page not found"); the tab is sent to sign in and back to this page.
-    pages = [st.Page(signed_out(""), title="Shadowline", url_path="start", default=True)]
-    pages += [st.Page(signed_out(url), title=title, icon=icon, url_path=url) for _, title, icon, url, _ in PAGES]
-    st.navigation(pages, position="hidden").run()
-    st.stop()
+def app() -> None:
+    """The signed-in user's navigation and the page they opened."""
+    try:  # PostgreSQL: the app never migrates; a schema not at this code's revision is one line, and a reload after `shadowline migrate` works
+        state.database()
+    except SchemaError as error:
+        st.error(str(error), icon=":material/database:")
+        st.stop()
 
-with st.sidebar:
-    st.markdown(f"**{user.name}** · {user.role.value}")
-    if st.button("Sign out", key="auth.sign_out"):
-        sign_out()
-        st.rerun()
-    watch_session()
+    user = current_user()
+    if user is None:
+        # Every URL answers (no "Page not found"); the tab is sent to sign in and back to this page.
+        pages = [st.Page(signed_out(""), title="Shadowline", url_path="start", default=True)]
+        pages += [st.Page(signed_out(url), title=title, icon=icon, url_path=url) for _, title, icon, url, _ in PAGES]
+        st.navigation(pages, position="hidden").run()
+        st.stop()
 
-alarm_banner(state.database(), user.role.value)
-waiting = waiting_requests(state.database())
-requests_banner(state.database(), user, waiting)
-# Managers see how many requests wait for them in the navigation, wherever they are.
-counts = {"automation": f" · {len(waiting)} waiting"} if user.role is Role.MANAGER and waiting else {}
-pages = [
-    st.Page(path, title=title + counts.get(url, ""), icon=icon, url_path=url)
-    if user.role in roles
-    else st.Page(not_for_you(title, roles, user), title=title, icon=icon, url_path=url, visibility="hidden")
-    for path, title, icon, url, roles in PAGES
-]
-# Streamlit serves its default page at "/" only; a hidden one that opens the Live line keeps "/live" a real address.
-start = st.Page(lambda: st.switch_page(pages[0]), title="Shadowline", url_path="start", default=True, visibility="hidden")
-st.navigation([start, *pages]).run()
+    with st.sidebar:
+        st.markdown(f"**{user.name}** · {user.role.value}")
+        if st.button("Sign out", key="auth.sign_out"):
+            sign_out()
+            st.rerun()
+        watch_session()
+
+    alarm_banner(state.database(), user.role.value)
+    waiting = waiting_requests(state.database())
+    requests_banner(state.database(), user, waiting)
+    # Managers see how many requests wait for them in the navigation, wherever they are.
+    counts = {"automation": f" · {len(waiting)} waiting"} if user.role is Role.MANAGER and waiting else {}
+    pages = [
+        st.Page(path, title=title + counts.get(url, ""), icon=icon, url_path=url)
+        if user.role in roles
+        else st.Page(not_for_you(title, roles, user), title=title, icon=icon, url_path=url, visibility="hidden")
+        for path, title, icon, url, roles in PAGES
+    ]
+    # Streamlit serves its default page at "/" only; a hidden one that opens the Live line keeps "/live" a real address.
+    start = st.Page(lambda: st.switch_page(pages[0]), title="Shadowline", url_path="start", default=True, visibility="hidden")
+    st.navigation([start, *pages]).run()
+
+
+# A database restart or network blip shows one line and the page comes back by itself (app/outage.py).
+guard_page(app)

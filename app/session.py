@@ -82,8 +82,10 @@ def watch_session() -> None:
     """Rerun the whole page as soon as this tab's session has ended elsewhere (draws nothing)."""
     if not _in_browser():
         return
+    from app.outage import rerun_when_database_down
+
     token = _token()
-    with state.database().read() as session:
+    with rerun_when_database_down(), state.database().read() as session:
         alive = token is not None and find_open(session=session, token=token, policy=_policy()) is not None
     if not alive:
         st.rerun(scope="app")

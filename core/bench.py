@@ -171,7 +171,7 @@ def _worker_round(model_dir: str, count: int, threads: int, mode: str, profile: 
         database = open_database(settings)
         initialize(database, settings)
         with database.write() as session:
-            model = register_model_version(session=session, model_dir=Path(model_dir), actor="bench")
+            model = register_model_version(session=session, model_dir=Path(model_dir), actor="bench", models_dir=settings.models_dir)
             line = list_lines(session=session)[0]
             if line.active_model_id != model.id:
                 set_active_model(session=session, line_id=line.id, model_id=model.id, actor="bench")
@@ -405,7 +405,7 @@ def _database_round(model_dir: str, database_url: str | None, phones: int, worke
         database = open_database(settings, migrate=True)
         initialize(database, settings)
         with database.write() as session:
-            register_model_version(session=session, model_dir=Path(model_dir), actor="bench")
+            register_model_version(session=session, model_dir=Path(model_dir), actor="bench", models_dir=settings.models_dir)
             line = list_lines(session=session)[0]
         paths = []
         for image in _render_images(phones):

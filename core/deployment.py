@@ -77,7 +77,13 @@ def apply_switch(session: Session, line: LineConfig, *, actor: str, note: str | 
 
 
 def switch(database: Database, user: CurrentUser, *, line_name: str, to_version: str | None = None, note: str | None = None) -> SwitchOutcome:
-    """Make the candidate (or ``to_version``, which must be the candidate) active; a request for a manager in canary or full."""
+    """Make the candidate (or ``to_version``, which must be the candidate) active; a request for a manager in canary or full.
+
+    The line is locked and read afresh first (:func:`db.lines.lock_line`): of two people switching
+    at once, the second sees the first one's result. A page passes ``to_version`` (the candidate it
+    showed), so the second is refused instead of swapping the versions back: after a switch the old
+    version is the candidate, and a bare "switch" would bring it back.
+    """
     from core.ladder.actions import may_switch_directly
 
     require(user, Action.SWITCH_MODEL)
@@ -104,11 +110,20 @@ def switch(database: Database, user: CurrentUser, *, line_name: str, to_version:
         return SwitchOutcome(True, apply_switch(session, line, actor=user.name, note=note))
 
 
-def rollback(database: Database, user: CurrentUser, *, line_name: str, note: str | None = None) -> str:
-    """Make the previous version active again, at once (anyone may: it is the safe direction)."""
+def rollback(database: Database, user: CurrentUser, *, line_name: str, from_version: str | None = None, note: str | None = None) -> str:
+    """Make the previous version active again, at once (anyone may: it is the safe direction).
+
+    Args:
+        from_version: The active version the person saw when they asked (a page passes it). Checked
+            under the line's lock: when someone switched or rolled back in the meantime, the rollback
+            is refused rather than applied to a line the person did not see (two people rolling back
+            at once roll back once).
+    """
     require(user, Action.ROLLBACK)
     with database.write() as session:
         line = get_line(session=session, name=line_name, for_update=True)
+        if from_version is not None and from_version != line.active_model_version:
+            raise DeploymentError(f"{line.name} now runs {line.active_model_version}, not {from_version}: someone changed it meanwhile; nothing rolled back")
         if line.previous_model_id is None:
             raise DeploymentError(f"{line.name} has no previous model version to roll back to")
         update_settings(
@@ -140,7 +155,10 @@ def version_folders(models_dir: Path, *, registered_paths: set[str], registered_
     A bad card is reported with its problem, never raised: one broken folder leaves the others usable.
     """
     from core.detector.card import CARD_NAME, card_problem
+    from db.registry import model_folder
 
+    # Stored paths are relative to the models folder (or absolute): compare folders, not strings.
+    registered_paths = {str(model_folder(path, Path(models_dir)).resolve()) for path in registered_paths}
     found = []
     for folder in sorted(p for p in Path(models_dir).iterdir() if p.is_dir() and (p / CARD_NAME).is_file()) if Path(models_dir).is_dir() else []:
         if str(folder.resolve()) in registered_paths:

@@ -140,6 +140,47 @@ def start_job(
     if (settings.models_dir / version).exists():
         raise ValueError(f"model version {version!r} already exists: choose another name")
     reap_dead_jobs(database)
+    job_id = reserve_slot(database, settings, user, version=version, dataset=dataset, epochs=epochs, init_from=init_from, candidate_for=candidate_for)
+    logs = settings.data_dir / "jobs"
+    logs.mkdir(parents=True, exist_ok=True)
+    with (logs / f"{job_id}.log").open("ab") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "core.cli", "job", "run", str(job_id), "--eval-count", str(eval_count)],
+            cwd=PROJECT_ROOT,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # outlives the page's script run
+            env=os.environ
+            | {
+                "SHADOWLINE_DATA_DIR": str(settings.data_dir),
+                "SHADOWLINE_DATABASE_URL": settings.database_url,
+                "SHADOWLINE_MODELS_DIR": str(settings.models_dir),
+            },
+        )
+    with database.write() as session:
+        job = session.get(TrainingJob, job_id)
+        assert job is not None
+        job.pid = process.pid
+    return job_id
+
+
+def reserve_slot(
+    database: Database,
+    settings: Settings,
+    user: CurrentUser,
+    *,
+    version: str,
+    dataset: Path,
+    epochs: int,
+    init_from: Path | None,
+    candidate_for: str | None,
+) -> int:
+    """Record a queued job if a training slot is free (at most ``settings.max_training_jobs`` at once); returns its id.
+
+    Raises:
+        ValueError: Every slot is taken; the message names the jobs that hold them.
+    """
     with database.write() as session:
         # Count, then insert: no row to lock, so a named lock makes the count and the insert one step
         # across processes (two jobs started at once cannot both take the last slot).
@@ -170,27 +211,6 @@ def start_job(
             entity_id=job_id,
             after={"version": version, "dataset": str(dataset), "epochs": epochs},
         )
-    logs = settings.data_dir / "jobs"
-    logs.mkdir(parents=True, exist_ok=True)
-    with (logs / f"{job_id}.log").open("ab") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "core.cli", "job", "run", str(job_id), "--eval-count", str(eval_count)],
-            cwd=PROJECT_ROOT,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,  # outlives the page's script run
-            env=os.environ
-            | {
-                "SHADOWLINE_DATA_DIR": str(settings.data_dir),
-                "SHADOWLINE_DATABASE_URL": settings.database_url,
-                "SHADOWLINE_MODELS_DIR": str(settings.models_dir),
-            },
-        )
-    with database.write() as session:
-        job = session.get(TrainingJob, job_id)
-        assert job is not None
-        job.pid = process.pid
     return job_id
 
 
@@ -261,7 +281,7 @@ def run_job(database: Database, settings: Settings, job_id: int, *, eval_count: 
         raise
     _update(database, job_id, progress={"epoch": job.epochs, "epochs": job.epochs, "stage": "registering", "history": history})
     with database.write() as session:
-        registered = register_model_version(session=session, model_dir=folder, actor=job.requested_by)
+        registered = register_model_version(session=session, model_dir=folder, actor=job.requested_by, models_dir=settings.models_dir)
     message = f"model {registered.version} trained and registered"
     if job.candidate_for:
         # The requester's permission was checked when the job started.

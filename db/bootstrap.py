@@ -36,7 +36,7 @@ def open_database(settings: Settings, *, migrate: bool | None = None, wait_s: fl
         migrate = database.is_sqlite
     try:
         if migrate:
-            upgrade(database.engine)
+            upgrade(database.engine, models_dir=settings.models_dir)
         else:
             require_schema(database.engine, wait_s=wait_s)
     except BaseException:
@@ -80,7 +80,7 @@ def initialize(database: Database, settings: Settings) -> InitReport:
             # Several processes may run `init` (or `up`) on a new database at once: each unit holds a
             # named lock, so the later ones find the model, line-1 and the admin already there.
             locks.advisory_xact_lock(session=session, name=locks.INIT)
-            registered = register_model_version(session=session, model_dir=settings.shipped_model_dir, actor=audit.SYSTEM_ACTOR)
+            registered = register_model_version(session=session, model_dir=settings.shipped_model_dir, actor=audit.SYSTEM_ACTOR, models_dir=settings.models_dir)
             model_id, model_version = registered.id, registered.version
     except ModelError as error:
         problem = str(error)

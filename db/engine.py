@@ -150,5 +150,10 @@ class Database:
         with self._reader() as session, session.begin():
             yield session
 
+    def ping(self) -> None:
+        """Ask the server for nothing (``SELECT 1``); raises what a connection attempt raises when it does not answer."""
+        with self.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+
     def dispose(self) -> None:
         self.engine.dispose()

@@ -152,9 +152,13 @@ def labels_of(*, session: Session, inspection_id: int) -> list[LabelView]:
 def upsert_label(
     *, session: Session, inspection_id: int, labeller: str, verdict: Verdict, boxes: list[LabelBox], reason: str | None, seconds_taken: float | None
 ) -> int:
-    if session.get(Inspection, inspection_id) is None:
+    # Lock the phone's row first: the same engineer saving twice at once (two tabs, a double click)
+    # would otherwise both find no label and both insert, and the second would end on the unique
+    # constraint (one label per engineer and phone) with a database error instead of replacing the
+    # first. Serialised on the phone, the second reads the first one's row and updates it.
+    if session.get(Inspection, inspection_id, with_for_update=True) is None:
         raise LabelError(f"no inspection with id {inspection_id}")
-    row = session.scalar(select(Label).where(Label.inspection_id == inspection_id, Label.labeller == labeller))
+    row = session.scalar(select(Label).where(Label.inspection_id == inspection_id, Label.labeller == labeller).execution_options(populate_existing=True))
     before = {"verdict": row.verdict, "boxes": row.boxes} if row else None
     if row is None:
         row = Label(inspection_id=inspection_id, labeller=labeller)

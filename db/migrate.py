@@ -51,9 +51,16 @@ def _sqlite_file_lock(engine: Engine) -> Iterator[None]:
         yield
 
 
-def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Bring the database at ``engine`` to ``revision`` (idempotent), holding the migration lock."""
+def upgrade(engine: Engine, revision: str = "head", *, models_dir: Path | None = None) -> None:
+    """Bring the database at ``engine`` to ``revision`` (idempotent), holding the migration lock.
+
+    Args:
+        models_dir: This machine's models folder, for data migrations that address model versions
+            (0014); the process's settings when omitted.
+    """
     config = alembic_config()
+    if models_dir is not None:
+        config.attributes["models_dir"] = models_dir
     if engine.dialect.name == "postgresql":
         with engine.begin() as connection:
             # Held until this transaction commits; PostgreSQL's DDL is transactional, so the next

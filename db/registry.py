@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,12 +23,36 @@ class RegisteredModel:
     onnx_sha256: str | None
 
 
-def register_model_version(*, session: Session, model_dir: Path, actor: str) -> RegisteredModel:
+def stored_model_path(model_dir: Path, models_dir: Path) -> str:
+    """How a version's folder is recorded: relative to the models folder when it lies there.
+
+    Every machine of a plant keeps the versions under its own ``SHADOWLINE_MODELS_DIR`` (a shared
+    mount, mounted anywhere, or a copy): ``scratch-v3`` means the same on each, where an absolute
+    path names one machine's disk. A folder outside the models folder keeps its absolute path
+    (:func:`model_folder` still finds a copy by name under another machine's models folder).
+    """
+    folder = Path(os.path.abspath(model_dir))
+    # As given first (a version folder may be a link into another tree), then with links resolved.
+    for base, candidate in ((Path(os.path.abspath(models_dir)), folder), (Path(models_dir).resolve(), folder.resolve())):
+        if candidate != base and candidate.is_relative_to(base):
+            return candidate.relative_to(base).as_posix()
+    return str(folder.resolve())
+
+
+def register_model_version(*, session: Session, model_dir: Path, actor: str, models_dir: Path | None = None) -> RegisteredModel:
     """Register the version in ``model_dir`` after checking its weights against its card.
 
     Idempotent: a version already registered is returned as it is (its recorded hashes stay
     the reference that the worker checks the files against).
+
+    Args:
+        models_dir: This machine's models folder (``settings.models_dir``; the process's settings
+            when omitted): the path is stored relative to it (:func:`stored_model_path`).
     """
+    if models_dir is None:
+        from core.settings import get_settings
+
+        models_dir = get_settings().models_dir
     card = read_card(model_dir)
     existing = session.scalar(select(ModelVersion).where(ModelVersion.version == card["version"]))
     if existing is not None:
@@ -45,7 +70,7 @@ def register_model_version(*, session: Session, model_dir: Path, actor: str) -> 
             hashes[name] = None
     model = ModelVersion(
         version=str(card["version"]),
-        path=str(Path(model_dir).resolve()),
+        path=stored_model_path(Path(model_dir), models_dir),
         onnx_sha256=hashes[WEIGHTS_ONNX],
         pt_sha256=hashes[WEIGHTS_PT],
         card=card,
@@ -142,10 +167,12 @@ def line_classes(*, session: Session, line_id: int | None) -> list[str]:
 def model_folder(stored: str, models_dir: Path | None) -> Path:
     """A registered version's folder on this machine.
 
-    The stored path is the registering machine's; another machine keeps its model versions under
-    its own ``SHADOWLINE_MODELS_DIR`` (a shared mount, or a copy), found there by the version
-    folder's name when the stored path does not exist here. The card's hashes are checked on load
-    either way, so a different folder of the same name is refused, not used.
+    A stored path is relative to the models folder (``SHADOWLINE_MODELS_DIR``, each machine's own:
+    a shared mount or a copy), so it resolves under this machine's. An absolute one (a folder
+    registered from outside the models folder, or before migration 0014) is used as it is when it
+    exists here, else found under this machine's models folder by the version folder's name. The
+    card's hashes are checked on load either way, so a different folder of the same name is
+    refused, not used.
     """
     path = Path(stored)
     if not path.is_absolute():

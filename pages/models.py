@@ -17,7 +17,7 @@ from core.extras import training_available, training_hint
 from core.ladder.actions import LadderError, may_switch_directly
 from db.comparison import champion_challenger
 from db.lines import list_lines
-from db.registry import list_models
+from db.registry import list_models, model_folder
 
 REGISTRY_COLUMNS = ["version", "status", "map50", "phone_recall", "false_reject_rate", "decision_threshold", "init_from", "onnx_sha256", "registered_at"]
 
@@ -150,7 +150,7 @@ if may(user.role, Action.SWITCH_MODEL):
             f"Make {line.candidate_model_version} decide {line.name}'s phones instead of {line.active_model_version}?"
             if direct
             else f"Ask a manager to make {line.candidate_model_version} active on {line.name}?",
-            lambda: _act(lambda: deployment.switch(database, user, line_name=line.name, note=note or None).message),
+            lambda: _act(lambda: deployment.switch(database, user, line_name=line.name, to_version=line.candidate_model_version, note=note or None).message),
         )
 can_roll_back = line.previous_model_id is not None and may(user.role, Action.ROLLBACK)
 if can_roll_back and st.button(f"Roll back to {line.previous_model_version}", key="models.rollback"):
@@ -159,7 +159,7 @@ if can_roll_back:
     confirm_ui(
         "rollback",
         f"Roll {line.name} back from {line.active_model_version} to {line.previous_model_version}, from the next phones on?",
-        lambda: _act(lambda: deployment.rollback(database, user, line_name=line.name, note=note or None)),
+        lambda: _act(lambda: deployment.rollback(database, user, line_name=line.name, from_version=line.active_model_version, note=note or None)),
     )
 st.caption("Rollback takes effect on the worker's next phones; the version rolled back from stays loaded as the candidate.")
 
@@ -305,7 +305,7 @@ if may(user.role, Action.SWITCH_MODEL):
                         dataset=dataset,
                         version=version,
                         epochs=int(epochs),
-                        init_from=Path(str(active["path"])) if active else None,
+                        init_from=model_folder(str(active["path"]), state.settings().models_dir) if active else None,
                         candidate_for=line.name if as_candidate else None,
                     )
                 except (ValueError, PermissionDeniedError) as error:

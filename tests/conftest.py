@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 # Before anything reads settings: the session's own data folder, never the developer's data/.
@@ -50,6 +52,16 @@ def postgres_server():
         pytest.fail(f"the PostgreSQL test server could not start: {error}", pytrace=False)
     yield server
     remove(server)
+
+
+@contextmanager
+def postgres_stopped(server) -> Iterator[None]:
+    """The session's test server stopped for the block (``pg_ctl stop -m immediate``), started again after it whatever happens."""
+    server.stop()
+    try:
+        yield
+    finally:
+        server.start()
 
 
 @pytest.fixture

@@ -67,6 +67,19 @@ def test_switch_needs_a_manager_in_full_automation_and_rollback_is_for_anyone(da
     assert (line.active_model_version, line.candidate_model_version, line.previous_model_version) == ("scratch-v2", green, None)
 
 
+def test_a_switch_request_approved_after_someone_switched_is_obsolete(database, green) -> None:
+    from core.ladder.actions import LadderError
+
+    set_candidate(database, ENGINEER, line_name="line-1", version=green)
+    with database.write() as session:
+        set_level(session=session, line_id=_line(database).id, level=AutomationLevel.FULL, actor="test")
+    request_id = switch(database, ENGINEER, line_name="line-1").request_id
+    switch(database, MANAGER, line_name="line-1", to_version=green)  # a manager switched meanwhile
+    with pytest.raises(LadderError, match="obsolete"):
+        approve(database, MANAGER, request_id=request_id)  # approving it would swap the versions back
+    assert _line(database).active_model_version == green
+
+
 def test_switch_and_rollback_while_the_worker_runs(database, settings, green) -> None:
     line = _line(database)
     with database.write() as session:

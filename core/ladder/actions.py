@@ -110,10 +110,16 @@ def approve(database: Database, user: CurrentUser, *, request_id: int, note: str
             raise LadderError(f"request {request_id} is already {request.status}" + (f" (by {request.decided_by})" if request.decided_by else ""))
         here = current_rung(line)
         moved_share = line.level is AutomationLevel.CANARY and (request.from_share or 0) != (line.policy.canary_share or 0)
+        # A switch request names the candidate of its day: once someone switched (or changed the
+        # candidate) since, applying it would swap the versions back, so it is obsolete too.
+        other_candidate = request.kind == "model_switch" and request.model_version_id != line.candidate_model_id
         if request.from_level != line.level.value or moved_share:
             # Closed as obsolete (committed), then refused below.
             ladder_db.close_request(session=session, request_id=request_id, status="obsolete", actor=user.name, note="the line moved since the request")
             obsolete = f"request {request_id} is obsolete: {line.name} is now at {here.label}"
+        elif other_candidate:
+            ladder_db.close_request(session=session, request_id=request_id, status="obsolete", actor=user.name, note="the candidate changed since")
+            obsolete = f"request {request_id} is obsolete: {line.name}'s candidate is now {line.candidate_model_version or 'none'}"
         elif request.kind == "model_switch":
             from core.deployment import apply_switch
 

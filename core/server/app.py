@@ -1,8 +1,9 @@
 """The HTTP face of the inspection service (FastAPI): parse, authenticate, call the service, serialise.
 
 Every error is a JSON object ``{"error": {"code": ..., "message": ...}}`` with a 4xx status, and a
-refused request changes nothing. Bodies over :data:`MAX_BODY_BYTES` are refused while they arrive,
-before they are read into memory.
+refused request changes nothing; a database that does not answer is ``503 database_unavailable``
+(a station's key seen before still gets its phones answered with the line's fail-safe meanwhile).
+Bodies over :data:`MAX_BODY_BYTES` are refused while they arrive, before they are read into memory.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Annotated, Any
 from fastapi import FastAPI, File, Form, Header, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core.imaging import image_format
@@ -126,6 +128,14 @@ def create_app(service: InspectionService) -> FastAPI:
     async def _api_error(_request: Request, error: ApiError) -> JSONResponse:
         metrics.rejected.labels(error.code).inc()
         return _error(error.status, error.code, error.message)
+
+    async def _database_down(_request: Request, _error: Exception) -> JSONResponse:
+        metrics.rejected.labels("database_unavailable").inc()
+        message = "the database is not answering (restarting?); try again in a moment: a phone posted again keeps its serial"
+        return JSONResponse({"error": {"code": "database_unavailable", "message": message}}, status_code=503, headers={"Retry-After": "1"})
+
+    for transient in (OperationalError, InterfaceError):  # db.engine.is_transient's kinds
+        app.add_exception_handler(transient, _database_down)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, error: RequestValidationError) -> JSONResponse:

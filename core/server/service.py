@@ -36,6 +36,7 @@ overload ended.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import queue
@@ -49,18 +50,18 @@ from datetime import datetime
 from enum import StrEnum
 
 from sqlalchemy import text
-from sqlalchemy.exc import OperationalError
 
 from core.drift.monitor import DriftMonitor
 from core.imaging import InvalidImageError, decode_image_bytes
 from core.ingest import store_image_bytes
 from core.inspection import Inspector, note_written, run_due_drift_checks, step_down_lines_whose_model_failed
 from core.routing import LEVEL_POLICIES, Decider, RoutingDecision
+from core.server.backlog import Backlog, UnrecordedPhone
 from core.settings import Settings
 from core.vocabulary import FailsafeReason, GateAction
 from db import gate, heartbeats
 from db.api_keys import KeyInfo, authenticate
-from db.engine import Database
+from db.engine import Database, is_transient
 from db.lines import LineConfig, list_lines
 from db.pipeline import ClaimedInspection, PhoneResult, queue_depth, record_results, repeated_images
 
@@ -241,8 +242,13 @@ class _Job:
             return self._run()
         except Exception as error:
             log.exception("phone %s on %s: inspection failed; the fail-safe applies", self.serial, self.line.name)
-            reason = FailsafeReason.DATABASE_BUSY if isinstance(error, OperationalError) else FailsafeReason.INTERNAL_ERROR
-            return self._fall_back(reason)
+            if not is_transient(error):
+                return self._fall_back(FailsafeReason.INTERNAL_ERROR)
+            # The database does not answer (a restart, a blip): the fail-safe at once, and the phone is
+            # written once it answers again (core/server/backlog.py), unless it was written already.
+            answer = self._fall_back(FailsafeReason.DATABASE_BUSY)
+            self.service.keep_unrecorded(self)
+            return answer
 
     def _elapsed_ms(self) -> float:
         return (time.perf_counter() - self.started) * 1000
@@ -444,6 +450,10 @@ class InspectionService:
         self._upkeep_pending = 1
         self._upkeep_thread = threading.Thread(target=self._upkeep_loop, name="upkeep", daemon=True)
         self._upkeep_thread.start()
+        #: Phones answered while the database did not answer, written once it does.
+        self.unrecorded = Backlog(self._record_unrecorded)
+        #: The last successful authorization of each (key's sha256, line): see :meth:`authorize`.
+        self._authorized: dict[tuple[str, str | None], tuple[KeyInfo, LineConfig | None]] = {}
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -504,6 +514,7 @@ class InspectionService:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=False)
+        self.unrecorded.close()
         self.wait_for_upkeep(timeout=30)
         self._closing.set()
         self._upkeep_thread.join(timeout=5)
@@ -523,9 +534,26 @@ class InspectionService:
         raise UnknownLineError(f"no line named {name!r}")
 
     def authorize(self, key: str | None, line_name: str | None) -> tuple[KeyInfo, LineConfig | None]:
-        """The key's info and the line it may act on (one read)."""
+        """The key's info and the line it may act on (one read).
+
+        While the database does not answer, a key this process let in before gets the same answer
+        as then, with the line as it was then: its phones get the line's fail-safe (never a pass)
+        and are written once the database answers (:meth:`keep_unrecorded`), instead of the camera
+        station getting no answer at all. A key never seen gets the database's error (503).
+        """
         if not key:
             raise AccessDeniedError("missing API key: send 'Authorization: Bearer KEY' (an admin makes one with `shadowline keys add`)", status=401)
+        remembered = (hashlib.sha256(key.encode()).hexdigest(), line_name)
+        try:
+            found = self._authorize(key, line_name)
+        except Exception as error:
+            if is_transient(error) and remembered in self._authorized:
+                return self._authorized[remembered]
+            raise
+        self._authorized[remembered] = found
+        return found
+
+    def _authorize(self, key: str, line_name: str | None) -> tuple[KeyInfo, LineConfig | None]:
         with self.database.read() as session:
             info = authenticate(session=session, key=key)
             if info is None:
@@ -691,6 +719,53 @@ class InspectionService:
                 model_version_id=None,
                 failsafe=reason.value,
                 latency_ms=latency_ms,
+            )
+
+    def keep_unrecorded(self, job: _Job) -> None:
+        """A phone answered with the fail-safe while the database did not answer: its image stored now, the phone written later."""
+        if job.image_path is None or job.image_sha256 is None:
+            try:
+                job.image_path, job.image_sha256 = store_image_bytes(self.settings, job.line.name, job.image, job.suffix)
+            except Exception:
+                log.exception("phone %s on %s: its image could not be stored either; answered with the fail-safe, not kept", job.serial, job.line.name)
+                return
+        reason = job.failsafe or FailsafeReason.DATABASE_BUSY
+        self.unrecorded.add(UnrecordedPhone(job.line, job.serial, job.image_path, job.image_sha256, job.meta, reason, job.failsafe_latency_ms or 0.0))
+
+    def _record_unrecorded(self, phone: UnrecordedPhone) -> None:
+        """Write a kept phone routed to a person, with the fail-safe the gate got, in one transaction (see core/server/backlog.py)."""
+        line = phone.line
+        with self.database.write() as session:
+            opened = gate.open_posted_phone(
+                session=session,
+                line_id=line.id,
+                serial=phone.serial,
+                image_path=phone.image_path,
+                image_sha256=phone.image_sha256,
+                captured_at=phone.meta.get("captured_at"),  # type: ignore[arg-type]
+                station=phone.meta.get("station"),  # type: ignore[arg-type]
+                api_key_id=phone.meta.get("api_key_id"),  # type: ignore[arg-type]
+                holder=self.holder_id,
+                lease_seconds=LEASE_SECONDS,
+            )
+            if gate.answer_state(session=session, inspection_id=opened.inspection_id)[0] is not None:
+                return  # written and answered before the database stopped answering, or since by a retry
+            result = PhoneResult(
+                opened.inspection_id, line.id, line.level, failsafe_routing(line, phone.reason), None, [], None, None, active_model_id=line.active_model_id
+            )
+            _, lost = record_results(session=session, worker_id=self.holder_id, results=[result])
+            if lost:
+                return  # another process holds the phone now (a worker after the lease): it judges and answers
+            gate.record_answer(
+                session=session,
+                inspection_id=opened.inspection_id,
+                action=line.failsafe_action,
+                decided_by=_DECIDED_BY_PERSON,
+                level=line.level.value,
+                rule=f"failsafe_{phone.reason.value}",
+                model_version_id=None,
+                failsafe=phone.reason.value,
+                latency_ms=phone.latency_ms,
             )
 
     async def post(

@@ -24,6 +24,8 @@ from db.users import add_user
 @pytest.fixture
 def client(database, settings, monkeypatch):
     monkeypatch.setenv("SHADOWLINE_DATA_DIR", str(settings.data_dir))
+    if not settings.database_url.startswith("sqlite"):
+        monkeypatch.setenv("SHADOWLINE_DATABASE_URL", settings.database_url)
     settings_module.get_settings.cache_clear()
     from app import gate
 
@@ -93,3 +95,17 @@ def test_a_forged_ended_or_cross_site_session_opens_nothing(client, database):
     with database.write() as session:
         end_by_token(session=session, token=token)
     assert client.get("/live").status_code == 303, "signed out elsewhere: the next page load asks again"
+
+
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+def test_a_page_loaded_while_the_database_restarts_says_so_and_reloads_itself(client, postgres_server):
+    from app.outage import DATABASE_DOWN
+    from tests.conftest import postgres_stopped as stopped
+
+    assert _sign_in(client).status_code == 303
+    with stopped(postgres_server):
+        answer = client.get("/review")
+        assert answer.status_code == 503 and DATABASE_DOWN in answer.text and 'http-equiv="refresh"' in answer.text
+        assert client.get("/signin").status_code == 503
+        assert "sign in again in a moment" in _sign_in(client).text, "a sign-in is refused in one line, never sent again by itself"
+    assert client.get("/review").text == "the page", "the reload after the restart opens the page, still signed in"

@@ -118,3 +118,124 @@ def test_wrong_passwords_at_once_are_all_counted(database) -> None:
     with database.read() as session:
         failures = session.query(User).filter(User.name == "ana").one().failed_logins
     assert counted and failures == len(counted), (failures, results)
+
+
+@pytest.fixture
+def green(database, shipped_model_dir, tmp_path) -> str:
+    """A second registered version (the shipped folder under another version name)."""
+    import json
+    import shutil
+
+    from db.registry import register_model_version
+
+    folder = tmp_path / "scratch-v2-green"
+    shutil.copytree(shipped_model_dir, folder, ignore=shutil.ignore_patterns("reference-samples", "model.pt"))
+    card = json.loads((folder / "card.json").read_text())
+    card["version"] = "scratch-v2-green"
+    card["weights"].pop("model.pt", None)
+    (folder / "card.json").write_text(json.dumps(card))
+    with database.write() as session:
+        register_model_version(session=session, model_dir=folder, actor="test")
+    return "scratch-v2-green"
+
+
+def _models(database) -> tuple[str | None, str | None, str | None]:
+    with database.read() as session:
+        line = get_line(session=session, name="line-1")
+    return line.active_model_version, line.candidate_model_version, line.previous_model_version
+
+
+def _model_changes(database) -> int:
+    """Audit entries that changed the line's active model."""
+    with database.read() as session:
+        return sum("active_model_id" in action for action in audit.search(session=session, action_prefix="line.", limit=1000)[0]["action"])
+
+
+def test_engineers_switching_and_rolling_back_at_once_change_the_line_once(database, green) -> None:
+    from core.deployment import DeploymentError, rollback, set_candidate, switch
+
+    admins = [CurrentUser(f"eng{i}", Role.ENGINEER) for i in range(THREADS)]  # engineers switch below canary
+    set_candidate(database, admins[0], line_name="line-1", version=green)
+
+    # Each asks for the switch they saw on the page (to the candidate): the second must not swap the versions back.
+    results = together(THREADS, lambda i: switch(database, admins[i], line_name="line-1", to_version=green))
+    assert len([r for r in results if not isinstance(r, Exception) and r.applied]) == 1, results
+    assert all(isinstance(r, DeploymentError) for r in results if isinstance(r, Exception)), results
+    assert _models(database) == (green, "scratch-v2", "scratch-v2") and _model_changes(database) == 1
+
+    results = together(THREADS, lambda i: rollback(database, admins[i], line_name="line-1", from_version=green))
+    assert len([r for r in results if isinstance(r, str)]) == 1 and all(isinstance(r, DeploymentError) for r in results if not isinstance(r, str)), results
+    assert _models(database) == ("scratch-v2", green, None) and _model_changes(database) == 2
+
+    # Switches and rollbacks raced, each as its page showed the line (green active): whatever the order,
+    # every change applied is audited once and the line stays consistent.
+    switch(database, admins[0], line_name="line-1", to_version=green)
+
+    def either(i: int) -> object:
+        if i % 2:
+            return rollback(database, admins[i], line_name="line-1", from_version=green)
+        return switch(database, admins[i], line_name="line-1", to_version="scratch-v2")
+
+    results = together(THREADS, either)
+    applied = [r for r in results if not isinstance(r, Exception)]
+    assert applied and all(isinstance(r, DeploymentError) for r in results if isinstance(r, Exception)), results
+    assert len(applied) == 1, "both ask to leave green: once one has, the other's view is stale and refused"
+    assert _model_changes(database) == 4
+    active, candidate, previous = _models(database)
+    assert active == "scratch-v2" and candidate == green and previous in (None, green)
+
+
+def test_engineers_labelling_and_adjudicating_one_phone_at_once_leave_one_truth(database, drift_reference) -> None:
+    from core.labelling import LabelBox, adjudicate, save_label
+    from core.vocabulary import Verdict
+    from db.labels import awaiting_adjudication, labels_of, truths
+    from db.models import Inspection
+
+    add_phones(database, drift_reference, 2, seed=5)
+    with database.read() as session:
+        phone = session.query(Inspection.id).order_by(Inspection.id).first()[0]
+    engineers = [CurrentUser(f"eng{i}", Role.ENGINEER) for i in range(THREADS // 2)]
+    chip = [LabelBox("chip", 10, 10, 40, 30)]
+
+    def label(i: int) -> int:  # each engineer saves twice at once (two tabs), half of them rejecting
+        verdict, boxes = (Verdict.REJECT, chip) if (i // 2) % 2 else (Verdict.PASS, [])
+        return save_label(database, engineers[i // 2], inspection_id=phone, verdict=verdict, boxes=boxes)
+
+    results = together(THREADS, label)
+    assert not [r for r in results if isinstance(r, Exception)], results
+    with database.read() as session:
+        labels = labels_of(session=session, inspection_id=phone)
+        assert phone in awaiting_adjudication(session=session)
+    assert sorted(label.labeller for label in labels) == sorted(e.name for e in engineers), "one label per engineer, the second save replacing the first"
+
+    results = together(THREADS, lambda i: adjudicate(database, engineers[i % len(engineers)], label_id=labels[i % len(labels)].id, note="mine"))
+    assert not [r for r in results if isinstance(r, Exception)], results
+    with database.read() as session:
+        after = labels_of(session=session, inspection_id=phone)
+        truth = truths(session=session, inspection_ids=[phone])
+        adjudications, _ = audit.search(session=session, action_prefix="label.adjudicate")
+        assert phone not in awaiting_adjudication(session=session)
+    chosen = [label for label in after if label.adjudicated]
+    assert len(after) == len(engineers) and len(chosen) == 1, after
+    assert truth[phone].id == chosen[0].id
+    assert len(adjudications) == THREADS  # every decision is in the log; the last one made is the truth
+
+
+def test_training_jobs_started_at_once_take_at_most_the_slots_there_are(database, settings) -> None:
+    from dataclasses import replace
+    from pathlib import Path
+
+    from core.training_jobs import reserve_slot
+    from db.models import TrainingJob
+
+    two_slots = replace(settings, max_training_jobs=2)
+    engineer = CurrentUser("erin", Role.ENGINEER)
+    results = together(
+        THREADS,
+        lambda i: reserve_slot(database, two_slots, engineer, version=f"v{i}", dataset=Path("ds"), epochs=1, init_from=None, candidate_for=None),
+    )
+    started = [r for r in results if isinstance(r, int)]
+    refused = [r for r in results if isinstance(r, ValueError) and "already running" in str(r)]
+    assert len(started) == 2 and len(refused) == THREADS - 2, results
+    with database.read() as session:
+        assert session.query(TrainingJob).count() == 2

@@ -195,3 +195,29 @@ def test_0012_groups_the_alarms_open_at_upgrade_into_one_incident_per_line_and_s
     assert [(scope, severity, acked) for _, scope, severity, acked in incidents] == [("drift", "severe", None), ("system", "warning", None)]
     drift_id, system_id = incidents[0][0], incidents[1][0]
     assert members == {"brightness": drift_id, "mean_b": drift_id, "latency_p95_ms": system_id, "sharpness": None}
+
+
+def test_0014_stores_model_paths_under_the_models_folder_relative_and_back(empty_database, tmp_path):
+    from alembic import command
+
+    from db.migrate import alembic_config
+
+    models = tmp_path / "models"
+    (models / "scratch-v3").mkdir(parents=True)
+    upgrade(empty_database.engine, "0013", models_dir=models)
+    row = "INSERT INTO model_versions (version, path, card, registered_at) VALUES (:version, :path, '{}', '2026-11-01 10:00:00')"
+    with empty_database.engine.begin() as connection:
+        for version, path in (("v3", str(models / "scratch-v3")), ("elsewhere", "/opt/lab/v9"), ("relative", "v1")):
+            connection.execute(text(row), {"version": version, "path": path})
+    upgrade(empty_database.engine, models_dir=models)
+    paths = "SELECT version, path FROM model_versions"
+    with empty_database.engine.connect() as connection:
+        assert dict(connection.execute(text(paths)).all()) == {"v3": "scratch-v3", "elsewhere": "/opt/lab/v9", "relative": "v1"}
+
+    config = alembic_config()
+    config.attributes["models_dir"] = models
+    with empty_database.engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, "0013")
+    with empty_database.engine.connect() as connection:
+        assert dict(connection.execute(text(paths)).all()) == {"v3": str(models / "scratch-v3"), "elsewhere": "/opt/lab/v9", "relative": str(models / "v1")}
