@@ -8,13 +8,17 @@ runs outside it and wraps its body in :func:`rerun_when_database_down`.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import ParamSpec
 
 import streamlit as st
 
 from app import state
 from db.engine import is_transient
+
+P = ParamSpec("P")
 
 #: The one line a page shows while the database does not answer.
 DATABASE_DOWN = "The database is not answering; retrying…"
@@ -69,3 +73,14 @@ def rerun_when_database_down() -> Iterator[None]:
         if not is_transient(error):
             raise
         st.rerun(scope="app")
+
+
+def guarded(body: Callable[P, None]) -> Callable[P, None]:
+    """:func:`rerun_when_database_down` as a decorator, under ``@st.fragment(run_every=...)``."""
+
+    @functools.wraps(body)
+    def run(*args: P.args, **kwargs: P.kwargs) -> None:
+        with rerun_when_database_down():
+            body(*args, **kwargs)
+
+    return run

@@ -12,6 +12,7 @@ from datetime import timedelta
 import streamlit as st
 
 from app import state
+from app.outage import guarded
 from app.session import current_user
 from app.widgets import box_tuples, labelled_thumbnail, local_time, severe_drift_notice
 from core.auth import Action, PermissionDeniedError, may, require
@@ -57,6 +58,7 @@ def _rate_metric(column, label: str, part: int, whole: int) -> None:
 
 
 @st.fragment(run_every=REFRESH_SECONDS)
+@guarded
 def line_counters() -> None:
     with database.read() as session:
         status = next(s for s in line_statuses(session=session) if s.line == line.name)
@@ -83,6 +85,7 @@ def line_counters() -> None:
 
 
 @st.fragment(run_every=REFRESH_SECONDS)
+@guarded
 def service_answers() -> None:
     with database.read() as session:
         summary = answer_summary(session=session, line_id=line.id, since=utcnow() - ANSWER_WINDOW)
@@ -161,6 +164,7 @@ def _phone_card(phone: PhoneRow) -> None:
 
 
 @st.fragment(run_every=REFRESH_SECONDS)
+@guarded
 def latest_phones_grid() -> None:
     with database.read() as session:
         phones = latest_phones(session=session, line_id=line.id, limit=PHONES_SHOWN)

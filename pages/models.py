@@ -9,6 +9,7 @@ import plotly.express as px
 import streamlit as st
 
 from app import state
+from app.outage import guarded
 from app.session import current_user
 from core import deployment
 from core.auth import Action, PermissionDeniedError, may
@@ -19,7 +20,18 @@ from db.comparison import champion_challenger
 from db.lines import list_lines
 from db.registry import list_models, model_folder
 
-REGISTRY_COLUMNS = ["version", "status", "map50", "phone_recall", "false_reject_rate", "decision_threshold", "init_from", "onnx_sha256", "registered_at"]
+REGISTRY_COLUMNS = [
+    "version",
+    "status",
+    "classes",
+    "map50",
+    "phone_recall",
+    "false_reject_rate",
+    "decision_threshold",
+    "init_from",
+    "onnx_sha256",
+    "registered_at",
+]
 
 database = state.database()
 user = current_user()
@@ -30,10 +42,10 @@ with database.read() as session:
     models = list_models(session=session)
     lines = list_lines(session=session)
 st.subheader("Registered versions")
+if not models:
+    st.info("No model version registered yet: `shadowline model import` brings in a plant's own model, `shadowline init` the shipped one.")
 st.dataframe(
-    pd.DataFrame(models)[
-        ["version", "status", "classes", "map50", "phone_recall", "false_reject_rate", "decision_threshold", "init_from", "onnx_sha256", "registered_at"]
-    ],
+    pd.DataFrame(models, columns=REGISTRY_COLUMNS),
     hide_index=True,
     key="models.registry",
     column_config={"onnx_sha256": st.column_config.TextColumn("ONNX sha256"), "map50": st.column_config.NumberColumn("mAP50 (normal/held out)", format="%.3f")},
@@ -316,6 +328,7 @@ if may(user.role, Action.SWITCH_MODEL):
 
 
 @st.fragment(run_every=2)
+@guarded
 def training_jobs() -> None:
     from core.training_jobs import cancel_job, list_jobs
 

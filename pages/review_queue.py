@@ -14,6 +14,7 @@ import streamlit as st
 
 from app import state
 from app.focus import blur_after_click
+from app.outage import guarded
 from app.session import current_user
 from app.widgets import annotated_image, box_tuples, local_time
 from core.auth import PermissionDeniedError
@@ -190,7 +191,7 @@ if last := st.session_state.pop(LAST_KEY, None):
     st.toast(last)
 # The undo bar counts down on its own (a fragment rerun each second) only while an undo is on offer.
 _offer = st.session_state.get(UNDO_KEY)
-st.fragment(undo_bar, run_every=1.0 if _offer is not None and _offer.outcome is None else None)()
+st.fragment(guarded(undo_bar), run_every=1.0 if _offer is not None and _offer.outcome is None else None)()
 blur_after_click([*DECISION_KEYS, "review.line"], key="review.blur")
 
 if item is None:

@@ -247,3 +247,11 @@ def test_the_models_page_says_how_to_add_training_and_starting_a_job_is_refused(
     with pytest.raises(ValueError, match=r"shadowline\[train\]"):
         start_job(database, settings, CurrentUser("erin", Role.ENGINEER), dataset=tmp_path, version="v", epochs=1, init_from=None, candidate_for=None)
     assert list_jobs(database) == []
+
+
+def test_models_page_on_an_installation_without_any_version_says_how_to_add_one(settings, app_for) -> None:
+    from db.bootstrap import open_database
+
+    open_database(settings).dispose()  # the schema, no line and no model yet
+    at = _signed_in(app_for, Role.ENGINEER, MODELS)
+    assert any("No model version registered yet" in i.value for i in at.info)
