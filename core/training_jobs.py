@@ -141,10 +141,24 @@ def start_job(
         raise ValueError(f"model version {version!r} already exists: choose another name")
     reap_dead_jobs(database)
     job_id = reserve_slot(database, settings, user, version=version, dataset=dataset, epochs=epochs, init_from=init_from, candidate_for=candidate_for)
+    try:
+        process = _spawn(settings, job_id, eval_count)
+    except OSError as error:  # the slot is freed: a job that never started must not hold it
+        _update(database, job_id, status="failed", message=f"the training process could not start: {error}")
+        raise ValueError(f"the training process could not start: {error}") from error
+    with database.write() as session:
+        job = session.get(TrainingJob, job_id)
+        assert job is not None
+        job.pid = process.pid
+    return job_id
+
+
+def _spawn(settings: Settings, job_id: int, eval_count: int) -> subprocess.Popen[bytes]:
+    """The job's own process (``shadowline job run``), its output in ``DATA_DIR/jobs/ID.log``."""
     logs = settings.data_dir / "jobs"
     logs.mkdir(parents=True, exist_ok=True)
     with (logs / f"{job_id}.log").open("ab") as log_file:
-        process = subprocess.Popen(
+        return subprocess.Popen(
             [sys.executable, "-m", "core.cli", "job", "run", str(job_id), "--eval-count", str(eval_count)],
             cwd=PROJECT_ROOT,
             stdout=log_file,
@@ -158,11 +172,6 @@ def start_job(
                 "SHADOWLINE_MODELS_DIR": str(settings.models_dir),
             },
         )
-    with database.write() as session:
-        job = session.get(TrainingJob, job_id)
-        assert job is not None
-        job.pid = process.pid
-    return job_id
 
 
 def reserve_slot(

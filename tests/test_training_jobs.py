@@ -108,3 +108,23 @@ def test_a_killed_job_is_reported_as_failed_not_running_forever(installation) ->
         database, settings, ERIN, dataset=dataset, version="chips-again", epochs=1, init_from=settings.shipped_model_dir, candidate_for=None, eval_count=5
     )
     assert _wait(database, again, {"done", "failed", "cancelled"}).status == "done"
+
+
+def test_a_job_whose_process_cannot_start_fails_and_frees_its_slot(installation, monkeypatch) -> None:
+    import errno
+
+    from core import training_jobs
+
+    database, settings, dataset = installation
+
+    def no_process(*_args, **_kwargs):
+        raise OSError(errno.ENOMEM, "Cannot allocate memory")
+
+    monkeypatch.setattr(training_jobs, "_spawn", no_process)  # the OS refusing a process, not a stand-in for the model or database
+    with pytest.raises(ValueError, match=r"could not start: .*Cannot allocate memory"):
+        start_job(database, settings, ERIN, dataset=dataset, version="chips-nomem", epochs=1, init_from=None, candidate_for=None)
+    [job] = [j for j in training_jobs.list_jobs(database) if j.version == "chips-nomem"]
+    assert job.status == "failed" and "could not start" in (job.message or "")
+    monkeypatch.undo()
+    job_id = training_jobs.reserve_slot(database, settings, ERIN, version="chips-next", dataset=dataset, epochs=1, init_from=None, candidate_for=None)
+    assert get_job(database, job_id).status == "queued", "the slot of the job that never started is free"

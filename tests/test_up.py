@@ -46,6 +46,7 @@ def test_up_serves_the_app_runs_the_worker_and_the_line_then_stops_everything(se
         assert healthy, "the app never answered"
         assert decided >= 5, "phones were not inspected and decided"
         assert line["worker_alive"] and line["active_model"] == shipped_model_dir.name
+        assert line["server_alive"] and line["model_status"].startswith("ok"), line
     finally:
         product.send_signal(signal.SIGTERM)
         output = product.communicate(timeout=60)[0].decode()
@@ -53,6 +54,8 @@ def test_up_serves_the_app_runs_the_worker_and_the_line_then_stops_everything(se
     assert "restarting" not in output
     leftovers = subprocess.run(["pgrep", "-f", f"--server.port {port}"], capture_output=True, text=True).stdout
     assert not leftovers.strip(), "the app process outlived `up`"
+    after = json.loads(subprocess.run(cli("status", "--json"), env=env, capture_output=True, text=True, timeout=30).stdout)["lines"][0]
+    assert (after["server_alive"], after["server_status"]) == (False, "stopped"), "the service shut down cleanly and said so"
 
 
 def test_a_child_that_keeps_dying_young_waits_longer_each_time_and_starts_over_once_stable():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import threading
 
 from core.settings import Settings, get_settings
@@ -77,6 +78,10 @@ def serve(*, address: str = "127.0.0.1", port: int = 8600, threads: int = 0, det
     _beat_quietly(service)
     threading.Thread(target=_drift_loop, args=(service, stop), name="drift-checks", daemon=True).start()
     print(f"Shadowline inspection service on http://{address}:{port} (docs: /docs, metrics: /metrics)", flush=True)
+    # uvicorn shuts down gracefully on SIGTERM, then raises the signal again: with the default
+    # handler that would kill the process before the phones in flight are written and the heartbeat
+    # says "stopped". This handler turns it into a normal exit through the `finally` below.
+    signal.signal(signal.SIGTERM, _exit_normally)
     try:
         uvicorn.run(create_app(service), host=address, port=port, log_level="warning", access_log=False)
     finally:
@@ -84,6 +89,10 @@ def serve(*, address: str = "127.0.0.1", port: int = 8600, threads: int = 0, det
         service.close()
         _beat_quietly(service, state="stopped")
     return 0
+
+
+def _exit_normally(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 def _beat_quietly(service, state: str = "running") -> None:  # noqa: ANN001
