@@ -826,6 +826,7 @@ def _cmd_approve(args: argparse.Namespace) -> int:
 
 def _cmd_model(args: argparse.Namespace) -> int:
     from core import deployment
+    from db.lines import get_line
 
     database = _database()
     if args.model_command == "list":
@@ -852,10 +853,15 @@ def _cmd_model(args: argparse.Namespace) -> int:
             print(f"registered {registered.version} ({registered.path})")
         elif args.model_command == "candidate":
             print(deployment.set_candidate(database, user, line_name=args.line, version=None if args.version == "none" else args.version, note=args.note))
-        elif args.model_command == "switch":
-            print(deployment.switch(database, user, line_name=args.line, to_version=args.to, note=args.note).message)
-        else:
-            print(deployment.rollback(database, user, line_name=args.line, note=args.note))
+        elif args.model_command in ("switch", "rollback"):
+            # The versions as this command saw them go with it, as a page's do: of two people switching
+            # (or rolling back) at once, the second is refused instead of swapping the versions back.
+            with database.read() as session:
+                seen = get_line(session=session, name=args.line)
+            if args.model_command == "switch":
+                print(deployment.switch(database, user, line_name=args.line, to_version=args.to or seen.candidate_model_version, note=args.note).message)
+            else:
+                print(deployment.rollback(database, user, line_name=args.line, from_version=seen.active_model_version, note=args.note))
     except _refusals() as error:
         raise CommandError(str(error)) from None
     except Exception as error:  # a model folder that cannot be registered
