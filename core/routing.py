@@ -223,6 +223,7 @@ _FAILSAFE_WORDS = {
     "model_unavailable": "the model was not available",
     "image_unreadable": "the image could not be read",
     "database_busy": "the database was too busy to answer in time",
+    "overloaded": "more phones arrived than the service could inspect in time",
     "internal_error": "an internal error",
 }
 

@@ -100,4 +100,6 @@ class FailsafeReason(StrEnum):
     MODEL_UNAVAILABLE = "model_unavailable"
     IMAGE_UNREADABLE = "image_unreadable"
     DATABASE_BUSY = "database_busy"
+    #: The phone waited for an inspection thread past its budget: more phones than the service inspects in time.
+    OVERLOADED = "overloaded"
     INTERNAL_ERROR = "internal_error"

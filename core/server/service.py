@@ -136,7 +136,8 @@ class _State(StrEnum):
 
 
 class _Stage(StrEnum):
-    QUEUING = "queuing"
+    QUEUING = "queuing"  # waiting for an inspection thread
+    STORING = "storing"  # has one: the phone's row is being inserted
     INSPECTING = "inspecting"
     WRITING = "writing"
     REPLAYING = "replaying"
@@ -209,10 +210,14 @@ class _Job:
             if self.state is not _State.PENDING or self.stage is _Stage.REPLAYING:
                 return False
             self.state = _State.FAILSAFE
-            # Most of the budget spent waiting for the database (its write lock) is the database's doing.
+            # Most of the budget spent waiting for the database (its write lock) is the database's doing;
+            # a phone that never got an inspection thread is an overload, whatever the database does.
             waited = time.perf_counter() - self.stage_since
-            in_database = self.stage in (_Stage.QUEUING, _Stage.WRITING) and waited * 1000 >= max(50.0, self.line.answer_budget_ms / 2)
-            self.failsafe = FailsafeReason.DATABASE_BUSY if in_database else FailsafeReason.BUDGET_EXCEEDED
+            in_database = self.stage in (_Stage.STORING, _Stage.WRITING) and waited * 1000 >= max(50.0, self.line.answer_budget_ms / 2)
+            if self.stage is _Stage.QUEUING:
+                self.failsafe = FailsafeReason.OVERLOADED
+            else:
+                self.failsafe = FailsafeReason.DATABASE_BUSY if in_database else FailsafeReason.BUDGET_EXCEEDED
             self.failsafe_latency_ms = latency_ms
             return True
 
@@ -238,6 +243,8 @@ class _Job:
 
     def run(self) -> Answer:
         self.shed = self.service.job_started()
+        with self.lock:
+            self.stage, self.stage_since = _Stage.STORING, time.perf_counter()
         try:
             return self._run()
         except Exception as error:

@@ -423,7 +423,10 @@ def test_an_overload_clears_phones_late_before_they_began_go_to_people_without_t
     finally:
         held.set()
         service.close()
-    assert {a["failsafe"] for a in answers.values()} <= {"budget_exceeded", "database_busy"} and {a["action"] for a in answers.values()} == {"to_person"}
+    assert {a["action"] for a in answers.values()} == {"to_person"}
+    # The held phone ran out of time inspecting; the two behind it never got a thread: an overload, not a slow database.
+    assert answers["SN-over-0"]["failsafe"] in ("budget_exceeded", "database_busy")
+    assert answers["SN-over-1"]["failsafe"] == answers["SN-over-2"]["failsafe"] == "overloaded", answers
     assert (after["decided_by"], after["failsafe"]) == ("model", None)
     with database.read() as session:
         ids = {serial: session.scalar(select(Inspection.id).where(Inspection.serial == serial)) for serial in answers}
