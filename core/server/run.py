@@ -16,28 +16,22 @@ log = logging.getLogger("shadowline.server")
 DRIFT_CHECK_SECONDS = 5.0
 
 
-def default_threads() -> tuple[int, int]:
-    """Phones inspected at once and detector threads for each: one phone per core, onnxruntime on one thread each.
-
-    Measured with ``shadowline bench line`` on 2 cores (see the README): 2 phones at once with one
-    detector thread each sustained about 30 phones/s with no fail-safe, where 4 phones at once on
-    onnxruntime's default threads (2 each, 8 threads on 2 cores) gave fail-safes from about
-    23 phones/s; one inference lane (a lock, 2 detector threads) did worse still, because the
-    decoding, database work and HTTP of the other phones then wait for the cores too.
-    """
-    cores = os.cpu_count() or 1
-    return cores, 1
-
-
 def build_service(settings: Settings | None = None, *, threads: int = 0, detector_threads: int = 0):  # noqa: ANN201 - InspectionService, imported lazily
     """The service over the installation of ``settings``, its models loading in the background.
+
+    By default one phone per core at once, onnxruntime on one thread each. Measured with ``shadowline
+    bench line`` on 2 cores (see the README): 2 phones at once with one detector thread each sustained
+    about 30 phones/s with no fail-safe, where 4 phones at once on onnxruntime's default threads (2
+    each, 8 threads on 2 cores) gave fail-safes from about 23 phones/s; one inference lane (a lock, 2
+    detector threads) did worse still, because the decoding, database work and HTTP of the other
+    phones then wait for the cores too.
 
     Args:
         threads: Phones inspected at once (0: one per core).
         detector_threads: onnxruntime threads per phone (0: the cores shared among ``threads``, at least 1).
     """
     cores = os.cpu_count() or 1
-    threads = threads or default_threads()[0]
+    threads = threads or cores
     detector_threads = detector_threads or max(1, cores // threads)
     from core.inspection import Inspector
     from core.server.service import InspectionService

@@ -50,6 +50,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from sqlalchemy import text
+from sqlalchemy.orm import Session
 
 from core.drift.monitor import DriftMonitor
 from core.imaging import InvalidImageError, decode_image_bytes
@@ -267,18 +268,7 @@ class _Job:
             relative, digest = store_image_bytes(service.settings, self.line.name, self.image, self.suffix)
             self.image_path, self.image_sha256 = relative, digest
             with service.database.write() as session:
-                opened = gate.open_posted_phone(
-                    session=session,
-                    line_id=self.line.id,
-                    serial=self.serial,
-                    image_path=relative,
-                    image_sha256=digest,
-                    captured_at=self.meta.get("captured_at"),  # type: ignore[arg-type]
-                    station=self.meta.get("station"),  # type: ignore[arg-type]
-                    api_key_id=self.meta.get("api_key_id"),  # type: ignore[arg-type]
-                    holder=service.holder_id,
-                    lease_seconds=LEASE_SECONDS,
-                )
+                opened = service.open_phone(session, self.line, self.serial, relative, digest, self.meta)
             self.inspection_id = opened.inspection_id
             if not opened.created:
                 existing = opened.inspection_id
@@ -713,20 +703,45 @@ class InspectionService:
 
     def write_failsafe(self, inspection_id: int, line: LineConfig, reason: FailsafeReason, *, latency_ms: float) -> None:
         """Record a phone the line handled with its fail-safe, with no findings, for a person to judge."""
-        result = PhoneResult(inspection_id, line.id, line.level, failsafe_routing(line, reason), None, [], None, None, active_model_id=line.active_model_id)
         with self.database.write() as session:
-            record_results(session=session, worker_id=self.holder_id, results=[result])
-            gate.record_answer(
-                session=session,
-                inspection_id=inspection_id,
-                action=line.failsafe_action,
-                decided_by=_DECIDED_BY_PERSON,
-                level=line.level.value,
-                rule=f"failsafe_{reason.value}",
-                model_version_id=None,
-                failsafe=reason.value,
-                latency_ms=latency_ms,
-            )
+            self._record_failsafe(session, inspection_id, line, reason, latency_ms=latency_ms, unless_lost=False)
+
+    def _record_failsafe(self, session: Session, inspection_id: int, line: LineConfig, reason: FailsafeReason, *, latency_ms: float, unless_lost: bool) -> None:
+        """The phone routed to a person under the fail-safe's rule, and the gate's fail-safe answer, in the caller's transaction.
+
+        With ``unless_lost``, nothing is answered when another process holds the phone now (a worker
+        after the lease): it judges and answers.
+        """
+        result = PhoneResult(inspection_id, line.id, line.level, failsafe_routing(line, reason), None, [], None, None, active_model_id=line.active_model_id)
+        _, lost = record_results(session=session, worker_id=self.holder_id, results=[result])
+        if lost and unless_lost:
+            return
+        gate.record_answer(
+            session=session,
+            inspection_id=inspection_id,
+            action=line.failsafe_action,
+            decided_by=_DECIDED_BY_PERSON,
+            level=line.level.value,
+            rule=f"failsafe_{reason.value}",
+            model_version_id=None,
+            failsafe=reason.value,
+            latency_ms=latency_ms,
+        )
+
+    def open_phone(self, session: Session, line: LineConfig, serial: str, image_path: str, image_sha256: str, meta: dict[str, object]) -> gate.OpenedPhone:
+        """Insert a posted phone claimed by this service (or find the line's phone of that serial)."""
+        return gate.open_posted_phone(
+            session=session,
+            line_id=line.id,
+            serial=serial,
+            image_path=image_path,
+            image_sha256=image_sha256,
+            captured_at=meta.get("captured_at"),  # type: ignore[arg-type]
+            station=meta.get("station"),  # type: ignore[arg-type]
+            api_key_id=meta.get("api_key_id"),  # type: ignore[arg-type]
+            holder=self.holder_id,
+            lease_seconds=LEASE_SECONDS,
+        )
 
     def keep_unrecorded(self, job: _Job) -> None:
         """A phone answered with the fail-safe while the database did not answer: its image stored now, the phone written later."""
@@ -741,39 +756,11 @@ class InspectionService:
 
     def _record_unrecorded(self, phone: UnrecordedPhone) -> None:
         """Write a kept phone routed to a person, with the fail-safe the gate got, in one transaction (see core/server/backlog.py)."""
-        line = phone.line
         with self.database.write() as session:
-            opened = gate.open_posted_phone(
-                session=session,
-                line_id=line.id,
-                serial=phone.serial,
-                image_path=phone.image_path,
-                image_sha256=phone.image_sha256,
-                captured_at=phone.meta.get("captured_at"),  # type: ignore[arg-type]
-                station=phone.meta.get("station"),  # type: ignore[arg-type]
-                api_key_id=phone.meta.get("api_key_id"),  # type: ignore[arg-type]
-                holder=self.holder_id,
-                lease_seconds=LEASE_SECONDS,
-            )
+            opened = self.open_phone(session, phone.line, phone.serial, phone.image_path, phone.image_sha256, phone.meta)
             if gate.answer_state(session=session, inspection_id=opened.inspection_id)[0] is not None:
                 return  # written and answered before the database stopped answering, or since by a retry
-            result = PhoneResult(
-                opened.inspection_id, line.id, line.level, failsafe_routing(line, phone.reason), None, [], None, None, active_model_id=line.active_model_id
-            )
-            _, lost = record_results(session=session, worker_id=self.holder_id, results=[result])
-            if lost:
-                return  # another process holds the phone now (a worker after the lease): it judges and answers
-            gate.record_answer(
-                session=session,
-                inspection_id=opened.inspection_id,
-                action=line.failsafe_action,
-                decided_by=_DECIDED_BY_PERSON,
-                level=line.level.value,
-                rule=f"failsafe_{phone.reason.value}",
-                model_version_id=None,
-                failsafe=phone.reason.value,
-                latency_ms=phone.latency_ms,
-            )
+            self._record_failsafe(session, opened.inspection_id, phone.line, phone.reason, latency_ms=phone.latency_ms, unless_lost=True)
 
     async def post(
         self, *, line: LineConfig, key: KeyInfo, serial: str, image: bytes, suffix: str, captured_at: datetime | None, station: str | None
