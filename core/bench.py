@@ -14,6 +14,7 @@ import platform
 import statistics
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -61,8 +62,10 @@ def _detector_round(model_dir: str, backend: str, count: int, threads: int) -> d
 
 
 def _in_fresh_process(function: Any, *args: Any) -> Any:
-    with mp.get_context("spawn").Pool(1) as pool:
-        return pool.apply(function, args)
+    # An executor, not ``multiprocessing.Pool``: a pool replaces a worker that dies and then waits for its
+    # answer forever, where an executor raises ``BrokenProcessPool`` with the exit.
+    with ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn")) as pool:
+        return pool.submit(function, *args).result()
 
 
 def _summary(rounds: list[dict[str, Any]]) -> dict[str, Any]:

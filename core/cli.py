@@ -489,7 +489,11 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         from core.server.bench import bench_line, format_line
 
         result = bench_line(
-            get_settings().shipped_model_dir if not args.model else Path(args.model), rates=args.rates, seconds=args.seconds, max_search=not args.no_max
+            get_settings().shipped_model_dir if not args.model else Path(args.model),
+            rates=args.rates,
+            seconds=args.seconds,
+            images=args.images,
+            max_search=not args.no_max,
         )
         print(format_line(result))
         if output:

@@ -121,17 +121,22 @@ def bench_line(model_dir: Path, *, rates: list[float], seconds: float = 60.0, im
     with tempfile.TemporaryDirectory(prefix="shadowline-bench-line-") as tmp:
         env = dict(os.environ, SHADOWLINE_DATA_DIR=tmp, SHADOWLINE_MODELS_DIR=str(model_dir.parent))
         env.pop("SHADOWLINE_DATABASE_URL", None)
-        subprocess.run([sys.executable, "-m", "core.cli", "init"], env=env, check=True, capture_output=True)
+        subprocess.run([sys.executable, "-m", "core.cli", "init"], env=env, check=True, capture_output=True, timeout=300)
         key = subprocess.run(
-            [sys.executable, "-m", "core.cli", "keys", "add", "--line", "line-1", "--name", "bench"], env=env, check=True, capture_output=True, text=True
+            [sys.executable, "-m", "core.cli", "keys", "add", "--line", "line-1", "--name", "bench"],
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=120,
         ).stdout.strip()
         port = _free_port()
-        server = subprocess.Popen(
-            [sys.executable, "-m", "core.cli", "serve", "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
+        log_path = Path(tmp) / "serve.log"
+        log = log_path.open("wb")
+        server = subprocess.Popen([sys.executable, "-m", "core.cli", "serve", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
         url = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.monotonic() + 120
+            deadline = time.monotonic() + 180
             while True:
                 try:
                     if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
@@ -139,7 +144,8 @@ def bench_line(model_dir: Path, *, rates: list[float], seconds: float = 60.0, im
                 except httpx.HTTPError:
                     pass
                 if time.monotonic() > deadline or server.poll() is not None:
-                    raise RuntimeError("the service never became ready")
+                    tail = log_path.read_text(errors="replace")[-2000:]
+                    raise RuntimeError(f"the service never became ready (exit {server.poll()}); its log ends:\n{tail}")
                 time.sleep(0.5)
             _run_rate(url, key, encoded, 5, 2, "warmup")
             runs = [_run_rate(url, key, encoded, rate, seconds, f"r{rate:g}") for rate in rates]
@@ -158,7 +164,12 @@ def bench_line(model_dir: Path, *, rates: list[float], seconds: float = 60.0, im
                     sustained = rate
         finally:
             server.terminate()
-            server.wait(timeout=30)
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait(timeout=30)
+            log.close()
     return {
         "benchmark": "line",
         "seconds_per_rate": seconds,

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import subprocess
 
 import cv2
 import numpy as np
 
-from core.server.bench import _unique, bench_line, format_line
+from core.server.bench import _unique, format_line
+from tests.conftest import cli, cli_env
 from tests.server.conftest import phone_jpeg
 
 
@@ -20,9 +23,14 @@ def test_each_posted_phone_is_the_same_picture_but_not_the_same_bytes() -> None:
     assert all(np.array_equal(decoded[0], other) for other in decoded[1:])
 
 
-def test_bench_line_posts_every_phone_and_reports_against_the_detector(shipped_model_dir) -> None:
-    result = bench_line(shipped_model_dir, rates=[4], seconds=3, images=3, max_search=False)
+def test_bench_line_posts_every_phone_and_reports_against_the_detector(shipped_model_dir, settings, tmp_path) -> None:
+    """As a user runs it: ``shadowline bench line`` in its own process, bounded, its JSON written to a file."""
+    output = tmp_path / "line.json"
+    command = cli("bench", "line", "--rates", "4", "--seconds", "3", "--images", "3", "--no-max", "--output", str(output))
+    done = subprocess.run(command, env=cli_env(settings), capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(output.read_text())
     [run] = result["runs"]
     assert run["phones"] == 12 and run["errors"] == 0 and run["answered_per_s"] > 0, run
     assert result["detector_only"]["images_per_s"] > 0
-    assert "phones/s" in format_line(result)
+    assert "phones/s" in done.stdout and "phones/s" in format_line(result)
