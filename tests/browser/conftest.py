@@ -93,14 +93,14 @@ def _seed_canary_request(database, reference, images: list[str]) -> None:
     actions.move(database, CurrentUser("erin", Role.ENGINEER), line_name=PROMOTED_LINE, to=Rung(AutomationLevel.CANARY, 0.05), note="300 phones agree")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def served_env(tmp_path_factory) -> dict[str, str]:
     """The environment of the served installation (tests read its database through ``load_settings(served_env)``)."""
     root = tmp_path_factory.mktemp("browser")
     return dict(os.environ, SHADOWLINE_DATA_DIR=str(root / "data"), SHADOWLINE_MODELS_DIR=str(PROJECT_ROOT / "models"))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def served_app(served_env):
     """A seeded installation and the app serving it; yields the base URL."""
     env = served_env
@@ -159,7 +159,7 @@ def _serve(env: dict[str, str]) -> tuple[subprocess.Popen, str]:
 REVIEW_LINE = "line-2"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def running_line(tmp_path_factory):
     """A fresh installation with the worker and two simulated lines running *during* the test, and the app.
 
@@ -213,7 +213,7 @@ def screen_page(browser):
     context.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser():
     if not shutil.which(CHROMIUM) and not Path(CHROMIUM).exists():
         pytest.fail(f"Chromium not found at {CHROMIUM}: install Debian's chromium (.ci/run does) or set SHADOWLINE_CHROMIUM")
