@@ -6,8 +6,8 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import Select, select
+from sqlalchemy.orm import Session, joinedload
 
 from core import validation
 from core.routing import PolicySettings
@@ -98,10 +98,37 @@ def _threshold(model: ModelVersion | None) -> float:
     return float(model.card.get("decision_threshold", DEFAULT_DECISION_THRESHOLD))
 
 
+def _lines_query() -> Select[Line, LineSettings]:
+    """Lines with their settings and the settings' three model versions, in one statement.
+
+    The versions are joined rather than lazy-loaded: a lazy load is a statement per line and
+    model, and the inspection service reads its line on every posted phone.
+    """
+    return (
+        select(Line, LineSettings)
+        .join(LineSettings, LineSettings.line_id == Line.id)
+        .options(joinedload(LineSettings.active_model), joinedload(LineSettings.candidate_model), joinedload(LineSettings.previous_model))
+    )
+
+
 def list_lines(*, session: Session) -> list[LineConfig]:
     """Every line with its settings, by name."""
-    rows = session.execute(select(Line, LineSettings).join(LineSettings, LineSettings.line_id == Line.id).order_by(Line.name)).all()
+    rows = session.execute(_lines_query().order_by(Line.name)).all()
     return [_config(line, settings, _threshold(settings.active_model)) for line, settings in rows]
+
+
+def find_line(*, session: Session, name: str | None = None, line_id: int | None = None) -> LineConfig | None:
+    """One line with its settings, by name or id (None when there is none): one statement."""
+    query = _lines_query()
+    if name is not None:
+        query = query.where(Line.name == name)
+    if line_id is not None:
+        query = query.where(Line.id == line_id)
+    row = session.execute(query).first()
+    if row is None:
+        return None
+    line, settings = row
+    return _config(line, settings, _threshold(settings.active_model))
 
 
 def lock_line(*, session: Session, line_id: int) -> None:
@@ -125,9 +152,9 @@ def get_line(*, session: Session, name: str, for_update: bool = False) -> LineCo
         line_id = session.scalar(select(Line.id).where(Line.name == name))
         if line_id is not None:
             lock_line(session=session, line_id=line_id)
-    for config in list_lines(session=session):
-        if config.name == name:
-            return config
+    config = find_line(session=session, name=name)
+    if config is not None:
+        return config
     names = [c.name for c in list_lines(session=session)]
     raise LineNotFoundError(f"no line named {name!r}; lines: {', '.join(names) or 'none (run shadowline init)'}")
 

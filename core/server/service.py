@@ -63,7 +63,7 @@ from core.vocabulary import FailsafeReason, GateAction
 from db import gate, heartbeats
 from db.api_keys import KeyInfo, authenticate
 from db.engine import Database, is_transient
-from db.lines import LineConfig, list_lines
+from db.lines import LineConfig, find_line, list_lines
 from db.pipeline import ClaimedInspection, PhoneResult, queue_depth, record_results, repeated_images
 
 log = logging.getLogger("shadowline.server")
@@ -263,17 +263,16 @@ class _Job:
 
     def _run(self) -> Answer:
         service = self.service
-        existing = service.stored_answer_id(self.line.id, self.serial)
-        if existing is None:
-            relative, digest = store_image_bytes(service.settings, self.line.name, self.image, self.suffix)
-            self.image_path, self.image_sha256 = relative, digest
-            with service.database.write() as session:
-                opened = service.open_phone(session, self.line, self.serial, relative, digest, self.meta)
-            self.inspection_id = opened.inspection_id
-            if not opened.created:
-                existing = opened.inspection_id
-        if existing is not None:
-            return self._replay(existing)
+        # No look-up of the serial first: the image is stored by its hash (a retry's same bytes are the same
+        # file) and the insert finds a serial the line already has, in the one write the phone needs anyway.
+        relative, digest = store_image_bytes(service.settings, self.line.name, self.image, self.suffix)
+        self.image_path, self.image_sha256 = relative, digest
+        with service.database.write() as session:
+            opened = service.open_phone(session, self.line, self.serial, relative, digest, self.meta)
+            repeats_serial = service.repeated_image(session, opened.inspection_id, self.serial, self.line, relative, digest) if opened.created else None
+        self.inspection_id = opened.inspection_id
+        if not opened.created:
+            return self._replay(opened.inspection_id)
         with self.lock:
             overtaken = self.state is _State.FAILSAFE and self.shed
         if overtaken:
@@ -284,7 +283,7 @@ class _Job:
             with self.lock:
                 self.stage, self.stage_since = _Stage.INSPECTING, time.perf_counter()
             assert self.inspection_id is not None and self.image_path is not None
-            findings = service.inspect(self.inspection_id, self.serial, self.image, self.image_path, self.image_sha256, self.line)
+            findings = service.inspect(self.inspection_id, self.serial, self.image, self.image_path, self.line, repeats_serial=repeats_serial)
             with self.lock:
                 self.stage, self.stage_since = _Stage.WRITING, time.perf_counter()
             answer = self._write(findings)
@@ -330,7 +329,7 @@ class _Job:
         service = self.service
         assert self.inspection_id is not None
         with service.database.write() as session:
-            fresh = next((line for line in list_lines(session=session) if line.id == self.line.id), None)
+            fresh = find_line(session=session, line_id=self.line.id)
             if fresh is None or _policy_key(fresh) != _policy_key(findings.line):
                 return None
             given_action, given_failsafe = gate.answer_state(session=session, inspection_id=self.inspection_id)
@@ -525,10 +524,10 @@ class InspectionService:
 
     def line_config(self, name: str) -> LineConfig:
         with self.database.read() as session:
-            for line in list_lines(session=session):
-                if line.name == name:
-                    return line
-        raise UnknownLineError(f"no line named {name!r}")
+            line = find_line(session=session, name=name)
+        if line is None:
+            raise UnknownLineError(f"no line named {name!r}")
+        return line
 
     def authorize(self, key: str | None, line_name: str | None) -> tuple[KeyInfo, LineConfig | None]:
         """The key's info and the line it may act on (one read).
@@ -557,17 +556,12 @@ class InspectionService:
                 raise AccessDeniedError("unknown or revoked API key", status=401)
             if line_name is None:
                 return info, None
-            line = next((line for line in list_lines(session=session) if line.name == line_name), None)
+            line = find_line(session=session, name=line_name)
         if line is None:
             raise UnknownLineError(f"no line named {line_name!r}")
         if line.id != info.line_id:
             raise AccessDeniedError(f"this key ({info.name}) is for line {info.line}, not {line_name}", status=403)
         return info, line
-
-    def stored_answer_id(self, line_id: int, serial: str) -> int | None:
-        with self.database.read() as session:
-            stored = gate.find_answer(session=session, line_id=line_id, serial=serial)
-        return stored.inspection_id if stored else None
 
     def stored_answer(self, inspection_id: int) -> gate.StoredAnswer | None:
         with self.database.read() as session:
@@ -629,16 +623,18 @@ class InspectionService:
 
     # -- the inspection -----------------------------------------------------------------------
 
-    def inspect(self, inspection_id: int, serial: str, image: bytes, image_path: str, image_sha256: str | None, line: LineConfig) -> _Findings:
+    def repeated_image(self, session: Session, inspection_id: int, serial: str, line: LineConfig, image_path: str, image_sha256: str) -> str | None:
+        """The serial of an earlier phone on the line with this very image (a frozen camera), looked up as the worker does."""
+        item = ClaimedInspection(inspection_id, serial, line.id, image_path, attempts=1, image_sha256=image_sha256)
+        return repeated_images(session=session, items=[item]).get(inspection_id)
+
+    def inspect(self, inspection_id: int, serial: str, image: bytes, image_path: str, line: LineConfig, *, repeats_serial: str | None) -> _Findings:
         """Run the shared inspection path on one posted phone (in a job's thread).
 
-        The image is decoded from the posted bytes (the same decoder as the worker's file reads);
-        an image byte for byte like an earlier phone's of another serial on the line (a frozen
-        camera) is looked up as the worker does, and the model may not decide it.
+        The image is decoded from the posted bytes (the same decoder as the worker's file reads).
+        ``repeats_serial`` names an earlier phone of another serial on the line with this very image
+        (:meth:`repeated_image`): the model may not decide it.
         """
-        item = ClaimedInspection(inspection_id, serial, line.id, image_path, attempts=1, image_sha256=image_sha256)
-        with self.database.read() as session:
-            repeats_serial = repeated_images(session=session, items=[item]).get(inspection_id)
         try:
             decoded = decode_image_bytes(image, source=image_path)
         except InvalidImageError as invalid:

@@ -39,3 +39,30 @@ def test_a_policy_change_in_range_is_written(database) -> None:
     with database.read() as session:
         policy = get_line(session=session, name="line-1").policy
     assert (policy.audit_share, policy.confidence_low, policy.confidence_high) == (0.05, 0.1, 0.7)
+
+
+def test_one_line_is_read_in_one_statement_with_its_models(database) -> None:
+    """The inspection service reads its line on every posted phone: one statement, the model versions joined, not lazy-loaded."""
+    from sqlalchemy import event
+
+    from db.lines import find_line, list_lines
+
+    with database.read() as session:
+        every = {line.name: line for line in list_lines(session=session)}
+    statements: list[str] = []
+
+    def count(_conn, _cursor, statement, *_args) -> None:
+        statements.append(statement)
+
+    event.listen(database.engine, "before_cursor_execute", count)
+    try:
+        with database.read() as session:
+            by_name = find_line(session=session, name="line-1")
+            by_id = find_line(session=session, line_id=every["line-1"].id)
+            missing = find_line(session=session, name="no-such-line")
+    finally:
+        event.remove(database.engine, "before_cursor_execute", count)
+    assert by_name == every["line-1"] and by_name.active_model_version is not None
+    assert by_id == every["line-1"]
+    assert missing is None
+    assert len([s for s in statements if s.lstrip().upper().startswith("SELECT")]) == 3
