@@ -1186,9 +1186,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=_int(1, 65535), default=8600)
     serve.add_argument("--address", default="127.0.0.1", help="address to listen on (the plant network's, or 0.0.0.0)")
     serve.add_argument("--threads", type=_int(0, 1024), default=0, help="phones inspected at once (0: one per core)")
-    serve.add_argument(
-        "--detector-threads", type=_int(0, 1024), default=0, help="detector CPU threads per phone (0: the cores shared among --threads, at least 1)"
-    )
+    serve.add_argument("--detector-threads", type=_int(0, 1024), default=0, help="detector CPU threads per phone (0: one per core)")
     serve.set_defaults(handler=_cmd_serve)
 
     station = commands.add_parser("station", help="a simulated camera station and reject gate posting phones to the inspection service")

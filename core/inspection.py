@@ -98,11 +98,14 @@ class Inspector:
         database: Where model versions are registered.
         settings: The installation's folders.
         threads: CPU threads per detector (0 = onnxruntime's default).
+        spin: The detector's idle threads spin-wait: right for one inference at a time (the
+            worker), wrong for several at once (the service).
     """
 
     database: Database
     settings: Settings
     threads: int = 0
+    spin: bool = True
     #: Share of normal phones the admission check sends to people (None: each version's own calibration).
     admission_target_rate: float | None = None
     model_errors: dict[str, str] = field(default_factory=dict)
@@ -141,7 +144,7 @@ class Inspector:
         try:
             if model is None:
                 raise ModelError(f"model id {model_id} is not registered")
-            detector = Detector(model_folder(model.path, self.settings.models_dir), expected_sha256=model.onnx_sha256, threads=self.threads)
+            detector = Detector(model_folder(model.path, self.settings.models_dir), expected_sha256=model.onnx_sha256, threads=self.threads, spin=self.spin)
         except ModelError as error:
             first_failure = previous is None or previous.error != str(error)
             self._models[model_id] = _ModelSlot(error=str(error), failed_at=time.monotonic())

@@ -56,9 +56,10 @@ class Detector:
         backend: ``"onnx"``, ``"ultralytics"`` or ``"auto"`` (ONNX when its export exists).
         expected_sha256: The registry's hash of the weights, checked as well as the card's.
         threads: CPU threads for onnxruntime (0 = its default).
+        spin: onnxruntime's idle threads spin-wait (see :class:`core.detector.onnx_backend.OnnxPredictor`).
     """
 
-    def __init__(self, model_dir: Path, backend: Backend = "auto", *, expected_sha256: str | None = None, threads: int = 0) -> None:
+    def __init__(self, model_dir: Path, backend: Backend = "auto", *, expected_sha256: str | None = None, threads: int = 0, spin: bool = True) -> None:
         model_dir = Path(model_dir)
         if not model_dir.is_dir():
             raise ModelNotFoundError(f"model folder {model_dir} does not exist")
@@ -74,7 +75,7 @@ class Detector:
             if backend == "onnx":
                 from core.detector.onnx_backend import OnnxPredictor
 
-                predictor = OnnxPredictor(weights, threads=threads)
+                predictor = OnnxPredictor(weights, threads=threads, spin=spin)
             else:
                 from core.detector.ultralytics_backend import UltralyticsPredictor
 

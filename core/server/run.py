@@ -19,27 +19,38 @@ DRIFT_CHECK_SECONDS = 5.0
 def build_service(settings: Settings | None = None, *, threads: int = 0, detector_threads: int = 0):  # noqa: ANN201 - InspectionService, imported lazily
     """The service over the installation of ``settings``, its models loading in the background.
 
-    By default one phone per core at once, onnxruntime on one thread each. Measured with ``shadowline
-    bench line`` on 2 cores (see the README): 2 phones at once with one detector thread each sustained
-    about 30 phones/s with no fail-safe, where 4 phones at once on onnxruntime's default threads (2
-    each, 8 threads on 2 cores) gave fail-safes from about 23 phones/s; one inference lane (a lock, 2
-    detector threads) did worse still, because the decoding, database work and HTTP of the other
-    phones then wait for the cores too.
+    By default one phone per core at once, each inference on every core, with onnxruntime's idle
+    threads sleeping instead of spinning. Measured on 2 cores (20 s per setting, the same client):
+
+    ===========================================  ==========================  =========================
+    phones at once x detector threads            10 phones/s: p50 / p99      CPU of the service/phone
+    ===========================================  ==========================  =========================
+    2 x 1                                        43 / 57 ms                  41 ms
+    2 x 2, spinning (onnxruntime's default)      39 / 62 ms                  92 ms
+    2 x 2, no spinning (the default here)        34 / 45 ms                  36 ms
+    ===========================================  ==========================  =========================
+
+    A lone phone gets both cores (the line's usual case, a phone every few hundred ms); under load
+    the two inferences share them without spinning away the time the other needs. Both 2 x 1 and
+    2 x 2 without spinning answered 36 phones/s for 20 s without a fail-safe. Earlier: 4 phones at
+    once on onnxruntime's default threads gave fail-safes from about 23 phones/s, and one inference
+    lane (a lock) did worse still, because the decoding, database work and HTTP of the other phones
+    then waited for the cores too.
 
     Args:
         threads: Phones inspected at once (0: one per core).
-        detector_threads: onnxruntime threads per phone (0: the cores shared among ``threads``, at least 1).
+        detector_threads: onnxruntime threads per phone (0: one per core).
     """
     cores = os.cpu_count() or 1
     threads = threads or cores
-    detector_threads = detector_threads or max(1, cores // threads)
+    detector_threads = detector_threads or cores
     from core.inspection import Inspector
     from core.server.service import InspectionService
     from db.bootstrap import open_database
 
     settings = settings or get_settings()
     database = open_database(settings, wait_s=settings.schema_wait_s)  # PostgreSQL: wait for `shadowline migrate`, never migrate here
-    inspector = Inspector(database, settings, threads=detector_threads, admission_target_rate=settings.admission_target_rate)
+    inspector = Inspector(database, settings, threads=detector_threads, spin=threads == 1, admission_target_rate=settings.admission_target_rate)
     service = InspectionService(database, settings, inspector, threads=threads)
     service.start_loading()
     return service

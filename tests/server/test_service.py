@@ -438,3 +438,38 @@ def test_an_overload_clears_phones_late_before_they_began_go_to_people_without_t
             assert session.scalar(select(ReviewTask.kind).where(ReviewTask.inspection_id == inspection_id)) == "decide", serial
     # SN-over-0 held the thread (inspected, late); SN-over-1 started with SN-over-2 behind it: no model; SN-over-2 last: inspected.
     assert predicted == {"SN-over-0": 1, "SN-over-1": 0, "SN-over-2": 1}
+
+
+def test_the_served_detector_uses_every_core_without_spinning_and_finds_what_the_worker_finds(database, settings) -> None:
+    """``shadowline serve``'s defaults (core/server/run.py): phones at once share the cores, so onnxruntime's
+    idle threads sleep instead of spin-waiting; the worker's spinning detector sees the same boxes."""
+    import os
+
+    import numpy as np
+
+    from core.server.run import build_service
+    from db.lines import get_line
+    from tests.server.conftest import phone_jpeg
+
+    service = build_service(settings)
+    try:
+        assert service._ready.wait(120), "the models never loaded"
+        with database.read() as session:
+            model_id = get_line(session=session, name="line-1").active_model_id
+        served = service.inspector.detector(model_id)
+        assert served is not None
+        options = served._predictor._session.get_session_options()
+        assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+        assert options.intra_op_num_threads == (os.cpu_count() or 1)
+        worker = Inspector(database, settings, threads=1)
+        spinning = worker.detector(model_id)
+        assert spinning is not None
+        with pytest.raises(RuntimeError, match="allow_spinning"):  # not set: onnxruntime's default, spinning
+            spinning._predictor._session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning")
+        found = [(served.detect(phone_jpeg(i)), spinning.detect(phone_jpeg(i))) for i in range(10)]
+        assert any(len(a.xyxy) for a, _ in found), "no scratch found on ten phones: the comparison would be empty"
+        for a, b in found:
+            assert np.array_equal(a.class_id, b.class_id)
+            assert np.allclose(a.xyxy, b.xyxy, atol=0.5) and np.allclose(a.confidence, b.confidence, atol=1e-3)
+    finally:
+        service.close()
