@@ -9,15 +9,20 @@ detector alone in a fresh process, for its latency and throughput.
 
 from __future__ import annotations
 
+import http.client
+import json
 import os
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import cv2
 import httpx
@@ -59,42 +64,58 @@ def _unique(jpeg: bytes, tag: str) -> bytes:
     return jpeg[:2] + b"\xff\xfe" + (len(comment) + 2).to_bytes(2, "big") + comment + jpeg[2:]
 
 
+def _multipart(serial: str, jpeg: bytes, boundary: str) -> bytes:
+    """A station's post, encoded: the form with ``serial`` and ``image`` (what ``httpx`` would send)."""
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="serial"\r\n\r\n{serial}\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="phone.jpg"\r\nContent-Type: image/jpeg\r\n\r\n'
+    )
+    return head.encode() + jpeg + f"\r\n--{boundary}--\r\n".encode()
+
+
 def _run_rate(url: str, key: str, images: list[bytes], rate: float, seconds: float, run: str) -> dict[str, Any]:
     count = max(1, int(rate * seconds))
     upkeep_before = _upkeep_totals(url)
     latencies: list[float] = []
     failsafes: dict[str, int] = {}
     errors = 0
+    # Every request is encoded before the clock starts and sent over a kept-alive connection per client
+    # thread with the standard library's client: on a line the camera station is a machine of its own,
+    # and here every millisecond of the client's CPU is taken from the service's two cores (httpx's
+    # encoding and parsing added about 4 ms to the median at 10 phones/s).
+    boundary = uuid.uuid4().hex
+    bodies = [_multipart(f"{run}-{i:06d}", _unique(images[i % len(images)], f"{run}-{i}"), boundary) for i in range(count)]
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": f"multipart/form-data; boundary={boundary}"}
+    address = urlsplit(url)
+    local = threading.local()
 
-    with httpx.Client(base_url=url, limits=httpx.Limits(max_connections=64, max_keepalive_connections=64)) as client:
+    def send(i: int, due: float) -> None:
+        nonlocal errors
+        time.sleep(max(0.0, due - time.perf_counter()))
+        try:
+            connection = getattr(local, "connection", None) or http.client.HTTPConnection(address.hostname or "127.0.0.1", address.port, timeout=30)
+            local.connection = connection
+            connection.request("POST", "/v1/lines/line-1/inspections", body=bodies[i], headers=headers)
+            response = connection.getresponse()
+            body = response.read()
+            answered = time.perf_counter()
+            if response.status != 200:
+                raise ValueError(f"HTTP {response.status}: {body[:200]!r}")
+            answer = json.loads(body)
+        except (OSError, http.client.HTTPException, ValueError):
+            errors += 1
+            local.connection = None
+            return
+        latencies.append((answered - due) * 1000)
+        if answer["failsafe"]:
+            failsafes[answer["failsafe"]] = failsafes.get(answer["failsafe"], 0) + 1
 
-        def send(i: int, due: float) -> None:
-            nonlocal errors
-            time.sleep(max(0.0, due - time.perf_counter()))
-            try:
-                response = client.post(
-                    "/v1/lines/line-1/inspections",
-                    headers={"Authorization": f"Bearer {key}"},
-                    files={"image": ("phone.jpg", _unique(images[i % len(images)], f"{run}-{i}"), "image/jpeg")},
-                    data={"serial": f"{run}-{i:06d}"},
-                    timeout=30,
-                )
-                answered = time.perf_counter()
-                response.raise_for_status()
-                answer = response.json()
-            except httpx.HTTPError:
-                errors += 1
-                return
-            latencies.append((answered - due) * 1000)
-            if answer["failsafe"]:
-                failsafes[answer["failsafe"]] = failsafes.get(answer["failsafe"], 0) + 1
-
-        start = time.perf_counter() + 0.2
-        with ThreadPoolExecutor(max_workers=48) as pool:
-            futures = [pool.submit(send, i, start + i / rate) for i in range(count)]
-            for future in futures:
-                future.result()
-        elapsed = time.perf_counter() - start
+    start = time.perf_counter() + 0.2
+    with ThreadPoolExecutor(max_workers=48) as pool:
+        futures = [pool.submit(send, i, start + i / rate) for i in range(count)]
+        for future in futures:
+            future.result()
+    elapsed = time.perf_counter() - start
     time.sleep(1.0)  # the upkeep of the last phones, which runs after their answers
     upkeep_after = _upkeep_totals(url)
     upkeep_phones = upkeep_after[1] - upkeep_before[1]
