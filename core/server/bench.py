@@ -93,11 +93,22 @@ def _run_rate(url: str, key: str, images: list[bytes], rate: float, seconds: flo
         nonlocal errors
         time.sleep(max(0.0, due - time.perf_counter()))
         try:
-            connection = getattr(local, "connection", None) or http.client.HTTPConnection(address.hostname or "127.0.0.1", address.port, timeout=30)
-            local.connection = connection
-            connection.request("POST", "/v1/lines/line-1/inspections", body=bodies[i], headers=headers)
-            response = connection.getresponse()
-            body = response.read()
+            for attempt in range(2):
+                reused = getattr(local, "connection", None)
+                connection = reused or http.client.HTTPConnection(address.hostname or "127.0.0.1", address.port, timeout=30)
+                local.connection = connection
+                try:
+                    connection.request("POST", "/v1/lines/line-1/inspections", body=bodies[i], headers=headers)
+                    response = connection.getresponse()
+                    body = response.read()
+                    break
+                except (ConnectionError, http.client.RemoteDisconnected):
+                    # The server closed a kept-alive connection while it was idle (uvicorn after 5 s): once more on a
+                    # new one, as HTTP clients do. A post sent twice is the same phone (its serial).
+                    connection.close()
+                    local.connection = None
+                    if reused is None or attempt:
+                        raise
             answered = time.perf_counter()
             if response.status != 200:
                 raise ValueError(f"HTTP {response.status}: {body[:200]!r}")
