@@ -1159,7 +1159,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--port", type=_int(1, 65535), default=8501)
     up.add_argument("--address", default="127.0.0.1", help="address the app listens on (0.0.0.0: every interface)")
     up.add_argument("--scenario", type=_scenario, default="normal")
-    up.add_argument("--rate", type=_positive, default=2.0, help="simulated phones per second")
+    up.add_argument("--rate", type=_positive, default=2.0, help="simulated phones per second, per line")
     up.add_argument("--no-simulator", action="store_true", help="do not start the simulated line")
     up.add_argument("--service-port", type=_int(1, 65535), default=8600, help="port of the inspection service the simulated station posts to")
     up.set_defaults(handler=_cmd_up)

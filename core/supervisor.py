@@ -1,9 +1,11 @@
 """``shadowline up``: the whole product on one machine, for a first look or a small plant.
 
 Initialises the database, then runs the child processes: the worker, the inspection service
-(``shadowline serve``), a simulated camera station that posts each phone to the service and acts
-on the answer with a simulated reject gate (``shadowline station``, with a key made for it), and
-the Streamlit app. A worker, service or station that dies is restarted after a pause (2 s,
+(``shadowline serve``), a simulated camera station per line that posts each phone to the service
+and acts on the answer with a simulated reject gate (``shadowline station``, with a key made for
+it), and the Streamlit app. The demonstration runs two lines, line-1 and line-2 (added with the
+shipped model if missing), so the plant's views, the line selector and per-line keys have
+something to show. A worker, service or station that dies is restarted after a pause (2 s,
 doubling up to a minute while it keeps dying within a minute of its start; the worker's
 unfinished phones are reclaimed when their leases expire); a station that finishes (exit 0) is
 not; if the app dies, or on Ctrl-C / SIGTERM, everything is stopped.
@@ -60,18 +62,32 @@ def _cli(*args: str) -> list[str]:
 
 SERVICE_PORT = 8600
 DEMO_STATION = "demo-camera"
+#: The lines ``up`` simulates: the first is ``init``'s, the second is added with the same model.
+DEMO_LINES = ("line-1", "line-2")
+_UP_ACTOR = "shadowline-up"
 
 
-def _demo_station_key(database) -> str:  # noqa: ANN001
-    """A fresh key for the demo station of line-1 (the previous run's is revoked; both audited)."""
+def _demo_station_keys(database) -> dict[str, str]:  # noqa: ANN001
+    """A fresh key for the demo station of each demo line, adding the lines that are missing.
+
+    The previous run's keys are revoked; everything is audited. A missing line gets the first
+    line's active model, in shadow mode as every new line.
+    """
+    from db import locks
     from db.api_keys import ApiKeyError, create_key, revoke_key
-    from db.bootstrap import DEFAULT_LINE
+    from db.lines import add_line, find_line
 
+    keys = {}
     with database.write() as session:
-        with contextlib.suppress(ApiKeyError):  # none yet on a first run
-            revoke_key(session=session, key_ref=DEMO_STATION, line_name=DEFAULT_LINE, actor="shadowline-up")
-        _, key = create_key(session=session, line_name=DEFAULT_LINE, name=DEMO_STATION, actor="shadowline-up")
-    return key
+        locks.advisory_xact_lock(session=session, name=locks.INIT)  # two `up`s at once add each line once
+        first = find_line(session=session, name=DEMO_LINES[0])
+        for name in DEMO_LINES:
+            if find_line(session=session, name=name) is None:
+                add_line(session=session, name=name, actor=_UP_ACTOR, active_model_id=first.active_model_id if first else None)
+            with contextlib.suppress(ApiKeyError):  # none yet on a first run
+                revoke_key(session=session, key_ref=DEMO_STATION, line_name=name, actor=_UP_ACTOR)
+            _, keys[name] = create_key(session=session, line_name=name, name=DEMO_STATION, actor=_UP_ACTOR)
+    return keys
 
 
 def run_product(
@@ -84,11 +100,12 @@ def run_product(
     settings = get_settings()
     database = open_database(settings, migrate=True)  # `up` is `init` and then the processes
     report = initialize(database, settings)
-    station_key = _demo_station_key(database) if simulate else None
+    station_keys = _demo_station_keys(database) if simulate else {}
     database.dispose()
     if report.model_problem:
         print(f"warning: {report.model_problem}; phones will be routed to people", file=sys.stderr)
-    print(f"Shadowline: database {safe_url(settings.database_url)}, model {report.model_version}, lines {', '.join(report.lines)}")
+    lines = list(dict.fromkeys([*report.lines, *station_keys]))
+    print(f"Shadowline: database {safe_url(settings.database_url)}, model {report.model_version}, lines {', '.join(lines)}")
     if report.admin_password:
         print(f"First admin created: user 'admin', password '{report.admin_password}' (shown this once; add people with `shadowline users add`)")
 
@@ -116,10 +133,17 @@ def run_product(
             "localhost",
         ],
     }
+    #: Environment of a child beyond the common one (each station's key).
+    child_env: dict[str, dict[str, str]] = {}
     if simulate:
         seed = int(time.time())  # new serials each run: a serial posted again is a station's retry, answered as before
         url = f"http://{'127.0.0.1' if address in ('0.0.0.0', '::') else address}:{service_port}"
-        commands["simulator"] = _cli("station", "--url", url, "--scenario", scenario, "--rate", str(rate), "--seed", str(seed), "--name", DEMO_STATION)
+        for offset, (line, key) in enumerate(station_keys.items()):
+            name = f"station {line}"
+            commands[name] = _cli(
+                "station", "--url", url, "--line", line, "--scenario", scenario, "--rate", str(rate), "--seed", str(seed + offset), "--name", DEMO_STATION
+            )
+            child_env[name] = {"SHADOWLINE_API_KEY": key}
     children: dict[str, subprocess.Popen[bytes]] = {}
     restarts = {name: _Restarts() for name in commands}
     waiting: dict[str, float] = {}  # child name -> when to start it again
@@ -132,14 +156,12 @@ def run_product(
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     env = dict(os.environ)
-    if station_key:
-        env["SHADOWLINE_API_KEY"] = station_key
     if simulate:
         # The demonstration's line is judged by the simulated inspector: its gates count those judgements
         # (said on the Automation page), unless the environment says otherwise.
         env.setdefault("SHADOWLINE_GATES_COUNT_SIMULATED", "true")
     for name, command in commands.items():
-        children[name] = subprocess.Popen(command, cwd=Path(PROJECT_ROOT), env=env)
+        children[name] = subprocess.Popen(command, cwd=Path(PROJECT_ROOT), env={**env, **child_env.get(name, {})})
         restarts[name].started(time.monotonic())
     print(f"Open http://localhost:{port}; inspection service on port {service_port} (Ctrl-C stops everything)", flush=True)
     code = 0
@@ -157,7 +179,7 @@ def run_product(
                     stopping = True
                     break
                 del children[name]
-                if name == "simulator" and status == 0:  # the station posted all it was asked to
+                if name in child_env and status == 0:  # a station posted all it was asked to
                     continue
                 # Every other child (worker, service, station) is restarted after a pause that doubles
                 # while it keeps dying young, so a crash loop never spins; the others go on meanwhile.
@@ -167,7 +189,7 @@ def run_product(
             for name, due in list(waiting.items()):
                 if not stopping and time.monotonic() >= due:
                     del waiting[name]
-                    children[name] = subprocess.Popen(commands[name], cwd=Path(PROJECT_ROOT), env=env)
+                    children[name] = subprocess.Popen(commands[name], cwd=Path(PROJECT_ROOT), env={**env, **child_env.get(name, {})})
                     restarts[name].started(time.monotonic())
     finally:
         for child in children.values():
