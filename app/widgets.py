@@ -241,3 +241,23 @@ def _plain_item(key: str, item: Any) -> str:
     if isinstance(item, float):
         return f"{item:.4g}"
     return "none" if item is None else str(item)
+
+
+#: The query parameter that carries a page's chosen line, so a reload or a shared link opens on it.
+LINE_PARAM = "line"
+
+
+def line_from_url(key: str, options: list[str]) -> None:
+    """Before a page's line picker (``key``): a fresh session (a reload, a link) starts on the URL's line.
+
+    A line the picker does not offer (renamed, a typo) is ignored: the page's own default applies.
+    """
+    wanted = st.query_params.get(LINE_PARAM)
+    if key not in st.session_state and wanted in options:
+        st.session_state[key] = wanted
+
+
+def line_to_url(name: str) -> None:
+    """After the picker: the chosen line in the URL (``?line=line-2``), which a reload keeps."""
+    if st.query_params.get(LINE_PARAM) != name:
+        st.query_params[LINE_PARAM] = name

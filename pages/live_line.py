@@ -14,7 +14,7 @@ import streamlit as st
 from app import state
 from app.outage import guarded
 from app.session import current_user
-from app.widgets import box_tuples, labelled_thumbnail, local_time, severe_drift_notice
+from app.widgets import box_tuples, labelled_thumbnail, line_from_url, line_to_url, local_time, severe_drift_notice
 from core.auth import Action, PermissionDeniedError, may, require
 from core.routing import failsafe_in_words, rule_in_words
 from db.gate import answer_summary
@@ -43,7 +43,9 @@ if not lines:
     st.stop()
 
 names = [line.name for line in lines]
+line_from_url("live.line", names)
 line_name = st.selectbox("Line", names, key="live.line")
+line_to_url(line_name)
 line = next(line for line in lines if line.name == line_name)
 severe_drift_notice(database, line.id)
 
@@ -105,8 +107,9 @@ def service_answers() -> None:
     late = f"then {FAILSAFE_WORDS.get(fresh.failsafe_action, fresh.failsafe_action)}"
     cols[4].metric("Answer budget", f"{fresh.answer_budget_ms} ms", delta=late, delta_color="off", delta_arrow="off")
     if summary.failsafes:
-        why = ", ".join(f"{failsafe_in_words(reason)} {n:,}" for reason, n in sorted(summary.failsafes.items()))
-        st.warning(f"The gate acted on the fail-safe {summary.failsafe_count:,} times in {minutes} min: {why}. Those phones go to people.")
+        why = "; ".join(f"{failsafe_in_words(reason)} ({n:,})" for reason, n in sorted(summary.failsafes.items()))
+        times = "once" if summary.failsafe_count == 1 else f"{summary.failsafe_count:,} times"
+        st.warning(f"The gate acted on the fail-safe {times} in {minutes} min: {why}. Those phones go to people.")
     elif not summary.answers:
         st.caption(f"No phone posted by a camera station in the last {minutes} min (`shadowline serve`, `shadowline station`).")
 

@@ -12,6 +12,15 @@ from core import settings as settings_module
 ENTRYPOINT = str(Path(__file__).resolve().parents[2] / "app" / "main.py")
 
 
+class BrowserLikeAppTest(AppTest):
+    """An AppTest whose page switches clear the URL's query parameters, as navigating in the browser does
+    (Streamlit clears them between pages): a page's ``?line=`` must not follow the user to the next page."""
+
+    def switch_page(self, page_path: str) -> AppTest:
+        self.query_params.clear()
+        return super().switch_page(page_path)
+
+
 @pytest.fixture
 def app_for(settings, monkeypatch):
     """Make an AppTest of the entry point that reads ``settings``' installation."""
@@ -25,7 +34,7 @@ def app_for(settings, monkeypatch):
     state.database.clear()
 
     def make() -> AppTest:
-        return AppTest.from_file(ENTRYPOINT, default_timeout=60)
+        return BrowserLikeAppTest(Path(ENTRYPOINT), default_timeout=60)
 
     yield make
     state.database.clear()

@@ -133,7 +133,7 @@ def test_live_line_shows_the_services_answers_and_engineers_change_budget_and_fa
     [budget] = [m for m in at.metric if m.label == "Answer budget"]
     assert (budget.value, budget.delta) == ("10000 ms", "then to a person")
     assert metrics["Answer time p50"].endswith(" ms") and metrics["Answer time p99"].endswith(" ms")
-    assert any("the image could not be read 1" in w.value for w in at.warning)
+    assert any("the image could not be read (1)" in w.value for w in at.warning)
     assert not [b for b in at.button if b.label == "Save"], "supervisors see the settings, they do not change them"
 
     at = app_for()
@@ -189,3 +189,21 @@ def test_a_worker_shows_its_models_loaded_before_its_first_phone(database, setti
     worker = Worker(database, settings)
     worker.run(once=True)
     assert worker.model_status().startswith("ok: scratch-v"), worker.model_status()
+
+
+def test_the_chosen_line_is_written_to_the_url(database, app_for) -> None:
+    """``?line=`` follows the picker, so a reload opens on the same line (that a reload does: tests/browser/test_running_line.py)."""
+    from core.auth import CurrentUser
+    from core.vocabulary import Role
+    from db import audit
+    from db.lines import add_line
+
+    with database.write() as session:
+        add_line(session=session, name="line-2", actor=audit.SYSTEM_ACTOR)
+    at = app_for()
+    at.session_state["auth.user"] = CurrentUser("sam", Role.SUPERVISOR)
+    at.run()
+    assert at.selectbox(key="live.line").value == "line-1"
+    at.selectbox(key="live.line").set_value("line-2").run()
+    assert not at.exception, at.exception
+    assert at.query_params["line"] in ("line-2", ["line-2"])

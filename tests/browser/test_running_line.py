@@ -170,6 +170,12 @@ def test_supervisor_skips_and_undoes_a_verdict_while_phones_arrive(running_line,
             corrections = session.execute(select(DecisionCorrection.human_decision_id, DecisionCorrection.verdict, DecisionCorrection.is_undo)).all()
         assert [verdict for _, verdict in decisions] == ["reject"], "one decision: Enter did not judge the next phone"
         assert corrections == [(decisions[0][0], "pass", True)]
+
+        # A reload (a new session) opens on the same line: it is in the URL.
+        assert f"line={REVIEW_LINE}" in page.url
+        page.reload()
+        expect(page.get_by_role("combobox", name="Line")).to_have_value(REVIEW_LINE, timeout=30_000)
+        expect(page.get_by_text(re.compile(rf"^{REVIEW_LINE} · captured"))).to_be_visible(timeout=30_000)
     finally:
         database.dispose()
 
