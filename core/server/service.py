@@ -54,7 +54,7 @@ from sqlalchemy.orm import Session
 
 from core.drift.monitor import DriftMonitor
 from core.imaging import InvalidImageError, decode_image_bytes
-from core.ingest import store_image_bytes
+from core.ingest import StorageError, store_image_bytes
 from core.inspection import Inspector, note_written, run_due_drift_checks, step_down_lines_whose_model_failed
 from core.routing import LEVEL_POLICIES, Decider, RoutingDecision
 from core.server.backlog import Backlog, UnrecordedPhone
@@ -265,7 +265,14 @@ class _Job:
         service = self.service
         # No look-up of the serial first: the image is stored by its hash (a retry's same bytes are the same
         # file) and the insert finds a serial the line already has, in the one write the phone needs anyway.
-        relative, digest = store_image_bytes(service.settings, self.line.name, self.image, self.suffix)
+        try:
+            relative, digest = store_image_bytes(service.settings, self.line.name, self.image, self.suffix)
+        except StorageError:
+            # A full or read-only store: a retry of a phone already written still gets its answer.
+            stored = service.find_by_serial(self.line.id, self.serial)
+            if stored is not None:
+                return self._replay(stored.inspection_id)
+            raise
         self.image_path, self.image_sha256 = relative, digest
         with service.database.write() as session:
             opened = service.open_phone(session, self.line, self.serial, relative, digest, self.meta)

@@ -169,6 +169,27 @@ def test_concurrent_retries_are_one_phone_with_one_answer(client, key, database)
         assert session.scalar(select(func.count()).select_from(FinalDecision)) == 1
 
 
+def test_with_the_image_store_full_a_retry_keeps_its_answer_and_a_new_phone_gets_the_failsafe(client, key, database, monkeypatch):
+    """A full disk cannot take the image: a serial already answered is answered as before; a new one is never passed."""
+    import core.server.service as service_module
+    from core.ingest import StorageError
+
+    wait_ready(client)
+    set_line(database, level="full", audit_share=NO_AUDIT)
+    first = post(client, key, "SN-before-full", phone_jpeg(2)).json()
+    assert first["failsafe"] is None and first["decided_by"] == "model"
+
+    def full(*_args, **_kwargs):
+        raise StorageError("cannot store the image in data/images: no space left on device")
+
+    monkeypatch.setattr(service_module, "store_image_bytes", full)
+    retry = post(client, key, "SN-before-full", phone_jpeg(2)).json()
+    assert (retry["inspection_id"], retry["action"], retry["rule"], retry["replayed"]) == (first["inspection_id"], first["action"], first["rule"], True)
+    new = post(client, key, "SN-after-full", phone_jpeg(3)).json()
+    assert new["action"] == "to_person" and new["failsafe"] == "internal_error", new
+    assert count(database, Inspection) == 1
+
+
 def test_keys_are_scoped_to_their_line_and_revocable(client, key, database):
     with database.write() as session:
         add_line(session=session, name="line-2", actor="test", active_model_id=1)
