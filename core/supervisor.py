@@ -56,6 +56,22 @@ def detector_threads(processes: int, cpus: int | None = None) -> int:
     return max(1, (cpus or os.cpu_count() or 1) // max(1, processes))
 
 
+#: How long the stations wait for the service to answer ready before they start anyway.
+STATIONS_WAIT_SECONDS = 120.0
+
+
+def _service_ready(url: str) -> bool:
+    """Whether the inspection service at ``url`` answers ``/readyz`` with 200 (models loaded, database reachable)."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{url}/readyz", timeout=1) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
 def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "core.cli", *args]
 
@@ -133,16 +149,15 @@ def run_product(
             "localhost",
         ],
     }
+    service_url = f"http://{'127.0.0.1' if address in ('0.0.0.0', '::') else address}:{service_port}"
     #: Environment of a child beyond the common one (each station's key).
     child_env: dict[str, dict[str, str]] = {}
     if simulate:
         seed = int(time.time())  # new serials each run: a serial posted again is a station's retry, answered as before
-        url = f"http://{'127.0.0.1' if address in ('0.0.0.0', '::') else address}:{service_port}"
         for offset, (line, key) in enumerate(station_keys.items()):
             name = f"station {line}"
-            commands[name] = _cli(
-                "station", "--url", url, "--line", line, "--scenario", scenario, "--rate", str(rate), "--seed", str(seed + offset), "--name", DEMO_STATION
-            )
+            station = ["--url", service_url, "--line", line, "--scenario", scenario, "--rate", str(rate), "--seed", str(seed + offset)]
+            commands[name] = _cli("station", *station, "--name", DEMO_STATION)
             child_env[name] = {"SHADOWLINE_API_KEY": key}
     children: dict[str, subprocess.Popen[bytes]] = {}
     restarts = {name: _Restarts() for name in commands}
@@ -160,9 +175,19 @@ def run_product(
         # The demonstration's line is judged by the simulated inspector: its gates count those judgements
         # (said on the Automation page), unless the environment says otherwise.
         env.setdefault("SHADOWLINE_GATES_COUNT_SIMULATED", "true")
-    for name, command in commands.items():
-        children[name] = subprocess.Popen(command, cwd=Path(PROJECT_ROOT), env={**env, **child_env.get(name, {})})
+    # The stations wait for the service to answer ready: started at once, their first phones found nobody
+    # listening and went to the hold station (Connection refused). They start anyway after a while, as a
+    # real station would post to a service that is not there, and divert.
+    stations_due = time.monotonic() + STATIONS_WAIT_SECONDS
+    awaiting_service = set(child_env)
+
+    def start(name: str) -> None:
+        children[name] = subprocess.Popen(commands[name], cwd=Path(PROJECT_ROOT), env={**env, **child_env.get(name, {})})
         restarts[name].started(time.monotonic())
+
+    for name in commands:
+        if name not in awaiting_service:
+            start(name)
     print(f"Open http://localhost:{port}; inspection service on port {service_port} (Ctrl-C stops everything)", flush=True)
     code = 0
     try:
@@ -186,11 +211,14 @@ def run_product(
                 pause = restarts[name].pause_after_exit(now)
                 waiting[name] = now + pause
                 print(f"{name} exited with {status}; restarting it in {pause:.0f} s", file=sys.stderr, flush=True)
+            if awaiting_service and not stopping and (time.monotonic() >= stations_due or _service_ready(service_url)):
+                for name in sorted(awaiting_service):
+                    start(name)
+                awaiting_service.clear()
             for name, due in list(waiting.items()):
                 if not stopping and time.monotonic() >= due:
                     del waiting[name]
-                    children[name] = subprocess.Popen(commands[name], cwd=Path(PROJECT_ROOT), env={**env, **child_env.get(name, {})})
-                    restarts[name].started(time.monotonic())
+                    start(name)
     finally:
         for child in children.values():
             if child.poll() is None:

@@ -56,6 +56,7 @@ def test_up_serves_the_app_runs_the_worker_and_the_line_then_stops_everything(se
         output = product.communicate(timeout=60)[0].decode()
     assert product.returncode == 0, output
     assert "restarting" not in output
+    assert "no answer from the service" not in output, "the stations started before the service answered: their first phones were diverted"
     leftovers = subprocess.run(["pgrep", "-f", f"--server.port {port}"], capture_output=True, text=True).stdout
     assert not leftovers.strip(), "the app process outlived `up`"
     after = json.loads(subprocess.run(cli("status", "--json"), env=env, capture_output=True, text=True, timeout=30).stdout)["lines"][0]
