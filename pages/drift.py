@@ -244,20 +244,26 @@ with right:
         if "psi" in frame and frame["psi"].notna().any():
             figure.add_trace(go.Scatter(x=frame["at"], y=frame["psi"], mode="lines", name="PSI", yaxis="y2", line={"color": "orange"}))
             figure.update_layout(yaxis2={"overlaying": "y", "side": "right", "title": "PSI", "rangemode": "tozero"})
-        if verdict.statistic in ("ks", "chi2"):
+        if verdict.statistic in ("ks", "chi2") and not scored.empty:
             figure.update_layout(yaxis={"type": "log", "title": "p-value (drift below the threshold)"})
     _mark_alarms(figure)
     figure.update_layout(title="The statistic at each check", height=360, margin={"t": 50, "b": 10}, legend={"orientation": "h"})
     st.plotly_chart(figure, key="drift.statistic")
     if not points:
         st.caption(f"No checks yet in this range: the worker checks the line every {config.check_every} phones.")
+    elif scored.empty:
+        st.caption(f"{len(points)} checks in this range, all inconclusive (too few phones in the window): nothing to plot yet.")
 
 current_values = window_sample.values.get(metric)
 if reference_values is not None and current_values is not None and reference_values.size and current_values.size:
     figure = go.Figure()
     if spec.family is Family.NUMERIC:
-        figure.add_trace(go.Histogram(x=reference_values, histnorm="probability", name="reference", opacity=0.6))
-        figure.add_trace(go.Histogram(x=current_values, histnorm="probability", name="now", opacity=0.6))
+        # One set of bins for both: each trace binned on its own made the narrower one's bars look taller.
+        both = np.concatenate([reference_values.astype(float), current_values.astype(float)])
+        low, high = float(np.min(both)), float(np.max(both))
+        bins = {"start": low, "end": high, "size": (high - low) / 40 if high > low else 1.0}
+        figure.add_trace(go.Histogram(x=reference_values, histnorm="probability", name="reference", opacity=0.6, xbins=bins))
+        figure.add_trace(go.Histogram(x=current_values, histnorm="probability", name="now", opacity=0.6, xbins=bins))
         figure.update_layout(barmode="overlay")
     else:
         for name, values in (("reference", reference_values), ("now", current_values)):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from core.auth import CurrentUser
@@ -42,7 +44,11 @@ def test_drift_page_shows_every_metric_the_charts_and_the_alarm(database, app_fo
     table = at.dataframe[0].value
     assert len(table) == 16 and "DRIFT (severe)" in set(table["verdict"])
     assert any("Incident #" in e.value and "input drift — brightness down" in e.value for e in at.error)
-    assert len(at.get("plotly_chart")) == 3
+    charts = at.get("plotly_chart")
+    assert len(charts) == 3
+    histogram = next(json.loads(c.proto.spec) for c in charts if "Reference against the current window" in c.proto.spec)
+    bins = [trace["xbins"] for trace in histogram["data"]]
+    assert len(bins) == 2 and bins[0] == bins[1], "reference and now binned alike, or their bar heights cannot be compared"
     ack_forms = [b for b in at.button if b.label == "Acknowledge"]
     assert bool(ack_forms) == (role in (Role.ENGINEER, Role.MANAGER))
 
@@ -96,3 +102,17 @@ def test_engineer_changes_a_threshold_and_it_is_stored(database, app_for) -> Non
     assert not at.exception
     with database.read() as session:
         assert drift_db.get_config(session=session, line_id=get_line(session=session, name="line-1").id).window_phones == 300
+
+
+def test_checks_all_inconclusive_say_so_instead_of_an_empty_chart(database, app_for, drift_reference) -> None:
+    """Too few phones for a verdict: the page says so, and draws no empty p-value axis."""
+    with database.read() as session:
+        line_id = get_line(session=session, name="line-1").id
+    add_phones(database, drift_reference, 12, seed=5)
+    DriftMonitor(database).check(line_id)
+    at = _signed_in(app_for, Role.ENGINEER)
+    at.switch_page(PAGE).run()
+    assert not at.exception, at.exception
+    assert any("all inconclusive" in c.value for c in at.caption), [c.value for c in at.caption]
+    statistic = next(json.loads(c.proto.spec) for c in at.get("plotly_chart") if "The statistic at each check" in c.proto.spec)
+    assert statistic["layout"].get("yaxis", {}).get("type") != "log"
