@@ -261,3 +261,11 @@ def line_to_url(name: str) -> None:
     """After the picker: the chosen line in the URL (``?line=line-2``), which a reload keeps."""
     if st.query_params.get(LINE_PARAM) != name:
         st.query_params[LINE_PARAM] = name
+
+
+def line_picker(where: Any, options: list[str], *, key: str, **selectbox: Any) -> str:
+    """A page's "Line" selectbox in ``where`` (``st`` or a column) that starts on the URL's line and keeps its choice there."""
+    line_from_url(key, options)
+    chosen = str(where.selectbox("Line", options, key=key, **selectbox))
+    line_to_url(chosen)
+    return chosen

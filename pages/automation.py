@@ -9,7 +9,7 @@ import streamlit as st
 
 from app import state
 from app.session import current_user
-from app.widgets import FIELD_WORDS, line_from_url, line_to_url, local_time, plain, severe_drift_notice
+from app.widgets import FIELD_WORDS, line_picker, local_time, plain, severe_drift_notice
 from core.auth import Action, PermissionDeniedError, may
 from core.ladder import actions
 from core.ladder.forecast import forecast
@@ -37,9 +37,7 @@ with database.read() as session:
 if not lines:
     st.info("No line yet: run `shadowline init`.")
     st.stop()
-line_from_url("automation.line", [line.name for line in lines])
-line_name = st.selectbox("Line", [line.name for line in lines], key="automation.line")
-line_to_url(line_name)
+line_name = line_picker(st, [line.name for line in lines], key="automation.line")
 line = next(line for line in lines if line.name == line_name)
 here = actions.current_rung(line)
 severe_drift_notice(database, line.id)

@@ -11,7 +11,7 @@ import streamlit as st
 
 from app import state
 from app.session import current_user
-from app.widgets import line_from_url, line_to_url, local_time
+from app.widgets import line_from_url, line_picker, local_time
 from core.auth import Action, PermissionDeniedError, may
 from core.drift import actions
 from core.drift.metrics import METRIC_BY_NAME, METRICS, DriftConfig, Family, MetricKind
@@ -51,7 +51,7 @@ if not lines:
 
 with database.read() as session:
     waiting_incidents = drift_db.current_incidents(session=session, unacknowledged_only=True)
-line_from_url("drift.line", [line.name for line in lines])
+line_from_url("drift.line", [line.name for line in lines])  # before the default below: a reload keeps the line chosen
 if "drift.line" not in st.session_state:
     # Open on the line whose alarms wait for someone (the most severe first), else on one still drifting.
     with database.read() as session:
@@ -59,8 +59,7 @@ if "drift.line" not in st.session_state:
     if first:
         st.session_state["drift.line"] = first[0].line
 filters = st.columns([1, 1, 1, 2])
-line_name = filters[0].selectbox("Line", [line.name for line in lines], key="drift.line")
-line_to_url(line_name)
+line_name = line_picker(filters[0], [line.name for line in lines], key="drift.line")
 line = next(line for line in lines if line.name == line_name)
 with database.read() as session:
     models = drift_db.checked_models(session=session, line_id=line.id)

@@ -12,7 +12,7 @@ import streamlit as st
 from app import state
 from app.box_editor import Drawing, box_editor, image_payload
 from app.session import current_user
-from app.widgets import line_from_url, line_to_url, local_time, two_labels_image
+from app.widgets import line_picker, local_time, two_labels_image
 from core.auth import PermissionDeniedError
 from core.labelling import LabelBox, adjudicate, agreement_rows, compare_labels, save_label
 from core.vocabulary import Verdict
@@ -242,9 +242,7 @@ mode = st.radio(
     label_visibility="collapsed",
 )
 filters = st.columns([1, 1, 2])
-line_from_url("labelling.line", ["all lines", *(line.name for line in lines)])
-line_name = filters[0].selectbox("Line", ["all lines", *(line.name for line in lines)], key="labelling.line")
-line_to_url(line_name)
+line_name = line_picker(filters[0], ["all lines", *(line.name for line in lines)], key="labelling.line")
 line_id = next((line.id for line in lines if line.name == line_name), None)
 if mode == "label":
     label_phones(line_id)

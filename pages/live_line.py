@@ -14,7 +14,7 @@ import streamlit as st
 from app import state
 from app.outage import guarded
 from app.session import current_user
-from app.widgets import box_tuples, labelled_thumbnail, line_from_url, line_to_url, local_time, severe_drift_notice
+from app.widgets import box_tuples, labelled_thumbnail, line_picker, local_time, severe_drift_notice
 from core.auth import Action, PermissionDeniedError, may, require
 from core.routing import failsafe_in_words, rule_in_words
 from db.gate import answer_summary
@@ -43,9 +43,7 @@ if not lines:
     st.stop()
 
 names = [line.name for line in lines]
-line_from_url("live.line", names)
-line_name = st.selectbox("Line", names, key="live.line")
-line_to_url(line_name)
+line_name = line_picker(st, names, key="live.line")
 line = next(line for line in lines if line.name == line_name)
 severe_drift_notice(database, line.id)
 

@@ -11,7 +11,7 @@ import streamlit as st
 from app import state
 from app.outage import guarded
 from app.session import current_user
-from app.widgets import line_from_url, line_to_url
+from app.widgets import line_picker
 from core import deployment
 from core.auth import Action, PermissionDeniedError, may
 from core.comparison import compare
@@ -54,9 +54,7 @@ st.dataframe(
 if not lines:
     st.stop()
 
-line_from_url("models.line", [line.name for line in lines])
-line_name = st.selectbox("Line", [line.name for line in lines], key="models.line")
-line_to_url(line_name)
+line_name = line_picker(st, [line.name for line in lines], key="models.line")
 line = next(line for line in lines if line.name == line_name)
 cols = st.columns(3)
 cols[0].metric("Active (blue)", line.active_model_version or "none")

@@ -16,7 +16,7 @@ from app import state
 from app.focus import blur_after_click
 from app.outage import guarded
 from app.session import current_user
-from app.widgets import annotated_image, box_tuples, line_from_url, line_to_url, local_time
+from app.widgets import annotated_image, box_tuples, line_picker, local_time
 from core.auth import PermissionDeniedError
 from core.reviewing import UNDO_SECONDS, correct, decide, give_back, my_recent_decisions, next_phone, skip, waiting
 from core.vocabulary import Verdict
@@ -172,8 +172,7 @@ def queue_header() -> None:
     """The line filter, how many phones wait and how long the oldest has waited."""
     names = [ALL_LINES, *(line.name for line in lines)]
     pick, count, age = st.columns([2, 1, 1], vertical_alignment="bottom")
-    line_from_url("review.line", names)
-    line_to_url(pick.selectbox("Line", names, key="review.line", on_change=_change_line, help="A supervisor works one line: only its phones are offered."))
+    line_picker(pick, names, key="review.line", on_change=_change_line, help="A supervisor works one line: only its phones are offered.")
     summary = waiting(database, line_id=_line_id())
     count.metric("Waiting", summary.waiting)
     if summary.oldest_at is not None:

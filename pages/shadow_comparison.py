@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from app import state
-from app.widgets import annotated_image, box_tuples, line_from_url, line_to_url, local_time
+from app.widgets import annotated_image, box_tuples, line_picker, local_time
 from core.comparison import MIN_PAIRS, compare, daily_trend
 from db.comparison import model_versions, paired_decisions
 from db.lines import list_lines
@@ -32,9 +32,7 @@ with database.read() as session:
     versions = model_versions(session=session)
 
 filters = st.columns(4)
-line_from_url("comparison.line", ["all lines", *(line.name for line in lines)])
-line_name = filters[0].selectbox("Line", ["all lines", *(line.name for line in lines)], key="comparison.line")
-line_to_url(line_name)
+line_name = line_picker(filters[0], ["all lines", *(line.name for line in lines)], key="comparison.line")
 window = filters[1].selectbox("Time range", list(WINDOWS), index=1, key="comparison.window")
 version = filters[2].selectbox("Model version", ["all versions", *versions], key="comparison.model")
 include_simulated = filters[3].toggle("Include the simulated inspector", value=True, key="comparison.simulated")
