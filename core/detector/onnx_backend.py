@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
+
+if TYPE_CHECKING:
+    import onnx
 
 LETTERBOX_FILL = 114
 #: Name of the extra graph output that carries the pooled backbone features.
@@ -27,12 +31,18 @@ def with_feature_output(model_bytes: bytes) -> bytes | None:
     graph has no such block (the check then uses the input metrics only).
     """
     import onnx
-    from onnx import TensorProto, helper
 
     model = onnx.load_from_string(model_bytes)
+    return model.SerializeToString() if _add_feature_output(model) else None
+
+
+def _add_feature_output(model: onnx.ModelProto) -> bool:
+    """Add the pooled features output to ``model`` in place; False where the graph has no SPPF block."""
+    from onnx import TensorProto, helper
+
     graph = model.graph
     if any(output.name == FEATURES_OUTPUT for output in graph.output):
-        return model_bytes
+        return True
     modules: dict[int, list[onnx.NodeProto]] = {}
     for node in graph.node:
         match = re.match(r"/model\.(\d+)/", node.name)
@@ -40,12 +50,86 @@ def with_feature_output(model_bytes: bytes) -> bytes | None:
             modules.setdefault(int(match.group(1)), []).append(node)
     pooling = [index for index, nodes in modules.items() if any(node.op_type == "MaxPool" for node in nodes)]
     if not pooling:
-        return None
+        return False
     feature_map = modules[max(pooling)][-1].output[0]
     graph.node.append(helper.make_node("GlobalAveragePool", [feature_map], ["shadowline_pooled"], name="/shadowline/pool"))
     graph.node.append(helper.make_node("Flatten", ["shadowline_pooled"], [FEATURES_OUTPUT], name="/shadowline/flatten", axis=1))
     graph.output.append(helper.make_tensor_value_info(FEATURES_OUTPUT, TensorProto.FLOAT, None))
-    return model.SerializeToString()
+    return True
+
+
+def _dfl_softmax_on_last_axis(model: onnx.ModelProto) -> bool:
+    """Rewrite the head's DFL softmax to run over the last axis; True where the graph had one.
+
+    Ultralytics' head decodes each box side from 16 bins: reshape to ``(1, 4, 16, A)``, transpose
+    to ``(1, 16, 4, A)``, softmax over axis 1, then a 1x1 convolution with the weights 0..15 (the
+    expected bin). onnxruntime runs a softmax over a middle axis by transposing around it: 0.9 ms
+    of an INT8 image's 9 ms. The same arithmetic with the bins on the last axis (transpose to
+    ``(1, 4, A, 16)``, softmax over the last axis, a matrix product with the weights as a
+    ``(16, 1)`` column) gives bit-identical boxes (checked on the shipped FP32 and INT8 models) in
+    a tenth of the time. Runs on the graph in memory at load time; the file on disk, whose hash
+    the card vouches for, is untouched.
+    """
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    producers = {output: node for node in graph.node for output in node.output}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    initializers = {initializer.name: initializer for initializer in graph.initializer}
+    for softmax in graph.node:
+        if softmax.op_type != "Softmax" or not softmax.name.endswith("/dfl/Softmax"):
+            continue
+        transpose = producers.get(softmax.input[0])
+        users = consumers.get(softmax.output[0], [])
+        axis = next((helper.get_attribute_value(a) for a in softmax.attribute if a.name == "axis"), None)
+        if transpose is None or transpose.op_type != "Transpose" or len(users) != 1 or users[0].op_type != "Conv" or axis != 1:
+            return False
+        conv = users[0]
+        perm = next((list(helper.get_attribute_value(a)) for a in transpose.attribute if a.name == "perm"), None)
+        if perm != [0, 2, 1, 3] or len(conv.input) != 2 or conv.input[1] not in initializers:
+            return False
+        bins = numpy_helper.to_array(initializers[conv.input[1]]).astype(np.float32)
+        if bins.ndim != 4 or bins.shape[0] != 1 or bins.shape[2:] != (1, 1):
+            return False
+        # The convolution's (1, 1, 4, A) and the product's (1, 4, A, 1) hold the same values in the
+        # same order; the Reshape after it gives (1, 4, A) either way.
+        graph.initializer.append(numpy_helper.from_array(bins.reshape(-1, 1), "shadowline_dfl_bins"))
+        rewritten = [
+            helper.make_node("Transpose", [transpose.input[0]], ["shadowline_dfl_bins_last"], perm=[0, 1, 3, 2], name="/shadowline/dfl/Transpose"),
+            helper.make_node("Softmax", ["shadowline_dfl_bins_last"], ["shadowline_dfl_softmax"], axis=-1, name="/shadowline/dfl/Softmax"),
+            helper.make_node("MatMul", ["shadowline_dfl_softmax", "shadowline_dfl_bins"], ["shadowline_dfl_expected"], name="/shadowline/dfl/MatMul"),
+        ]
+        for node in consumers.get(conv.output[0], []):
+            node.input[:] = ["shadowline_dfl_expected" if name == conv.output[0] else name for name in node.input]
+        nodes = [node for node in graph.node if node not in (transpose, softmax, conv)]
+        # Keep the graph in topological order: the new nodes go where the transpose was.
+        at = next(index for index, node in enumerate(graph.node) if node is transpose)
+        at -= sum(1 for node in graph.node[:at] if node in (softmax, conv))
+        nodes[at:at] = rewritten
+        del graph.node[:]
+        graph.node.extend(nodes)
+        stale = {transpose.output[0], softmax.output[0], conv.output[0]}
+        kept_info = [info for info in graph.value_info if info.name not in stale]
+        del graph.value_info[:]
+        graph.value_info.extend(kept_info)
+        if not any(conv.input[1] in node.input for node in graph.node):
+            graph.initializer.remove(initializers[conv.input[1]])
+        return True
+    return False
+
+
+def prepare_graph(model_bytes: bytes, *, features: bool = True) -> tuple[bytes, bool]:
+    """The graph as Shadowline runs it: the features output added (when asked and possible) and the
+    DFL softmax on its last axis. Returns the serialized graph and whether it gives features."""
+    import onnx
+
+    model = onnx.load_from_string(model_bytes)
+    gives_features = _add_feature_output(model) if features else False
+    _dfl_softmax_on_last_axis(model)
+    return model.SerializeToString(), gives_features
 
 
 def letterbox(image_bgr: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, float, tuple[float, float]]:
@@ -59,14 +143,18 @@ def letterbox(image_bgr: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray,
     out_h, out_w = size
     scale = min(out_h / height, out_w / width)
     new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
-    # Bilinear, as Ultralytics' own LetterBox does at prediction time.
-    resized = cv2.resize(image_bgr, (new_w, new_h), interpolation=cv2.INTER_LINEAR) if (new_w, new_h) != (width, height) else image_bgr
     pad_w, pad_h = (out_w - new_w) / 2, (out_h - new_h) / 2
     top, left = round(pad_h - 0.1), round(pad_w - 0.1)
     canvas = np.full((out_h, out_w, 3), LETTERBOX_FILL, np.uint8)
-    canvas[top : top + new_h, left : left + new_w] = resized
-    blob = canvas[..., ::-1].transpose(2, 0, 1)[None].astype(np.float32) / 255.0
-    return np.ascontiguousarray(blob), scale, (left, top)
+    window = canvas[top : top + new_h, left : left + new_w]
+    if (new_w, new_h) != (width, height):
+        # Bilinear, as Ultralytics' own LetterBox does at prediction time; written straight into the canvas.
+        cv2.resize(image_bgr, (new_w, new_h), dst=window, interpolation=cv2.INTER_LINEAR)
+    else:
+        window[:] = image_bgr
+    # One pass in OpenCV (BGR to RGB, HWC to CHW, to float in [0, 1]): 0.3 ms less than NumPy's three.
+    blob = cv2.dnn.blobFromImage(canvas, 1 / 255.0, swapRB=True)
+    return blob, scale, (left, top)
 
 
 def box_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
@@ -117,10 +205,8 @@ class OnnxPredictor:
         if not spin:
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        model_bytes = Path(weights).read_bytes()
-        with_features = with_feature_output(model_bytes) if features else None
-        self.gives_features = with_features is not None
-        self._session = ort.InferenceSession(with_features or model_bytes, options, providers=["CPUExecutionProvider"])
+        graph, self.gives_features = prepare_graph(Path(weights).read_bytes(), features=features)
+        self._session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
         self._outputs = [self._session.get_outputs()[0].name] + ([FEATURES_OUTPUT] if self.gives_features else [])
         model_input = self._session.get_inputs()[0]
         self._input = model_input.name

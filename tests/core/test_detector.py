@@ -140,3 +140,45 @@ def test_missing_folder_and_unreadable_card(model_copy, tmp_path):
     (model_copy / "card.json").write_text("{not json")
     with pytest.raises(ModelNotFoundError, match="unreadable"):
         Detector(model_copy)
+
+
+@pytest.mark.parametrize("version", ["scratch-v2", "scratch-v2-int8"])
+def test_the_head_softmax_rewrite_gives_the_exported_graphs_outputs_bit_for_bit(shipped_model_dir, version):
+    """The graph run at load time moves the DFL softmax to the last axis (faster in onnxruntime);
+    on the shipped FP32 and INT8 models the outputs equal the file's own graph exactly."""
+    import onnx
+    import onnxruntime as ort
+
+    from core.detector.onnx_backend import letterbox, prepare_graph, with_feature_output
+
+    exported = (shipped_model_dir.parent / version / "model.onnx").read_bytes()
+    graph, gives_features = prepare_graph(exported)
+    assert gives_features
+    softmaxes = [node for node in onnx.load_from_string(graph).graph.node if node.op_type == "Softmax"]
+    assert [node.name for node in softmaxes] == ["/shadowline/dfl/Softmax"]
+    rewritten = ort.InferenceSession(graph, providers=["CPUExecutionProvider"])
+    original = ort.InferenceSession(with_feature_output(exported), providers=["CPUExecutionProvider"])
+    name = original.get_inputs()[0].name
+    for seed in (900_001, 900_002, 900_003):
+        blob = letterbox(render_phone(seed, SCRATCHED).image, (256, 320))[0]
+        for mine, theirs in zip(rewritten.run(None, {name: blob}), original.run(None, {name: blob}), strict=True):
+            assert np.array_equal(mine, theirs)
+
+
+def test_a_graph_without_the_dfl_pattern_is_left_as_it_is():
+    import onnx
+    from onnx import TensorProto, helper
+
+    from core.detector.onnx_backend import prepare_graph
+
+    node = helper.make_node("Softmax", ["x"], ["y"], axis=1, name="/model.22/dfl/Softmax")
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 4, 5])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16, 4, 5])],
+    )
+    model = helper.make_model(graph)
+    prepared, gives_features = prepare_graph(model.SerializeToString())
+    assert not gives_features
+    assert [n.op_type for n in onnx.load_from_string(prepared).graph.node] == ["Softmax"]
