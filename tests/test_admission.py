@@ -173,6 +173,19 @@ def test_the_admission_check_is_part_of_the_version_and_refused_when_changed(shi
     assert load_admitter_from(shipped_model_dir, target_rate=0.05).threshold < admitter.threshold
 
 
+def test_the_novelty_score_is_the_mean_distance_to_the_nearest_reference_images(shipped_model_dir):
+    """The score's matrix-vector shortcut gives the plain Euclidean k-nearest-neighbour mean."""
+    from core.admission import ADMISSION_METRICS, NEIGHBOURS
+
+    admitter = load_admitter_from(shipped_model_dir)
+    rng = np.random.default_rng(5)
+    centre_metrics = {name: float((lo + hi) / 2) for name, (lo, hi) in zip(ADMISSION_METRICS, admitter.ranges, strict=True)}
+    for spread in (0.0, 0.1, 1.0, 10.0):
+        features = np.abs(admitter.centre[: admitter.feature_size] + spread * rng.standard_normal(admitter.feature_size))
+        direct = np.sort(np.linalg.norm(admitter.points - admitter._vector(features, centre_metrics), axis=1))[:NEIGHBOURS].mean()
+        assert admitter.score(features, centre_metrics) == pytest.approx(direct, rel=1e-9, abs=1e-9)
+
+
 def test_a_version_without_an_admission_check_runs_but_decides_nothing_alone(database, settings, shipped_model_dir, tmp_path):
     import shutil
 
