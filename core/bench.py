@@ -14,7 +14,7 @@ import platform
 import statistics
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -156,13 +156,17 @@ def _worker_round(model_dir: str, count: int, threads: int, mode: str, profile: 
             _, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 92])
             paths.append(store_image_bytes(settings, "bench", encoded.tobytes(), ".jpg")[0])
         if mode == "detector":
-            detector = Detector(Path(model_dir), threads=threads)
-            for path in paths[:5]:
+            # As the worker runs it: `threads` phones at once, one detector thread each (core/worker.py).
+            detector = Detector(Path(model_dir), threads=1)
+
+            def detect(path: str) -> None:
                 detector.detect(read_image(settings.image_file(path)))
-            started = time.perf_counter()
-            for path in paths:
-                detector.detect(read_image(settings.image_file(path)))
-            elapsed = time.perf_counter() - started
+
+            with ThreadPoolExecutor(max_workers=threads) as streams:
+                list(streams.map(detect, paths[: 5 * threads]))
+                started = time.perf_counter()
+                list(streams.map(detect, paths))
+                elapsed = time.perf_counter() - started
             return {"backend": f"detector {detector.version}", "latencies_ms": [elapsed / count * 1000], "images_per_s": count / elapsed}
 
         from core.worker import Worker
@@ -237,6 +241,8 @@ def bench_worker(
     model_dir: Path, *, phones: int = 100, rounds: int = 3, threads: int | None = None, int8_dir: Path | None = None, profile: bool = False
 ) -> dict[str, Any]:
     """Phones per second through the whole worker (queued to decided, SQLite) against the detector alone, FP32 and INT8.
+
+    Both run ``threads`` phones at once, one detector thread each, as the worker does.
 
     ``int8_dir`` defaults to the ``<version>-int8`` folder beside ``model_dir`` when there is one.
     With ``profile``, one more worker round per model runs under cProfile (not counted in the

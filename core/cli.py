@@ -1255,9 +1255,9 @@ def build_parser() -> argparse.ArgumentParser:
     worker = commands.add_parser("worker", help="run the background worker")
     worker.add_argument("--once", action="store_true", help="process one batch and stop")
     worker.add_argument("--until-empty", action="store_true", help="stop when the queue is empty")
-    worker.add_argument("--batch-size", type=_int(1, 10_000), default=8, help="phones claimed per transaction (1-10000)")
+    worker.add_argument("--batch-size", type=_int(1, 10_000), default=None, help="phones claimed per transaction (1-10000; default 16 per phone at once)")
     worker.add_argument("--lease-seconds", type=_positive, default=30.0, help="how long a claim holds (> 0)")
-    worker.add_argument("--threads", type=_int(0, 1024), default=0, help="detector CPU threads (0: onnxruntime's default)")
+    worker.add_argument("--threads", type=_int(0, 1024), default=0, help="cores for inference: that many phones at once, one thread each (0: every core)")
     worker.add_argument("--max-seconds", type=_positive)
     worker.set_defaults(handler=_cmd_worker)
 

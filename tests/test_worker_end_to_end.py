@@ -190,3 +190,61 @@ def test_an_unexpected_error_on_one_phone_sends_it_to_a_person_and_the_worker_go
         failed = session.scalars(select(Inspection).where(Inspection.status == "failed")).all()
         assert len(failed) == 1 and "a bug on one phone" in failed[0].error
         assert session.get(Routing, failed[0].id).decider == "human"
+
+
+def test_a_worker_on_two_cores_inspects_two_phones_at_once_and_decides_as_one_at_a_time(database, settings, tmp_path, monkeypatch):
+    """`--threads 2`: two phones in inference at the same moment, each on one detector thread,
+    and every phone decided exactly as a one-thread worker decides it (same boxes' top score, same
+    verdict, same rule)."""
+    import threading
+
+    from core.detector.adapter import Detector
+
+    in_flight, most_at_once, inference_threads = [0], [0], set()
+    guard = threading.Lock()
+    real_detect = Detector.detect
+
+    def counting_detect(self, image, **kwargs):  # the real model runs; this only counts who runs it when
+        with guard:
+            in_flight[0] += 1
+            most_at_once[0] = max(most_at_once[0], in_flight[0])
+            inference_threads.add(threading.get_ident())
+        try:
+            return real_detect(self, image, **kwargs)
+        finally:
+            with guard:
+                in_flight[0] -= 1
+
+    monkeypatch.setattr(Detector, "detect", counting_detect)
+
+    def decided(db, threads: int) -> dict[str, tuple[str, str, float]]:
+        _set_level(db, AutomationLevel.FULL)
+        _feed(db, settings if db is database else other_settings, 40, seed=21)
+        worker = Worker(db, settings if db is database else other_settings, threads=threads)
+        stats = worker.run(until_empty=True)
+        worker.close()
+        assert stats.processed == 40 and stats.failed_images == 0
+        with db.read() as session:
+            rows = session.execute(
+                select(Inspection.serial, FinalDecision.verdict, FinalDecision.rule, Prediction.max_confidence)
+                .join(FinalDecision, FinalDecision.inspection_id == Inspection.id)
+                .join(Prediction, Prediction.inspection_id == Inspection.id)
+                .order_by(FinalDecision.decided_at, Inspection.id)
+            ).all()
+        return {serial: (verdict, rule, confidence) for serial, verdict, rule, confidence in rows}
+
+    other_settings = load_settings({"SHADOWLINE_DATA_DIR": str(tmp_path / "one-thread"), "SHADOWLINE_MODELS_DIR": str(settings.models_dir)})
+    other = open_database(other_settings)
+    initialize(other, other_settings)
+    try:
+        one_at_a_time = decided(other, threads=1)
+        assert most_at_once[0] == 1
+        most_at_once[0] = 0
+        inference_threads.clear()
+        two_at_once = decided(database, threads=2)
+    finally:
+        other.dispose()
+    assert most_at_once[0] == 2 and len(inference_threads) == 2
+    assert len(two_at_once) == 40
+    assert two_at_once == one_at_a_time
+    assert {verdict for verdict, _, _ in two_at_once.values()} == {"pass", "reject"}
