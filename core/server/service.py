@@ -57,7 +57,7 @@ from core.imaging import InvalidImageError, decode_image_bytes
 from core.ingest import StorageError, store_image_bytes
 from core.inspection import Inspector, note_written, run_due_drift_checks, step_down_lines_whose_model_failed
 from core.routing import LEVEL_POLICIES, Decider, RoutingDecision
-from core.server.backlog import Backlog, UnrecordedPhone
+from core.server.backlog import Backlog, Journal, UnrecordedPhone
 from core.settings import Settings
 from core.vocabulary import FailsafeReason, GateAction
 from db import gate, heartbeats
@@ -76,6 +76,8 @@ REPLAY_POLL_SECONDS = 0.02
 #: A phone inspected under a line setting that changed meanwhile is inspected again, at most this often.
 MAX_REINSPECTIONS = 3
 
+#: The folder in the data folder where phones answered while the database was away wait to be written.
+BACKLOG_FOLDER = "service-backlog"
 #: A policy rule that means the answer could not be judged: the line's fail-safe applies.
 _FAILSAFE_RULES = {"image_failed": FailsafeReason.IMAGE_UNREADABLE, "model_unavailable": FailsafeReason.MODEL_UNAVAILABLE}
 _DECIDED_BY_PERSON = "person"
@@ -454,7 +456,7 @@ class InspectionService:
         self._upkeep_thread = threading.Thread(target=self._upkeep_loop, name="upkeep", daemon=True)
         self._upkeep_thread.start()
         #: Phones answered while the database did not answer, written once it does.
-        self.unrecorded = Backlog(self._record_unrecorded)
+        self.unrecorded = Backlog(self._record_unrecorded, Journal(settings.data_dir / BACKLOG_FOLDER))
         #: The last successful authorization of each (key's sha256, line): see :meth:`authorize`.
         self._authorized: dict[tuple[str, str | None], tuple[KeyInfo, LineConfig | None]] = {}
 
@@ -755,15 +757,21 @@ class InspectionService:
                 log.exception("phone %s on %s: its image could not be stored either; answered with the fail-safe, not kept", job.serial, job.line.name)
                 return
         reason = job.failsafe or FailsafeReason.DATABASE_BUSY
-        self.unrecorded.add(UnrecordedPhone(job.line, job.serial, job.image_path, job.image_sha256, job.meta, reason, job.failsafe_latency_ms or 0.0))
+        self.unrecorded.add(UnrecordedPhone.of(job.line, job.serial, job.image_path, job.image_sha256, job.meta, reason, job.failsafe_latency_ms or 0.0))
 
     def _record_unrecorded(self, phone: UnrecordedPhone) -> None:
         """Write a kept phone routed to a person, with the fail-safe the gate got, in one transaction (see core/server/backlog.py)."""
         with self.database.write() as session:
-            opened = self.open_phone(session, phone.line, phone.serial, phone.image_path, phone.image_sha256, phone.meta)
+            current = find_line(session=session, line_id=phone.line_id)
+            if current is None:
+                log.error("phone %s: its line %s no longer exists; not written", phone.serial, phone.line_name)
+                return
+            # The line as the gate acted under it (its settings may have moved since, or the phone was kept by an earlier run).
+            line = replace(current, level=phone.level, active_model_id=phone.active_model_id, failsafe_action=phone.failsafe_action)
+            opened = self.open_phone(session, line, phone.serial, phone.image_path, phone.image_sha256, phone.meta)
             if gate.answer_state(session=session, inspection_id=opened.inspection_id)[0] is not None:
                 return  # written and answered before the database stopped answering, or since by a retry
-            self._record_failsafe(session, opened.inspection_id, phone.line, phone.reason, latency_ms=phone.latency_ms, unless_lost=True)
+            self._record_failsafe(session, opened.inspection_id, line, phone.reason, latency_ms=phone.latency_ms, unless_lost=True)
 
     async def post(
         self, *, line: LineConfig, key: KeyInfo, serial: str, image: bytes, suffix: str, captured_at: datetime | None, station: str | None

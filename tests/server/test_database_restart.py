@@ -90,3 +90,77 @@ def test_phones_posted_through_a_database_restart_get_the_failsafe_and_are_writt
         stored = {row.serial: (row.action, row.failsafe) for row in session.scalars(select(GateAnswer))}
     assert rows == {serial: 1 for serial in answers}, "every posted phone once, none lost, none twice"
     assert stored == {serial: (body["action"], body["failsafe"]) for serial, (_, body) in answers.items()}, "the database says what the gate was told"
+
+
+def _serve(settings, port: int):
+    import subprocess
+
+    from tests.conftest import cli, cli_env
+
+    return subprocess.Popen(
+        cli("serve", "--port", str(port), "--address", "127.0.0.1"), env=cli_env(settings), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+
+
+def test_phones_answered_while_the_database_was_away_are_written_by_the_next_start_when_the_service_was_killed(database, settings, key, postgres_server):
+    """`shadowline serve` SIGKILLed while it holds phones it answered with the fail-safe during an
+    outage: the next start finds them in the data folder's journal and writes each once."""
+    import signal
+    import socket
+
+    from core.server.service import BACKLOG_FOLDER
+    from db.lines import set_answer_settings
+
+    with database.write() as session:
+        set_answer_settings(session=session, line_id=get_line(session=session, name="line-1").id, actor="test", budget_ms=10_000)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    journal = settings.data_dir / BACKLOG_FOLDER
+    serials = [f"SN-K-{i:03d}" for i in range(4)]
+    first = _serve(settings, port)
+    try:
+        with httpx.Client(base_url=url, timeout=60) as client:
+
+            def ready() -> bool:
+                try:
+                    return client.get("/readyz").status_code == 200
+                except httpx.TransportError:
+                    return False
+
+            def post(serial: str, index: int) -> dict:
+                files = {"image": ("phone.jpg", phone_jpeg(index), "image/jpeg")}
+                return client.post("/v1/lines/line-1/inspections", headers={"Authorization": f"Bearer {key}"}, files=files, data={"serial": serial}).json()
+
+            _until(ready, 180, "the service never got ready")
+            assert post("SN-K-before", 99)["failsafe"] is None  # the key is known to the service now
+            with stopped(postgres_server):
+                answers = {serial: post(serial, i) for i, serial in enumerate(serials)}
+                assert {(a["action"], a["failsafe"]) for a in answers.values()} == {("to_person", "database_busy")}, answers
+                assert len(list(journal.glob("*.json"))) == len(serials), "each kept phone is on disk before the service can die"
+                first.send_signal(signal.SIGKILL)
+                first.wait(timeout=30)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait(timeout=30)
+    with database.read() as session:
+        assert session.scalar(select(func.count()).select_from(Inspection).where(Inspection.serial.in_(serials))) == 0, "nothing written before the restart"
+    second = _serve(settings, port)
+    try:
+
+        def written() -> int:
+            with database.read() as session:
+                return session.scalar(select(func.count()).select_from(GateAnswer).where(GateAnswer.serial.in_(serials))) or 0
+
+        _until(lambda: written() == len(serials), 180, "the next start did not write the kept phones")
+        _until(lambda: not list(journal.glob("*.json")), 30, "the journal still holds written phones")
+    finally:
+        second.send_signal(signal.SIGTERM)
+        second.wait(timeout=60)
+    with database.read() as session:
+        rows = dict(session.execute(select(Inspection.serial, func.count()).where(Inspection.serial.in_(serials)).group_by(Inspection.serial)).all())
+        stored = {row.serial: (row.action, row.failsafe, row.decided_by) for row in session.scalars(select(GateAnswer).where(GateAnswer.serial.in_(serials)))}
+    assert rows == dict.fromkeys(serials, 1)
+    assert stored == dict.fromkeys(serials, ("to_person", "database_busy", "person"))
