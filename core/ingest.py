@@ -54,6 +54,10 @@ class IngestRefused(Exception):
         self.reason = reason
 
 
+#: The image path recorded for a phone whose image the store could not take (no such file exists).
+NOT_STORED_PREFIX = "not-stored/"
+
+
 class StorageError(Exception):
     """The data folder cannot take a file (full, read-only, not permitted); no partial file is left."""
 

@@ -224,6 +224,7 @@ _FAILSAFE_WORDS = {
     "image_unreadable": "the image could not be read",
     "database_busy": "the database was too busy to answer in time",
     "overloaded": "more phones arrived than the service could inspect in time",
+    "image_not_stored": "the image store could not take the image (full or read-only)",
     "internal_error": "an internal error",
 }
 

@@ -102,4 +102,6 @@ class FailsafeReason(StrEnum):
     DATABASE_BUSY = "database_busy"
     #: The phone waited for an inspection thread past its budget: more phones than the service inspects in time.
     OVERLOADED = "overloaded"
+    #: The image store could not take the image (full, read-only): the phone is recorded without it.
+    IMAGE_NOT_STORED = "image_not_stored"
     INTERNAL_ERROR = "internal_error"

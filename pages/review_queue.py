@@ -18,6 +18,7 @@ from app.outage import guarded
 from app.session import current_user
 from app.widgets import annotated_image, box_tuples, line_picker, local_time
 from core.auth import PermissionDeniedError
+from core.ingest import NOT_STORED_PREFIX
 from core.reviewing import UNDO_SECONDS, correct, decide, give_back, my_recent_decisions, next_phone, skip, waiting
 from core.vocabulary import Verdict
 from db.corrections import CorrectionError
@@ -208,7 +209,9 @@ if item.show_model_boxes:
 left, right = st.columns([3, 1])
 with left:
     image = annotated_image(str(settings.image_file(item.image_path)), box_tuples(boxes))
-    if image is None:
+    if image is None and item.image_path.startswith(NOT_STORED_PREFIX):
+        st.warning("The photograph was not stored: the image store could not take it (full or read-only). Judge the phone itself at the station.")
+    elif image is None:
         st.warning("The photograph could not be read. Judge the phone itself at the station.")
     else:
         st.image(image, width="stretch")

@@ -54,7 +54,7 @@ from sqlalchemy.orm import Session
 
 from core.drift.monitor import DriftMonitor
 from core.imaging import InvalidImageError, decode_image_bytes
-from core.ingest import StorageError, store_image_bytes
+from core.ingest import NOT_STORED_PREFIX, StorageError, store_image_bytes
 from core.inspection import Inspector, note_written, run_due_drift_checks, step_down_lines_whose_model_failed
 from core.routing import LEVEL_POLICIES, Decider, RoutingDecision
 from core.server.backlog import Backlog, Journal, UnrecordedPhone
@@ -269,12 +269,12 @@ class _Job:
         # file) and the insert finds a serial the line already has, in the one write the phone needs anyway.
         try:
             relative, digest = store_image_bytes(service.settings, self.line.name, self.image, self.suffix)
-        except StorageError:
+        except StorageError as error:
             # A full or read-only store: a retry of a phone already written still gets its answer.
             stored = service.find_by_serial(self.line.id, self.serial)
             if stored is not None:
                 return self._replay(stored.inspection_id)
-            raise
+            return self._without_image(error)
         self.image_path, self.image_sha256 = relative, digest
         with service.database.write() as session:
             opened = service.open_phone(session, self.line, self.serial, relative, digest, self.meta)
@@ -300,6 +300,23 @@ class _Job:
                 return answer
             self.line = service.line_config(self.line.name)  # a setting changed meanwhile: inspect again under the new one
         return self._fall_back(FailsafeReason.BUDGET_EXCEEDED)
+
+    def _without_image(self, error: StorageError) -> Answer:
+        """The image store cannot take the image: the phone is recorded without it, routed to a person, under the fail-safe.
+
+        The phone exists on the line whatever the disk says: its row (serial, station, the image's
+        hash) and the gate's answer are written, so the hold station, the review queue and the Live
+        line know of it, and a retry of the serial gets the same answer.
+        """
+        log.error("phone %s on %s: %s; recorded without its image, the line's fail-safe applies", self.serial, self.line.name, error)
+        service = self.service
+        digest = hashlib.sha256(self.image).hexdigest()
+        with service.database.write() as session:
+            opened = service.open_phone(session, self.line, self.serial, f"{NOT_STORED_PREFIX}{digest}{self.suffix}", digest, self.meta)
+        self.inspection_id = opened.inspection_id
+        if not opened.created:
+            return self._replay(opened.inspection_id)
+        return self._fall_back(FailsafeReason.IMAGE_NOT_STORED)
 
     def _replay(self, inspection_id: int) -> Answer:
         """A serial posted before: the answer it got, waiting (up to the budget) if it is still being inspected elsewhere."""

@@ -172,3 +172,22 @@ def test_the_queue_shows_what_waits_and_filters_by_line(database, settings, app_
     assert any("Nothing waits" in s.value for s in at.success)
     at.selectbox(key="review.line").select("line-1").run()
     assert at.session_state["review.task"].serial == "SN-L1-31-000000", "the phone given back for another line keeps its place"
+
+
+def test_a_phone_whose_image_was_not_stored_says_so_and_can_still_be_judged(database, settings, app_for, shipped_model_dir):
+    """The service records a phone whose image the store could not take (full disk) under `not-stored/`."""
+    from core.ingest import NOT_STORED_PREFIX
+    from db.models import Inspection
+
+    _seed(database, settings, 1)
+    with database.write() as session:
+        phone = session.scalar(select(Inspection))
+        phone.image_path = f"{NOT_STORED_PREFIX}{phone.image_sha256}.jpg"
+    at = _signed_in(app_for, SUPERVISOR).run()
+    at.switch_page("../pages/review_queue.py").run()
+    assert not at.exception
+    assert any("was not stored" in w.value for w in at.warning), [w.value for w in at.warning]
+    at.button(key="review.pass").click().run()
+    assert not at.exception
+    with database.read() as session:
+        assert session.scalar(select(FinalDecision)).verdict == "pass"

@@ -3,6 +3,7 @@ actions per level, fail-safes, idempotency, keys, 4xx, readiness, metrics, the c
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import json
 import threading
@@ -13,6 +14,7 @@ import pytest
 from sqlalchemy import func, select
 
 from core.inspection import Inspector
+from core.routing import failsafe_in_words
 from core.server.service import InspectionService
 from core.vocabulary import Verdict
 from db import audit
@@ -170,7 +172,8 @@ def test_concurrent_retries_are_one_phone_with_one_answer(client, key, database)
 
 
 def test_with_the_image_store_full_a_retry_keeps_its_answer_and_a_new_phone_gets_the_failsafe(client, key, database, monkeypatch):
-    """A full disk cannot take the image: a serial already answered is answered as before; a new one is never passed."""
+    """A full disk cannot take the image: a serial already answered is answered as before; a new one
+    gets the fail-safe (never a pass) and is recorded without its image, for a person."""
     import core.server.service as service_module
     from core.ingest import StorageError
 
@@ -186,8 +189,18 @@ def test_with_the_image_store_full_a_retry_keeps_its_answer_and_a_new_phone_gets
     retry = post(client, key, "SN-before-full", phone_jpeg(2)).json()
     assert (retry["inspection_id"], retry["action"], retry["rule"], retry["replayed"]) == (first["inspection_id"], first["action"], first["rule"], True)
     new = post(client, key, "SN-after-full", phone_jpeg(3)).json()
-    assert new["action"] == "to_person" and new["failsafe"] == "internal_error", new
-    assert count(database, Inspection) == 1
+    assert new["action"] == "to_person" and new["failsafe"] == "image_not_stored", new
+    assert count(database, Inspection) == 2
+    with database.read() as session:
+        phone = session.get(Inspection, new["inspection_id"])
+        task = session.scalar(select(ReviewTask).where(ReviewTask.inspection_id == phone.id))
+        routing = session.get(Routing, phone.id)
+        answer = session.get(GateAnswer, phone.id)
+    assert phone.serial == "SN-after-full" and phone.image_path.startswith("not-stored/") and phone.image_sha256 == hashlib.sha256(phone_jpeg(3)).hexdigest()
+    assert task is not None and task.kind == "decide" and routing.decider == "human" and "image store" in failsafe_in_words(answer.failsafe)
+    assert (answer.action, answer.failsafe) == ("to_person", "image_not_stored")
+    again = post(client, key, "SN-after-full", phone_jpeg(3)).json()
+    assert (again["inspection_id"], again["action"], again["failsafe"], again["replayed"]) == (new["inspection_id"], "to_person", "image_not_stored", True)
 
 
 def test_keys_are_scoped_to_their_line_and_revocable(client, key, database):
