@@ -989,7 +989,13 @@ def _cmd_up(args: argparse.Namespace) -> int:
     from core.supervisor import run_product
 
     return run_product(
-        port=args.port, scenario=args.scenario, rate=args.rate, simulate=not args.no_simulator, address=args.address, service_port=args.service_port
+        port=args.port,
+        scenario=args.scenario,
+        rate=args.rate,
+        simulate=not args.no_simulator,
+        address=args.address,
+        service_port=args.service_port,
+        review_wait=args.review_wait,
     )
 
 
@@ -1025,7 +1031,7 @@ def _cmd_station(args: argparse.Namespace) -> int:
             with database.write() as session:
                 attach_simulated_truth(session=session, inspection_id=int(str(answer["inspection_id"])), scenario=scenario.name, truth=truth)
         if inspector:
-            inspector.answer_open_tasks(database, line_id=line.id, limit=5)
+            inspector.answer_open_tasks(database, line_id=line.id, limit=5, waited_seconds=args.inspector_wait)
 
     gate = run_station(
         args.url, key=key, line=line.name, scenario=scenario, rate=args.rate, count=args.count, seed=args.seed, station=args.name, on_answer=on_answer
@@ -1162,6 +1168,12 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--rate", type=_positive, default=2.0, help="simulated phones per second, per line")
     up.add_argument("--no-simulator", action="store_true", help="do not start the simulated line")
     up.add_argument("--service-port", type=_int(1, 65535), default=8600, help="port of the inspection service the simulated station posts to")
+    up.add_argument(
+        "--review-wait",
+        type=_non_negative,
+        default=30.0,
+        help="seconds a diverted phone waits in the Review queue for a person before the simulated inspector judges it",
+    )
     up.set_defaults(handler=_cmd_up)
 
     init = commands.add_parser("init", help="create or upgrade the database, register the shipped model, create line-1")
@@ -1198,6 +1210,9 @@ def build_parser() -> argparse.ArgumentParser:
     station.add_argument("--count", type=_int(1), help="phones to post (default: until Ctrl-C)")
     station.add_argument("--seed", type=_int(0), default=1)
     station.add_argument("--inspector", choices=["simulated", "none"], default="simulated", help="answer the diverted phones with the simulated inspector")
+    station.add_argument(
+        "--inspector-wait", type=_non_negative, default=0.0, help="seconds a diverted phone waits for a person before the simulated inspector judges it"
+    )
     station.add_argument("--quiet", action="store_true")
     station.set_defaults(handler=_cmd_station)
 

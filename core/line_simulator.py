@@ -55,12 +55,12 @@ class SimulatedInspector:
             return Verdict.PASS if draw < self.miss_rate else Verdict.REJECT
         return Verdict.REJECT if draw < self.false_reject_rate else Verdict.PASS
 
-    def answer_open_tasks(self, database: Database, *, line_id: int, limit: int = 50) -> int:
-        """Judge up to ``limit`` open tasks of simulated phones on a line; returns how many."""
+    def answer_open_tasks(self, database: Database, *, line_id: int, limit: int = 50, waited_seconds: float = 0.0) -> int:
+        """Judge up to ``limit`` open tasks of simulated phones on a line (those that have waited ``waited_seconds`` for a person); returns how many."""
         answered = 0
         while answered < limit:
             with database.write() as session:
-                item = claim_next_task(session=session, reviewer=self.name, line_id=line_id, only_simulated=True)
+                item = claim_next_task(session=session, reviewer=self.name, line_id=line_id, only_simulated=True, waited_seconds=waited_seconds)
                 if item is None:
                     break
                 record_human_decision(session=session, task_id=item.task_id, reviewer=self.name, verdict=self.judge(item), is_simulated=True)

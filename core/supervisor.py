@@ -107,9 +107,21 @@ def _demo_station_keys(database) -> dict[str, str]:  # noqa: ANN001
 
 
 def run_product(
-    *, port: int = 8501, scenario: str = "normal", rate: float = 2.0, simulate: bool = True, address: str = "127.0.0.1", service_port: int = SERVICE_PORT
+    *,
+    port: int = 8501,
+    scenario: str = "normal",
+    rate: float = 2.0,
+    simulate: bool = True,
+    address: str = "127.0.0.1",
+    service_port: int = SERVICE_PORT,
+    review_wait: float = 30.0,
 ) -> int:
-    """Run until interrupted; returns the exit code."""
+    """Run until interrupted; returns the exit code.
+
+    ``review_wait``: the demo stations' simulated inspector judges a diverted phone only after it
+    has waited this long, so a person signing in finds the newest phones in the Review queue (and
+    the queue stays about ``rate x review_wait`` phones long however long nobody judges).
+    """
     from db.bootstrap import initialize, open_database
     from db.engine import safe_url
 
@@ -157,6 +169,7 @@ def run_product(
         for offset, (line, key) in enumerate(station_keys.items()):
             name = f"station {line}"
             station = ["--url", service_url, "--line", line, "--scenario", scenario, "--rate", str(rate), "--seed", str(seed + offset)]
+            station += ["--inspector-wait", str(review_wait)]
             commands[name] = _cli("station", *station, "--name", DEMO_STATION)
             child_env[name] = {"SHADOWLINE_API_KEY": key}
     children: dict[str, subprocess.Popen[bytes]] = {}

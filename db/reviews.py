@@ -67,8 +67,12 @@ def claim_next_task(
     claim_seconds: float = CLAIM_SECONDS,
     only_simulated: bool = False,
     now: datetime | None = None,
+    waited_seconds: float = 0.0,
 ) -> ReviewItem | None:
     """Claim the oldest open task (or one whose claim expired), atomically; None when there is none.
+
+    ``waited_seconds``: only a task that has waited at least this long (the demo's simulated
+    inspector leaves the newest phones to people).
 
     Tasks ``reviewer`` skipped come last, the one skipped longest ago first, so a skip always moves on
     when anything else waits.
@@ -80,6 +84,8 @@ def claim_next_task(
         candidates = candidates.where(ReviewTask.line_id == line_id)
     if only_simulated:
         candidates = candidates.join(Inspection, Inspection.id == ReviewTask.inspection_id).where(Inspection.truth.is_not(None))
+    if waited_seconds > 0:
+        candidates = candidates.where(ReviewTask.created_at <= now - timedelta(seconds=waited_seconds))
     # A queue: SKIP LOCKED lets each reviewer take the oldest task nobody else is taking at this
     # moment, without waiting (PostgreSQL). Without it, two reviewers' subqueries pick the same row
     # under READ COMMITTED and the second UPDATE, re-checking only ``id IN (...)``, takes it again.

@@ -204,3 +204,16 @@ def test_every_reader_of_a_verdict_uses_the_latest_correction(database, settings
     assert status.verdicts[other.value] == 1 and status.verdicts[model_verdict.value] == 0, "status counts the corrected final verdict"
     assert live.verdict == other.value, "the live line shows the corrected verdict"
     assert [(q.inspection_id, q.human_verdict) for q in queue] == [(inspection_id, other.value)], "the person now disagrees with the model"
+
+
+def test_a_claim_can_leave_the_newest_phones_to_people(database):
+    """The demo's simulated inspector judges only phones that waited `waited_seconds` for a person."""
+    _routed(database, 2)
+    now = utcnow()
+    with database.write() as session:
+        assert claim_next_task(session=session, reviewer="simulated", waited_seconds=30, now=now) is None, "nothing has waited 30 s yet"
+    with database.write() as session:
+        item = claim_next_task(session=session, reviewer="simulated", waited_seconds=30, now=now + timedelta(seconds=31))
+    assert item is not None and item.serial == "S0"
+    with database.write() as session:
+        assert claim_next_task(session=session, reviewer="sam", now=now).serial == "S1", "a person takes any waiting phone"
