@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import zlib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -218,20 +219,42 @@ FIELD_WORDS = {
 _SHARE_KEYS = {"canary_share", "audit_share", "to_share", "from_share", "max_disagreement", "min_agreement", "max_escape_rate", "max_over_reject_rate"}
 
 
-def plain(value: Any) -> str:
-    """A before/after value of the audit log in words: ``level: canary; canary share: 5 %`` rather than a dict."""
+def plain(value: Any, timezone: str | None = None) -> str:
+    """A before/after value of the audit log in words: ``level: canary; canary share: 5 %`` rather than a dict.
+
+    With ``timezone``, a moment stored as ISO 8601 text is shown in the plant's time, as the rest of the page.
+    """
     if value is None or value == {} or value == []:
         return ""
     if isinstance(value, dict):
-        return "; ".join(f"{FIELD_WORDS.get(str(key), str(key).replace('_', ' '))}: {_plain_item(str(key), item)}" for key, item in value.items())
+        return "; ".join(f"{FIELD_WORDS.get(str(key), str(key).replace('_', ' '))}: {_plain_item(str(key), item, timezone)}" for key, item in value.items())
     if isinstance(value, list):
-        return ", ".join(plain(item) for item in value)
-    return str(value)
+        return ", ".join(plain(item, timezone) for item in value)
+    return _moment(value, timezone) or str(value)
 
 
-def _plain_item(key: str, item: Any) -> str:
+_ISO_MOMENT = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?([+-]\d{2}:\d{2}|Z)?")
+
+
+def _moment(item: Any, timezone: str | None) -> str | None:
+    """``2026-12-06T17:30:05.123+00:00`` as ``2026-12-06 18:30:05`` in ``timezone``; None when it is not such a moment."""
+    if timezone is None or not isinstance(item, str) or not _ISO_MOMENT.fullmatch(item):
+        return None
+    try:
+        moment = datetime.fromisoformat(item)
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)  # the database keeps UTC
+    return local_time(moment, timezone, "%Y-%m-%d %H:%M:%S")
+
+
+def _plain_item(key: str, item: Any, timezone: str | None = None) -> str:
     if isinstance(item, dict | list):
-        return f"({plain(item)})" if isinstance(item, dict) else plain(item)
+        return f"({plain(item, timezone)})" if isinstance(item, dict) else plain(item, timezone)
+    moment = _moment(item, timezone)
+    if moment is not None:
+        return moment
     if key.endswith("level") and isinstance(item, str):
         return _LEVEL_WORDS.get(item, item)
     if key in _SHARE_KEYS and isinstance(item, int | float) and not isinstance(item, bool):

@@ -49,10 +49,23 @@ pages = (total + PAGE_SIZE - 1) // PAGE_SIZE
 st.caption(f"{total:,} entries · page {min(int(page), pages)} of {pages} · times in {settings.plant_timezone}")
 shown = entries.assign(
     at=entries["at"].map(lambda t: local_time(t, settings.plant_timezone, "%Y-%m-%d %H:%M:%S")),
-    before=entries["before"].map(plain),
-    after=entries["after"].map(plain),
+    before=entries["before"].map(lambda value: plain(value, settings.plant_timezone)),
+    after=entries["after"].map(lambda value: plain(value, settings.plant_timezone)),
 ).rename(columns={"at": "when", "actor": "who", "entity": "what", "entity_id": "which", "note": "why"})
-st.dataframe(shown, hide_index=True, key="audit.table", height=min(40 + 35 * len(shown), 900))
+st.dataframe(
+    shown,
+    hide_index=True,
+    key="audit.table",
+    height=min(40 + 35 * len(shown), 900),
+    # Wide enough for a full time and a station's name ("station:camera-1@line-2"); the long texts wrap into the rest.
+    column_config={
+        "when": st.column_config.TextColumn(width=150),
+        "who": st.column_config.TextColumn(width=170),
+        "action": st.column_config.TextColumn(width=190),
+        "what": st.column_config.TextColumn(width=90),
+        "which": st.column_config.Column(width=60),
+    },
+)
 
 
 @st.cache_data(ttl=30, max_entries=8, show_spinner=False)

@@ -106,3 +106,23 @@ def test_audit_log_filters_by_kind_so_real_changes_are_not_buried_under_per_phon
     assert set(at.dataframe[0].value["action"]) == {"line.create", "line.level"}
     at.selectbox(key="audit.kind").set_value("per-phone decisions and corrections").run()
     assert set(at.dataframe[0].value["action"]) == {"phone.decide"} and any("300 entries" in c.value for c in at.caption)
+
+
+def test_audit_log_shows_moments_in_its_values_in_plant_time_like_its_when_column(database, settings, app_for):
+    from datetime import UTC, datetime
+
+    from app.widgets import local_time
+    from db import audit
+
+    moment = datetime(2026, 12, 6, 17, 30, 5, tzinfo=UTC)
+    with database.write() as session:
+        audit.record(
+            session=session, actor="station:camera-1@line-2", action="api_key.create", entity="api_key", entity_id=7, after={"expires_at": moment.isoformat()}
+        )
+    at = _signed_in(app_for, Role.ADMIN)
+    at.switch_page("../pages/audit_log.py").run()
+    assert not at.exception
+    table = at.dataframe[0].value
+    row = table[table["action"] == "api_key.create"].iloc[0]
+    assert row["after"] == f"expires at: {local_time(moment, settings.plant_timezone, '%Y-%m-%d %H:%M:%S')}", row["after"]
+    assert row["who"] == "station:camera-1@line-2"
