@@ -179,11 +179,21 @@ table = pd.DataFrame(
         for v in report.verdicts
     ]
 )
+# A number the check could not give (too few phones, no reference) is an empty cell, not "None".
+numbers = ["score", "threshold", "PSI", "reference", "current", "n ref", "n now"]
+table[numbers] = table[numbers].apply(pd.to_numeric, errors="coerce")
+table["statistic"] = table["statistic"].fillna("")
 st.dataframe(
     table,
     hide_index=True,
     key="drift.table",
     column_config={
+        "metric": st.column_config.TextColumn(width=190),
+        "watches": st.column_config.TextColumn(width=120),
+        "verdict": st.column_config.TextColumn(width=130),
+        "n ref": st.column_config.NumberColumn(format="%d"),
+        "n now": st.column_config.NumberColumn(format="%d"),
+        "why": st.column_config.TextColumn(width="large"),
         "score": st.column_config.NumberColumn(format="%.3g"),
         "threshold": st.column_config.NumberColumn(format="%.3g"),
         "PSI": st.column_config.NumberColumn(format="%.3f"),
