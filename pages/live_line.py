@@ -153,15 +153,18 @@ def _phone_card(phone: PhoneRow) -> None:
         if phone.verdict:
             who = "the model" if phone.decided_by == "model" else "a person"
             badge = ":red[**REJECT**]" if phone.verdict == "reject" else ":green[**PASS**]"
-            st.markdown(f"{badge} by {who} · `{phone.serial}`")
+            status = f"{badge} by {who} · `{phone.serial}`"
         elif phone.status in ("queued", "processing"):
-            st.markdown(f":gray[inspecting…] · `{phone.serial}`")
+            status = f":gray[inspecting…] · `{phone.serial}`"
         else:
-            st.markdown(f":orange[**waiting for a person**] · `{phone.serial}`")
+            status = f":orange[**waiting for a person**] · `{phone.serial}`"
+        # One line each, cut with an ellipsis where the column is narrow (the whole reason in the tooltip):
+        # a card whose text wrapped was taller than its neighbours, and the grid jumped as phones arrived.
+        st.markdown(status, wrap=False)
         if _disagrees(phone):
-            st.markdown(f":orange-background[**Disagreement:** the model said {phone.model_verdict.upper()}, a person {phone.verdict.upper()}]")
+            st.markdown(f":orange-background[**Disagreement:** the model said {phone.model_verdict.upper()}, a person {phone.verdict.upper()}]", wrap=False)
         words = rule_in_words(phone.rule, admission_reason=phone.admission_reason) or phone.status
-        st.caption(f"{local_time(phone.captured_at, settings.plant_timezone)} · {words}")
+        st.caption(f"{local_time(phone.captured_at, settings.plant_timezone)} · {words}", wrap=False, help=words)
 
 
 @st.fragment(run_every=REFRESH_SECONDS)
@@ -174,10 +177,11 @@ def latest_phones_grid() -> None:
         return
     disagreements = sum(1 for p in phones if _disagrees(p))
     st.markdown("**Latest phones**, newest first" + (f" · :orange[{disagreements} where a person overruled the model]" if disagreements else ""))
-    grid = st.columns(GRID_COLUMNS)
-    for i, phone in enumerate(phones):
-        with grid[i % GRID_COLUMNS]:
-            _phone_card(phone)
+    # Row by row, so the cards of a row line up however tall one of them is.
+    for start in range(0, len(phones), GRID_COLUMNS):
+        for column, phone in zip(st.columns(GRID_COLUMNS), phones[start : start + GRID_COLUMNS], strict=False):
+            with column:
+                _phone_card(phone)
 
 
 line_counters()
