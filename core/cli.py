@@ -975,6 +975,34 @@ def _cmd_users_add(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_users_change(args: argparse.Namespace) -> int:
+    import getpass
+    import os
+
+    from core.vocabulary import Role
+    from db.users import UserError, change_user
+
+    password = None
+    if args.password:
+        if sys.stdin.isatty():
+            password = getpass.getpass(f"new password for {args.name}: ")
+            if getpass.getpass("again: ") != password:
+                raise CommandError("the two passwords differ")
+        else:
+            password = sys.stdin.readline().rstrip("\n")
+    if args.role is None and args.active is None and password is None:
+        raise CommandError("nothing to change: give --role, --disable, --enable or --password")
+    actor = f"cli:{os.environ.get('USER', 'unknown')}"
+    with _database().write() as session:
+        try:
+            role = Role(args.role) if args.role else None
+            changed = change_user(session=session, name=args.name, actor=actor, role=role, active=args.active, password=password)
+        except UserError as error:
+            raise CommandError(str(error)) from None
+    print(f"user {args.name}: " + ("; ".join(changed) if changed else "already so, nothing changed"))
+    return 0
+
+
 def _cmd_users_list(args: argparse.Namespace) -> int:
     from db.users import list_users
 
@@ -1237,6 +1265,16 @@ def build_parser() -> argparse.ArgumentParser:
     users_add.add_argument("name")
     users_add.add_argument("--role", required=True, choices=["supervisor", "engineer", "manager", "admin"])
     users_add.set_defaults(handler=_cmd_users_add)
+    users_change = user_commands.add_parser(
+        "change", help="change a user's role, disable or enable them, or set their password (disabling or a new password signs them out everywhere)"
+    )
+    users_change.add_argument("name")
+    users_change.add_argument("--role", choices=["supervisor", "engineer", "manager", "admin"])
+    enable = users_change.add_mutually_exclusive_group()
+    enable.add_argument("--disable", dest="active", action="store_false", default=None, help="no more sign-ins; open sessions end")
+    enable.add_argument("--enable", dest="active", action="store_true", default=None, help="may sign in again")
+    users_change.add_argument("--password", action="store_true", help="set a new password (from a prompt, or the first line of stdin)")
+    users_change.set_defaults(handler=_cmd_users_change)
     users_list = user_commands.add_parser("list", help="list users and roles")
     users_list.set_defaults(handler=_cmd_users_list)
 

@@ -176,6 +176,14 @@ def end_session(*, session: Session, session_id: int, actor: str, now: datetime 
     return True
 
 
+def end_sessions_of(*, session: Session, user_id: int, actor: str, reason: str, now: datetime | None = None) -> int:
+    """End every open session of a user (disabled, password reset); returns how many were open."""
+    rows = session.scalars(select(SignInSession).where(SignInSession.user_id == user_id, SignInSession.ended_at.is_(None))).all()
+    for row in rows:
+        _end(session, row, actor=actor, reason=reason, now=now or utcnow())
+    return len(rows)
+
+
 def list_active(*, session: Session, policy: SessionPolicy, now: datetime | None = None) -> list[ActiveSession]:
     """Open sessions (not ended, not expired, not idle too long), most recently active first."""
     now = now or utcnow()

@@ -53,6 +53,60 @@ def add_user(*, session: Session, name: str, role: Role, password: str, actor: s
     session.flush()
 
 
+def change_user(*, session: Session, name: str, actor: str, role: Role | None = None, active: bool | None = None, password: str | None = None) -> list[str]:
+    """Change a user's role, whether they may sign in, or their password (the caller checks the actor
+    may manage users); audited, returns what changed in words (empty when nothing did).
+
+    Disabling someone or setting their password ends their open sessions at once (every tab of
+    theirs is signed out); a new role applies from their next page. The last active admin can be
+    neither disabled nor given another role: nobody could manage users any more.
+    """
+    found = session.scalar(select(User).where(User.name == name))
+    if found is None:
+        raise UserError(f"no user {name!r}")
+    if found.role == Role.ADMIN.value and found.active and (role not in (None, Role.ADMIN) or active is False):
+        # An admin may stop being one: every active admin's row is locked, in one order, so two admins
+        # demoting each other at the same moment cannot both pass the check (nor deadlock).
+        admins = session.scalars(select(User).where(User.role == Role.ADMIN.value, User.active.is_(True)).order_by(User.id).with_for_update()).all()
+        if [admin.id for admin in admins] == [found.id]:
+            raise UserError(f"{name} is the last active admin: make someone else an admin first")
+    user = session.scalar(select(User).where(User.id == found.id).with_for_update())
+    assert user is not None
+    before: dict[str, object] = {}
+    after: dict[str, object] = {}
+    if role is not None and role.value != user.role:
+        before["role"], after["role"] = user.role, role.value
+    if active is not None and active != user.active:
+        before["active"], after["active"] = user.active, active
+    if password is not None:
+        try:
+            user.password_hash = hash_password(password)
+        except ValueError as error:
+            raise UserError(str(error)) from None
+        user.failed_logins = 0
+        user.last_failed_at = None
+        after["password"] = "set"
+    if not after:
+        return []
+    if "role" in after:
+        user.role = str(after["role"])
+    if "active" in after:
+        user.active = bool(after["active"])
+    audit.record(session=session, actor=actor, action="user.change", entity="user", entity_id=name, before=before, after=after)
+    if after.get("active") is False or "password" in after:
+        from db.sessions import end_sessions_of  # db.sessions signs in through this module
+
+        end_sessions_of(session=session, user_id=user.id, actor=actor, reason="user disabled" if after.get("active") is False else "password set")
+    words = []
+    if "role" in after:
+        words.append(f"role {before['role']} -> {after['role']}")
+    if "active" in after:
+        words.append("may sign in again" if after["active"] else "disabled, signed out everywhere")
+    if "password" in after:
+        words.append("password set, signed out everywhere")
+    return words
+
+
 def list_users(*, session: Session) -> list[UserRow]:
     return [UserRow(u.name, Role(u.role), u.active, u.created_at) for u in session.scalars(select(User).order_by(User.name))]
 

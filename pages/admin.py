@@ -1,4 +1,4 @@
-"""Admin: who is signed in right now, and ending a session (audited)."""
+"""Admin: the people who sign in (add, change a role, disable, set a password) and who is signed in right now; all audited."""
 
 from __future__ import annotations
 
@@ -8,8 +8,102 @@ import streamlit as st
 from app import state
 from app.session import current_user
 from app.widgets import local_time
-from core.auth import Action, CurrentUser, PermissionDeniedError, require
+from core.auth import MIN_PASSWORD_LENGTH, Action, CurrentUser, PermissionDeniedError, require
+from core.vocabulary import Role
 from db.sessions import SessionPolicy, end_session, list_active
+from db.users import UserError, add_user, change_user, list_users
+
+ROLE_WORDS = {
+    Role.SUPERVISOR: "supervisor: judges phones in the Review queue",
+    Role.ENGINEER: "engineer: labels, models, drift, line settings",
+    Role.MANAGER: "manager: approves moves up the automation ladder",
+    Role.ADMIN: "admin: people, sessions, plant settings",
+}
+
+
+def _forget(*keys: str) -> None:
+    """Empty these inputs on the next run (a password is not left in a form once it is used)."""
+    for key in keys:
+        st.session_state.pop(key, None)
+
+
+def people_section(user: CurrentUser) -> None:
+    """Everyone who may sign in, and the forms to add a person or change one."""
+    settings = state.settings()
+    database = state.database()
+    st.subheader("People")
+    flash = st.session_state.pop("admin.flash", None)
+    if flash:
+        st.success(flash)  # what the last change did (the page ran again to show it in the table)
+    with database.read() as session:
+        people = list_users(session=session)
+    table = pd.DataFrame(
+        [
+            {
+                "person": p.name,
+                "role": p.role.value,
+                "may sign in": "yes" if p.active else "no (disabled)",
+                "added": local_time(p.created_at, settings.plant_timezone, "%Y-%m-%d"),
+            }
+            for p in people
+        ],
+        columns=["person", "role", "may sign in", "added"],
+    )
+    st.dataframe(table, hide_index=True, width="stretch", key="admin.people")
+    add_column, change_column = st.columns(2)
+    # Not cleared on submit: a refused name or password keeps what was typed; a success clears the form below.
+    with add_column, st.form("admin.add_person"):
+        st.markdown("**Add a person**")
+        name = st.text_input("User name", key="admin.new_name", help="Letters, digits and . _ @ - (at most 64).")
+        role = st.selectbox("Role", list(Role), format_func=ROLE_WORDS.__getitem__, key="admin.new_role")
+        hint = f"At least {MIN_PASSWORD_LENGTH} characters; tell it to them yourself."
+        first = st.text_input("Password", type="password", key="admin.new_password", help=hint)
+        again = st.text_input("Password again", type="password", key="admin.new_password_again")
+        if st.form_submit_button("Add", key="admin.add"):
+            try:
+                require(user, Action.MANAGE_USERS)
+                if first != again:
+                    raise UserError("the two passwords differ")
+                with database.write() as session:
+                    add_user(session=session, name=name.strip(), role=Role(role), password=first, actor=user.name)
+            except (UserError, PermissionDeniedError) as error:
+                st.error(str(error))
+            else:
+                st.session_state["admin.flash"] = f"{name.strip()} added as {Role(role).value}: they sign in with the password you chose."
+                _forget("admin.new_name", "admin.new_password", "admin.new_password_again")
+                st.rerun()
+    with change_column:
+        st.markdown("**Change a person**")
+        names = [p.name for p in people]
+        chosen = st.selectbox("Person", names, key="admin.person")
+        person = next((p for p in people if p.name == chosen), None)
+        if person is None:
+            return
+        # Keys carry the person's name: choosing another one starts the form from their own settings.
+        with st.form(f"admin.change.{person.name}"):
+            roles = list(Role)
+            new_role = st.selectbox("Role", roles, index=roles.index(person.role), format_func=ROLE_WORDS.__getitem__, key=f"admin.role.{person.name}")
+            active = st.checkbox(
+                "May sign in", value=person.active, key=f"admin.active.{person.name}", help="Unticked: no sign-ins, and their open sessions end now."
+            )
+            password = st.text_input("New password (leave empty to keep theirs)", type="password", key=f"admin.password.{person.name}")
+            password_again = st.text_input("New password again", type="password", key=f"admin.password_again.{person.name}")
+            if st.form_submit_button("Save", key="admin.change"):
+                try:
+                    require(user, Action.MANAGE_USERS)
+                    if password != password_again:
+                        raise UserError("the two passwords differ")
+                    with database.write() as session:
+                        changed = change_user(session=session, name=person.name, actor=user.name, role=Role(new_role), active=active, password=password or None)
+                except (UserError, PermissionDeniedError) as error:
+                    st.error(str(error))
+                else:
+                    if not changed:
+                        st.info("Nothing to change.")
+                    else:
+                        st.session_state["admin.flash"] = f"{person.name}: " + "; ".join(changed) + "."
+                        _forget(f"admin.password.{person.name}", f"admin.password_again.{person.name}")
+                        st.rerun()
 
 
 def sessions_section(user: CurrentUser) -> None:
@@ -69,4 +163,5 @@ except (PermissionDeniedError, AttributeError):
     st.stop()
 assert user is not None
 st.title("Admin")
+people_section(user)
 sessions_section(user)

@@ -258,3 +258,31 @@ def test_line_answer_is_changed_by_engineers_and_admins_never_to_pass(database, 
         line = get_line(session=session, name="line-1")
         entry = session.scalars(select(AuditEntry).where(AuditEntry.actor == "erin")).one()
     assert (line.answer_budget_ms, line.failsafe_action, entry.note) == (450, "reject", "faster gate")
+
+
+def test_users_change_sets_a_role_disables_enables_and_sets_a_password(database, settings):
+    from core.auth import CurrentUser
+    from core.vocabulary import Role
+    from db.users import add_user, sign_in
+
+    with database.write() as session:
+        add_user(session=session, name="sam", role=Role.SUPERVISOR, password="line-one-pass", actor="test")
+    env = cli_env(settings)
+
+    def change(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+        return subprocess.run(cli("users", "change", "sam", *args), env=env, input=stdin, capture_output=True, text=True, timeout=60)
+
+    assert "role supervisor -> engineer; disabled" in change("--role", "engineer", "--disable").stdout
+    with database.write() as session:
+        assert sign_in(session=session, name="sam", password="line-one-pass").user is None
+    assert "may sign in again; password set" in change("--enable", "--password", stdin="sam-new-pass\n").stdout
+    with database.write() as session:
+        assert sign_in(session=session, name="sam", password="sam-new-pass").user == CurrentUser("sam", Role.ENGINEER)
+    assert "nothing changed" in change("--role", "engineer").stdout
+    nothing = change()
+    assert nothing.returncode == 1 and nothing.stderr.startswith("error: nothing to change")
+    short = change("--password", stdin="short\n")
+    assert short.returncode == 1 and "at least 8 characters" in short.stderr
+    with database.read() as session:
+        actions = [e.action for e in session.scalars(select(AuditEntry).where(AuditEntry.entity_id == "sam").order_by(AuditEntry.id))]
+    assert actions == ["user.create", "user.change", "user.change"]

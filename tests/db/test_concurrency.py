@@ -120,6 +120,27 @@ def test_wrong_passwords_at_once_are_all_counted(database) -> None:
     assert counted and failures == len(counted), (failures, results)
 
 
+def test_admins_demoting_each_other_at_once_leave_an_admin(database) -> None:
+    from db.models import User
+    from db.users import UserError, add_user, change_user
+
+    with database.write() as session:
+        session.query(User).filter(User.role == Role.ADMIN.value).update({User.active: False})  # only the two below are admins
+        for name in ("ada", "bob"):
+            add_user(session=session, name=name, role=Role.ADMIN, password="admin-password", actor="test")
+
+    def demote(i: int) -> list[str]:
+        me, other = ("ada", "bob") if i % 2 else ("bob", "ada")
+        with database.write() as session:
+            return change_user(session=session, name=other, actor=me, role=Role.MANAGER)
+
+    results = together(THREADS, demote)
+    with database.read() as session:
+        admins = [u.name for u in session.query(User).filter(User.role == Role.ADMIN.value, User.active.is_(True))]
+    assert len(admins) == 1, (admins, results)
+    assert all(isinstance(r, list) or (isinstance(r, UserError) and "last active admin" in str(r)) for r in results), results
+
+
 @pytest.fixture
 def green(database, shipped_model_dir, tmp_path) -> str:
     """A second registered version (the shipped folder under another version name)."""
