@@ -1,7 +1,7 @@
 #!/bin/bash
 # Side by side: one of `shadowline bench`'s benchmarks on an earlier commit and on this tree, alternating.
 #   scripts/bench_ab.sh COMMIT ROUNDS BENCH-ARGUMENTS...
-#   e.g. scripts/bench_ab.sh 746a466 3 worker --images 200 --threads 2
+#   e.g. scripts/bench_ab.sh 3c7845f 3 worker --images 200 --threads 2
 #        scripts/bench_ab.sh 6aa357d 3 detector --images 100 --threads 1
 # The earlier commit is checked out in a temporary git worktree and run with this tree's .venv;
 # each run is one round (--rounds 1) in fresh processes, so the two trees take turns.

@@ -21,7 +21,7 @@ from core.detector.onnx_backend import prepare_graph, with_feature_output  # noq
 
 
 def old_lb(image_bgr: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, float, tuple[int, int]]:
-    """The letterbox as it was before 07f7b06 (three NumPy passes)."""
+    """The letterbox as it was before 4c310f6 (three NumPy passes)."""
     height, width = image_bgr.shape[:2]
     out_h, out_w = size
     scale = min(out_h / height, out_w / width)
