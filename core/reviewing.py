@@ -11,7 +11,7 @@ from core.auth import Action, CurrentUser, require
 from core.vocabulary import Verdict
 from db.corrections import UNDO_SECONDS, DecisionView, correct_decision, recent_decisions
 from db.engine import Database
-from db.reviews import QueueSummary, ReviewItem, claim_next_task, queue_summary, record_human_decision, release_task, skip_task
+from db.reviews import QueueSummary, ReviewItem, claim_next_task, queue_summary, record_human_decision, release_task, renew_claim, skip_task
 
 __all__ = ["UNDO_SECONDS", "correct", "decide", "give_back", "my_recent_decisions", "next_phone", "skip", "waiting"]
 
@@ -21,6 +21,13 @@ def next_phone(database: Database, user: CurrentUser, *, line_id: int | None = N
     require(user, Action.DECIDE_PHONE)
     with database.write() as session:
         return claim_next_task(session=session, reviewer=user.name, line_id=line_id)
+
+
+def keep(database: Database, user: CurrentUser, *, task_id: int) -> bool:
+    """Renew ``user``'s claim on the phone their page shows; False when it is no longer theirs (the claim ran out and someone took it)."""
+    require(user, Action.DECIDE_PHONE)
+    with database.write() as session:
+        return renew_claim(session=session, task_id=task_id, reviewer=user.name)
 
 
 def decide(database: Database, user: CurrentUser, *, task_id: int, verdict: Verdict, seconds_taken: float | None) -> int:

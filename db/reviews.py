@@ -71,6 +71,10 @@ def claim_next_task(
 ) -> ReviewItem | None:
     """Claim the oldest open task (or one whose claim expired), atomically; None when there is none.
 
+    A phone ``reviewer`` already holds comes first, its claim renewed: a reload of the page (or a
+    second tab) shows the phone they were judging instead of stranding it, claimed and unseen,
+    until the claim expires.
+
     ``waited_seconds``: only a task that has waited at least this long (the demo's simulated
     inspector leaves the newest phones to people).
 
@@ -79,6 +83,17 @@ def claim_next_task(
     """
     now = now or utcnow()
     skipped = _skipped_by(reviewer)
+    held = (
+        select(ReviewTask.id)
+        .where(ReviewTask.status == "claimed", ReviewTask.claimed_by == reviewer, ReviewTask.claim_expires_at >= now)
+        .order_by(ReviewTask.created_at, ReviewTask.id)
+        .limit(1)
+    )
+    if line_id is not None:
+        held = held.where(ReviewTask.line_id == line_id)
+    own = session.scalar(held)
+    if own is not None and renew_claim(session=session, task_id=own, reviewer=reviewer, claim_seconds=claim_seconds, now=now):
+        return _item(session, own, skipped)
     candidates = select(ReviewTask.id).where(_waiting(now))
     if line_id is not None:
         candidates = candidates.where(ReviewTask.line_id == line_id)
@@ -103,6 +118,23 @@ def claim_next_task(
     ).scalar()
     if task_id is None:
         return None
+    return _item(session, task_id, skipped)
+
+
+def renew_claim(*, session: Session, task_id: int, reviewer: str, claim_seconds: float = CLAIM_SECONDS, now: datetime | None = None) -> bool:
+    """Extend ``reviewer``'s claim on a task they still hold (the page is open on it); False when they no longer do."""
+    now = now or utcnow()
+    renewed = session.execute(
+        update(ReviewTask)
+        .where(ReviewTask.id == task_id, ReviewTask.claimed_by == reviewer, ReviewTask.status == "claimed", ReviewTask.claim_expires_at >= now)
+        .values(claim_expires_at=now + timedelta(seconds=claim_seconds))
+        .returning(ReviewTask.id)
+        .execution_options(synchronize_session=False)
+    ).scalar()
+    return renewed is not None
+
+
+def _item(session: Session, task_id: int, skipped: Any) -> ReviewItem:
     task, inspection, routing, line_name, skipped_at = session.execute(
         select(ReviewTask, Inspection, Routing, Line.name, skipped)
         .join(Inspection, Inspection.id == ReviewTask.inspection_id)

@@ -19,12 +19,12 @@ from app.session import current_user
 from app.widgets import annotated_image, box_tuples, line_picker, local_time
 from core.auth import PermissionDeniedError
 from core.ingest import NOT_STORED_PREFIX
-from core.reviewing import UNDO_SECONDS, correct, decide, give_back, my_recent_decisions, next_phone, skip, waiting
+from core.reviewing import UNDO_SECONDS, correct, decide, give_back, keep, my_recent_decisions, next_phone, skip, waiting
 from core.vocabulary import Verdict
 from db.corrections import CorrectionError
 from db.lines import list_lines
 from db.live import model_boxes
-from db.reviews import TaskNotHeldError
+from db.reviews import ReviewItem, TaskNotHeldError
 
 TASK_KEY = "review.task"
 STARTED_KEY = "review.started"
@@ -32,6 +32,10 @@ UNDO_KEY = "review.undo_offer"
 LAST_KEY = "review.last"
 REFRESH_KEY = "review.refresh_after_undo"
 ALL_LINES = "all lines"
+#: While the page shows a phone, its claim is renewed this often (a claim lasts db.reviews.CLAIM_SECONDS)...
+KEEP_EVERY_SECONDS = 30.0
+#: ...for at most this long: a phone left on an unattended screen goes back to the queue for others.
+KEEP_AT_MOST_SECONDS = 600.0
 DECISION_KEYS = ["review.pass", "review.reject", "review.skip", "review.undo"]
 
 
@@ -121,6 +125,19 @@ def _change_line() -> None:
     st.session_state[TASK_KEY] = None
 
 
+def claim_keeper() -> None:
+    """Keep the phone on screen this reviewer's while they look at it, and say so at once when it is not any more."""
+    held: ReviewItem | None = st.session_state.get(TASK_KEY)
+    if held is None:
+        return
+    looked = time.monotonic() - st.session_state.get(STARTED_KEY, time.monotonic())
+    if looked >= KEEP_AT_MOST_SECONDS:
+        st.warning(f"You have had {held.serial} for {looked / 60:.0f} minutes: it goes back to the queue for others soon. Judge it now, or skip it.")
+        return
+    if not keep(database, user, task_id=held.task_id):
+        st.warning(f"{held.serial} is no longer yours: its claim ran out and someone else may have judged it. Your key takes the next phone.")
+
+
 def undo_bar() -> None:
     """The last verdict, with a button that takes it back while the window is open (U)."""
     offer: UndoOffer | None = st.session_state.get(UNDO_KEY)
@@ -194,6 +211,7 @@ if last := st.session_state.pop(LAST_KEY, None):
 _offer = st.session_state.get(UNDO_KEY)
 st.fragment(guarded(undo_bar), run_every=1.0 if _offer is not None and _offer.outcome is None else None)()
 blur_after_click([*DECISION_KEYS, "review.line"], key="review.blur")
+st.fragment(guarded(claim_keeper), run_every=KEEP_EVERY_SECONDS if item is not None else None)()
 
 if item is None:
     st.success("Nothing waits for a person right now. New phones appear here as the worker and the inspection service route them.")

@@ -191,3 +191,36 @@ def test_a_phone_whose_image_was_not_stored_says_so_and_can_still_be_judged(data
     assert not at.exception
     with database.read() as session:
         assert session.scalar(select(FinalDecision)).verdict == "pass"
+
+
+def test_a_reload_shows_the_phone_the_supervisor_was_judging(database, settings, app_for, shipped_model_dir):
+    """A reload (a new browser session of the same person) must not strand the phone on screen, claimed and unseen."""
+    _seed(database, settings, 3)
+    before = _signed_in(app_for, SUPERVISOR).run()
+    before.switch_page("../pages/review_queue.py").run()
+    held = before.session_state["review.task"]
+    reloaded = _signed_in(app_for, SUPERVISOR).run()
+    reloaded.switch_page("../pages/review_queue.py").run()
+    assert not reloaded.exception
+    assert reloaded.session_state["review.task"].task_id == held.task_id
+    reloaded.button(key="review.pass").click().run()
+    assert reloaded.session_state["review.task"].serial == "SN-L1-31-000001", "then on to the next"
+
+
+def test_a_phone_whose_claim_was_lost_says_so_before_the_supervisor_presses_a_key(database, settings, app_for, shipped_model_dir):
+    from datetime import timedelta
+
+    from db.models import ReviewTask, utcnow
+    from db.reviews import claim_next_task
+
+    _seed(database, settings, 2)
+    at = _signed_in(app_for, SUPERVISOR).run()
+    at.switch_page("../pages/review_queue.py").run()
+    held = at.session_state["review.task"]
+    with database.write() as session:  # sam's claim ran out (a lunch break) and ann took the phone
+        session.get(ReviewTask, held.task_id).claim_expires_at = utcnow() - timedelta(seconds=1)
+    with database.write() as session:
+        assert claim_next_task(session=session, reviewer="ann").task_id == held.task_id
+    at.run()
+    assert not at.exception
+    assert any("is no longer yours" in w.value for w in at.warning), [w.value for w in at.warning]

@@ -217,3 +217,23 @@ def test_a_claim_can_leave_the_newest_phones_to_people(database):
     assert item is not None and item.serial == "S0"
     with database.write() as session:
         assert claim_next_task(session=session, reviewer="sam", now=now).serial == "S1", "a person takes any waiting phone"
+
+
+def test_a_reviewer_who_reloads_gets_the_phone_they_hold_with_its_claim_renewed(database):
+    from db.reviews import renew_claim
+
+    _routed(database, 2)
+    now = utcnow()
+    with database.write() as session:
+        first = claim_next_task(session=session, reviewer="sue", now=now)
+    with database.write() as session:
+        again = claim_next_task(session=session, reviewer="sue", now=now + timedelta(seconds=100))
+        assert again.task_id == first.task_id, "the phone sue holds, not the next one"
+    with database.write() as session:
+        assert claim_next_task(session=session, reviewer="ann", now=now + timedelta(seconds=150)).serial == "S1", "renewed: not anyone else's yet"
+    with database.write() as session:
+        assert renew_claim(session=session, task_id=first.task_id, reviewer="sue", now=now + timedelta(seconds=200))
+        assert not renew_claim(session=session, task_id=first.task_id, reviewer="ann", now=now + timedelta(seconds=200)), "only the holder renews"
+    with database.write() as session:
+        assert not renew_claim(session=session, task_id=first.task_id, reviewer="sue", now=now + timedelta(seconds=1000)), "an expired claim is not renewed"
+        assert claim_next_task(session=session, reviewer="bob", now=now + timedelta(seconds=1000)).task_id == first.task_id
