@@ -67,8 +67,8 @@ def line_counters() -> None:
     cols[0].metric("Level", status.level.replace("_", " "))
     cols[1].metric("Phones / min", f"{status.phones_per_min:.0f}")
     _rate_metric(cols[2], "Defect rate", status.verdicts["reject"], decided)
-    cols[3].metric("Queue", status.queue_depth)
-    cols[4].metric("Waiting for a person", status.open_review_tasks)
+    cols[3].metric("Waiting for the model", status.queue_depth, help="Phones stored and queued, not yet inspected by the worker or the service.")
+    cols[4].metric("Waiting for a person", status.open_review_tasks, help="Phones routed to people, in the Review queue.")
     cols[5].metric("Worker", "alive" if status.worker_alive else "DOWN")
     if not status.worker_alive:
         age = "never" if status.worker_heartbeat_age_s is None else f"{status.worker_heartbeat_age_s:.0f} s ago"
@@ -153,18 +153,18 @@ def _phone_card(phone: PhoneRow) -> None:
         if phone.verdict:
             who = "the model" if phone.decided_by == "model" else "a person"
             badge = ":red[**REJECT**]" if phone.verdict == "reject" else ":green[**PASS**]"
-            status = f"{badge} by {who} · `{phone.serial}`"
+            status = f"{badge} by {who}"
         elif phone.status in ("queued", "processing"):
-            status = f":gray[inspecting…] · `{phone.serial}`"
+            status = ":gray[inspecting…]"
         else:
-            status = f":orange[**waiting for a person**] · `{phone.serial}`"
-        # One line each, cut with an ellipsis where the column is narrow (the whole reason in the tooltip):
-        # a card whose text wrapped was taller than its neighbours, and the grid jumped as phones arrived.
+            status = ":orange[**waiting for a person**]"
+        # The verdict and the serial each on one line of their own (a serial cut or wrapped, the cards
+        # looked alike or jumped); the reason below wraps, so none of it is hidden.
         st.markdown(status, wrap=False)
+        st.caption(f"`{phone.serial}` · {local_time(phone.captured_at, settings.plant_timezone)}", wrap=False)
         if _disagrees(phone):
-            st.markdown(f":orange-background[**Disagreement:** the model said {phone.model_verdict.upper()}, a person {phone.verdict.upper()}]", wrap=False)
-        words = rule_in_words(phone.rule, admission_reason=phone.admission_reason) or phone.status
-        st.caption(f"{local_time(phone.captured_at, settings.plant_timezone)} · {words}", wrap=False, help=words)
+            st.markdown(f":orange-background[**Disagreement:** the model said {phone.model_verdict.upper()}, a person {phone.verdict.upper()}]")
+        st.caption(rule_in_words(phone.rule, admission_reason=phone.admission_reason) or phone.status)
 
 
 @st.fragment(run_every=REFRESH_SECONDS)

@@ -30,7 +30,7 @@ def test_live_line_shows_counters_phones_and_who_decided(database, settings, app
     assert at.title[0].value == "Live line"
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Level"] == "shadow"
-    assert metrics["Queue"] == "0"
+    assert metrics["Waiting for the model"] == "0"
     assert metrics["Waiting for a person"] == "2"
     assert metrics["Worker"] == "DOWN", "no worker process runs during the test"
     [defects] = [m for m in at.metric if m.label == "Defect rate"]
