@@ -1200,7 +1200,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--review-wait",
         type=_non_negative,
         default=30.0,
-        help="seconds a diverted phone waits in the Review queue for a person before the simulated inspector judges it",
+        help="on every line but the first: seconds a diverted phone waits for a person before the simulated inspector judges it",
     )
     up.set_defaults(handler=_cmd_up)
 

@@ -118,9 +118,10 @@ def run_product(
 ) -> int:
     """Run until interrupted; returns the exit code.
 
-    ``review_wait``: the demo stations' simulated inspector judges a diverted phone only after it
-    has waited this long, so a person signing in finds the newest phones in the Review queue (and
-    the queue stays about ``rate x review_wait`` phones long however long nobody judges).
+    ``review_wait``: on every line but the first, the demo station's simulated inspector judges a
+    diverted phone only after it has waited this long, so a person signing in finds the newest
+    phones in the Review queue (which stays about ``rate x review_wait`` phones long however long
+    nobody judges). The first line's phones are judged at once, so its Live line shows verdicts.
     """
     from db.bootstrap import initialize, open_database
     from db.engine import safe_url
@@ -169,7 +170,7 @@ def run_product(
         for offset, (line, key) in enumerate(station_keys.items()):
             name = f"station {line}"
             station = ["--url", service_url, "--line", line, "--scenario", scenario, "--rate", str(rate), "--seed", str(seed + offset)]
-            station += ["--inspector-wait", str(review_wait)]
+            station += ["--inspector-wait", str(review_wait if offset else 0.0)]
             commands[name] = _cli("station", *station, "--name", DEMO_STATION)
             child_env[name] = {"SHADOWLINE_API_KEY": key}
     children: dict[str, subprocess.Popen[bytes]] = {}
