@@ -179,26 +179,22 @@ table = pd.DataFrame(
         for v in report.verdicts
     ]
 )
-# A number the check could not give (too few phones, no reference) is an empty cell, not "None".
-numbers = ["score", "threshold", "PSI", "reference", "current", "n ref", "n now"]
-table[numbers] = table[numbers].apply(pd.to_numeric, errors="coerce")
+# A number the check could not give (too few phones, no reference) is an empty cell: st.dataframe
+# shows a missing number as "None". The numbers are shown as text, formatted here.
+formats = {"score": "{:.3g}", "threshold": "{:.3g}", "PSI": "{:.3f}", "reference": "{:.3g}", "current": "{:.3g}", "n ref": "{:,.0f}", "n now": "{:,.0f}"}
+for column, number_format in formats.items():
+    table[column] = [number_format.format(value) if value is not None and not pd.isna(value) else "" for value in table[column]]
 table["statistic"] = table["statistic"].fillna("")
 st.dataframe(
     table,
     hide_index=True,
     key="drift.table",
     column_config={
-        "metric": st.column_config.TextColumn(width=190),
-        "watches": st.column_config.TextColumn(width=120),
-        "verdict": st.column_config.TextColumn(width=130),
-        "n ref": st.column_config.NumberColumn(format="%d"),
-        "n now": st.column_config.NumberColumn(format="%d"),
-        "why": st.column_config.TextColumn(width="large"),
-        "score": st.column_config.NumberColumn(format="%.3g"),
-        "threshold": st.column_config.NumberColumn(format="%.3g"),
-        "PSI": st.column_config.NumberColumn(format="%.3f"),
-        "reference": st.column_config.NumberColumn("reference (median or share)", format="%.3g"),
-        "current": st.column_config.NumberColumn("now (median or share)", format="%.3g"),
+        "reference": st.column_config.TextColumn("ref", help="The reference's median (a measurement) or share (a rate)."),
+        "current": st.column_config.TextColumn("now", help="The window's median (a measurement) or share (a rate)."),
+        "n ref": st.column_config.TextColumn("n ref", help="Phones in the reference."),
+        "n now": st.column_config.TextColumn("n now", help="Phones in the window."),
+        "why": st.column_config.TextColumn("why", width="large"),
     },
 )
 
@@ -246,15 +242,18 @@ with right:
         frame = pd.DataFrame([{"at": at, **r} for at, r in points])
         scored = frame[frame["score"].notna()]
         drifted = scored[scored["verdict"] == "drift"]
-        figure.add_trace(go.Scatter(x=scored["at"], y=scored["score"], mode="lines+markers", name=f"{verdict.statistic} score"))
+        p_value = verdict.statistic in ("ks", "chi2")
+        score_name = f"{verdict.statistic} p-value" if p_value else f"{verdict.statistic} score"
+        figure.add_trace(go.Scatter(x=scored["at"], y=scored["score"], mode="lines+markers", name=score_name))
         figure.add_trace(go.Scatter(x=drifted["at"], y=drifted["score"], mode="markers", name="drift", marker={"color": "red", "size": 10, "symbol": "x"}))
         if scored["threshold"].notna().any():
             figure.add_hline(y=float(scored["threshold"].dropna().iloc[-1]), line_dash="dash", line_color="red", annotation_text="threshold")
         if "psi" in frame and frame["psi"].notna().any():
             figure.add_trace(go.Scatter(x=frame["at"], y=frame["psi"], mode="lines", name="PSI", yaxis="y2", line={"color": "orange"}))
-            figure.update_layout(yaxis2={"overlaying": "y", "side": "right", "title": "PSI", "rangemode": "tozero"})
-        if verdict.statistic in ("ks", "chi2") and not scored.empty:
-            figure.update_layout(yaxis={"type": "log", "title": "p-value (drift below the threshold)"})
+            figure.update_layout(yaxis2={"overlaying": "y", "side": "right", "title": "PSI", "rangemode": "tozero", "tickformat": ".2f", "nticks": 5})
+        if p_value and not scored.empty:
+            # Labels at the decades only (1, 0.1, 0.01...), not at every minor tick of the log axis.
+            figure.update_layout(yaxis={"type": "log", "title": "p-value (drift below the threshold)", "dtick": 1, "exponentformat": "power"})
     _mark_alarms(figure)
     figure.update_layout(title="The statistic at each check", height=360, margin={"t": 50, "b": 10}, legend={"orientation": "h"})
     st.plotly_chart(figure, key="drift.statistic")
