@@ -952,7 +952,6 @@ def _cmd_model_quantize(args: argparse.Namespace) -> int:
 
 def _cmd_users_add(args: argparse.Namespace) -> int:
     import getpass
-    import os
 
     from core.vocabulary import Role
     from db.users import UserError, add_user
@@ -964,8 +963,7 @@ def _cmd_users_add(args: argparse.Namespace) -> int:
     else:
         password = sys.stdin.readline().rstrip("\n")
     database = _database()
-    # Whoever runs the command line on the server is trusted as an administrator; the log says who.
-    actor = f"cli:{os.environ.get('USER', 'unknown')}"
+    actor = _cli_actor()
     with database.write() as session:
         try:
             add_user(session=session, name=args.name, role=Role(args.role), password=password, actor=actor)
@@ -977,7 +975,6 @@ def _cmd_users_add(args: argparse.Namespace) -> int:
 
 def _cmd_users_change(args: argparse.Namespace) -> int:
     import getpass
-    import os
 
     from core.vocabulary import Role
     from db.users import UserError, change_user
@@ -992,7 +989,7 @@ def _cmd_users_change(args: argparse.Namespace) -> int:
             password = sys.stdin.readline().rstrip("\n")
     if args.role is None and args.active is None and password is None:
         raise CommandError("nothing to change: give --role, --disable, --enable or --password")
-    actor = f"cli:{os.environ.get('USER', 'unknown')}"
+    actor = _cli_actor()
     with _database().write() as session:
         try:
             role = Role(args.role) if args.role else None
@@ -1069,10 +1066,15 @@ def _cmd_station(args: argparse.Namespace) -> int:
 
 
 def _cli_actor() -> str:
-    import os
+    import getpass
 
-    # Whoever runs the command line on the server is trusted as an administrator; the log says who.
-    return f"cli:{os.environ.get('USER', 'unknown')}"
+    # Whoever runs the command line on the server is trusted as an administrator; the log says who
+    # (the login name: $USER is often unset in services and containers, the account is not).
+    try:
+        name = getpass.getuser()
+    except (KeyError, OSError):
+        name = "unknown"
+    return f"cli:{name}"
 
 
 def _cmd_keys(args: argparse.Namespace) -> int:

@@ -112,7 +112,8 @@ def _undo() -> None:
     except CorrectionError as error:
         outcome, failed = f"{offer.serial}: not undone: {error}.", True
     else:
-        outcome, failed = f"{offer.serial}: {offer.verdict.value} undone, now {other.value} (the correction is in the audit log).", False
+        where = "the audit log, under per-phone decisions and corrections"
+        outcome, failed = f"{offer.serial}: {offer.verdict.value} undone, now {other.value} (the correction is in {where}).", False
     st.session_state[UNDO_KEY] = replace(offer, outcome=outcome, failed=failed)
     st.session_state[REFRESH_KEY] = True
 
