@@ -1040,6 +1040,7 @@ def _cmd_station(args: argparse.Namespace) -> int:
     from db.pipeline import attach_simulated_truth
 
     logging.basicConfig(level=logging.INFO if not args.quiet else logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # the gate's own line per phone says what each request did
     key = os.environ.get("SHADOWLINE_API_KEY")
     if not key:
         raise CommandError("set SHADOWLINE_API_KEY to the station's key (`shadowline keys add --line L --name N`)")

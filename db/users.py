@@ -6,13 +6,13 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from core.auth import CurrentUser, hash_password, throttle_delay, verify_password
 from core.vocabulary import Role
 from db import audit
-from db.models import User, utcnow
+from db.models import ReviewTask, User, utcnow
 
 USER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 
@@ -93,6 +93,14 @@ def change_user(*, session: Session, name: str, actor: str, role: Role | None = 
     if "active" in after:
         user.active = bool(after["active"])
     audit.record(session=session, actor=actor, action="user.change", entity="user", entity_id=name, before=before, after=after)
+    if after.get("active") is False:
+        # The phones they held in the Review queue go back to it at once, not when their claims run out.
+        session.execute(
+            update(ReviewTask)
+            .where(ReviewTask.claimed_by == name, ReviewTask.status == "claimed")
+            .values(status="open", claimed_by=None, claim_expires_at=None)
+            .execution_options(synchronize_session=False)
+        )
     if after.get("active") is False or "password" in after:
         from db.sessions import end_sessions_of  # db.sessions signs in through this module
 

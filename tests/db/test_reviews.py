@@ -237,3 +237,19 @@ def test_a_reviewer_who_reloads_gets_the_phone_they_hold_with_its_claim_renewed(
     with database.write() as session:
         assert not renew_claim(session=session, task_id=first.task_id, reviewer="sue", now=now + timedelta(seconds=1000)), "an expired claim is not renewed"
         assert claim_next_task(session=session, reviewer="bob", now=now + timedelta(seconds=1000)).task_id == first.task_id
+
+
+def test_a_disabled_supervisors_phone_goes_back_to_the_queue_at_once(database):
+    from core.vocabulary import Role
+    from db.users import add_user, change_user
+
+    _routed(database, 2)
+    with database.write() as session:
+        add_user(session=session, name="sue", role=Role.SUPERVISOR, password="sue-password", actor="test")
+        add_user(session=session, name="boss", role=Role.ADMIN, password="boss-password", actor="test")
+    with database.write() as session:
+        held = claim_next_task(session=session, reviewer="sue")
+    with database.write() as session:
+        change_user(session=session, name="sue", actor="boss", active=False)
+    with database.write() as session:
+        assert claim_next_task(session=session, reviewer="ann").task_id == held.task_id, "not stranded until sue's claim runs out"
