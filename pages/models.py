@@ -49,7 +49,15 @@ st.dataframe(
     pd.DataFrame(models, columns=REGISTRY_COLUMNS),
     hide_index=True,
     key="models.registry",
-    column_config={"onnx_sha256": st.column_config.TextColumn("ONNX sha256"), "map50": st.column_config.NumberColumn("mAP50 (normal/held out)", format="%.3f")},
+    column_config={
+        "onnx_sha256": st.column_config.TextColumn("ONNX sha256"),
+        "map50": st.column_config.NumberColumn("box mAP50", format="%.3f", help="Its own evaluation: generated normal phones, or the held-out split."),
+        "phone_recall": st.column_config.NumberColumn("phone recall", format="%.3f", help="Share of defective phones the model rejects."),
+        "false_reject_rate": st.column_config.NumberColumn("false rejects", format="%.3f", help="Share of good phones the model rejects."),
+        "decision_threshold": st.column_config.NumberColumn("reject at", format="%.2f", help="A phone is rejected when a box reaches this confidence."),
+        "init_from": st.column_config.TextColumn("trained from"),
+        "registered_at": st.column_config.DatetimeColumn("registered (UTC)", format="YYYY-MM-DD HH:mm"),
+    },
 )
 if not lines:
     st.stop()
@@ -174,7 +182,8 @@ if can_roll_back:
         f"Roll {line.name} back from {line.active_model_version} to {line.previous_model_version}, from the next phones on?",
         lambda: _act(lambda: deployment.rollback(database, user, line_name=line.name, from_version=line.active_model_version, note=note or None)),
     )
-st.caption("Rollback takes effect on the worker's next phones; the version rolled back from stays loaded as the candidate.")
+if can_roll_back:
+    st.caption("Rollback takes effect on the worker's next phones; the version rolled back from stays loaded as the candidate.")
 
 
 # -- a plant's own model ------------------------------------------------------------------------
