@@ -20,6 +20,7 @@ from app.widgets import annotated_image, box_tuples, line_picker, local_time
 from core.auth import PermissionDeniedError
 from core.ingest import NOT_STORED_PREFIX
 from core.reviewing import UNDO_SECONDS, correct, decide, give_back, keep, my_recent_decisions, next_phone, skip, waiting
+from core.routing import rule_in_words
 from core.vocabulary import Verdict
 from db.corrections import CorrectionError
 from db.lines import list_lines
@@ -236,7 +237,8 @@ with left:
         st.image(image, width="stretch")
 with right:
     st.subheader(f"`{item.serial}`")
-    st.caption(f"{item.line_name} · captured {local_time(item.captured_at, settings.plant_timezone)} · {item.kind} · rule {item.rule}")
+    why = rule_in_words(item.rule) or item.rule
+    st.caption(f"{item.line_name} · captured {local_time(item.captured_at, settings.plant_timezone)} · {why}", help=f"routing rule `{item.rule}`")
     if item.skipped_at is not None:
         st.warning("You skipped this phone before; it is back because nothing else waits for you.")
     if item.kind == "audit":
