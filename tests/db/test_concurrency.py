@@ -17,11 +17,11 @@ from core.auth import CurrentUser
 from core.drift.monitor import DriftMonitor
 from core.ladder import actions
 from core.ladder.gates import LADDER
-from core.vocabulary import AutomationLevel, Role
+from core.vocabulary import AutomationLevel, Role, Verdict
 from db import audit
 from db import drift as drift_db
 from db.lines import get_line, update_settings
-from db.reviews import claim_next_task
+from db.reviews import claim_next_task, record_human_decision
 from tests.db.test_reviews import _routed
 from tests.drift_data import add_phones
 
@@ -49,6 +49,8 @@ def test_many_reviewers_never_get_the_same_phone(database) -> None:
     _routed(database, 60)
 
     def reviewer(i: int) -> list[int]:
+        # A reviewer claims a phone, judges it, claims the next (a claim they still hold is theirs
+        # again on the next call: that is a reload, see test_reviews).
         held = []
         while True:
             with database.write() as session:
@@ -56,6 +58,8 @@ def test_many_reviewers_never_get_the_same_phone(database) -> None:
             if item is None:
                 return held
             held.append(item.task_id)
+            with database.write() as session:
+                record_human_decision(session=session, task_id=item.task_id, reviewer=f"r{i}", verdict=Verdict.PASS)
 
     results = together(THREADS, reviewer)
     assert not [r for r in results if isinstance(r, Exception)], results
