@@ -211,7 +211,7 @@ def test_cameras_of_many_sizes_go_through_ingest_worker_and_the_live_line_in_the
     at.session_state["auth.user"] = CurrentUser("sam", Role.SUPERVISOR)
     at.run()
     assert not at.exception, at.exception
-    assert sum(f"camera-{i}" in m.value for m in at.markdown for i in range(len(CAMERAS))) == len(CAMERAS)
+    assert sum(f"camera-{i}" in c.value for c in at.caption for i in range(len(CAMERAS))) == len(CAMERAS), "each camera's phone on the Live line"
 
 
 def test_an_engineer_imports_a_model_on_the_models_page(database, settings, app_for, detector):

@@ -27,7 +27,8 @@ def test_supervisor_reviews_a_phone_and_sees_it_on_the_live_line(served_app, pag
     page.get_by_text(f"{next_serial}: pass recorded").wait_for(timeout=20_000)
     page.get_by_role("link", name="Live line").click()
     page.get_by_role("heading", name="Live line").wait_for()
-    phone = page.get_by_text(serial).locator("..")
+    # The phone's card: the innermost block holding its serial (the verdict is a line of its own above it).
+    phone = page.locator("[data-testid='stVerticalBlock']").filter(has=page.get_by_text(serial)).last
     phone.get_by_text("REJECT").wait_for(timeout=20_000)
     assert "by a person" in phone.inner_text()
     screenshot(page, "live_line")
