@@ -950,18 +950,23 @@ def _cmd_model_quantize(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_users_add(args: argparse.Namespace) -> int:
+def _read_password(prompt: str) -> str:
+    """A password typed twice at a terminal, or the first line of stdin."""
     import getpass
 
+    if not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\n")
+    password = getpass.getpass(f"{prompt}: ")
+    if getpass.getpass("again: ") != password:
+        raise CommandError("the two passwords differ")
+    return password
+
+
+def _cmd_users_add(args: argparse.Namespace) -> int:
     from core.vocabulary import Role
     from db.users import UserError, add_user
 
-    if sys.stdin.isatty():
-        password = getpass.getpass(f"password for {args.name}: ")
-        if getpass.getpass("again: ") != password:
-            raise CommandError("the two passwords differ")
-    else:
-        password = sys.stdin.readline().rstrip("\n")
+    password = _read_password(f"password for {args.name}")
     database = _database()
     actor = _cli_actor()
     with database.write() as session:
@@ -974,19 +979,10 @@ def _cmd_users_add(args: argparse.Namespace) -> int:
 
 
 def _cmd_users_change(args: argparse.Namespace) -> int:
-    import getpass
-
     from core.vocabulary import Role
     from db.users import UserError, change_user
 
-    password = None
-    if args.password:
-        if sys.stdin.isatty():
-            password = getpass.getpass(f"new password for {args.name}: ")
-            if getpass.getpass("again: ") != password:
-                raise CommandError("the two passwords differ")
-        else:
-            password = sys.stdin.readline().rstrip("\n")
+    password = _read_password(f"new password for {args.name}") if args.password else None
     if args.role is None and args.active is None and password is None:
         raise CommandError("nothing to change: give --role, --disable, --enable or --password")
     actor = _cli_actor()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Literal, TypeVar
+
 import pandas as pd
 import streamlit as st
 
@@ -13,6 +16,11 @@ from core.vocabulary import Role
 from db.sessions import SessionPolicy, end_session, list_active
 from db.users import UserError, add_user, change_user, list_users
 
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+T = TypeVar("T")
+
 ROLE_WORDS = {
     Role.SUPERVISOR: "supervisor: judges phones in the Review queue",
     Role.ENGINEER: "engineer: labels, models, drift, line settings",
@@ -21,10 +29,25 @@ ROLE_WORDS = {
 }
 
 
-def _forget(*keys: str) -> None:
-    """Empty these inputs on the next run (a password is not left in a form once it is used)."""
-    for key in keys:
+def _apply(user: CurrentUser, password: str, again: str, write: Callable[[Session], T]) -> T | Literal[False]:
+    """An admin's change of people, checked and written in one transaction; a refusal is shown and gives False."""
+    try:
+        require(user, Action.MANAGE_USERS)
+        if password != again:
+            raise UserError("the two passwords differ")
+        with state.database().write() as session:
+            return write(session)
+    except (UserError, PermissionDeniedError) as error:
+        st.error(str(error))
+        return False
+
+
+def _done(flash: str, *forget: str) -> None:
+    """Run the page again to show ``flash`` above the refreshed table, these inputs emptied (no password left in a form)."""
+    st.session_state["admin.flash"] = flash
+    for key in forget:
         st.session_state.pop(key, None)
+    st.rerun()
 
 
 def people_section(user: CurrentUser) -> None:
@@ -60,18 +83,14 @@ def people_section(user: CurrentUser) -> None:
         first = st.text_input("Password", type="password", key="admin.new_password", help=hint)
         again = st.text_input("Password again", type="password", key="admin.new_password_again")
         if st.form_submit_button("Add", key="admin.add"):
-            try:
-                require(user, Action.MANAGE_USERS)
-                if first != again:
-                    raise UserError("the two passwords differ")
-                with database.write() as session:
-                    add_user(session=session, name=name.strip(), role=Role(role), password=first, actor=user.name)
-            except (UserError, PermissionDeniedError) as error:
-                st.error(str(error))
-            else:
-                st.session_state["admin.flash"] = f"{name.strip()} added as {Role(role).value}: they sign in with the password you chose."
-                _forget("admin.new_name", "admin.new_password", "admin.new_password_again")
-                st.rerun()
+            added = _apply(user, first, again, lambda session: add_user(session=session, name=name.strip(), role=Role(role), password=first, actor=user.name))
+            if added is not False:
+                _done(
+                    f"{name.strip()} added as {Role(role).value}: they sign in with the password you chose.",
+                    "admin.new_name",
+                    "admin.new_password",
+                    "admin.new_password_again",
+                )
     with change_column:
         st.markdown("**Change a person**")
         names = [p.name for p in people]
@@ -89,21 +108,18 @@ def people_section(user: CurrentUser) -> None:
             password = st.text_input("New password (leave empty to keep theirs)", type="password", key=f"admin.password.{person.name}")
             password_again = st.text_input("New password again", type="password", key=f"admin.password_again.{person.name}")
             if st.form_submit_button("Save", key="admin.change"):
-                try:
-                    require(user, Action.MANAGE_USERS)
-                    if password != password_again:
-                        raise UserError("the two passwords differ")
-                    with database.write() as session:
-                        changed = change_user(session=session, name=person.name, actor=user.name, role=Role(new_role), active=active, password=password or None)
-                except (UserError, PermissionDeniedError) as error:
-                    st.error(str(error))
-                else:
-                    if not changed:
-                        st.info("Nothing to change.")
-                    else:
-                        st.session_state["admin.flash"] = f"{person.name}: " + "; ".join(changed) + "."
-                        _forget(f"admin.password.{person.name}", f"admin.password_again.{person.name}")
-                        st.rerun()
+                changed = _apply(
+                    user,
+                    password,
+                    password_again,
+                    lambda session: change_user(
+                        session=session, name=person.name, actor=user.name, role=Role(new_role), active=active, password=password or None
+                    ),
+                )
+                if changed == []:
+                    st.info("Nothing to change.")
+                elif changed:
+                    _done(f"{person.name}: " + "; ".join(changed) + ".", f"admin.password.{person.name}", f"admin.password_again.{person.name}")
 
 
 def sessions_section(user: CurrentUser) -> None:

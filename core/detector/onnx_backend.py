@@ -104,11 +104,13 @@ def _dfl_softmax_on_last_axis(model: onnx.ModelProto) -> bool:
         ]
         for node in consumers.get(conv.output[0], []):
             node.input[:] = ["shadowline_dfl_expected" if name == conv.output[0] else name for name in node.input]
-        nodes = [node for node in graph.node if node not in (transpose, softmax, conv)]
         # Keep the graph in topological order: the new nodes go where the transpose was.
-        at = next(index for index, node in enumerate(graph.node) if node is transpose)
-        at -= sum(1 for node in graph.node[:at] if node in (softmax, conv))
-        nodes[at:at] = rewritten
+        nodes: list[onnx.NodeProto] = []
+        for node in graph.node:
+            if node is transpose:
+                nodes.extend(rewritten)
+            elif node is not softmax and node is not conv:
+                nodes.append(node)
         del graph.node[:]
         graph.node.extend(nodes)
         stale = {transpose.output[0], softmax.output[0], conv.output[0]}

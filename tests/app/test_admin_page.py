@@ -14,13 +14,19 @@ from db.sessions import SessionPolicy, find_open, start_session
 from db.users import add_user
 
 PAGE = "../pages/admin.py"
+POLICY = SessionPolicy(idle=timedelta(hours=1), lifetime=timedelta(hours=12))
+
+
+def _sam_signed_in(database):
+    """The supervisor sam, signed in from a browser; returns the session."""
+    with database.write() as session:
+        add_user(session=session, name="sam", role=Role.SUPERVISOR, password="line-one-pass", actor="admin")
+        _, started = start_session(session=session, name="sam", password="line-one-pass", policy=POLICY, client="Chromium", address="10.0.0.7")
+    return started
 
 
 def test_an_admin_sees_the_open_sessions_and_ends_one(database, app_for):
-    policy = SessionPolicy(idle=timedelta(hours=1), lifetime=timedelta(hours=12))
-    with database.write() as session:
-        add_user(session=session, name="sam", role=Role.SUPERVISOR, password="line-one-pass", actor="admin")
-        _, started = start_session(session=session, name="sam", password="line-one-pass", policy=policy, client="Chromium", address="10.0.0.7")
+    started = _sam_signed_in(database)
     at = app_for()
     at.session_state["auth.user"] = CurrentUser("root", Role.ADMIN)
     at.run()
@@ -33,7 +39,7 @@ def test_an_admin_sees_the_open_sessions_and_ends_one(database, app_for):
     assert any("Ended" in s.value for s in at.success)
     assert at.dataframe[1].value.empty
     with database.read() as session:
-        assert find_open(session=session, token=started.token, policy=policy) is None
+        assert find_open(session=session, token=started.token, policy=POLICY) is None
         ended = session.scalar(select(AuditEntry).where(AuditEntry.action == "session.end"))
     assert ended.actor == "root"
 
@@ -89,17 +95,14 @@ def test_two_different_passwords_add_nobody(database, app_for):
 def test_disabling_a_person_signs_them_out_everywhere_and_enabling_lets_them_back(database, app_for):
     from db.users import sign_in
 
-    policy = SessionPolicy(idle=timedelta(hours=1), lifetime=timedelta(hours=12))
-    with database.write() as session:
-        add_user(session=session, name="sam", role=Role.SUPERVISOR, password="line-one-pass", actor="admin")
-        _, started = start_session(session=session, name="sam", password="line-one-pass", policy=policy, client="Chromium", address="10.0.0.7")
+    started = _sam_signed_in(database)
     at = _admin_page(app_for)
     at.selectbox(key="admin.person").select("sam").run()
     at.checkbox(key="admin.active.sam").uncheck()
     at.button(key="admin.change").click().run()
     assert not at.exception and any("sam: disabled, signed out everywhere" in s.value for s in at.success), [e.value for e in at.error]
     with database.write() as session:
-        assert find_open(session=session, token=started.token, policy=policy) is None
+        assert find_open(session=session, token=started.token, policy=POLICY) is None
         assert sign_in(session=session, name="sam", password="line-one-pass").user is None
     assert any("Nobody is signed in" in i.value for i in at.info), "no session of sam's is listed as open"
     at.checkbox(key="admin.active.sam").check()
@@ -138,10 +141,7 @@ def test_the_last_active_admin_cannot_be_disabled_or_demoted(database, app_for):
 def test_a_new_password_is_set_and_ends_the_old_sessions(database, app_for):
     from db.users import sign_in
 
-    policy = SessionPolicy(idle=timedelta(hours=1), lifetime=timedelta(hours=12))
-    with database.write() as session:
-        add_user(session=session, name="sam", role=Role.SUPERVISOR, password="line-one-pass", actor="admin")
-        _, started = start_session(session=session, name="sam", password="line-one-pass", policy=policy, client="Chromium", address="10.0.0.7")
+    started = _sam_signed_in(database)
     at = _admin_page(app_for)
     at.selectbox(key="admin.person").select("sam").run()
     at.text_input(key="admin.password.sam").input("new-pass-2026")
@@ -149,7 +149,7 @@ def test_a_new_password_is_set_and_ends_the_old_sessions(database, app_for):
     at.button(key="admin.change").click().run()
     assert any("password set" in s.value for s in at.success)
     with database.write() as session:
-        assert find_open(session=session, token=started.token, policy=policy) is None
+        assert find_open(session=session, token=started.token, policy=POLICY) is None
         assert sign_in(session=session, name="sam", password="line-one-pass").user is None
         assert sign_in(session=session, name="sam", password="new-pass-2026").user is not None
         entry = session.scalar(select(AuditEntry).where(AuditEntry.action == "user.change"))
