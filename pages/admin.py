@@ -45,8 +45,9 @@ def _apply(user: CurrentUser, password: str, again: str, write: Callable[[Sessio
 def _done(flash: str, *forget: str) -> None:
     """Run the page again to show ``flash`` above the refreshed table, these inputs emptied (no password left in a form)."""
     st.session_state["admin.flash"] = flash
-    for key in forget:
-        st.session_state.pop(key, None)
+    # Emptied at the start of the next run, before the inputs exist: dropping their state here is not
+    # enough, the browser sends the typed values back with the rerun (seen in Chromium).
+    st.session_state["admin.forget"] = list(forget)
     st.rerun()
 
 
@@ -55,6 +56,8 @@ def people_section(user: CurrentUser) -> None:
     settings = state.settings()
     database = state.database()
     st.subheader("People")
+    for key in st.session_state.pop("admin.forget", []):
+        st.session_state[key] = ""
     flash = st.session_state.pop("admin.flash", None)
     if flash:
         st.success(flash)  # what the last change did (the page ran again to show it in the table)
