@@ -166,6 +166,8 @@ table = pd.DataFrame(
             "metric": METRIC_BY_NAME[v.metric].label,
             "watches": KIND_LABEL[MetricKind(v.kind)],
             "verdict": VERDICT_ICON[v.verdict] + (f" ({v.severity})" if v.severity else ""),
+            # Beside the verdict: at 1440 px the numbers scroll, the reason for the verdict does not.
+            "why": v.reason,
             "statistic": v.statistic,
             "score": v.score,
             "threshold": v.threshold,
@@ -174,7 +176,6 @@ table = pd.DataFrame(
             "current": v.current_value,
             "n ref": v.n_reference,
             "n now": v.n_current,
-            "why": v.reason,
         }
         for v in report.verdicts
     ]
@@ -190,11 +191,14 @@ st.dataframe(
     hide_index=True,
     key="drift.table",
     column_config={
-        "reference": st.column_config.TextColumn("ref", help="The reference's median (a measurement) or share (a rate)."),
-        "current": st.column_config.TextColumn("now", help="The window's median (a measurement) or share (a rate)."),
-        "n ref": st.column_config.TextColumn("n ref", help="Phones in the reference."),
-        "n now": st.column_config.TextColumn("n now", help="Phones in the window."),
-        "why": st.column_config.TextColumn("why", width="large"),
+        "why": st.column_config.TextColumn("why", width="large", help="Why the check gave this verdict (in full under the chart below)."),
+        "score": st.column_config.TextColumn("score", width="small"),
+        "threshold": st.column_config.TextColumn("threshold", width="small"),
+        "PSI": st.column_config.TextColumn("PSI", width="small"),
+        "reference": st.column_config.TextColumn("ref", width="small", help="The reference's median (a measurement) or share (a rate)."),
+        "current": st.column_config.TextColumn("now", width="small", help="The window's median (a measurement) or share (a rate)."),
+        "n ref": st.column_config.TextColumn("n ref", width="small", help="Phones in the reference."),
+        "n now": st.column_config.TextColumn("n now", width="small", help="Phones in the window."),
     },
 )
 

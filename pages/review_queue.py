@@ -247,8 +247,9 @@ with right:
         st.caption(f"The model's boxes are shown ({len(boxes)}).")
     else:
         st.caption("Judge on your own: at this level the model's opinion is not shown.")
+    # The two verdicts look alike: a filled button would be the page's suggestion, and the person judges unprompted.
     st.button("PASS", key="review.pass", shortcut="P", type="secondary", width="stretch", on_click=_judge, args=(Verdict.PASS,))
-    st.button("REJECT", key="review.reject", shortcut="X", type="primary", width="stretch", on_click=_judge, args=(Verdict.REJECT,))
+    st.button("REJECT", key="review.reject", shortcut="X", type="secondary", width="stretch", on_click=_judge, args=(Verdict.REJECT,))
     st.button("Skip (to the back)", key="review.skip", shortcut="S", width="stretch", on_click=_skip)
     st.caption(f"Keys: P pass · X reject · S skip · U undo (for {UNDO_SECONDS:.0f} s). The next phone loads at once.")
 correction_form()
