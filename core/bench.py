@@ -13,6 +13,7 @@ import os
 import platform
 import statistics
 import tempfile
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
@@ -191,23 +192,73 @@ def _worker_round(model_dir: str, count: int, threads: int, mode: str, profile: 
         with database.write() as session:
             for i, path in enumerate(paths):
                 queue_inspection(session=session, line_id=line.id, serial=f"B{i:06d}", image_path=path, image_sha256=None, source="bench")
-        profiler = None
-        if profile:
-            import cProfile
-
-            profiler = cProfile.Profile()
-            profiler.enable()
+        profilers = _ThreadProfilers() if profile else None
         started = time.perf_counter()
-        worker.run(until_empty=True)
+        if profilers is not None:
+            with profilers:
+                worker.run(until_empty=True)
+        else:
+            worker.run(until_empty=True)
         elapsed = time.perf_counter() - started
-        if profiler is not None:
-            profiler.disable()
         database.dispose()
         assert worker.stats.processed == count + 5, worker.stats
         result = {"backend": f"worker {model.version}", "latencies_ms": [elapsed / count * 1000], "images_per_s": count / elapsed}
-        if profiler is not None:
-            result["stages_s"] = _stage_times(profiler, elapsed)
+        if profilers is not None:
+            result["stages_s"] = _stage_times(profilers.stats(), elapsed)
         return result
+
+
+class _ThreadProfilers:
+    """cProfile in the calling thread and in every task the worker's thread pools run meanwhile.
+
+    cProfile sees only the thread that enables it, and the worker decodes, inspects and writes in
+    pools of threads (core/worker.py): each pool task gets the profiler of its thread.
+    """
+
+    def __init__(self) -> None:
+        import cProfile
+
+        self._make = cProfile.Profile
+        self._profilers: dict[int, Any] = {}
+        self._lock = threading.Lock()
+        self._original: Any = None
+
+    def _profiler(self) -> Any:
+        with self._lock:
+            return self._profilers.setdefault(threading.get_ident(), self._make())
+
+    def __enter__(self) -> _ThreadProfilers:
+        from concurrent.futures import thread
+
+        self._original = original = thread._WorkItem.run
+        profilers = self
+
+        def run(item: Any) -> None:
+            profiler = profilers._profiler()
+            profiler.enable()
+            try:
+                original(item)
+            finally:
+                profiler.disable()
+
+        thread._WorkItem.run = run  # type: ignore[method-assign,assignment]
+        self._profiler().enable()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        from concurrent.futures import thread
+
+        self._profiler().disable()
+        thread._WorkItem.run = self._original  # type: ignore[method-assign]
+
+    def stats(self) -> Any:
+        import pstats
+
+        first, *others = self._profilers.values()
+        stats = pstats.Stats(first)
+        for profiler in others:
+            stats.add(profiler)
+        return stats
 
 
 #: Where a worker's time goes: stage -> (module file suffix, function name), cumulative time of each.
@@ -226,13 +277,11 @@ WORKER_STAGES: dict[str, tuple[str, str]] = {
 }
 
 
-def _stage_times(profiler: Any, elapsed: float) -> dict[str, float]:
-    import pstats
-
-    stats = pstats.Stats(profiler)
+def _stage_times(stats: Any, elapsed: float) -> dict[str, float]:
+    """Seconds per stage, summed over the worker's threads (so together more than the wall time)."""
     table: dict[str, float] = {}
     for stage, (suffix, function) in WORKER_STAGES.items():
-        table[stage] = round(sum(row[3] for (file, _, name), row in stats.stats.items() if name == function and file.endswith(suffix)), 4)  # type: ignore[attr-defined]
+        table[stage] = round(sum(row[3] for (file, _, name), row in stats.stats.items() if name == function and file.endswith(suffix)), 4)
     table["total (wall)"] = round(elapsed, 4)
     return table
 
@@ -289,7 +338,7 @@ def format_table(result: dict[str, Any]) -> str:
         if result.get(key):
             lines.append(f"{key}: " + ", ".join(f"{name} {value}" for name, value in result[key].items()))
     for model, stages in result.get("profile", {}).items():
-        lines.append(f"where a {model} worker's time goes (cProfile, cumulative s):")
+        lines.append(f"where a {model} worker's time goes (cProfile, seconds summed over its threads):")
         lines.extend(f"  {stage:<42}{seconds:>8.3f}" for stage, seconds in stages.items())
     return "\n".join(lines)
 
