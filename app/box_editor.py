@@ -88,6 +88,11 @@ def box_editor(
     return Drawing(revision, start)
 
 
+def as_drawn(boxes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``boxes`` as the editor gives them back (class name and corners to 0.1 px), for comparing with a :class:`Drawing`."""
+    return [_plain(b) for b in boxes]
+
+
 def _plain(box: dict[str, Any]) -> dict[str, Any]:
     return {"class_name": str(box["class_name"]), **{k: round(float(box[k]), 1) for k in ("x1", "y1", "x2", "y2")}}
 

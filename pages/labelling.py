@@ -3,14 +3,17 @@ Where two engineers' labels of a phone disagree, one of them is adjudicated as t
 
 from __future__ import annotations
 
+import threading
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pandas as pd
 import streamlit as st
 
 from app import state
-from app.box_editor import Drawing, box_editor, image_payload
+from app.box_editor import Drawing, as_drawn, box_editor, image_payload
 from app.session import current_user
 from app.widgets import line_picker, local_time, two_labels_image
 from core.auth import PermissionDeniedError
@@ -27,6 +30,48 @@ REASON_TEXT = {
     "drift_window": "inspected while a drift alarm was raised",
     "low_confidence": "the model was unsure",
 }
+
+#: The phone a Save or Skip was pressed for: set by the button's callback with the phone shown when
+#: the button was drawn, so a click always acts on the phone the engineer saw (see label_phones).
+ASKED_KEY = "labelling.asked"
+
+
+@dataclass(frozen=True)
+class Draft:
+    """An engineer's unsaved boxes and verdict of one phone, kept on the server so a reload keeps them."""
+
+    inspection_id: int
+    boxes: list[dict[str, Any]]
+    verdict: str
+
+
+@st.cache_resource(show_spinner=False)
+def _drafts() -> tuple[dict[tuple[str, str], Draft], threading.Lock]:
+    """One draft per engineer and database (the phone in their editor), shared by their tabs and reloads, in this app process."""
+    return {}, threading.Lock()
+
+
+def _draft_of(name: str, inspection_id: int) -> Draft | None:
+    drafts, lock = _drafts()
+    with lock:
+        draft = drafts.get((database.url, name))
+    return draft if draft is not None and draft.inspection_id == inspection_id else None
+
+
+def _keep_draft(name: str, draft: Draft | None, *, inspection_id: int) -> None:
+    """Keep ``draft`` as the engineer's; None forgets theirs of ``inspection_id`` (saved, skipped, or as the model drew it)."""
+    drafts, lock = _drafts()
+    key = (database.url, name)
+    with lock:
+        if draft is not None:
+            drafts[key] = draft
+        elif key in drafts and drafts[key].inspection_id == inspection_id:
+            del drafts[key]
+
+
+def _ask(action: str, inspection_id: int, serial: str) -> None:
+    st.session_state[ASKED_KEY] = (action, inspection_id, serial)
+
 
 database = state.database()
 settings = state.settings()
@@ -129,20 +174,38 @@ def label_phones(line_id: int | None) -> None:
     since = datetime.now(UTC) - WINDOWS[window] if WINDOWS[window] else None
     with database.read() as session:
         queue = label_queue(session=session, labeller=user.name, line_id=line_id, since=since, reasons=tuple(reasons), limit=200)
+    skipped: set[int] = st.session_state.setdefault("labelling.skipped", set())
+    # What a Save or Skip was pressed for: the phone shown when the button was drawn (its callback's
+    # arguments), not whichever phone this run would show. Labelled meanwhile (in another tab, or
+    # by the same engineer elsewhere), it is no longer in the queue, and the click does nothing.
+    asked = st.session_state.pop(ASKED_KEY, None)
+    if asked is not None and asked[0] == "skip":
+        skipped.add(asked[1])
+        _keep_draft(user.name, None, inspection_id=asked[1])
+        asked = None
     if not queue:
+        if asked is not None:
+            st.warning(f"Not saved: {asked[2]} was labelled meanwhile (in another tab?), and nothing else waits for your label here.")
         st.success("Nothing waits for your label in this range.")
         previous_phone()
         return
 
-    skipped: set[int] = st.session_state.setdefault("labelling.skipped", set())
     item = held_phone(queue, skipped, line_id=line_id, since=since, reasons=tuple(reasons))
     st.caption(
         f"{len(queue)}{' or more' if len(queue) == 200 else ''} phones worth a label; this one because {REASON_TEXT[item.reason]}. "
         "It stays here until you save or skip it, however many phones arrive."
     )
+    if asked is not None and asked[1] != item.inspection_id:
+        st.warning(f"Not saved: {asked[2]} was labelled meanwhile (in another tab?). This is the next phone; nothing was recorded on it.")
+        asked = None
     if st.session_state.get("labelling.current") != item.inspection_id:
         st.session_state["labelling.current"] = item.inspection_id
         st.session_state["labelling.started"] = time.monotonic()
+        # A reload (or another tab) shows the same phone: with the boxes the engineer had drawn on it.
+        st.session_state["labelling.restored"] = _draft_of(user.name, item.inspection_id)
+    restored: Draft | None = st.session_state.get("labelling.restored")
+    if restored is not None and restored.inspection_id != item.inspection_id:
+        restored = None
 
     with database.read() as session:
         classes = line_classes(session=session, line_id=item.line_id)
@@ -159,9 +222,10 @@ def label_phones(line_id: int | None) -> None:
             drawing = box_editor(
                 key=f"labelling.editor.{item.inspection_id}",
                 image=payload,
-                boxes=model_boxes,
+                boxes=restored.boxes if restored is not None else model_boxes,
                 classes=classes,
                 revision=str(item.inspection_id),
+                model_boxes=model_boxes,
             )
     try:
         boxes = [LabelBox.from_dict(row) for row in drawing.boxes]
@@ -181,15 +245,32 @@ def label_phones(line_id: int | None) -> None:
         )
         table = pd.DataFrame([b.as_dict() for b in boxes], columns=["class_name", "x1", "y1", "x2", "y2"], index=range(1, len(boxes) + 1))
         st.dataframe(table.rename(columns={"class_name": "class"}), width="stretch")
-        verdict = st.radio("Gold verdict", [Verdict.PASS.value, Verdict.REJECT.value], index=1 if boxes else 0, horizontal=True, key=verdict_key)
+        choices = [Verdict.PASS.value, Verdict.REJECT.value]
+        default = 1 if boxes else 0
+        if restored is not None and bool(restored.boxes) == bool(boxes):
+            default = choices.index(restored.verdict)
+        verdict = st.radio("Gold verdict", choices, index=default, horizontal=True, key=verdict_key)
         save_col, skip_col = st.columns(2)
-        saved = save_col.button("Save label", type="primary", shortcut="S", key="labelling.save", width="stretch", disabled=payload is None)
-        if skip_col.button("Next (skip)", shortcut="N", key="labelling.skip", width="stretch"):
-            skipped.add(item.inspection_id)
-            st.rerun()
+        save_col.button(
+            "Save label",
+            type="primary",
+            shortcut="S",
+            key="labelling.save",
+            width="stretch",
+            disabled=payload is None,
+            on_click=_ask,
+            args=("save", item.inspection_id, item.serial),
+        )
+        skip_col.button("Next (skip)", shortcut="N", key="labelling.skip", width="stretch", on_click=_ask, args=("skip", item.inspection_id, item.serial))
+        if restored is not None:
+            st.caption("Your unsaved boxes and verdict of this phone are back, as you left them.")
 
+    # Unsaved work survives a reload: kept while it differs from where the phone started (the model's boxes).
+    changed = drawing.boxes != as_drawn(model_boxes) or verdict != choices[1 if boxes else 0]
+    _keep_draft(user.name, Draft(item.inspection_id, drawing.boxes, verdict) if changed else None, inspection_id=item.inspection_id)
     if box_error:
         st.error(f"A box is not valid: {box_error}")
+    saved = asked is not None and asked[0] == "save" and asked[1] == item.inspection_id
     if saved and not box_error:
         try:
             save_label(
@@ -207,6 +288,7 @@ def label_phones(line_id: int | None) -> None:
             st.error(str(error))
         else:
             st.session_state["labelling.saved"] = item.inspection_id
+            _keep_draft(user.name, None, inspection_id=item.inspection_id)
             st.rerun()
     previous_phone()
 

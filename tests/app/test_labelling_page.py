@@ -218,3 +218,57 @@ def test_a_save_of_boxes_drawn_on_another_phone_is_refused(database, settings, a
     assert any("not on phone" in e.value for e in at.error), [e.value for e in at.error]
     with database.read() as session:
         assert labels_of(session=session, inspection_id=held) == [] and labels_of(session=session, inspection_id=held + 1) == []
+
+
+def test_a_save_pressed_in_a_tab_whose_phone_was_labelled_meanwhile_records_nothing(database, settings, app_for) -> None:
+    """Two tabs show the same phone; the first saves it. The second tab's Save (pressed on that phone)
+    must not land on the phone the page would show next, which the engineer never saw."""
+    _seed(database, settings)
+    first_tab, second_tab = _page(app_for, "erin"), _page(app_for, "erin")
+    held = first_tab.session_state["labelling.current"]
+    assert second_tab.session_state["labelling.current"] == held
+    first_tab.button(key="labelling.save").click().run()
+    assert not first_tab.exception and first_tab.session_state["labelling.current"] != held
+    with database.read() as session:
+        labelled_before = {item.inspection_id for item in label_queue(session=session, labeller="erin", limit=500)}
+    second_tab.button(key="labelling.save").click().run()
+    assert not second_tab.exception
+    assert any("Not saved" in w.value and "labelled meanwhile" in w.value for w in second_tab.warning), [w.value for w in second_tab.warning]
+    shown = second_tab.session_state["labelling.current"]
+    assert shown != held
+    with database.read() as session:
+        assert [label.labeller for label in labels_of(session=session, inspection_id=held)] == ["erin"], "one label: the first tab's"
+        assert labels_of(session=session, inspection_id=shown) == [], "nothing recorded on the phone the second tab shows now"
+        assert {item.inspection_id for item in label_queue(session=session, labeller="erin", limit=500)} == labelled_before
+    # The next Save in the second tab, on the phone it shows, is saved as usual.
+    second_tab.button(key="labelling.save").click().run()
+    with database.read() as session:
+        assert [label.labeller for label in labels_of(session=session, inspection_id=shown)] == ["erin"]
+
+
+def test_unsaved_boxes_and_verdict_come_back_after_a_reload(database, settings, app_for) -> None:
+    _seed(database, settings)
+    at = _page(app_for, "erin")
+    held = at.session_state["labelling.current"]
+    with database.read() as session:
+        item = next(i for i in label_queue(session=session, labeller="erin", limit=500) if i.inspection_id == held)
+    drawn = [{"class_name": "chip", "x1": 11.0, "y1": 12.0, "x2": 40.0, "y2": 44.0}]
+    _set_boxes(at, item, drawn)
+    at.run()
+    at.radio(key=f"labelling.verdict.{held}.boxes").set_value("pass").run()  # the engineer's own call, against the boxes
+    reloaded = _page(app_for, "erin")  # a reload: a new browser session, nothing of the old one's state
+    assert reloaded.session_state["labelling.current"] == held
+    assert any("are back" in c.value for c in reloaded.caption), [c.value for c in reloaded.caption]
+    table = reloaded.dataframe[0].value
+    assert table[["x1", "y1", "x2", "y2"]].values.tolist() == [[11.0, 12.0, 40.0, 44.0]]
+    assert reloaded.radio(key=f"labelling.verdict.{held}.boxes").value == "pass"
+    # Saved, the draft is gone: the next phone starts from the model's boxes.
+    reloaded.radio(key=f"labelling.verdict.{held}.boxes").set_value("reject").run()
+    reloaded.button(key="labelling.save").click().run()
+    assert not reloaded.exception
+    with database.read() as session:
+        (label,) = labels_of(session=session, inspection_id=held)
+    assert label.verdict is Verdict.REJECT and [b.as_dict() for b in label.boxes] == drawn
+    again = _page(app_for, "erin")
+    assert again.session_state["labelling.current"] != held
+    assert not any("are back" in c.value for c in again.caption)
