@@ -194,7 +194,8 @@ def requests_banner(database: Any, user: Any, waiting: list[Any]) -> None:
             st.rerun()
 
 
-_LEVEL_WORDS = {
+#: The ladder's rungs in the floor's words.
+LEVEL_WORDS = {
     "human_only": "human only",
     "shadow": "shadow",
     "assist": "AI assistance",
@@ -256,7 +257,7 @@ def _plain_item(key: str, item: Any, timezone: str | None = None) -> str:
     if moment is not None:
         return moment
     if key.endswith("level") and isinstance(item, str):
-        return _LEVEL_WORDS.get(item, item)
+        return LEVEL_WORDS.get(item, item)
     if key in _SHARE_KEYS and isinstance(item, int | float) and not isinstance(item, bool):
         return f"{item * 100:g} %"
     if isinstance(item, bool):

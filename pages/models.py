@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -11,12 +12,13 @@ import streamlit as st
 from app import state
 from app.outage import guarded
 from app.session import current_user
-from app.widgets import line_picker
+from app.widgets import LEVEL_WORDS, line_picker
 from core import deployment
 from core.auth import Action, PermissionDeniedError, may
 from core.comparison import compare
 from core.extras import training_available, training_hint
 from core.ladder.actions import LadderError, may_switch_directly
+from core.vocabulary import AutomationLevel
 from db.comparison import champion_challenger
 from db.lines import list_lines
 from db.registry import list_models, model_folder
@@ -37,6 +39,9 @@ REGISTRY_COLUMNS = [
 database = state.database()
 user = current_user()
 assert user is not None
+#: Levels at which a person decides every phone (the model decides some from partial automation on).
+PEOPLE_DECIDE = {AutomationLevel.HUMAN_ONLY, AutomationLevel.SHADOW, AutomationLevel.ASSIST}
+
 st.title("Models")
 
 with database.read() as session:
@@ -114,7 +119,12 @@ if line.active_model_id and line.candidate_model_id:
 
 # -- actions ------------------------------------------------------------------------------------
 st.subheader("Deploy")
-note = st.text_input("Note", key="models.note")
+if st.session_state.pop("models.note_used", False):
+    # The note went with the change just made: emptied before it is drawn, or the next change (a
+    # rollback, say) would carry it into the audit log too. Dropping its state is not enough: the
+    # browser sends the typed text back with the rerun.
+    st.session_state["models.note"] = ""
+note = st.text_input("Note", key="models.note", help="Goes into the audit log with the next change made here, then empties.")
 versions = [m["version"] for m in models if m["version"] != line.active_model_version]
 
 
@@ -125,6 +135,7 @@ def _act(action) -> None:
         st.error(f"Refused: {error}")
     else:
         st.session_state["models.flash"] = message
+        st.session_state["models.note_used"] = True
         st.rerun()
 
 
@@ -166,11 +177,27 @@ if may(user.role, Action.SWITCH_MODEL):
         label = "Switch" if direct else "Request a switch (a manager approves in canary and full)"
         if st.button(f"{label}: make {line.candidate_model_version} active", type="primary", key="models.switch"):
             st.session_state["models.confirm"] = "switch"
+        compared = 0 if not (line.active_model_id and line.candidate_model_id) or pairs.empty else len(pairs)
+        by_people = 0 if compared == 0 else int(pairs["human_verdict"].notna().sum())
+        evidence = (
+            f" The two versions have seen {compared:,} of the same phones, {by_people:,} of them judged by a person (the comparison above)."
+            if compared
+            else " The two versions have not yet seen a phone in common."
+        )
+        who_decides = (
+            f" At {LEVEL_WORDS[line.level.value]} people decide every phone; the active version's verdicts are logged or shown to them."
+            if line.level in PEOPLE_DECIDE
+            else ""
+        )
         confirm_ui(
             "switch",
-            f"Make {line.candidate_model_version} decide {line.name}'s phones instead of {line.active_model_version}?"
-            if direct
-            else f"Ask a manager to make {line.candidate_model_version} active on {line.name}?",
+            (
+                f"Make {line.candidate_model_version} the active version on {line.name} instead of {line.active_model_version}?"
+                if direct
+                else f"Ask a manager to make {line.candidate_model_version} active on {line.name}?"
+            )
+            + evidence
+            + who_decides,
             lambda: _act(lambda: deployment.switch(database, user, line_name=line.name, to_version=line.candidate_model_version, note=note or None).message),
         )
 can_roll_back = line.previous_model_id is not None and may(user.role, Action.ROLLBACK)
@@ -282,59 +309,90 @@ datasets = (
     if datasets_dir.is_dir()
     else []
 )
+
+
+def _export() -> None:
+    """Export the labels (the form's values from its keys): in the button's callback, which runs once per
+    click; side effects in the page's body ran twice when a timed rerun (the jobs list) cut the run short."""
+    from core.dataset import DatasetError, ExportRecipe, export_dataset
+    from core.training import DataRecipe
+
+    state_ = st.session_state
+    recipe = ExportRecipe(
+        name=state_["models.export_name"],
+        line=line.name if state_["models.export_only_line"] else None,
+        generated=DataRecipe(
+            train_count=int(state_["models.export_gen"]), val_count=int(state_["models.export_gen_val"]), train_seed=5000, val_seed=6000, defect_rate=0.6
+        ),
+    )
+    try:
+        root = export_dataset(database, state.settings(), recipe, progress=lambda _: None)
+    except DatasetError as error:
+        state_["models.flash"] = f"Refused: {error}"
+        return
+    try:
+        manifest = json.loads((root / "manifest.json").read_text())
+        counts = manifest.get("counts") or {}
+    except (OSError, ValueError):
+        counts = {}
+
+    def phones(n: int, kind: str) -> str:
+        return f"{n} {kind} phone{'' if n == 1 else 's'}"
+
+    described = (
+        f": {phones(counts.get('labelled_train', 0), 'labelled')} to train on and {counts.get('labelled_val', 0)} held out, "
+        f"{phones(counts.get('generated_train', 0), 'generated')} to train on and {counts.get('generated_val', 0)} held out"
+        if counts
+        else ""
+    )
+    state_["models.flash"] = f"Data set {root.name} written to {root}{described}."
+
+
+def _start_training(active_path: str | None) -> None:
+    """Start a training job (the form's values from its keys), once per click: see :func:`_export`."""
+    from core.training_jobs import start_job
+
+    state_ = st.session_state
+    try:
+        job_id = start_job(
+            database,
+            state.settings(),
+            user,
+            dataset=state_["models.train_dataset"],
+            version=state_["models.train_version"].strip(),
+            epochs=int(state_["models.train_epochs"]),
+            init_from=model_folder(active_path, state.settings().models_dir) if active_path else None,
+            candidate_for=line.name if state_["models.train_candidate"] else None,
+        )
+    except (ValueError, PermissionDeniedError) as error:
+        state_["models.flash"] = f"Refused: {error}"
+    else:
+        state_["models.flash"] = f"Training job {job_id} started in the background: its progress is below."
+
+
 if may(user.role, Action.SWITCH_MODEL):
     with st.form("models.export"):
         st.caption("Export every agreed or adjudicated label (with generated phones mixed in) as a versioned YOLO data set.")
-        export_name = st.text_input("Data set name", value=f"labels-{pd.Timestamp.now(tz='UTC'):%Y%m%d-%H%M}", key="models.export_name")
+        st.text_input("Data set name", value=f"labels-{pd.Timestamp.now(tz='UTC'):%Y%m%d-%H%M}", key="models.export_name")
         recipe_cols = st.columns(3)
-        only_line = recipe_cols[0].checkbox(f"Only {line.name}'s labels", value=False, key="models.export_only_line")
-        generated_train = recipe_cols[1].number_input("Generated phones to train on", min_value=0, max_value=5000, value=200, step=50, key="models.export_gen")
-        generated_val = recipe_cols[2].number_input("Generated phones held out", min_value=0, max_value=1000, value=40, step=10, key="models.export_gen_val")
-        if st.form_submit_button("Export labelled phones"):
-            from core.dataset import DatasetError, ExportRecipe, export_dataset
-            from core.training import DataRecipe
-
-            recipe = ExportRecipe(
-                name=export_name,
-                line=line.name if only_line else None,
-                generated=DataRecipe(train_count=int(generated_train), val_count=int(generated_val), train_seed=5000, val_seed=6000, defect_rate=0.6),
-            )
-            try:
-                root = export_dataset(database, state.settings(), recipe, progress=lambda _: None)
-            except DatasetError as error:
-                st.error(str(error))
-            else:
-                st.session_state["models.flash"] = f"data set written to {root}"
-                st.rerun()
+        recipe_cols[0].checkbox(f"Only {line.name}'s labels", value=False, key="models.export_only_line")
+        recipe_cols[1].number_input("Generated phones to train on", min_value=0, max_value=5000, value=200, step=50, key="models.export_gen")
+        recipe_cols[2].number_input("Generated phones held out", min_value=0, max_value=1000, value=40, step=10, key="models.export_gen_val")
+        st.form_submit_button("Export labelled phones", on_click=_export)
     if not training_available():
         st.info(training_hint("Training a new version"), icon=":material/info:")
     elif datasets:
+        registered = {str(m["version"]) for m in models}
+        names = (f"{line.active_model_version}-r{n}" for n in range(len(models) + 1, len(models) + 1000))
+        suggested = next(name for name in names if name not in registered)  # never a version that exists
         with st.form("models.train"):
-            dataset = st.selectbox("Data set", datasets, format_func=lambda p: p.name, key="models.train_dataset")
+            st.selectbox("Data set", datasets, format_func=lambda p: p.name, key="models.train_dataset")
             cols = st.columns(3)
-            version = cols[0].text_input("New version name", value=f"{line.active_model_version}-r{len(models) + 1}", key="models.train_version")
-            epochs = cols[1].number_input("Epochs", min_value=1, max_value=300, value=30, key="models.train_epochs")
-            as_candidate = cols[2].checkbox(f"Run it in shadow on {line.name} when done", value=True, key="models.train_candidate")
-            if st.form_submit_button("Start training"):
-                from core.training_jobs import start_job
-
-                active = next((m for m in models if m["version"] == line.active_model_version), None)
-                try:
-                    job_id = start_job(
-                        database,
-                        state.settings(),
-                        user,
-                        dataset=dataset,
-                        version=version,
-                        epochs=int(epochs),
-                        init_from=model_folder(str(active["path"]), state.settings().models_dir) if active else None,
-                        candidate_for=line.name if as_candidate else None,
-                    )
-                except (ValueError, PermissionDeniedError) as error:
-                    st.error(str(error))
-                else:
-                    st.session_state["models.flash"] = f"training job {job_id} started in the background"
-                    st.rerun()
+            cols[0].text_input("New version name", value=suggested, key="models.train_version")
+            cols[1].number_input("Epochs", min_value=1, max_value=300, value=30, key="models.train_epochs")
+            cols[2].checkbox(f"Run it in shadow on {line.name} when done", value=True, key="models.train_candidate")
+            active = next((m for m in models if m["version"] == line.active_model_version), None)
+            st.form_submit_button("Start training", on_click=_start_training, args=(str(active["path"]) if active else None,))
 
 
 @st.fragment(run_every=2)

@@ -6,6 +6,7 @@ import json
 import shutil
 
 import pytest
+from sqlalchemy import select
 
 from core.auth import CurrentUser
 from core.ladder import actions
@@ -13,6 +14,7 @@ from core.vocabulary import AutomationLevel, Role
 from core.worker import Worker
 from db import ladder as ladder_db
 from db.lines import get_line, set_level
+from db.models import AuditEntry
 from db.registry import register_model_version
 from tests.drift_data import add_phones
 
@@ -108,14 +110,18 @@ def test_models_page_sets_a_candidate_compares_it_and_switches(database, setting
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Candidate (green, in shadow)"] == "green" and metrics["Phones judged by both versions"] == "12"
     assert at.selectbox(key="models.candidate_choice").value == "green", "the selector shows the running candidate"
+    at.text_input(key="models.note").input("green passed the bench")
     at.button(key="models.switch").click().run()
     assert not at.exception
     with database.read() as session:
         assert get_line(session=session, name="line-1").active_model_version == "scratch-v2", "a switch asks first"
+    question = " ".join(w.value for w in at.warning)
+    assert "12 of the same phones" in question and "people decide every phone" in question, question  # the evidence, and who decides at shadow
     at.button(key="models.confirm_yes").click().run()
     assert not at.exception
     with database.read() as session:
         assert get_line(session=session, name="line-1").active_model_version == "green"
+    assert at.text_input(key="models.note").value == "", "the note went with the switch"
     at.button(key="models.rollback").click().run()
     at.button(key="models.confirm_no").click().run()
     with database.read() as session:
@@ -123,6 +129,10 @@ def test_models_page_sets_a_candidate_compares_it_and_switches(database, setting
     at.button(key="models.rollback").click().run()
     at.button(key="models.confirm_yes").click().run()
     assert not at.exception
+    with database.read() as session:
+        entries = session.execute(select(AuditEntry.action, AuditEntry.note).order_by(AuditEntry.id)).all()
+    assert [note for _, note in entries].count("green passed the bench") == 1, entries
+    assert entries[-1].note == "rollback", f"the rollback's own default, not the switch's note: {entries[-1]}"
     with database.read() as session:
         line = get_line(session=session, name="line-1")
     assert (line.active_model_version, line.candidate_model_version, line.previous_model_version) == ("scratch-v2", "green", None)
@@ -234,6 +244,16 @@ def test_models_page_exports_a_data_set_by_its_recipe(database, settings, app_fo
     assert manifest["counts"]["labelled_train"] + manifest["counts"]["labelled_val"] == 2
     assert (manifest["counts"]["generated_train"], manifest["counts"]["generated_val"]) == (0, 0)
     assert manifest["recipe"]["line"] == "line-1"
+    assert any("recipe-test" in m.value and "2 labelled phones to train on and 0 held out" in m.value for m in at.success), [m.value for m in at.success]
+    # Training from it: the suggested name is a version that does not exist yet; a name that exists is refused, and no job starts.
+    from core.training_jobs import list_jobs
+
+    assert at.text_input(key="models.train_version").value not in {"scratch-v2"}
+    at.text_input(key="models.train_version").input("scratch-v2")
+    next(b for b in at.button if b.label == "Start training").click().run()
+    assert not at.exception
+    assert any("already exists" in e.value for e in at.error), [e.value for e in at.error]
+    assert list_jobs(database) == []
 
 
 def test_the_models_page_says_how_to_add_training_and_starting_a_job_is_refused(database, settings, app_for, monkeypatch, tmp_path) -> None:
