@@ -1384,7 +1384,7 @@ def build_parser() -> argparse.ArgumentParser:
     approve = commands.add_parser("approve", help="a manager approves (or --refuse) a request")
     approve.add_argument("request", type=_int(1))
     approve.add_argument("--refuse", action="store_true")
-    approve.add_argument("--note")
+    approve.add_argument("--note", help="why (what you checked); required to approve or refuse, it goes into the audit log")
     approve.add_argument("--as", dest="as_user", required=True, metavar="USER")
     approve.set_defaults(handler=_cmd_approve)
 

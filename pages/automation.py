@@ -158,7 +158,9 @@ for request in pending:
             evidence = pd.DataFrame(request.evidence["criteria"]).rename(columns={"name": "criterion"})
             st.dataframe(evidence, hide_index=True, key=f"automation.req_evidence.{request.id}")
         if may(user.role, Action.APPROVE_PROMOTION):
-            decision_note = st.text_input("Decision note", key=f"automation.decision_note.{request.id}")
+            decision_note = st.text_input(
+                "Decision note", key=f"automation.decision_note.{request.id}", help="Required to approve or refuse: what you checked, for the audit log."
+            )
             approve_col, refuse_col = st.columns(2)
             if approve_col.button(f"Approve #{request.id}", type="primary", key=f"automation.approve.{request.id}"):
                 try:

@@ -123,6 +123,7 @@ def approve(database: Database, user: CurrentUser, *, request_id: int, note: str
         elif request.kind == "model_switch":
             from core.deployment import apply_switch
 
+            _require_note(note)
             ladder_db.close_request(session=session, request_id=request_id, status="approved", actor=user.name, note=note)
             message = apply_switch(session, line, actor=user.name, note=f"approved request {request_id}" + (f": {note}" if note else ""))
             return MoveOutcome(True, here, request_id, message)
@@ -130,11 +131,18 @@ def approve(database: Database, user: CurrentUser, *, request_id: int, note: str
             result = gate_for_next(session, line)
             if result is None or result.target.level.value != request.to_level or result.status is not Status.MET:
                 raise LadderError("the gate no longer holds: " + (result.summary if result else "the line is at the top"))
+            _require_note(note)
             ladder_db.close_request(session=session, request_id=request_id, status="approved", actor=user.name, note=note)
             by = f"request {request_id} of {request.requested_by} approved by {user.name}" + (f": {note}" if note else "")
             _apply(session, line, result.target, user.name, by)
             return MoveOutcome(True, result.target, request_id, f"{line.name} moved up from {here.label} to {result.target.label}")
     raise LadderError(obsolete)
+
+
+def _require_note(note: str | None) -> None:
+    """An approval lets the model decide more phones (or swaps the model deciding them): the manager says why, for the audit log."""
+    if not note or not note.strip():
+        raise LadderError("approving needs a note saying what you checked (it goes into the audit log with the approval)")
 
 
 def refuse(database: Database, user: CurrentUser, *, request_id: int, note: str) -> None:

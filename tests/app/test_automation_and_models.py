@@ -79,6 +79,9 @@ def test_engineer_requests_canary_and_a_manager_approves_on_the_page(database, a
     assert not [b for b in at.button if b.label.startswith("Approve")], "engineers do not approve"
 
     manager = _signed_in(app_for, Role.MANAGER, AUTOMATION)
+    manager.button(key=f"automation.approve.{request.id}").click().run()  # without a note
+    assert any("needs a note" in e.value for e in manager.error), [e.value for e in manager.error]
+    assert _level(database) is AutomationLevel.PARTIAL
     manager.text_input(key=f"automation.decision_note.{request.id}").input("numbers are good")
     manager.button(key=f"automation.approve.{request.id}").click().run()
     assert not manager.exception

@@ -88,6 +88,12 @@ def test_canary_and_full_need_a_managers_approval(database, drift_reference, sma
         with pytest.raises(PermissionDeniedError):
             actions.approve(database, USERS[other], request_id=outcome.request_id)
     assert _rung(database) == start
+    for silent in (None, "  "):  # an approval says why, for the audit log
+        with pytest.raises(actions.LadderError, match="note"):
+            actions.approve(database, MANAGER, request_id=outcome.request_id, note=silent)
+    with database.read() as session:
+        assert ladder_db.get_request(session=session, request_id=outcome.request_id).status == "pending"
+    assert _rung(database) == start
     approved = actions.approve(database, MANAGER, request_id=outcome.request_id, note="go")
     assert approved.applied and _rung(database) == target
     with database.read() as session:
