@@ -350,7 +350,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
     for s in statuses:
         age = "never" if s.worker_heartbeat_age_s is None else f"{s.worker_heartbeat_age_s:.0f} s ago"
         print(f"{s.line}: level={s.level} model={s.active_model} queue={s.queue_depth} open reviews={s.open_review_tasks} {s.phones_per_min:.0f} phones/min")
-        print(f"  status {s.counts}  verdicts {s.verdicts}  decided by {s.decided_by}")
+        simulated = f" ({s.decided_by_simulation} of the human ones by the simulated inspector, not a person)" if s.decided_by_simulation else ""
+        print(f"  status {s.counts}  verdicts {s.verdicts}  decided by {s.decided_by}{simulated}")
         print(f"  worker {'alive' if s.worker_alive else 'NOT RUNNING'} (heartbeat {age}); model: {s.model_status}")
         if s.server_alive is not None:
             print(f"  prediction server {'alive' if s.server_alive else 'NOT ANSWERING'}: {s.server_status}")

@@ -10,7 +10,7 @@ from sqlalchemy import and_, select
 from sqlalchemy.orm import Session
 
 from db.corrections import final_verdict
-from db.models import FinalDecision, Inspection, Prediction, Routing
+from db.models import FinalDecision, HumanDecision, Inspection, Prediction, Routing
 
 
 @dataclass(frozen=True)
@@ -37,21 +37,24 @@ class PhoneRow:
     level: str | None
     #: Why the admission check refused the phone (the model may not decide it alone), else None.
     admission_reason: str | None = None
+    #: The person's verdict came from the line simulator's stand-in inspector, not a person.
+    decided_by_simulation: bool = False
 
 
 def latest_phones(*, session: Session, line_id: int, limit: int = 12) -> list[PhoneRow]:
     """The ``limit`` most recently captured phones of a line, newest first."""
     rows = session.execute(
-        select(Inspection, Prediction, Routing, FinalDecision, final_verdict())
+        select(Inspection, Prediction, Routing, FinalDecision, final_verdict(), HumanDecision.is_simulated)
         .outerjoin(Prediction, and_(Prediction.inspection_id == Inspection.id, Prediction.is_candidate.is_(False)))
         .outerjoin(Routing, Routing.inspection_id == Inspection.id)
         .outerjoin(FinalDecision, FinalDecision.inspection_id == Inspection.id)
+        .outerjoin(HumanDecision, HumanDecision.id == FinalDecision.human_decision_id)
         .where(Inspection.line_id == line_id)
         .order_by(Inspection.captured_at.desc(), Inspection.id.desc())  # along ix_inspections_line_captured
         .limit(limit)
     ).all()
     phones = []
-    for inspection, prediction, routing, final, verdict in rows:
+    for inspection, prediction, routing, final, verdict, simulated in rows:
         may_show = final is not None or (routing is not None and routing.show_model_boxes)
         shown = prediction if may_show else None
         phones.append(
@@ -70,6 +73,7 @@ def latest_phones(*, session: Session, line_id: int, limit: int = 12) -> list[Ph
                 rule=routing.rule if routing else None,
                 level=routing.level if routing else None,
                 admission_reason=routing.admission_reason if routing and routing.admitted is False else None,
+                decided_by_simulation=bool(simulated),
             )
         )
     return phones

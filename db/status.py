@@ -14,7 +14,7 @@ from db.corrections import final_verdict
 from db.drift import current_alarms
 from db.heartbeats import server_states, worker_states
 from db.lines import list_lines
-from db.models import FinalDecision, Inspection, PromotionRequest, ReviewTask, utcnow
+from db.models import FinalDecision, HumanDecision, Inspection, PromotionRequest, ReviewTask, utcnow
 
 #: A prediction server silent for longer than this is no longer shown (it was taken away, not lost).
 SERVER_SHOWN_SECONDS = 24 * 3600.0
@@ -43,6 +43,8 @@ class LineStatus:
     server_alive: bool | None = None
     #: The alive servers' readiness in words ("ready", or what is not), or the last one's state.
     server_status: str = ""
+    #: Of the phones ``decided_by`` counts as a person's, those the line simulator's stand-in inspector judged.
+    decided_by_simulation: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -93,6 +95,12 @@ def line_statuses(*, session: Session, now: datetime | None = None) -> list[Line
         recent = session.scalar(
             select(func.count()).select_from(Inspection).where(Inspection.line_id == line.id, Inspection.processed_at >= now - timedelta(seconds=60))
         )
+        simulated = session.scalar(
+            select(func.count())
+            .select_from(FinalDecision)
+            .join(HumanDecision, HumanDecision.id == FinalDecision.human_decision_id)
+            .where(FinalDecision.line_id == line.id, HumanDecision.is_simulated.is_(True))
+        )
         open_tasks = session.scalar(
             select(func.count()).select_from(ReviewTask).where(ReviewTask.line_id == line.id, ReviewTask.status.in_(["open", "claimed"]))
         )
@@ -104,6 +112,7 @@ def line_statuses(*, session: Session, now: datetime | None = None) -> list[Line
                 counts=counts,
                 verdicts=verdicts,
                 decided_by=decided,
+                decided_by_simulation=int(simulated or 0),
                 open_review_tasks=int(open_tasks or 0),
                 phones_per_min=float(recent or 0),
                 worker_heartbeat_age_s=None if heartbeat_age is None else round(heartbeat_age, 1),

@@ -151,7 +151,7 @@ def _phone_card(phone: PhoneRow) -> None:
         else:
             st.image(image, width="stretch")
         if phone.verdict:
-            who = "the model" if phone.decided_by == "model" else "a person"
+            who = "the model" if phone.decided_by == "model" else "the simulated inspector" if phone.decided_by_simulation else "a person"
             badge = ":red[**REJECT**]" if phone.verdict == "reject" else ":green[**PASS**]"
             status = f"{badge} by {who}"
         elif phone.status in ("queued", "processing"):
@@ -163,7 +163,8 @@ def _phone_card(phone: PhoneRow) -> None:
         st.markdown(status, wrap=False)
         st.caption(f"`{phone.serial}` · {local_time(phone.captured_at, settings.plant_timezone)}", wrap=False)
         if _disagrees(phone):
-            st.markdown(f":orange-background[**Disagreement:** the model said {phone.model_verdict.upper()}, a person {phone.verdict.upper()}]")
+            other = "the simulated inspector" if phone.decided_by_simulation else "a person"
+            st.markdown(f":orange-background[**Disagreement:** the model said {phone.model_verdict.upper()}, {other} {phone.verdict.upper()}]")
         st.caption(rule_in_words(phone.rule, admission_reason=phone.admission_reason) or phone.status)
 
 

@@ -36,7 +36,8 @@ def test_live_line_shows_counters_phones_and_who_decided(database, settings, app
     [defects] = [m for m in at.metric if m.label == "Defect rate"]
     assert defects.delta.endswith(" of 8"), defects.delta  # the count beside the rate
     texts = [m.value for m in at.markdown]
-    assert sum("by a person" in t for t in texts) == 4, "6 phones shown, 2 of them still waiting"
+    assert sum("by the simulated inspector" in t for t in texts) == 4, "6 phones shown, 2 of them still waiting"
+    assert not any("by a person" in t for t in texts), "the line simulator's stand-in is never shown as a person"
     assert sum("waiting for a person" in t for t in texts) == 2
     assert any("a person judges (the model only watches)" in c.value for c in at.caption), "rules in words, not codes"
     assert not any("shadow_human" in c.value for c in at.caption)
@@ -207,3 +208,12 @@ def test_the_chosen_line_is_written_to_the_url(database, app_for) -> None:
     at.selectbox(key="live.line").set_value("line-2").run()
     assert not at.exception, at.exception
     assert at.query_params["line"] in ("line-2", ["line-2"])
+
+
+def test_status_says_how_many_human_verdicts_the_simulated_inspector_gave(database, settings) -> None:
+    from db.status import line_statuses
+
+    _seed(database, settings, 10)
+    with database.read() as session:
+        (status,) = line_statuses(session=session)
+    assert status.decided_by["human"] == 8 and status.decided_by_simulation == 8
