@@ -790,6 +790,15 @@ def _cmd_gates(args: argparse.Namespace) -> int:
     print(f"  next: {result.target.label}: {result.summary}")
     for criterion in result.criteria:
         print(f"    [{criterion.status.value:>7}] {criterion.measured}; needs {criterion.needs}")
+    # Said here as on the Automation page: `shadowline up` counts the simulated inspector (a demo), a shell need not.
+    counted = get_settings().gates_count_simulated
+    with database.read() as session:
+        pairs = ladder_db.evidence_pairs(session=session, line=line, count_simulated=True)
+    simulated = int(pairs["is_simulated"].astype(bool).sum()) if not pairs.empty else 0
+    if simulated:
+        variable = "SHADOWLINE_GATES_COUNT_SIMULATED=true"
+        how = f"counted ({variable}, a demonstration)" if counted else f"not counted ({variable} counts them, as `up` does)"
+        print(f"  the simulated inspector judged {simulated} of the {len(pairs)} phones: {how}")
     return 0
 
 

@@ -106,3 +106,10 @@ def test_actions_need_a_known_user_and_password(settings, people) -> None:
     env = cli_env(settings) | {"SHADOWLINE_PASSWORD": "wrong-password"}
     result = subprocess.run(cli("level", "--to", "human_only", "--as", "sam"), env=env, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
     _refused(result, "Wrong user name or password")
+
+
+def test_gates_says_whether_the_simulated_inspectors_judgements_count(database, settings, people, drift_reference) -> None:
+    add_phones(database, drift_reference, 40, seed=4, simulated=True)
+    shown = _run(settings, "gates")
+    assert shown.returncode == 0, shown.stderr
+    assert "the simulated inspector judged 40 of the 40 phones: not counted" in shown.stdout, shown.stdout
