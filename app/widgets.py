@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import zlib
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -216,21 +217,40 @@ FIELD_WORDS = {
     "over_reject_rate": "over-reject rate",
     "canary_share": "canary share",
     "audit_share": "audit share",
+    "active_model_id": "active model",
+    "candidate_model_id": "candidate",
+    "previous_model_id": "rollback target",
+    "model_version_id": "model",
 }
 _SHARE_KEYS = {"canary_share", "audit_share", "to_share", "from_share", "max_disagreement", "min_agreement", "max_escape_rate", "max_over_reject_rate"}
 
 
-def plain(value: Any, timezone: str | None = None) -> str:
+def changes(before: Any, after: Any) -> tuple[Any, Any]:
+    """``before`` and ``after`` cut to what differs: of two settings tables, the settings that changed (nested alike)."""
+    if not isinstance(before, dict) or not isinstance(after, dict):
+        return before, after
+    old, new = {}, {}
+    for key in [*before, *(k for k in after if k not in before)]:
+        if before.get(key) == after.get(key):
+            continue
+        old[key], new[key] = changes(before.get(key), after.get(key))
+    return (old, new) if old or new else (before, after)
+
+
+def plain(value: Any, timezone: str | None = None, models: Mapping[int, str] | None = None) -> str:
     """A before/after value of the audit log in words: ``level: canary; canary share: 5 %`` rather than a dict.
 
-    With ``timezone``, a moment stored as ISO 8601 text is shown in the plant's time, as the rest of the page.
+    With ``timezone``, a moment stored as ISO 8601 text is shown in the plant's time, as the rest of the page;
+    with ``models`` (id -> version), a model's id is shown as its version's name.
     """
     if value is None or value == {} or value == []:
         return ""
     if isinstance(value, dict):
-        return "; ".join(f"{FIELD_WORDS.get(str(key), str(key).replace('_', ' '))}: {_plain_item(str(key), item, timezone)}" for key, item in value.items())
+        return "; ".join(
+            f"{FIELD_WORDS.get(str(key), str(key).replace('_', ' '))}: {_plain_item(str(key), item, timezone, models)}" for key, item in value.items()
+        )
     if isinstance(value, list):
-        return ", ".join(plain(item, timezone) for item in value)
+        return ", ".join(plain(item, timezone, models) for item in value)
     return _moment(value, timezone) or str(value)
 
 
@@ -250,9 +270,13 @@ def _moment(item: Any, timezone: str | None) -> str | None:
     return local_time(moment, timezone, "%Y-%m-%d %H:%M:%S")
 
 
-def _plain_item(key: str, item: Any, timezone: str | None = None) -> str:
+def _plain_item(key: str, item: Any, timezone: str | None = None, models: Mapping[int, str] | None = None) -> str:
     if isinstance(item, dict | list):
-        return f"({plain(item, timezone)})" if isinstance(item, dict) else plain(item, timezone)
+        return f"({plain(item, timezone, models)})" if isinstance(item, dict) else plain(item, timezone, models)
+    if key.endswith("model_id") and models is not None and isinstance(item, int) and not isinstance(item, bool):
+        return models.get(item, f"model id {item}")
+    if key.endswith("model_id") and item is None:
+        return "none"
     moment = _moment(item, timezone)
     if moment is not None:
         return moment

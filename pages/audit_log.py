@@ -8,9 +8,12 @@ import streamlit as st
 
 from app import state
 from app.session import current_user
-from app.widgets import local_time, plain
+from app.widgets import changes, local_time, plain
 from core.auth import Action, PermissionDeniedError, require
 from db.audit import ACTION_KINDS, actors, search
+from db.labels import serials_of
+from db.lines import list_lines
+from db.registry import list_models
 
 PAGE_SIZE = 50
 EXPORT_LIMIT = 100_000
@@ -47,11 +50,25 @@ if total == 0:
     st.stop()
 pages = (total + PAGE_SIZE - 1) // PAGE_SIZE
 st.caption(f"{total:,} entries · page {min(int(page), pages)} of {pages} · times in {settings.plant_timezone}")
+# Ids in words: a model by its version, a line by its name, a phone by its serial.
+phone_ids = [int(i) for e, i in zip(entries["entity"], entries["entity_id"], strict=True) if e == "inspection" and str(i).isdigit()]
+with database.read() as session:
+    model_names = {int(m["id"]): str(m["version"]) for m in list_models(session=session)}
+    line_names = {str(line.id): line.name for line in list_lines(session=session)}
+    serials = {str(k): v for k, v in serials_of(session=session, inspection_ids=phone_ids).items()} if phone_ids else {}
+names = {"line": line_names, "inspection": serials}
+# Of a settings table changed, only what changed (the whole table was cut off at the right edge).
+changed = [changes(before, after) for before, after in zip(entries["before"], entries["after"], strict=True)]
+entries = entries.assign(before=[c[0] for c in changed], after=[c[1] for c in changed])
 shown = entries.assign(
     at=entries["at"].map(lambda t: local_time(t, settings.plant_timezone, "%Y-%m-%d %H:%M:%S")),
-    before=entries["before"].map(lambda value: plain(value, settings.plant_timezone)),
-    after=entries["after"].map(lambda value: plain(value, settings.plant_timezone)),
+    entity_id=[names.get(e, {}).get(str(i), i) for e, i in zip(entries["entity"], entries["entity_id"], strict=True)],
+    entity=entries["entity"].replace({"inspection": "phone"}),
+    before=entries["before"].map(lambda value: plain(value, settings.plant_timezone, model_names)),
+    after=entries["after"].map(lambda value: plain(value, settings.plant_timezone, model_names)),
 ).rename(columns={"at": "when", "actor": "who", "entity": "what", "entity_id": "which", "note": "why"})
+# The note beside the action it explains: at 1440 px the before and after, often long, come last.
+shown = shown[["when", "who", "action", "what", "which", "why", "before", "after"]]
 st.dataframe(
     shown,
     hide_index=True,
@@ -63,7 +80,8 @@ st.dataframe(
         "who": st.column_config.TextColumn(width=170),
         "action": st.column_config.TextColumn(width=190),
         "what": st.column_config.TextColumn(width=90),
-        "which": st.column_config.Column(width=60),
+        "which": st.column_config.TextColumn(width=170),
+        "why": st.column_config.TextColumn(width=220),
     },
 )
 

@@ -126,3 +126,39 @@ def test_audit_log_shows_moments_in_its_values_in_plant_time_like_its_when_colum
     row = table[table["action"] == "api_key.create"].iloc[0]
     assert row["after"] == f"expires at: {local_time(moment, settings.plant_timezone, '%Y-%m-%d %H:%M:%S')}", row["after"]
     assert row["who"] == "station:camera-1@line-2"
+
+
+def test_audit_log_names_models_lines_and_phones_and_shows_only_the_settings_that_changed(database, settings, app_for):
+    from core.ladder import actions
+    from db import audit
+    from db.lines import get_line
+
+    with database.read() as session:
+        line = get_line(session=session, name="line-1")
+    with database.write() as session:
+        audit.record(
+            session=session,
+            actor="erin",
+            action="line.active_model_id+candidate_model_id+previous_model_id",
+            entity="line",
+            entity_id=line.id,
+            before={"active_model_id": line.active_model_id, "candidate_model_id": None},
+            after={"active_model_id": None, "candidate_model_id": line.active_model_id},
+            note="swap",
+        )
+        audit.record(session=session, actor="erin", action="label.save", entity="inspection", entity_id=12345, after={"verdict": "pass"})
+    actions.set_gates(database, CurrentUser("root", Role.ADMIN), assignments=["canary.min_pairs=10"], note="for the demo")
+    at = _signed_in(app_for, Role.ADMIN)
+    at.switch_page("../pages/audit_log.py").run()
+    assert not at.exception
+    table = at.dataframe[0].value
+    assert list(table.columns) == ["when", "who", "action", "what", "which", "why", "before", "after"], "the note beside the action"
+    swap = table[table["action"].str.startswith("line.active_model_id")].iloc[0]
+    assert swap["which"] == "line-1" and swap["why"] == "swap"
+    assert swap["before"] == f"active model: {line.active_model_version}; candidate: none", swap["before"]
+    assert swap["after"] == f"active model: none; candidate: {line.active_model_version}", swap["after"]
+    gates = table[table["action"] == "gates.settings"].iloc[0]
+    assert "min pairs" in gates["before"] or "phones judged by both" in gates["before"], gates["before"]
+    assert gates["before"].count(";") == 0 and "500" in gates["before"] and "10" in gates["after"], (gates["before"], gates["after"])
+    label = table[table["action"] == "label.save"].iloc[0]
+    assert label["what"] == "phone" and label["which"] == "12345", "an id with no phone behind it stays an id"
