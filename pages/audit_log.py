@@ -64,6 +64,7 @@ shown = entries.assign(
     at=entries["at"].map(lambda t: local_time(t, settings.plant_timezone, "%Y-%m-%d %H:%M:%S")),
     entity_id=[names.get(e, {}).get(str(i), i) for e, i in zip(entries["entity"], entries["entity_id"], strict=True)],
     entity=entries["entity"].replace({"inspection": "phone"}),
+    note=entries["note"].fillna(""),
     before=entries["before"].map(lambda value: plain(value, settings.plant_timezone, model_names)),
     after=entries["after"].map(lambda value: plain(value, settings.plant_timezone, model_names)),
 ).rename(columns={"at": "when", "actor": "who", "entity": "what", "entity_id": "which", "note": "why"})

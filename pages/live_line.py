@@ -79,7 +79,9 @@ def line_counters() -> None:
     st.caption(
         f"Model {status.active_model or 'none'}"
         + (f" · candidate {status.candidate_model}" if status.candidate_model else "")
-        + f" · decided by the model {_share(by_model, by_model + by_people)}, by people {by_people:,}, waiting {status.decided_by['pending']:,}"
+        + f" · decided by the model {_share(by_model, by_model + by_people)}, by people {by_people:,}"
+        + (f" ({status.decided_by_simulation:,} of them by the simulated inspector)" if status.decided_by_simulation else "")
+        + f", waiting {status.decided_by['pending']:,}"
         + f" · unreadable images {status.counts['failed']:,}"
     )
 
