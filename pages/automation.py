@@ -131,8 +131,12 @@ else:
     simulated = int(all_pairs["is_simulated"].astype(bool).sum()) if not all_pairs.empty else 0
     if settings.gates_count_simulated:
         st.warning(
-            f"Simulated judgements are counted: {simulated} of these {len(all_pairs)} phones were judged by the simulated inspector. "
-            "This installation is a demonstration (SHADOWLINE_GATES_COUNT_SIMULATED=true); a plant counts only people and labels."
+            (
+                f"Simulated judgements are counted: {simulated:,} of these {len(all_pairs):,} phones were judged by the simulated inspector. "
+                if len(all_pairs)
+                else "Simulated judgements are counted. "
+            )
+            + "This installation is a demonstration (SHADOWLINE_GATES_COUNT_SIMULATED=true); a plant counts only people and labels."
         )
     st.caption(
         "Evidence counts only phones judged by both a person and the active model since the line reached its current rung"

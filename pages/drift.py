@@ -264,7 +264,7 @@ with right:
     if not points:
         st.caption(f"No checks yet in this range: the worker checks the line every {config.check_every} phones.")
     elif scored.empty:
-        st.caption(f"{len(points)} checks in this range, all inconclusive (too few phones in the window): nothing to plot yet.")
+        st.caption(f"{len(points)} check{'' if len(points) == 1 else 's'} in this range, all inconclusive (too few phones in the window): nothing to plot yet.")
 
 current_values = window_sample.values.get(metric)
 if reference_values is not None and current_values is not None and reference_values.size and current_values.size:

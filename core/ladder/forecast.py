@@ -29,14 +29,14 @@ class Forecast:
 
     @property
     def text(self) -> str:
-        """``+42 phones/hour; at this pace the gate's 500 phones are reached in about 3 h 10 min``."""
+        """``42 phones judged by both per hour (last hour); at this pace the gate's 500 phones are reached in about 3 h 10 min``."""
         over = "last hour" if self.window >= RATE_WINDOW else f"over the {duration(self.window)} since the line reached its rung"
-        pace = f"+{self.per_hour:.0f} phones judged by both per hour ({over})"
+        pace = f"{self.per_hour:,.0f} phone{'' if round(self.per_hour) == 1 else 's'} judged by both per hour ({over})"
         if self.have >= self.need:
-            return f"{pace}; the gate's {self.need} phones are reached"
+            return f"{pace}; the gate's {self.need:,} phones are reached"
         if self.eta is None:
-            return f"No phone judged by both lately ({over}): no estimate of when the gate's {self.need} phones are reached"
-        return f"{pace}; at this pace the gate's {self.need} phones are reached in about {duration(self.eta)} (if the other criteria hold)"
+            return f"No phone judged by both lately ({over}): no estimate of when the gate's {self.need:,} phones are reached"
+        return f"{pace}; at this pace the gate's {self.need:,} phones are reached in about {duration(self.eta)} (if the other criteria hold)"
 
 
 def duration(span: timedelta) -> str:

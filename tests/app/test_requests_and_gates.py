@@ -107,7 +107,7 @@ def test_the_page_says_how_fast_evidence_grows_and_whether_simulated_judgements_
     captions = " ".join(c.value for c in at.caption)
     # The line reached shadow moments ago: the pace is over those first minutes (at least one).
     assert re.search(
-        r"\+\d+ phones judged by both per hour \(over the 1 min since the line reached its rung\); at this pace the gate's 200 phones are reached in about",
+        r"\d+ phones judged by both per hour \(over the 1 min since the line reached its rung\); at this pace the gate's 200 phones are reached in about",
         captions,
     ), captions
     assert "the simulated inspector's judgements are not counted (20 phones left out)" in captions

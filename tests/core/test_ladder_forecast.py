@@ -32,4 +32,4 @@ def test_forecast(times, need, since, per_hour, eta) -> None:
 def test_words() -> None:
     assert [duration(timedelta(minutes=m)) for m in (0.2, 45, 190, 60 * 50)] == ["1 min", "45 min", "3 h 10 min", "2 days 2 h"]
     text = forecast([NOW] * 10, need=20, since=NOW - timedelta(days=1), now=NOW).text
-    assert text == "+10 phones judged by both per hour (last hour); at this pace the gate's 20 phones are reached in about 1 h (if the other criteria hold)"
+    assert text == "10 phones judged by both per hour (last hour); at this pace the gate's 20 phones are reached in about 1 h (if the other criteria hold)"
