@@ -115,7 +115,8 @@ def list_models(*, session: Session) -> list[dict[str, object]]:
                 "path": model.path,
                 "onnx_sha256": model.onnx_sha256,
                 "registered_at": model.registered_at,
-                "init_from": _mapping(card.get("init_from")).get("version"),
+                # The version it was fine-tuned from, or the FP32 parent of a quantized one.
+                "init_from": _mapping(card.get("init_from")).get("version") or _quantized_from(card),
                 "map50": _figure(normal.get("map50")),
                 "phone_recall": _figure(normal.get("phone_recall")),
                 "false_reject_rate": _figure(normal.get("false_reject_rate")),
@@ -124,6 +125,11 @@ def list_models(*, session: Session) -> list[dict[str, object]]:
             }
         )
     return rows
+
+
+def _quantized_from(card: dict[str, Any]) -> str | None:
+    parent = _mapping(card.get("parent")).get("version")
+    return f"{parent} (INT8 of it)" if parent and card.get("quantization") else None
 
 
 def refresh_card(*, session: Session, model_dir: Path) -> bool:

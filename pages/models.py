@@ -60,7 +60,8 @@ st.dataframe(
         "phone_recall": st.column_config.NumberColumn("phone recall", format="%.3f", help="Share of defective phones the model rejects."),
         "false_reject_rate": st.column_config.NumberColumn("false rejects", format="%.3f", help="Share of good phones the model rejects."),
         "decision_threshold": st.column_config.NumberColumn("reject at", format="%.2f", help="A phone is rejected when a box reaches this confidence."),
-        "init_from": st.column_config.TextColumn("trained from"),
+        "version": st.column_config.TextColumn("version", width="medium"),
+        "init_from": st.column_config.TextColumn("made from", help="The version it was trained (fine-tuned) from, or quantized from."),
         "registered_at": st.column_config.DatetimeColumn("registered (UTC)", format="YYYY-MM-DD HH:mm"),
     },
 )

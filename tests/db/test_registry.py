@@ -43,3 +43,16 @@ def test_cards_are_checked_before_registration(tmp_path, card, problem):
         assert problem in (card_problem(card) or "")
         with pytest.raises(ModelNotFoundError, match=r"card\.json"):
             read_card(tmp_path)
+
+
+def test_a_quantized_version_is_listed_as_made_from_its_parent(database):
+    from tests.conftest import PROJECT_ROOT
+
+    real = json.loads((PROJECT_ROOT / "models" / "scratch-v2-int8" / "card.json").read_text())
+    with database.write() as session:
+        session.add(ModelVersion(version="q", path="/nowhere-q", card=real))
+        session.add(ModelVersion(version="orphan", path="/nowhere-o", card={"parent": {"version": "x"}}))  # a parent without quantization: not said
+    with database.read() as session:
+        rows = {row["version"]: row for row in list_models(session=session)}
+    assert rows["q"]["init_from"] == "scratch-v2 (INT8 of it)"
+    assert rows["orphan"]["init_from"] is None
