@@ -219,17 +219,22 @@ def model_import_ui() -> None:
     """Engineers import the lab's Ultralytics detection .pt (or its ONNX export) as a registered version."""
     with st.expander("Import a plant's own model (.pt or .onnx)"):
         with st.form("models.import"):
-            upload = st.file_uploader("Ultralytics detection model", type=["pt", "onnx"], key="models.import_file")
+            st.file_uploader("Ultralytics detection model", type=["pt", "onnx"], key="models.import_file")
             cols = st.columns(2)
-            version = cols[0].text_input("Version name", key="models.import_version")
-            camera = cols[1].text_input("Camera frame (WxH)", value="", placeholder="2448x2048 (default 4:3)", key="models.import_camera")
-            if st.form_submit_button("Import and register"):
-                st.session_state["models.flash"] = _import_model(upload, version.strip(), camera.strip())
-                st.rerun()
+            cols[0].text_input("Version name", key="models.import_version")
+            cols[1].text_input("Camera frame (WxH)", value="", placeholder="2448x2048 (default 4:3)", key="models.import_camera")
+            # In the button's callback, once per click: an import (an export to ONNX, an evaluation) takes seconds (see _export).
+            st.form_submit_button("Import and register", on_click=_import_from_form)
         st.caption(
             "Classes and input size are read from the model. Then `shadowline dataset import` and "
             "`shadowline evaluate --model VERSION --dataset NAME --record` give it a threshold, figures and a drift reference."
         )
+
+
+def _import_from_form() -> None:
+    state_ = st.session_state
+    version, camera = state_.get("models.import_version", "").strip(), state_.get("models.import_camera", "").strip()
+    state_["models.flash"] = _import_model(state_.get("models.import_file"), version, camera)
 
 
 def _import_model(upload, version: str, camera: str) -> str:
@@ -295,8 +300,15 @@ def register_ui() -> None:
         st.caption("No folder here can be registered until its card is fixed.")
         return
     folder = st.selectbox("Version folder", list(valid), key="models.register_folder")
-    if st.button("Register (checks the card and the weights' hashes)", key="models.register"):
-        _act(lambda: deployment.register(database, user, model_dir=valid[folder].path))
+    # In the button's callback, once per click: hashing the weights takes a while (see _export).
+    st.button("Register (checks the card and the weights' hashes)", key="models.register", on_click=_register, args=(valid[folder].path,))
+
+
+def _register(path: Path) -> None:
+    try:
+        st.session_state["models.flash"] = deployment.register(database, user, model_dir=path)
+    except (deployment.DeploymentError, LadderError, PermissionDeniedError, ValueError) as error:
+        st.session_state["models.flash"] = f"Refused: {error}"
 
 
 if may(user.role, Action.SWITCH_MODEL):
