@@ -93,6 +93,11 @@ def get_model(*, session: Session, model_id: int) -> RegisteredModel | None:
     return RegisteredModel(model.id, model.version, model.path, model.onnx_sha256) if model else None
 
 
+def version_names(*, session: Session) -> dict[int, str]:
+    """Every registered version's name by its id (one light query: no cards, no lines)."""
+    return {model_id: version for model_id, version in session.execute(select(ModelVersion.id, ModelVersion.version))}
+
+
 def list_models(*, session: Session) -> list[dict[str, object]]:
     """Every registered version with its card's headline figures and where it runs (active, candidate, previous)."""
     from db.lines import list_lines

@@ -13,7 +13,7 @@ from core.auth import Action, PermissionDeniedError, require
 from db.audit import ACTION_KINDS, actors, search
 from db.labels import serials_of
 from db.lines import list_lines
-from db.registry import list_models
+from db.registry import version_names
 
 PAGE_SIZE = 50
 EXPORT_LIMIT = 100_000
@@ -53,7 +53,7 @@ st.caption(f"{total:,} entries · page {min(int(page), pages)} of {pages} · tim
 # Ids in words: a model by its version, a line by its name, a phone by its serial.
 phone_ids = [int(i) for e, i in zip(entries["entity"], entries["entity_id"], strict=True) if e == "inspection" and str(i).isdigit()]
 with database.read() as session:
-    model_names = {int(m["id"]): str(m["version"]) for m in list_models(session=session)}
+    model_names = version_names(session=session)
     line_names = {str(line.id): line.name for line in list_lines(session=session)}
     serials = {str(k): v for k, v in serials_of(session=session, inspection_ids=phone_ids).items()} if phone_ids else {}
 names = {"line": line_names, "inspection": serials}

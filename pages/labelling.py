@@ -203,9 +203,7 @@ def label_phones(line_id: int | None) -> None:
         st.session_state["labelling.started"] = time.monotonic()
         # A reload (or another tab) shows the same phone: with the boxes the engineer had drawn on it.
         st.session_state["labelling.restored"] = _draft_of(user.name, item.inspection_id)
-    restored: Draft | None = st.session_state.get("labelling.restored")
-    if restored is not None and restored.inspection_id != item.inspection_id:
-        restored = None
+    restored: Draft | None = st.session_state.get("labelling.restored")  # set with labelling.current: this phone's
 
     with database.read() as session:
         classes = line_classes(session=session, line_id=item.line_id)

@@ -129,10 +129,14 @@ note = st.text_input("Note", key="models.note", help="Goes into the audit log wi
 versions = [m["version"] for m in models if m["version"] != line.active_model_version]
 
 
+#: What a deployment action raises when it refuses (shown as "Refused: ...").
+REFUSALS = (deployment.DeploymentError, LadderError, PermissionDeniedError, ValueError)
+
+
 def _act(action) -> None:
     try:
         message = action()
-    except (deployment.DeploymentError, LadderError, PermissionDeniedError, ValueError) as error:
+    except REFUSALS as error:
         st.error(f"Refused: {error}")
     else:
         st.session_state["models.flash"] = message
@@ -307,7 +311,7 @@ def register_ui() -> None:
 def _register(path: Path) -> None:
     try:
         st.session_state["models.flash"] = deployment.register(database, user, model_dir=path)
-    except (deployment.DeploymentError, LadderError, PermissionDeniedError, ValueError) as error:
+    except REFUSALS as error:
         st.session_state["models.flash"] = f"Refused: {error}"
 
 
@@ -327,7 +331,7 @@ datasets = (
 def _export() -> None:
     """Export the labels (the form's values from its keys): in the button's callback, which runs once per
     click; side effects in the page's body ran twice when a timed rerun (the jobs list) cut the run short."""
-    from core.dataset import DatasetError, ExportRecipe, export_dataset
+    from core.dataset import MANIFEST, DatasetError, ExportRecipe, export_dataset
     from core.training import DataRecipe
 
     state_ = st.session_state
@@ -344,7 +348,7 @@ def _export() -> None:
         state_["models.flash"] = f"Refused: {error}"
         return
     try:
-        manifest = json.loads((root / "manifest.json").read_text())
+        manifest = json.loads((root / MANIFEST).read_text())  # not read_manifest: that hashes every file again
         counts = manifest.get("counts") or {}
     except (OSError, ValueError):
         counts = {}
