@@ -22,7 +22,7 @@ from core.ingest import NOT_STORED_PREFIX
 from core.reviewing import UNDO_SECONDS, correct, decide, give_back, keep, my_recent_decisions, next_phone, skip, waiting
 from core.routing import rule_in_words
 from core.vocabulary import Verdict
-from db.corrections import CorrectionError
+from db.corrections import CorrectionError, DecisionView
 from db.lines import list_lines
 from db.live import model_boxes
 from db.reviews import ReviewItem, TaskNotHeldError
@@ -32,6 +32,8 @@ STARTED_KEY = "review.started"
 UNDO_KEY = "review.undo_offer"
 LAST_KEY = "review.last"
 REFRESH_KEY = "review.refresh_after_undo"
+#: What the last correction from the form came to: (failed, message), shown once under its button.
+FIX_OUTCOME_KEY = "review.fix.outcome"
 ALL_LINES = "all lines"
 #: While the page shows a phone, its claim is renewed this often (a claim lasts db.reviews.CLAIM_SECONDS)...
 KEEP_EVERY_SECONDS = 30.0
@@ -175,17 +177,27 @@ def correction_form() -> None:
             ),
             key="review.fix.decision",
         )
-        reason = st.text_input("Why (kept in the audit log)", key="review.fix.reason")
+        st.text_input("Why (kept in the audit log)", key="review.fix.reason")
         if chosen is None:
             return
         other = Verdict.PASS if chosen.verdict is Verdict.REJECT else Verdict.REJECT
-        if st.button(f"Change {chosen.serial} to {other.value}", key="review.fix.apply"):
-            try:
-                correct(database, user, human_decision_id=chosen.human_decision_id, verdict=other, reason=reason)
-            except CorrectionError as error:
-                st.error(str(error))
-            else:
-                st.success(f"{chosen.serial}: now {other.value}. The first verdict stays on record, with your correction linked to it.")
+        # In the button's callback, with the decision and verdict it was drawn for: once per click, and a
+        # click on a verdict corrected meanwhile is refused ("already ...") rather than flipping it back.
+        st.button(f"Change {chosen.serial} to {other.value}", key="review.fix.apply", on_click=_apply_correction, args=(chosen, other))
+        if outcome := st.session_state.pop(FIX_OUTCOME_KEY, None):
+            failed, message = outcome
+            (st.error if failed else st.success)(message)
+
+
+def _apply_correction(chosen: DecisionView, other: Verdict) -> None:
+    try:
+        correct(database, user, human_decision_id=chosen.human_decision_id, verdict=other, reason=st.session_state.get("review.fix.reason"))
+    except CorrectionError as error:
+        st.session_state[FIX_OUTCOME_KEY] = (True, f"{chosen.serial}: not changed: {error}.")
+    else:
+        message = f"{chosen.serial}: now {other.value}. The first verdict stays on record, with your correction linked to it."
+        st.session_state[FIX_OUTCOME_KEY] = (False, message)
+        st.session_state["review.fix.reason"] = ""  # the reason went with this correction, not the next
 
 
 def queue_header() -> None:

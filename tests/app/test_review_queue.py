@@ -153,6 +153,34 @@ def test_an_earlier_verdict_is_corrected_with_a_reason(database, settings, app_f
     at.button(key="review.fix.apply").click().run()
     assert not at.exception
     assert any(f"{first.serial}: now reject" in s.value for s in at.success)
+    assert at.text_input(key="review.fix.reason").value == "", "the reason went with that correction"
+
+
+def test_a_correction_pressed_in_a_second_tab_after_the_first_made_it_changes_nothing(database, settings, app_for, shipped_model_dir):
+    from db.corrections import final_verdict
+    from db.models import DecisionCorrection
+
+    # The button carries the verdict it was drawn for: the page used to work out "the other verdict" again
+    # when the click arrived, so a stale tab (or a click run twice) flipped the phone back.
+    _seed(database, settings, 1)
+    at = _signed_in(app_for, SUPERVISOR).run()
+    at.switch_page("../pages/review_queue.py").run()
+    first = at.session_state["review.task"]
+    at.button(key="review.pass").click().run()
+    other_tab = _signed_in(app_for, SUPERVISOR).run()
+    other_tab.switch_page("../pages/review_queue.py").run()
+    for tab in (at, other_tab):
+        assert tab.selectbox(key="review.fix.decision").value.serial == first.serial
+        tab.text_input(key="review.fix.reason").input("missed a scratch")
+    at.button(key="review.fix.apply").click().run()
+    other_tab.button(key="review.fix.apply").click().run()
+    assert not other_tab.exception
+    assert any("not changed" in e.value and "reject already" in e.value for e in other_tab.error)
+    with database.read() as session:
+        corrections = session.scalars(select(DecisionCorrection)).all()
+        verdict_now = session.scalar(select(final_verdict()).where(FinalDecision.inspection_id == first.inspection_id))
+    assert [c.verdict for c in corrections] == ["reject"]
+    assert verdict_now == "reject"
 
 
 def test_the_queue_shows_what_waits_and_filters_by_line(database, settings, app_for, shipped_model_dir):
