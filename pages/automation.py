@@ -48,7 +48,7 @@ with database.read() as session:
     all_pairs = ladder_db.evidence_pairs(session=session, line=line, count_simulated=True)
     pending = ladder_db.list_requests(session=session, pending_only=True)
     decided = ladder_db.decided_requests(session=session, since=datetime.now(UTC) - timedelta(days=7), limit=10)
-    history, _ = audit.search(session=session, action_prefix="line.", text="level", limit=20)
+    history, _ = audit.search(session=session, action_prefix="line.", text="level", limit=40)
     line_names = {str(known.id): known.name for known in lines}
 
 # -- the slider ---------------------------------------------------------------------------------
@@ -75,7 +75,9 @@ def _move(to_key: str, key: str = slider_key, label: str = here.label) -> None:
     st.session_state[key] = label  # the slider never stays on a rung the line is not on
 
 
-chosen_label = st.select_slider("Automation level", options=labels, value=here.label, key=slider_key)
+# The slider's value lives in the session only (no default argument as well): callbacks set it back to the line's rung.
+st.session_state.setdefault(slider_key, here.label)
+chosen_label = st.select_slider("Automation level", options=labels, key=slider_key)
 chosen = LADDER[labels.index(chosen_label)]
 if chosen.key != here.key:
     going_up = chosen.order() > here.order()
@@ -124,6 +126,8 @@ else:
         pd.DataFrame([{"criterion": c.name, "measured": c.measured, "needs": c.needs, "status": STATUS_TEXT[c.status]} for c in gate.criteria]),
         hide_index=True,
         key="automation.gate",
+        width="stretch",
+        column_config={"status": st.column_config.TextColumn("status", width="medium"), "measured": st.column_config.TextColumn("measured", width="large")},
     )
     times = [moment.to_pydatetime() for moment in pairs["decided_at"]] if not pairs.empty else []
     outlook = forecast(times, need=gate.gate.min_pairs, since=line.level_since, now=datetime.now(UTC))
@@ -148,6 +152,23 @@ else:
     )
 
 # -- requests, on every line --------------------------------------------------------------------
+
+
+def _decide(request: ladder_db.RequestView, approving: bool) -> None:
+    """A manager's answer to one request, with the note typed beside it."""
+    note = st.session_state.get(f"automation.decision_note.{request.id}") or None
+    try:
+        if approving:
+            message = actions.approve(database, user, request_id=request.id, note=note).message
+        else:
+            actions.refuse(database, user, request_id=request.id, note=note or "")
+            message = f"Request #{request.id} refused; {request.requested_by} sees your note."
+    except (actions.LadderError, RequestError, PermissionDeniedError, ValueError) as error:
+        st.session_state[f"automation.decision_error.{request.id}"] = f"{'Not approved' if approving else 'Not refused'}: {error}"
+    else:
+        st.session_state["automation.flash"] = message
+
+
 st.subheader("Requests waiting for a manager")
 if not pending:
     st.caption("None, on any line.")
@@ -166,22 +187,11 @@ for request in pending:
                 "Decision note", key=f"automation.decision_note.{request.id}", help="Required to approve or refuse: what you checked, for the audit log."
             )
             approve_col, refuse_col = st.columns(2)
-            if approve_col.button(f"Approve #{request.id}", type="primary", key=f"automation.approve.{request.id}"):
-                try:
-                    outcome = actions.approve(database, user, request_id=request.id, note=decision_note or None)
-                except (actions.LadderError, RequestError, PermissionDeniedError, ValueError) as error:
-                    st.error(f"Not approved: {error}")
-                else:
-                    st.session_state["automation.flash"] = outcome.message
-                    st.rerun()
-            if refuse_col.button(f"Refuse #{request.id}", key=f"automation.refuse.{request.id}"):
-                try:
-                    actions.refuse(database, user, request_id=request.id, note=decision_note)
-                except (actions.LadderError, RequestError, PermissionDeniedError) as error:
-                    st.error(str(error))
-                else:
-                    st.session_state["automation.flash"] = f"Request #{request.id} refused; {request.requested_by} sees your note."
-                    st.rerun()
+            # Both in the buttons' callbacks, for the request they were drawn for: once per click.
+            approve_col.button(f"Approve #{request.id}", type="primary", key=f"automation.approve.{request.id}", on_click=_decide, args=(request, True))
+            refuse_col.button(f"Refuse #{request.id}", key=f"automation.refuse.{request.id}", on_click=_decide, args=(request, False))
+            if problem := st.session_state.pop(f"automation.decision_error.{request.id}", None):
+                st.error(problem)
         else:
             st.caption("A manager approves or refuses it.")
 if decided:
@@ -208,6 +218,7 @@ if decided:
 
 # -- history ------------------------------------------------------------------------------------
 with st.expander("Recent level changes (all lines)"):
+    history = history[history["action"] != "line.move_refused"].head(20)  # attempts the gate refused: in the audit log
     if history.empty:
         st.caption("None yet.")
     else:

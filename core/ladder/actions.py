@@ -62,7 +62,12 @@ def _apply(session: Session, line: LineConfig, rung: Rung, actor: str, note: str
 
 
 def move(database: Database, user: CurrentUser, *, line_name: str, to: Rung, note: str | None = None) -> MoveOutcome:
-    """Move a line to ``to``: down at once (anyone), up one rung when its gate is met (a manager's request for canary and full)."""
+    """Move a line to ``to``: down at once (anyone), up one rung when its gate is met (a manager's request for canary and full).
+
+    A move up that its gate refuses is recorded in the audit log (``line.move_refused``: who
+    tried, to where, the gate's verdict and their note) and then raised as :class:`LadderError`.
+    """
+    refused: str | None = None
     with database.write() as session:
         line = get_line(session=session, name=line_name, for_update=True)
         here = current_rung(line)
@@ -79,8 +84,18 @@ def move(database: Database, user: CurrentUser, *, line_name: str, to: Rung, not
         result = gate_for_next(session, line)
         assert result is not None
         if result.status is not Status.MET:
-            raise LadderError(result.summary)
-        if result.gate.needs_manager:
+            audit.record(
+                session=session,
+                actor=user.name,
+                action="line.move_refused",
+                entity="line",
+                entity_id=line.id,
+                before={"level": here.level.value},
+                after={"level": to.level.value, "gate": result.status.value, "criteria": [c.measured for c in result.criteria]},
+                note=f"{result.summary}" + (f"; their note: {note}" if note else ""),
+            )
+            refused = result.summary
+        elif result.gate.needs_manager:
             require(user, Action.REQUEST_PROMOTION)
             request = ladder_db.create_request(
                 session=session,
@@ -93,8 +108,11 @@ def move(database: Database, user: CurrentUser, *, line_name: str, to: Rung, not
                 note=note,
             )
             return MoveOutcome(False, here, request.id, f"request {request.id}: a manager must approve the move of {line.name} to {to.label}")
-        _apply(session, line, to, user.name, note or f"gate met: {'; '.join(c.measured for c in result.criteria)}")
-        return MoveOutcome(True, to, message=f"{line.name} moved up from {here.label} to {to.label}")
+        else:
+            _apply(session, line, to, user.name, note or f"gate met: {'; '.join(c.measured for c in result.criteria)}")
+            return MoveOutcome(True, to, message=f"{line.name} moved up from {here.label} to {to.label}")
+    assert refused is not None
+    raise LadderError(refused)  # after the refusal's audit entry is committed
 
 
 def approve(database: Database, user: CurrentUser, *, request_id: int, note: str | None = None) -> MoveOutcome:

@@ -110,8 +110,15 @@ def test_gates_refuse_skips_thin_evidence_and_bad_evidence(database, drift_refer
         actions.move(database, ENGINEER, line_name="line-1", to=RUNG["assist"])  # no traffic: the gate waits
     add_phones(database, drift_reference, 100, seed=3, human_disagrees=0.4)
     with pytest.raises(actions.LadderError, match=r"the gate is not met.*agreement"):
-        actions.move(database, ENGINEER, line_name="line-1", to=RUNG["assist"])
+        actions.move(database, ENGINEER, line_name="line-1", to=RUNG["assist"], note="looks fine to me")
     assert _rung(database) == "shadow"
+    with database.read() as session:
+        frame, _ = audit.search(session=session, action_prefix="line.move_refused")
+    assert len(frame) == 2, "the gate's two refusals are audited (a skip of a rung is not: nothing was judged)"
+    latest = frame.iloc[0]
+    assert latest["actor"] == ENGINEER.name and latest["before"] == {"level": "shadow"}
+    assert latest["after"]["level"] == "assist" and latest["after"]["gate"] == "not_met"
+    assert "agreement" in latest["note"] and "their note: looks fine to me" in latest["note"]
 
 
 @pytest.mark.both_backends
