@@ -125,15 +125,19 @@ if waiting and may(user.role, Action.ACKNOWLEDGE_ALARM):
     chosen = st.multiselect(
         "Alarms to acknowledge (all of an incident's: the incident is acknowledged once)", waiting_ids, format_func=labels.get, key=ack_key, on_change=_remember
     )
-    note = st.text_input("What did you see, what is being done?", key="drift.ack_note")
-    if st.button("Acknowledge", key="drift.ack", type="primary"):
-        remembered[line.name] = list(chosen)
+    st.text_input("What did you see, what is being done?", key="drift.ack_note")
+
+    def _acknowledge(line_name: str = line.name, key: str = ack_key, shown: tuple[drift_db.IncidentView, ...] = tuple(incidents)) -> None:
+        """In the button's callback (once per click), for the incidents on screen when it was drawn."""
+        chosen = list(st.session_state.get(key) or [])
+        note = str(st.session_state.get("drift.ack_note") or "")
+        st.session_state[SELECTION_KEY][line_name] = chosen
         try:
             if not chosen:
                 raise drift_db.DriftError("choose at least one alarm")
             if not note.strip():
                 raise drift_db.DriftError("acknowledging needs a note: what was seen and what is being done")
-            for incident in incidents:
+            for incident in shown:
                 mine = [a.id for a in incident.alarms if not a.acknowledged]
                 if mine and all(i in chosen for i in mine):
                     actions.acknowledge_incident(database, user, incident_id=incident.id, note=note)
@@ -141,12 +145,15 @@ if waiting and may(user.role, Action.ACKNOWLEDGE_ALARM):
                     for alarm_id in (i for i in mine if i in chosen):
                         actions.acknowledge(database, user, alarm_id=alarm_id, note=note)
         except (drift_db.DriftError, PermissionDeniedError) as error:
-            st.error(str(error))
+            st.session_state["drift.ack_error"] = str(error)
         else:
-            remembered.pop(line.name, None)
-            st.session_state.pop(ack_key, None)
-            st.session_state.pop("drift.ack_note", None)
-            st.rerun()
+            st.session_state[SELECTION_KEY].pop(line_name, None)
+            st.session_state.pop(key, None)
+            st.session_state["drift.ack_note"] = ""
+
+    st.button("Acknowledge", key="drift.ack", type="primary", on_click=_acknowledge)
+    if problem := st.session_state.pop("drift.ack_error", None):
+        st.error(problem)
 
 # -- every metric now ---------------------------------------------------------------------------
 st.subheader("Now")
@@ -258,13 +265,17 @@ with right:
         if p_value and not scored.empty:
             # Labels at the decades only (1, 0.1, 0.01...), not at every minor tick of the log axis.
             figure.update_layout(yaxis={"type": "log", "title": "p-value (drift below the threshold)", "dtick": 1, "exponentformat": "power"})
-    _mark_alarms(figure)
-    figure.update_layout(title="The statistic at each check", height=360, margin={"t": 50, "b": 10}, legend={"orientation": "h"})
-    st.plotly_chart(figure, key="drift.statistic")
-    if not points:
-        st.caption(f"No checks yet in this range: the worker checks the line every {config.check_every} phones.")
-    elif scored.empty:
-        st.caption(f"{len(points)} check{'' if len(points) == 1 else 's'} in this range, all inconclusive (too few phones in the window): nothing to plot yet.")
+    if points and not scored.empty:
+        _mark_alarms(figure)
+        figure.update_layout(title="The statistic at each check", height=360, margin={"t": 50, "b": 10}, legend={"orientation": "h"})
+        st.plotly_chart(figure, key="drift.statistic")
+    else:  # words rather than an empty pair of axes
+        st.markdown("**The statistic at each check**")
+        if not points:
+            st.info(f"No checks yet in this range: the line is checked every {config.check_every} phones.")
+        else:
+            count = f"{len(points)} check{'' if len(points) == 1 else 's'}"
+            st.info(f"{count} in this range, all inconclusive (too few phones in the window): nothing to plot yet.")
 
 current_values = window_sample.values.get(metric)
 if reference_values is not None and current_values is not None and reference_values.size and current_values.size:
