@@ -34,20 +34,37 @@ def annotated_image(path: str, boxes: tuple[tuple[Any, ...], ...]) -> np.ndarray
         return None
     thickness = max(2, image.shape[1] // 300)
     scale = max(0.45, image.shape[1] / 1400)  # labels readable on a 2448 px frame shown small
-    for x1, y1, x2, y2, confidence, name in boxes:
-        colour = class_colour(name)
-        cv2.rectangle(image, (int(x1), int(y1)), (int(x2), int(y2)), colour, thickness)
-        cv2.putText(
-            image,
-            f"{name} {confidence:.2f}",
-            (int(x1), max(int(12 * scale / 0.45), int(y1) - 4)),
-            cv2.FONT_HERSHEY_SIMPLEX,
-            scale,
-            colour,
-            thickness // 2,
-            cv2.LINE_AA,
-        )
+    for x1, y1, x2, y2, _, name in boxes:
+        cv2.rectangle(image, (int(x1), int(y1)), (int(x2), int(y2)), class_colour(name), thickness)
+    placed: list[Rect] = []
+    for x1, y1, x2, y2, confidence, name in boxes:  # labels after every box, so no box line crosses a label
+        _put_label(image, f"{name} {confidence:.2f}", (int(x1), int(y1), int(x2), int(y2)), class_colour(name), scale, max(1, thickness // 2), placed)
     return np.ascontiguousarray(image[..., ::-1])
+
+
+Rect = tuple[int, int, int, int]
+
+
+def _put_label(image: np.ndarray, text: str, box: Rect, colour: tuple[int, int, int], scale: float, weight: int, placed: list[Rect]) -> None:
+    """A box's label on a dark plate, above the box, else inside its top, else below it, else stacked lower: never on another label."""
+    (width, height), baseline = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, weight)
+    plate_h = height + baseline + 4
+    x1, y1, _, y2 = box
+    left = max(0, min(x1, image.shape[1] - width - 4))
+    tops = [y1 - plate_h, y1 + 1, y2 + 1]
+    tops += [tops[-1] + plate_h * step for step in range(1, 8)]
+    top = tops[0]
+    for candidate in tops:
+        candidate = max(0, min(candidate, image.shape[0] - plate_h))
+        rect = (left, candidate, left + width + 4, candidate + plate_h)
+        if not any(rect[0] < r[2] and r[0] < rect[2] and rect[1] < r[3] and r[1] < rect[3] for r in placed):
+            top = candidate
+            break
+    else:
+        top = max(0, min(top, image.shape[0] - plate_h))
+    placed.append((left, top, left + width + 4, top + plate_h))
+    cv2.rectangle(image, (left, top), (left + width + 4, top + plate_h), (32, 32, 32), cv2.FILLED)
+    cv2.putText(image, text, (left + 2, top + height + 2), cv2.FONT_HERSHEY_SIMPLEX, scale, colour, weight, cv2.LINE_AA)
 
 
 #: Live line thumbnails are drawn at this many times the camera's size, so a box label stays legible in a grid.

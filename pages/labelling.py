@@ -30,6 +30,13 @@ REASON_TEXT = {
     "drift_window": "inspected while a drift alarm was raised",
     "low_confidence": "the model was unsure",
 }
+#: The same reasons as short chips for the "Why" filter (the sentences above are cut there at 1440 px).
+REASON_CHIP = {
+    "audit_failure": "audit override",
+    "disagreement": "disagreement",
+    "drift_window": "during drift",
+    "low_confidence": "model unsure",
+}
 
 #: The phone a Save or Skip was pressed for: set by the button's callback with the phone shown when
 #: the button was drawn, so a click always acts on the phone the engineer saw (see label_phones).
@@ -170,7 +177,14 @@ def label_phones(line_id: int | None) -> None:
         "S saves your label (with your name and the time), N skips to the next phone."
     )
     window = filters[1].selectbox("Time range", list(WINDOWS), index=1, key="labelling.window")
-    reasons = filters[2].multiselect("Why", list(REASONS), default=list(REASONS), format_func=lambda r: REASON_TEXT[r], key="labelling.reasons")
+    reasons = filters[2].multiselect(
+        "Why",
+        list(REASONS),
+        default=list(REASONS),
+        format_func=lambda r: REASON_CHIP[r],
+        key="labelling.reasons",
+        help="; ".join(f"{REASON_CHIP[r]}: {REASON_TEXT[r]}" for r in REASONS),
+    )
     since = datetime.now(UTC) - WINDOWS[window] if WINDOWS[window] else None
     with database.read() as session:
         queue = label_queue(session=session, labeller=user.name, line_id=line_id, since=since, reasons=tuple(reasons), limit=200)

@@ -96,7 +96,8 @@ table = disagreements[["time", "serial", "line", "kind", "human_verdict", "model
         "model_version": "model version",
     }
 )
-st.dataframe(table, hide_index=True, key="comparison.disagreements", height=300)
+# As tall as its rows, up to 300 px (a fixed 300 px showed empty rows under a few disagreements).
+st.dataframe(table, hide_index=True, key="comparison.disagreements", height=min(300, 35 * (len(table) + 1) + 3))
 choices = {f"{row.serial} · {row.kind} · {row.time}": i for i, row in enumerate(disagreements.itertuples())}
 opened = st.selectbox("Open a phone", list(choices), index=None, placeholder="choose a disagreement to see it", key="comparison.open")
 if opened is not None:
