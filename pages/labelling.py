@@ -335,7 +335,7 @@ mode = st.radio(
     key="labelling.mode",
     label_visibility="collapsed",
 )
-filters = st.columns([1, 1, 2])
+filters = st.columns([1, 1, 3])  # the Why filter wide enough for its four chips at 1440 px
 line_name = line_picker(filters[0], ["all lines", *(line.name for line in lines)], key="labelling.line")
 line_id = next((line.id for line in lines if line.name == line_name), None)
 if mode == "label":

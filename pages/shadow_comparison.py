@@ -76,8 +76,15 @@ with right:
     trend = daily_trend(pairs, "h" if hourly else "D").rename(columns=TREND_WORDS)
     figure = px.line(trend, x="bucket", y=list(TREND_WORDS.values())[:3], markers=True, title="Over time", hover_data={"phones judged by both": True})
     # Hourly or daily buckets: ticks on whole hours or days, never milliseconds (one bucket alone would get them).
-    figure.update_xaxes(title_text="hour" if hourly else "day", tickformat="%H:%M" if hourly else "%d %b", dtick=3_600_000 if hourly else 86_400_000)
-    figure.update_layout(height=340, margin={"t": 50, "b": 10}, yaxis_tickformat=".0%", yaxis_title_text="share of phones", legend_title_text="")
+    figure.update_xaxes(title_text="", tickformat="%H:%M" if hourly else "%d %b", dtick=3_600_000 if hourly else 86_400_000)
+    figure.update_layout(
+        height=340,
+        margin={"t": 50, "b": 10},
+        yaxis_tickformat=".0%",
+        yaxis_title_text="share of phones",
+        legend_title_text="",
+        legend={"orientation": "h", "yanchor": "top", "y": -0.12, "x": 0},  # under the plot (the ticks say hour or day): at its side it took half the width
+    )
     st.plotly_chart(figure, key="comparison.trend")
 
 st.subheader("Disagreements")
