@@ -57,6 +57,31 @@ def _upkeep_totals(url: str) -> tuple[float, float]:
     return totals["shadowline_upkeep_seconds_sum"], totals["shadowline_upkeep_phones_total"]
 
 
+def _detector_paced_round(model_dir: str, count: int, threads: int, rates: list[float]) -> dict[float, list[float]]:
+    """In a fresh process: the detector set up as the service sets it up (every core, idle threads
+    sleeping), given one image every ``1 / rate`` s, as phones arrive at a line; per rate, each
+    image's time. Against the back-to-back round it shows what the pauses alone cost the detector
+    (on this machine a sleeping core wakes slowly), so the service's own share can be told apart."""
+    from core.detector.adapter import Detector
+
+    detector = Detector(Path(model_dir), threads=threads, spin=False)
+    images = _render_images(count)
+    for image in images[:5]:  # warm-up
+        detector.detect(image)
+    found: dict[float, list[float]] = {}
+    for rate in rates:
+        latencies = []
+        due = time.perf_counter()
+        for image in images:
+            due += 1 / rate
+            time.sleep(max(0.0, due - time.perf_counter()))
+            started = time.perf_counter()
+            detector.detect(image)
+            latencies.append((time.perf_counter() - started) * 1000)
+        found[rate] = latencies
+    return found
+
+
 def _unique(jpeg: bytes, tag: str) -> bytes:
     """The same picture with a JPEG comment naming the phone: decoded alike, but no longer byte for byte an
     earlier phone's image (which the admission check refuses as a frozen camera's repeat)."""
@@ -150,6 +175,7 @@ def bench_line(model_dir: Path, *, rates: list[float], seconds: float = 60.0, im
     encoded = [cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 92])[1].tobytes() for image in rendered]
     detector = _in_fresh_process(_detector_round, str(model_dir), "auto", images, os.cpu_count() or 1)
     detector_summary = {**_percentiles(detector["latencies_ms"]), "images_per_s": round(detector["images_per_s"], 2), "backend": detector["backend"]}
+    paced = _in_fresh_process(_detector_paced_round, str(model_dir), images, os.cpu_count() or 1, rates)
     with tempfile.TemporaryDirectory(prefix="shadowline-bench-line-") as tmp:
         env = dict(os.environ, SHADOWLINE_DATA_DIR=tmp, SHADOWLINE_MODELS_DIR=str(model_dir.parent))
         env.pop("SHADOWLINE_DATABASE_URL", None)
@@ -208,6 +234,7 @@ def bench_line(model_dir: Path, *, rates: list[float], seconds: float = 60.0, im
         "machine": _machine(),
         "load_average": os.getloadavg(),
         "detector_only": detector_summary,
+        "detector_paced": {f"{rate:g}": _percentiles(latencies) for rate, latencies in paced.items()},
         "runs": runs,
         "sustained_rate": sustained,
         "sustained_share_of_detector": round(sustained / detector["images_per_s"], 3) if sustained else None,
@@ -227,6 +254,8 @@ def format_line(result: dict[str, Any]) -> str:
             f"{r['rate']:>9g}{r['phones']:>8}{r['p50_ms']:>9.1f}{r['p99_ms']:>9.1f}{r['max_ms']:>9.1f}{r['failsafes']:>12}{r['errors']:>8}"
             f"{r['answered_per_s']:>12.2f}{upkeep:>17}"
         )
+    for rate, p in result.get("detector_paced", {}).items():
+        lines.append(f"detector alone, one image every 1/{rate} s, set up as the service sets it up: p50 {p['p50_ms']:.1f} ms, p99 {p['p99_ms']:.1f} ms")
     lines.append("upkeep: the after-write steps (alarm checks, step-downs, drift counts), run after the answer: not in the latency")
     lines.append(f"sustained: {result['sustained_rate']} phones/s = {result['sustained_share_of_detector']} of the detector's throughput")
     return "\n".join(lines)

@@ -33,4 +33,6 @@ def test_bench_line_posts_every_phone_and_reports_against_the_detector(shipped_m
     [run] = result["runs"]
     assert run["phones"] == 12 and run["errors"] == 0 and run["answered_per_s"] > 0, run
     assert result["detector_only"]["images_per_s"] > 0
+    assert set(result["detector_paced"]) == {"4"} and result["detector_paced"]["4"]["p99_ms"] > 0, "the detector alone, paced as the phones were"
+    assert "one image every 1/4 s" in done.stdout
     assert "phones/s" in done.stdout and "phones/s" in format_line(result)
