@@ -26,6 +26,8 @@ MAX_IMAGE_MB_CEILING = 4096.0
 #: Defaults of ``SHADOWLINE_SESSION_IDLE_MINUTES`` and ``SHADOWLINE_SESSION_HOURS``: an hour without a
 #: click signs a browser out; no sign-in outlives a long shift.
 DEFAULT_SESSION_IDLE_MINUTES = 60.0
+#: Default of ``SHADOWLINE_REVIEW_MIN_LOOK_S`` (see Settings.review_min_look_s): well under any real look at a phone.
+DEFAULT_REVIEW_MIN_LOOK_S = 0.7
 DEFAULT_SESSION_HOURS = 12.0
 
 #: The model version shipped in the repository and registered by ``shadowline init``.
@@ -56,6 +58,9 @@ class Settings:
             ladder's gates and rollback (a demonstration may opt in; a plant counts only people and labels).
         session_idle_minutes: A signed-in browser that does nothing for this long is signed out.
         session_hours: A sign-in lasts at most this long, busy or not.
+        review_min_look_s: The Review queue records no verdict on a phone shown for less than this
+            (seconds since it was put on screen): a key pressed twice would otherwise judge the next
+            phone before anyone saw it.
     """
 
     data_dir: Path
@@ -81,6 +86,7 @@ class Settings:
     gates_count_simulated: bool = False
     session_idle_minutes: float = DEFAULT_SESSION_IDLE_MINUTES
     session_hours: float = DEFAULT_SESSION_HOURS
+    review_min_look_s: float = DEFAULT_REVIEW_MIN_LOOK_S
 
     def __post_init__(self) -> None:
         validation.integer("SHADOWLINE_MAX_TRAINING_JOBS", self.max_training_jobs, minimum=1)
@@ -90,6 +96,7 @@ class Settings:
         validation.integer("SHADOWLINE_ADMISSION_RUN_ALARM", self.admission_run_alarm, minimum=1, maximum=1000)
         validation.number("SHADOWLINE_SESSION_IDLE_MINUTES", self.session_idle_minutes, minimum=1, maximum=7 * 24 * 60)
         validation.number("SHADOWLINE_SESSION_HOURS", self.session_hours, minimum=0.1, maximum=30 * 24)
+        validation.number("SHADOWLINE_REVIEW_MIN_LOOK_S", self.review_min_look_s, minimum=0, maximum=10)
 
     @property
     def max_image_bytes(self) -> int:
@@ -159,6 +166,8 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
             "SHADOWLINE_SESSION_IDLE_MINUTES", env.get("SHADOWLINE_SESSION_IDLE_MINUTES") or DEFAULT_SESSION_IDLE_MINUTES, minimum=1, maximum=7 * 24 * 60
         )
         hours = validation.number("SHADOWLINE_SESSION_HOURS", env.get("SHADOWLINE_SESSION_HOURS") or DEFAULT_SESSION_HOURS, minimum=0.1, maximum=30 * 24)
+        min_look_raw = env.get("SHADOWLINE_REVIEW_MIN_LOOK_S") or DEFAULT_REVIEW_MIN_LOOK_S
+        min_look = validation.number("SHADOWLINE_REVIEW_MIN_LOOK_S", min_look_raw, minimum=0, maximum=10)
         return Settings(
             data_dir=data_dir,
             database_url=database_url,
@@ -174,6 +183,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
             gates_count_simulated=count_simulated,
             session_idle_minutes=idle,
             session_hours=hours,
+            review_min_look_s=min_look,
         )
     except validation.RangeError as error:
         raise SettingsError(str(error)) from None

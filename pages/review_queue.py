@@ -80,15 +80,37 @@ def _take_next() -> None:
     st.session_state[STARTED_KEY] = time.monotonic()
 
 
-def _judge(verdict: Verdict) -> None:
-    item = st.session_state.get(TASK_KEY)
+def _shown_now(shown: ReviewItem) -> ReviewItem | None:
+    """The phone a verdict or skip was pressed for, if it is still the one on screen, long enough to have been seen.
+
+    The buttons carry the phone they were drawn for. A key pressed twice in quick succession
+    arrives either for the phone just judged (judged already: nothing to do) or, once the next phone
+    is drawn, for a phone shown a fraction of a second: either way nothing is recorded, and the
+    supervisor is told why.
+    """
+    item: ReviewItem | None = st.session_state.get(TASK_KEY)
+    if item is None or item.task_id != shown.task_id:
+        st.session_state[LAST_KEY] = f"Not recorded: {shown.serial} was judged already (a key pressed twice?). The phone on screen now waits for you."
+        return None
+    seconds = time.monotonic() - st.session_state.get(STARTED_KEY, time.monotonic())
+    if seconds < settings.review_min_look_s:
+        st.session_state[LAST_KEY] = f"Not recorded: {item.serial} had been on screen for {seconds:.1f} s only (a key pressed twice?). Look at it, then decide."
+        return None
+    return item
+
+
+def _judge(shown: ReviewItem, verdict: Verdict) -> None:
+    item = _shown_now(shown)
     if item is None:
         return
     seconds = time.monotonic() - st.session_state.get(STARTED_KEY, time.monotonic())
     try:
         decision_id = decide(database, user, task_id=item.task_id, verdict=verdict, seconds_taken=round(seconds, 2))
     except TaskNotHeldError:
-        st.session_state[LAST_KEY] = f"{item.serial} was no longer yours (your claim expired); take the next one."
+        st.session_state[LAST_KEY] = (
+            f"Not recorded: {item.serial} is no longer yours: judged meanwhile (in another tab or by someone else) or its claim ran out. "
+            "Here is the next phone."
+        )
         st.session_state.pop(UNDO_KEY, None)
     else:
         st.session_state[UNDO_KEY] = UndoOffer(decision_id, item.serial, verdict, time.monotonic() + UNDO_SECONDS)
@@ -96,11 +118,12 @@ def _judge(verdict: Verdict) -> None:
     st.session_state[TASK_KEY] = None
 
 
-def _skip() -> None:
-    item = st.session_state.get(TASK_KEY)
-    if item is not None:
-        skip(database, user, task_id=item.task_id)
-        st.session_state[LAST_KEY] = f"Skipped {item.serial}: it goes to the back of your queue (another supervisor may take it)."
+def _skip(shown: ReviewItem) -> None:
+    item: ReviewItem | None = st.session_state.get(TASK_KEY)
+    if item is None or item.task_id != shown.task_id:
+        return  # pressed for a phone judged or skipped already: the phone on screen stays
+    skip(database, user, task_id=item.task_id)
+    st.session_state[LAST_KEY] = f"Skipped {item.serial}: it goes to the back of your queue (another supervisor may take it)."
     st.session_state[TASK_KEY] = None
 
 
@@ -260,8 +283,9 @@ with right:
     else:
         st.caption("Judge on your own: at this level the model's opinion is not shown.")
     # The two verdicts look alike: a filled button would be the page's suggestion, and the person judges unprompted.
-    st.button("PASS", key="review.pass", shortcut="P", type="secondary", width="stretch", on_click=_judge, args=(Verdict.PASS,))
-    st.button("REJECT", key="review.reject", shortcut="X", type="secondary", width="stretch", on_click=_judge, args=(Verdict.REJECT,))
-    st.button("Skip (to the back)", key="review.skip", shortcut="S", width="stretch", on_click=_skip)
+    # Each button carries the phone it was drawn for (see _shown_now).
+    st.button("PASS", key="review.pass", shortcut="P", type="secondary", width="stretch", on_click=_judge, args=(item, Verdict.PASS))
+    st.button("REJECT", key="review.reject", shortcut="X", type="secondary", width="stretch", on_click=_judge, args=(item, Verdict.REJECT))
+    st.button("Skip (to the back)", key="review.skip", shortcut="S", width="stretch", on_click=_skip, args=(item,))
     st.caption(f"Keys: P pass · X reject · S skip · U undo (for {UNDO_SECONDS:.0f} s). The next phone loads at once.")
 correction_form()

@@ -26,6 +26,8 @@ def app_for(settings, monkeypatch):
     """Make an AppTest of the entry point that reads ``settings``' installation."""
     monkeypatch.setenv("SHADOWLINE_DATA_DIR", str(settings.data_dir))
     monkeypatch.setenv("SHADOWLINE_MODELS_DIR", str(settings.models_dir))
+    # AppTest clicks as soon as a page is drawn: no person looks that fast (see test_review_queue for the guard itself).
+    monkeypatch.setenv("SHADOWLINE_REVIEW_MIN_LOOK_S", "0")
     if not settings.database_url.startswith("sqlite"):
         monkeypatch.setenv("SHADOWLINE_DATABASE_URL", settings.database_url)
     settings_module.get_settings.cache_clear()

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
+from core import settings as settings_module
 from core.auth import CurrentUser, PermissionDeniedError
 from core.camera import get_scenario
 from core.line_simulator import simulate_line
@@ -136,6 +137,29 @@ def test_a_verdict_can_be_undone_and_the_readers_use_the_correction(database, se
         final = session.get(FinalDecision, first.inspection_id)
     assert (correction.verdict, correction.is_undo, correction.corrected_by) == ("pass", True, "sam")
     assert (final.verdict, verdict_now) == ("reject", "pass"), "the final decision row is untouched; readers see the correction"
+
+
+def test_a_verdict_on_a_phone_shown_a_moment_ago_is_not_recorded(database, settings, app_for, shipped_model_dir, monkeypatch):
+    # A key pressed twice judged the next phone before anyone saw it (a fresh-eyes walk: P twice, 60 ms apart).
+    _seed(database, settings, 2)
+    at = _signed_in(app_for, SUPERVISOR).run()
+    at.switch_page("../pages/review_queue.py").run()
+    monkeypatch.setenv("SHADOWLINE_REVIEW_MIN_LOOK_S", "10")
+    settings_module.get_settings.cache_clear()
+    at.run()  # the page reads its settings when it runs
+    shown = at.session_state["review.task"]
+    at.button(key="review.pass").click().run()
+    assert not at.exception
+    assert any("Not recorded" in t.value and "on screen for" in t.value for t in at.toast), [t.value for t in at.toast]
+    assert at.session_state["review.task"].task_id == shown.task_id, "the phone stays on screen"
+    with database.read() as session:
+        assert session.scalar(select(func.count()).select_from(HumanDecision)) == 0
+    monkeypatch.setenv("SHADOWLINE_REVIEW_MIN_LOOK_S", "0")
+    settings_module.get_settings.cache_clear()
+    at.run()
+    at.button(key="review.pass").click().run()
+    with database.read() as session:
+        assert session.scalars(select(HumanDecision.inspection_id)).all() == [shown.inspection_id]
 
 
 def test_an_earlier_verdict_is_corrected_with_a_reason(database, settings, app_for, shipped_model_dir):

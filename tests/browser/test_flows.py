@@ -6,13 +6,17 @@ import re
 
 import pytest
 from playwright.sync_api import expect
+from sqlalchemy import select
 
+from core.settings import load_settings
+from db.bootstrap import open_database
+from db.models import HumanDecision, Inspection
 from tests.browser.conftest import pick, screenshot, sign_in
 
 pytestmark = pytest.mark.browser
 
 
-def test_supervisor_reviews_a_phone_and_sees_it_on_the_live_line(served_app, page):
+def test_supervisor_reviews_a_phone_and_sees_it_on_the_live_line(served_app, served_env, page):
     sign_in(page, served_app, "sam")
     page.get_by_role("link", name="Review queue").click()
     page.get_by_role("heading", name="Review queue").wait_for()
@@ -23,8 +27,23 @@ def test_supervisor_reviews_a_phone_and_sees_it_on_the_live_line(served_app, pag
     # The next phone loads at once and can be judged from the keyboard.
     expect(page.locator("h3 code").first).not_to_have_text(serial, timeout=20_000)
     next_serial = page.locator("h3 code").first.inner_text()
+    page.wait_for_timeout(1500)  # a person looks at the phone (verdicts within SHADOWLINE_REVIEW_MIN_LOOK_S of it appearing are ignored)
+    # P pressed twice in a row: the second press judges nothing, not the phone that has just come up.
     page.locator("body").press("p")
+    expect(page.locator("h3 code").first).not_to_have_text(next_serial, timeout=20_000)
+    page.locator("body").press("p")
+    page.get_by_text(re.compile("^Not recorded: .* on screen for")).wait_for(timeout=20_000)  # and the supervisor is told
     page.get_by_text(f"{next_serial}: pass recorded").wait_for(timeout=20_000)
+    page.wait_for_timeout(3000)  # time for a second verdict to be recorded, were there one
+    database = open_database(load_settings(served_env))
+    try:
+        with database.read() as session:
+            judged = session.execute(
+                select(Inspection.serial).join(HumanDecision, HumanDecision.inspection_id == Inspection.id).where(HumanDecision.user_name == "sam")
+            ).scalars()
+            assert sorted(judged) == sorted([serial, next_serial]), "the second P judged no phone"
+    finally:
+        database.dispose()
     page.get_by_role("link", name="Live line").click()
     page.get_by_role("heading", name="Live line").wait_for()
     # The phone's card: the innermost block holding its serial (the verdict is a line of its own above it).
