@@ -39,6 +39,10 @@ ALL_LINES = "all lines"
 KEEP_EVERY_SECONDS = 30.0
 #: ...for at most this long: a phone left on an unattended screen goes back to the queue for others.
 KEEP_AT_MOST_SECONDS = 600.0
+#: With the queue empty, the page looks for newly routed phones this often.
+EMPTY_CHECK_SECONDS = 3.0
+#: How many phones waited (held by others) when the page last found none to take.
+EMPTY_SEEN_KEY = "review.empty_seen"
 DECISION_KEYS = ["review.pass", "review.reject", "review.skip", "review.undo"]
 
 
@@ -250,8 +254,23 @@ st.fragment(guarded(undo_bar), run_every=1.0 if _offer is not None and _offer.ou
 blur_after_click([*DECISION_KEYS, "review.line"], key="review.blur")
 st.fragment(guarded(claim_keeper), run_every=KEEP_EVERY_SECONDS if item is not None else None)()
 
+def arrivals_watch() -> None:
+    """With nothing on screen: look for a routed phone every few seconds and show it when one comes.
+
+    Only more phones than when the page found none to take rerun it: phones held by other
+    supervisors count as waiting too, and would otherwise rerun the page every few seconds.
+    """
+    if waiting(database, line_id=_line_id()).waiting > st.session_state.get(EMPTY_SEEN_KEY, 0):
+        st.rerun(scope="app")
+
+
 if item is None:
-    st.success("Nothing waits for a person right now. New phones appear here as the worker and the inspection service route them.")
+    st.success(
+        f"Nothing waits for a person right now. New phones appear here by themselves (checked every {EMPTY_CHECK_SECONDS:.0f} s) "
+        "as the worker and the inspection service route them."
+    )
+    st.session_state[EMPTY_SEEN_KEY] = waiting(database, line_id=_line_id()).waiting
+    st.fragment(guarded(arrivals_watch), run_every=EMPTY_CHECK_SECONDS)()
     if st.button("Check again", key="review.refresh"):
         st.rerun()
     correction_form()

@@ -8,8 +8,12 @@ import pytest
 from playwright.sync_api import expect
 from sqlalchemy import select
 
+from core.camera import get_scenario
+from core.line_simulator import simulate_line
 from core.settings import load_settings
+from core.worker import Worker
 from db.bootstrap import open_database
+from db.lines import add_line, get_line
 from db.models import HumanDecision, Inspection
 from tests.browser.conftest import pick, screenshot, sign_in
 
@@ -235,5 +239,24 @@ def test_engineer_settles_two_labels_that_disagree(served_app, served_env, page)
         expect(page.get_by_text("Adjudicated: that phone's truth is set")).to_be_visible(timeout=20_000)
         with database.read() as session:
             assert phone.inspection_id not in awaiting_adjudication(session=session)
+    finally:
+        database.dispose()
+
+
+def test_a_phone_routed_while_the_queue_is_empty_appears_without_a_click(served_app, served_env, page):
+    settings = load_settings(served_env)
+    database = open_database(settings)
+    try:
+        with database.write() as session:
+            model_id = get_line(session=session, name="line-1").active_model_id
+            line_id = add_line(session=session, name="line-7", actor="test", active_model_id=model_id)
+        sign_in(page, served_app, "sam")
+        page.goto(f"{served_app}/review?line=line-7")
+        page.get_by_text("Nothing waits for a person right now").wait_for(timeout=30_000)
+        simulate_line(database, settings, line_id=line_id, line_name="line-7", scenario=get_scenario("normal"), count=1, rate=1000, seed=77, inspector=None)
+        Worker(database, settings).run(until_empty=True)
+        # No click, no reload: the empty page looks for routed phones by itself (it used to wait for "Check again").
+        expect(page.locator("h3 code").first).to_have_text(re.compile("^SN-"), timeout=30_000)
+        screenshot(page, "review_queue_phone_arrived")
     finally:
         database.dispose()
