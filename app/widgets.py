@@ -147,10 +147,29 @@ def alarm_banner(database: Any, role: str) -> None:
         Scope.SYSTEM.value: "Acknowledge it on the Drift page once someone is on it.",
     }
     for incident in incidents[:3]:
-        text = f"**{heading[incident.scope]}** · **{incident.line}**: {incident.text.removeprefix(incident.line + ': ')}. {who[incident.scope]}"
+        what = incident.text.removeprefix(incident.line + ": ")
+        if not incident.ongoing:  # every metric is back within bounds: it waits only to be acknowledged
+            cleared = max((a.cleared_at for a in incident.alarms if a.cleared_at is not None), default=None)
+            since = f" {_ago(cleared)}" if cleared is not None else ""
+            text = f"**{heading[incident.scope]}, over** · **{incident.line}**: {what}. Back to normal{since}; not acknowledged yet. {who[incident.scope]}"
+            st.info(text, icon=":material/check_circle:")
+            continue
+        text = f"**{heading[incident.scope]}** · **{incident.line}**: {what}. {who[incident.scope]}"
         (st.error if incident.severity == "severe" else st.warning)(text, icon=":material/warning:")
     if len(incidents) > 3:
         st.caption(f"…and {len(incidents) - 3} more incidents: see the Drift page.")
+
+
+def _ago(moment: datetime) -> str:
+    """``3 min ago`` (the banner has no plant time zone to hand; a span needs none)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    seconds = max(0.0, (datetime.now(UTC) - moment).total_seconds())
+    if seconds < 120:
+        return f"{seconds:.0f} s ago"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min ago"
+    return f"{seconds / 3600:.0f} h ago"
 
 
 def severe_drift_notice(database: Any, line_id: int) -> None:

@@ -359,7 +359,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
             print(f"  candidate model {s.candidate_model or 'none'}; requests waiting for a manager: {s.pending_requests}")
         for alarm in s.alarms:
             seen = " (acknowledged)" if alarm["acknowledged"] else ""
-            print(f"  {alarm['severity'].upper()} drift alarm on {alarm['metric']} since {alarm['raised_at']}{seen}")
+            over = f", back to normal since {alarm['cleared_at']}, not acknowledged yet" if alarm.get("cleared_at") and not alarm["acknowledged"] else ""
+            print(f"  {alarm['severity'].upper()} drift alarm on {alarm['metric']} since {alarm['raised_at']}{over}{seen}")
     for w in watchers:
         state = {"running": "watching", "backing_off": "BACKING OFF"}.get(w.state, w.state) if w.alive else "NOT RUNNING"
         print(f"watcher for {w.line}: {state} (heartbeat {w.age_s:.0f} s ago), {w.ingested} files ingested; {w.detail}")

@@ -116,3 +116,17 @@ def test_a_line_still_in_acknowledged_severe_drift_says_so_on_the_live_line_and_
             assert drift.set_index("criterion").loc["drift", "measured"].startswith("open severe drift alarms: brightness, mean blue"), "in words"
         at.selectbox(key=key).set_value("line-1").run()
         assert not any("Severe drift" in e.value for e in at.error), "line-1 is fine"
+
+
+def test_an_incident_back_to_normal_but_not_acknowledged_is_shown_as_over(database, app_for, drift_reference) -> None:
+    # A fresh-eyes walk saw "Drift alarm · line-2: ... (warning)" on every page 15 minutes after every metric was back.
+    line_id = _dim_second_line(database, drift_reference)
+    add_phones(database, drift_reference, 500, seed=73, line_name="line-2")  # the lamp is fixed
+    DriftMonitor(database).check(line_id)
+    with database.read() as session:
+        (incident,) = drift_db.current_incidents(session=session, line_id=line_id)
+    assert not incident.ongoing and not incident.acknowledged
+    at = _signed_in(app_for, Role.SUPERVISOR)
+    assert not _banners(at), "no red or amber banner for an incident that is over"
+    (over,) = [i.value for i in at.info if "Drift alarm, over" in i.value]
+    assert "**line-2**" in over and "Back to normal" in over and "not acknowledged yet" in over
