@@ -84,17 +84,15 @@ def labelled_thumbnail(path: str, boxes: tuple[tuple[Any, ...], ...]) -> bytes |
         return None
     scale = THUMBNAIL_SCALE
     image = cv2.resize(image, (image.shape[1] * scale, image.shape[0] * scale), interpolation=cv2.INTER_LINEAR)
-    font, font_scale, weight = cv2.FONT_HERSHEY_SIMPLEX, 0.0016 * image.shape[1], 2
-    for x1, y1, x2, y2, confidence, name in boxes:
-        colour = class_colour(name)
-        left, top, right, bottom = (int(v * scale) for v in (x1, y1, x2, y2))
-        cv2.rectangle(image, (left, top), (right, bottom), colour, 2 * scale)
-        text = f"{name} {confidence:.2f}"
-        (width, height), baseline = cv2.getTextSize(text, font, font_scale, weight)
-        x = min(max(0, left), image.shape[1] - width - 6)
-        y = top - 6 if top - height - baseline - 6 >= 0 else min(image.shape[0] - baseline - 2, bottom + height + 6)
-        cv2.rectangle(image, (x, y - height - 4), (x + width + 6, y + baseline), (20, 20, 20), cv2.FILLED)
-        cv2.putText(image, text, (x + 3, y), font, font_scale, colour, weight, cv2.LINE_AA)
+    font_scale, weight = 0.0016 * image.shape[1], 2
+    scaled: list[tuple[Rect, float, str]] = [
+        ((int(x1 * scale), int(y1 * scale), int(x2 * scale), int(y2 * scale)), confidence, name) for x1, y1, x2, y2, confidence, name in boxes
+    ]
+    for (left, top, right, bottom), _, name in scaled:
+        cv2.rectangle(image, (left, top), (right, bottom), class_colour(name), 2 * scale)
+    placed: list[Rect] = []
+    for box, confidence, name in scaled:  # each label on its own plate, never on another's (see _put_label)
+        _put_label(image, f"{name} {confidence:.2f}", box, class_colour(name), font_scale, weight, placed)
     ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 88])
     return encoded.tobytes() if ok else None
 

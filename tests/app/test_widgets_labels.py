@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from app.widgets import _put_label, annotated_image
+from app.widgets import _put_label, annotated_image, labelled_thumbnail
 
 
 def _overlaps(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
@@ -33,3 +33,16 @@ def test_a_box_at_the_top_edge_gets_its_label_inside_the_image(tmp_path) -> None
     assert drawn is not None and drawn.shape == (360, 480, 3)
     plate = drawn[2:14, 12:60]
     assert (plate < 60).mean() > 0.5, "the dark label plate is drawn at the top, inside the image"
+
+
+def test_live_line_thumbnails_draw_overlapping_boxes_with_both_labels(tmp_path) -> None:
+    path = tmp_path / "phone.png"
+    cv2.imwrite(str(path), np.full((360, 480, 3), 200, np.uint8))
+    boxes = ((100.0, 100.0, 200.0, 160.0, 0.55, "scratch"), (102.0, 101.0, 190.0, 150.0, 0.15, "scratch"))
+    encoded = labelled_thumbnail(str(path), boxes)
+    assert encoded is not None
+    image = cv2.imdecode(np.frombuffer(encoded, np.uint8), cv2.IMREAD_COLOR)
+    assert image.shape[:2] == (720, 960), "drawn at twice the camera's size"
+    plates = (image < 60).all(axis=2)
+    rows = np.flatnonzero(plates[:, 200:400].any(axis=1))
+    assert rows.size and (np.diff(rows) > 1).any(), "two label plates, one above the other, not one on top of the other"
