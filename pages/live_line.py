@@ -14,7 +14,7 @@ import streamlit as st
 from app import state
 from app.outage import guarded
 from app.session import current_user
-from app.widgets import box_tuples, labelled_thumbnail, line_picker, local_time, severe_drift_notice
+from app.widgets import LEVEL_WORDS, box_tuples, labelled_thumbnail, line_picker, local_time, severe_drift_notice
 from core.auth import Action, PermissionDeniedError, may, require
 from core.routing import failsafe_in_words, rule_in_words
 from db.gate import answer_summary
@@ -64,7 +64,7 @@ def line_counters() -> None:
         status = next(s for s in line_statuses(session=session) if s.line == line.name)
     decided = status.verdicts["pass"] + status.verdicts["reject"]
     cols = st.columns(6)
-    cols[0].metric("Level", status.level.replace("_", " "))
+    cols[0].metric("Level", LEVEL_WORDS.get(status.level, status.level.replace("_", " ")))  # as the Automation page names it
     cols[1].metric("Phones / min", f"{status.phones_per_min:.0f}")
     _rate_metric(cols[2], "Defect rate", status.verdicts["reject"], decided)
     cols[3].metric("Waiting for the model", status.queue_depth, help="Phones stored and queued, not yet inspected by the worker or the service.")
@@ -109,7 +109,8 @@ def service_answers() -> None:
     if summary.failsafes:
         why = "; ".join(f"{failsafe_in_words(reason)} ({n:,})" for reason, n in sorted(summary.failsafes.items()))
         times = "once" if summary.failsafe_count == 1 else f"{summary.failsafe_count:,} times"
-        st.warning(f"The gate acted on the fail-safe {times} in {minutes} min: {why}. Those phones go to people.")
+        acted = "rejected those phones" if fresh.failsafe_action == "reject" else "sent those phones to a person"
+        st.warning(f"The gate acted on the fail-safe {times} in {minutes} min: {why}. It {acted}; each is in the review queue for a person's verdict.")
     elif not summary.answers:
         st.caption(f"No phone posted by a camera station in the last {minutes} min (`shadowline serve`, `shadowline station`).")
 
@@ -131,6 +132,8 @@ def answer_settings_editor() -> None:
         note = st.text_input("Why (kept in the audit log)", key="live.answer_note")
         if st.form_submit_button("Save"):
             try:
+                if not (note or "").strip():
+                    raise ValueError("say why in the note: it goes into the audit log with the change")
                 require(user, Action.EDIT_ANSWER_SETTINGS)
                 with database.write() as session:
                     set_answer_settings(session=session, line_id=line.id, actor=user.name, budget_ms=int(budget), failsafe_action=failsafe, note=note or None)

@@ -134,7 +134,7 @@ def test_live_line_shows_the_services_answers_and_engineers_change_budget_and_fa
     [budget] = [m for m in at.metric if m.label == "Answer budget"]
     assert (budget.value, budget.delta) == ("10000 ms", "then to a person")
     assert metrics["Answer time p50"].endswith(" ms") and metrics["Answer time p99"].endswith(" ms")
-    assert any("the image could not be read (1)" in w.value for w in at.warning)
+    assert any("the image could not be read (1)" in w.value and "sent those phones to a person; each is in the review queue" in w.value for w in at.warning)
     assert not [b for b in at.button if b.label == "Save"], "supervisors see the settings, they do not change them"
 
     at = app_for()
@@ -142,6 +142,10 @@ def test_live_line_shows_the_services_answers_and_engineers_change_budget_and_fa
     at.run()
     at.number_input(key="live.budget").set_value(450)
     at.radio(key="live.failsafe").set_value("reject")
+    next(b for b in at.button if b.label == "Save").click().run()  # no note: refused, nothing changed
+    assert any("say why in the note" in e.value for e in at.error)
+    with database.read() as session:
+        assert get_line(session=session, name="line-1").failsafe_action == "to_person"
     at.text_input(key="live.answer_note").input("the gate needs its answer sooner")
     next(b for b in at.button if b.label == "Save").click().run()
     assert not at.exception
