@@ -120,12 +120,18 @@ if line.active_model_id and line.candidate_model_id:
 
 # -- actions ------------------------------------------------------------------------------------
 st.subheader("Deploy")
+can_deploy = may(user.role, Action.SWITCH_MODEL) or (line.previous_model_id is not None and may(user.role, Action.ROLLBACK))
+if not can_deploy:
+    st.caption(
+        f"Nothing to deploy for you here: engineers and managers choose the candidate and switch versions; "
+        f"anyone may roll {line.name} back once it has an earlier version."
+    )
 if st.session_state.pop("models.note_used", False):
     # The note went with the change just made: emptied before it is drawn, or the next change (a
     # rollback, say) would carry it into the audit log too. Dropping its state is not enough: the
     # browser sends the typed text back with the rerun.
     st.session_state["models.note"] = ""
-note = st.text_input("Note", key="models.note", help="Goes into the audit log with the next change made here, then empties.")
+note = st.text_input("Note", key="models.note", help="Goes into the audit log with the next change made here, then empties.") if can_deploy else ""
 versions = [m["version"] for m in models if m["version"] != line.active_model_version]
 
 

@@ -179,6 +179,12 @@ def test_supervisors_have_no_models_page(database, app_for) -> None:
         at.switch_page(MODELS)
 
 
+def test_an_admin_with_nothing_to_deploy_is_told_so_instead_of_a_lone_note_box(database, app_for) -> None:
+    at = _signed_in(app_for, Role.ADMIN, MODELS)
+    assert any("Nothing to deploy for you here" in c.value for c in at.caption)
+    assert not [t for t in at.text_input if t.key == "models.note"]
+
+
 def test_an_admin_edits_the_gates_on_the_page(database, app_for) -> None:
     at = _signed_in(app_for, Role.ADMIN, AUTOMATION)
     at.number_input(key="automation.rb_max").set_value(0.07)
