@@ -6,10 +6,13 @@ from datetime import datetime
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import func, or_, select
+from sqlalchemy import String, and_, cast, func, or_, select
 from sqlalchemy.orm import Session
 
-from db.models import AuditEntry
+from db.models import AuditEntry, Inspection
+
+#: A search names at most this many phones by serial (a short text can match thousands of serials).
+SERIAL_MATCHES = 1000
 
 #: Actor name of changes the system makes by itself (worker, init, automatic fallbacks).
 SYSTEM_ACTOR = "system"
@@ -95,6 +98,11 @@ def search(
                 AuditEntry.entity_id.ilike(pattern),
                 AuditEntry.note.ilike(pattern),
                 AuditEntry.actor.ilike(pattern),
+                # Per-phone entries name the phone by its inspection id; people search by the serial they see.
+                and_(
+                    AuditEntry.entity == "inspection",
+                    AuditEntry.entity_id.in_(select(cast(Inspection.id, String)).where(Inspection.serial.ilike(pattern)).limit(SERIAL_MATCHES)),
+                ),
             )
         )
     if actor:

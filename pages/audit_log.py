@@ -46,10 +46,16 @@ with database.read() as session:
     entries, total = search(session=session, offset=(int(page) - 1) * PAGE_SIZE, limit=PAGE_SIZE, **query)
 
 if total == 0:
-    st.info("No entry matches. Every change of level, model, setting, user, decision or label is recorded here.")
+    hidden = ""
+    if text.strip() and ACTION_KINDS[kind] is None:
+        with database.read() as session:
+            per_phone = search(session=session, limit=1, **{**query, "kind": "per-phone decisions and corrections"})[1]
+        if per_phone:
+            hidden = f' {per_phone:,} per-phone entr{"y" if per_phone == 1 else "ies"} match: choose "per-phone decisions and corrections" to see them.'
+    st.info("No entry matches." + (hidden or " Every change of level, model, setting, user, decision or label is recorded here."))
     st.stop()
 pages = (total + PAGE_SIZE - 1) // PAGE_SIZE
-st.caption(f"{total:,} entries · page {min(int(page), pages)} of {pages} · times in {settings.plant_timezone}")
+st.caption(f"{total:,} entr{'y' if total == 1 else 'ies'} · page {min(int(page), pages)} of {pages} · times in {settings.plant_timezone}")
 # Ids in words: a model by its version, a line by its name, a phone by its serial.
 phone_ids = [int(i) for e, i in zip(entries["entity"], entries["entity_id"], strict=True) if e == "inspection" and str(i).isdigit()]
 with database.read() as session:

@@ -162,3 +162,26 @@ def test_audit_log_names_models_lines_and_phones_and_shows_only_the_settings_tha
     assert gates["before"].count(";") == 0 and "500" in gates["before"] and "10" in gates["after"], (gates["before"], gates["after"])
     label = table[table["action"] == "label.save"].iloc[0]
     assert label["what"] == "phone" and label["which"] == "12345", "an id with no phone behind it stays an id"
+
+
+def test_audit_log_finds_a_phone_by_the_serial_it_shows_and_says_when_per_phone_entries_are_hidden(database, app_for, drift_reference):
+    # A fresh-eyes walk searched the serial shown in the "which" column and found nothing: entries name phones by id.
+    from sqlalchemy import select
+
+    from db import audit
+    from db.models import Inspection
+    from tests.drift_data import add_phones
+
+    add_phones(database, drift_reference, 3, seed=9)
+    with database.read() as session:
+        phone = session.scalars(select(Inspection).order_by(Inspection.id)).first()
+    with database.write() as session:
+        audit.record(session=session, actor="sam", action="phone.decide", entity="inspection", entity_id=phone.id, after={"verdict": "pass"})
+    at = _signed_in(app_for, Role.ADMIN)
+    at.switch_page("../pages/audit_log.py").run()
+    at.text_input(key="audit.text").input(phone.serial).run()
+    assert not at.exception
+    assert any('1 per-phone entry match: choose "per-phone decisions and corrections"' in i.value for i in at.info), [i.value for i in at.info]
+    at.selectbox(key="audit.kind").set_value("per-phone decisions and corrections").run()
+    table = at.dataframe[0].value
+    assert list(table["which"]) == [phone.serial] and list(table["action"]) == ["phone.decide"]
