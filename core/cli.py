@@ -15,11 +15,14 @@ from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from core import validation
 from core.extras import TrainingUnavailableError
 from core.settings import get_settings
+
+if TYPE_CHECKING:
+    from db.engine import Database
 
 
 class CommandError(Exception):
@@ -758,9 +761,28 @@ def _cmd_level(args: argparse.Namespace) -> int:
     try:
         outcome = actions.move(database, user, line_name=args.line, to=_rung(args.to), note=args.note)
     except _refusals() as error:
-        raise CommandError(str(error)) from None
+        raise CommandError(str(error) + _simulated_note(database, args.line)) from None
     print(outcome.message)
     return 0
+
+
+def _simulated_note(database: Database, line_name: str) -> str:
+    """Why this shell's evidence may differ from the Automation page's: whether the simulated inspector's judgements count."""
+    from db import ladder as ladder_db
+    from db.lines import get_line
+
+    if get_settings().gates_count_simulated:
+        return ""
+    with database.read() as session:
+        line = get_line(session=session, name=line_name)
+        pairs = ladder_db.evidence_pairs(session=session, line=line, count_simulated=True)
+    simulated = int(pairs["is_simulated"].astype(bool).sum()) if not pairs.empty else 0
+    if not simulated:
+        return ""
+    return (
+        f" (the simulated inspector's {simulated} judgements are not counted here; "
+        "SHADOWLINE_GATES_COUNT_SIMULATED=true counts them, as `shadowline up` and its pages do)"
+    )
 
 
 def _cmd_gates(args: argparse.Namespace) -> int:

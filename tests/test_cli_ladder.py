@@ -113,3 +113,5 @@ def test_gates_says_whether_the_simulated_inspectors_judgements_count(database, 
     shown = _run(settings, "gates")
     assert shown.returncode == 0, shown.stderr
     assert "the simulated inspector judged 40 of the 40 phones: not counted" in shown.stdout, shown.stdout
+    # A refused move says the same, so its numbers can be read beside the Automation page's (which `up` counts them on).
+    _refused(_run(settings, "level", "--to", "assist", user="erin"), "the simulated inspector's 40 judgements are not counted here")
