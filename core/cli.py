@@ -354,7 +354,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
         age = "never" if s.worker_heartbeat_age_s is None else f"{s.worker_heartbeat_age_s:.0f} s ago"
         print(f"{s.line}: level={s.level} model={s.active_model} queue={s.queue_depth} open reviews={s.open_review_tasks} {s.phones_per_min:.0f} phones/min")
         simulated = f" ({s.decided_by_simulation} of the human ones by the simulated inspector, not a person)" if s.decided_by_simulation else ""
-        print(f"  status {s.counts}  verdicts {s.verdicts}  decided by {s.decided_by}{simulated}")
+        print(f"  phones: {_counts(s.counts)} · verdicts: {_counts(s.verdicts)} · decided by: {_counts(s.decided_by)}{simulated}")
         print(f"  worker {'alive' if s.worker_alive else 'NOT RUNNING'} (heartbeat {age}); model: {s.model_status}")
         if s.server_alive is not None:
             print(f"  prediction server {'alive' if s.server_alive else 'NOT ANSWERING'}: {s.server_status}")
@@ -1107,6 +1107,11 @@ def _cli_actor() -> str:
     return f"cli:{name}"
 
 
+def _counts(counts: dict[str, int]) -> str:
+    """``{'pass': 990, 'reject': 393}`` as ``990 pass, 393 reject``."""
+    return ", ".join(f"{n:,} {what}" for what, n in counts.items()) or "none"
+
+
 def _cmd_keys(args: argparse.Namespace) -> int:
     from db.api_keys import ApiKeyError, create_key, list_keys, revoke_key
 
@@ -1124,6 +1129,10 @@ def _cmd_keys(args: argparse.Namespace) -> int:
         else:
             with database.read() as session:
                 keys = list_keys(session=session, line_name=args.line, include_revoked=args.all)
+            if not keys:
+                print("no keys" + (f" for {args.line}" if args.line else "") + ("" if args.all else " (--all lists revoked ones too)"))
+            else:
+                print(f"{'key':<10}{'line':<16}{'station':<24}{'created':<18}{'by':<20}state")
             for k in keys:
                 state = "active" if k.active else f"revoked {k.revoked_at:%Y-%m-%d %H:%M}"
                 print(f"{k.prefix:<10}{k.line:<16}{k.name:<24}{k.created_at:%Y-%m-%d %H:%M}  {k.created_by:<20}{state}")

@@ -280,7 +280,7 @@ boxes = []
 if item.show_model_boxes:
     with database.read() as session:
         boxes = model_boxes(session=session, inspection_id=item.inspection_id)
-left, right = st.columns([3, 1])
+left, right = st.columns([2, 1])  # the serial fits on one line at 1440 px
 with left:
     image = annotated_image(str(settings.image_file(item.image_path)), box_tuples(boxes))
     if image is None and item.image_path.startswith(NOT_STORED_PREFIX):

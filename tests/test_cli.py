@@ -286,3 +286,19 @@ def test_users_change_sets_a_role_disables_enables_and_sets_a_password(database,
     with database.read() as session:
         actions = [e.action for e in session.scalars(select(AuditEntry).where(AuditEntry.entity_id == "sam").order_by(AuditEntry.id))]
     assert actions == ["user.create", "user.change", "user.change"]
+
+
+def test_keys_add_list_and_revoke_from_the_command_line(database, settings):
+    env = cli_env(settings)
+    listed = subprocess.run(cli("keys", "list"), env=env, capture_output=True, text=True, timeout=120)
+    assert listed.returncode == 0 and listed.stdout.startswith("no keys"), listed
+    added = subprocess.run(cli("keys", "add", "--line", "line-1", "--name", "camera-1"), env=env, capture_output=True, text=True, timeout=120)
+    assert added.returncode == 0 and "shown this once" in added.stderr, added
+    key = added.stdout.strip()
+    listed = subprocess.run(cli("keys", "list"), env=env, capture_output=True, text=True, timeout=120).stdout.splitlines()
+    assert listed[0].split() == ["key", "line", "station", "created", "by", "state"], "a header names the columns"
+    [row] = listed[1:]
+    assert row.split()[0] in key and row.split()[1:3] == ["line-1", "camera-1"] and row.endswith("active")
+    revoked = subprocess.run(cli("keys", "revoke", row.split()[0]), env=env, capture_output=True, text=True, timeout=120)
+    assert revoked.returncode == 0 and "revoked" in revoked.stdout, revoked
+    assert subprocess.run(cli("keys", "list"), env=env, capture_output=True, text=True, timeout=120).stdout.startswith("no keys")

@@ -390,6 +390,7 @@ def test_status_shows_a_watcher_backing_off_and_never_counts_it_as_a_worker(data
     result = subprocess.run(cli("status"), env=cli_env(settings), capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "worker NOT RUNNING" in result.stdout
+    assert "  phones: 0 queued, 0 processing, 0 done, 0 failed · verdicts: " in result.stdout, "counts in words, not Python dictionaries"
     assert "watcher for line-1: BACKING OFF" in result.stdout and "no space left on device" in result.stdout
     data = subprocess.run(cli("status", "--json"), env=cli_env(settings), capture_output=True, text=True, timeout=60)
     watchers = json.loads(data.stdout)["watchers"]
