@@ -64,7 +64,10 @@ def line_counters() -> None:
         status = next(s for s in line_statuses(session=session) if s.line == line.name)
     decided = status.verdicts["pass"] + status.verdicts["reject"]
     cols = st.columns(6)
-    cols[0].metric("Level", LEVEL_WORDS.get(status.level, status.level.replace("_", " ")))  # as the Automation page names it
+    # The short name fits the narrow metric; the rung's name as the Automation page gives it goes under it.
+    words = LEVEL_WORDS.get(status.level, status.level.replace("_", " "))
+    short = status.level.replace("_", " ")
+    cols[0].metric("Level", short, delta=words if words != short else None, delta_color="off", delta_arrow="off")
     cols[1].metric("Phones / min", f"{status.phones_per_min:.0f}")
     _rate_metric(cols[2], "Defect rate", status.verdicts["reject"], decided)
     cols[3].metric("Waiting for the model", status.queue_depth, help="Phones stored and queued, not yet inspected by the worker or the service.")
