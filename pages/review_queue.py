@@ -254,6 +254,7 @@ st.fragment(guarded(undo_bar), run_every=1.0 if _offer is not None and _offer.ou
 blur_after_click([*DECISION_KEYS, "review.line"], key="review.blur")
 st.fragment(guarded(claim_keeper), run_every=KEEP_EVERY_SECONDS if item is not None else None)()
 
+
 def arrivals_watch() -> None:
     """With nothing on screen: look for a routed phone every few seconds and show it when one comes.
 
