@@ -8,6 +8,7 @@ URL, says plainly who it is for. Every action is checked again on the server sid
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -60,6 +61,19 @@ def signed_out(url: str) -> Callable[[], None]:
     return lambda: signed_out_page(url)
 
 
+def _give_back_held_phone(user: CurrentUser) -> None:
+    """Signing out gives back the phone the Review queue held for this person (its claim would keep it from others for minutes)."""
+    from core.reviewing import give_back
+
+    held = st.session_state.get("review.task")  # pages/review_queue.py's TASK_KEY
+    if held is None or user.role is not Role.SUPERVISOR:
+        return
+    try:
+        give_back(state.database(), user, task_id=held.task_id)
+    except Exception:  # signing out must not fail: the claim then runs out on its own
+        logging.getLogger("shadowline.app").exception("giving back %s on sign-out failed", held.serial)
+
+
 def app() -> None:
     """The signed-in user's navigation and the page they opened."""
     try:  # PostgreSQL: the app never migrates; a schema not at this code's revision is one line, and a reload after `shadowline migrate` works
@@ -79,6 +93,7 @@ def app() -> None:
     with st.sidebar:
         st.markdown(f"**{user.name}** · {user.role.value}")
         if st.button("Sign out", key="auth.sign_out"):
+            _give_back_held_phone(user)
             sign_out()
             st.rerun()
         watch_session()

@@ -144,8 +144,11 @@ def sessions_section(user: CurrentUser) -> None:
     zone = settings.plant_timezone
     labels = {s.id: f"#{s.id} {s.user} ({s.role.value}), signed in {local_time(s.started_at, zone, '%H:%M')}" for s in active}
     with st.form("admin.end_session"):
-        chosen = st.selectbox("Session", list(labels), format_func=labels.__getitem__, key="admin.session")
+        # No session chosen at first: the newest is usually the admin's own, and one click would end it.
+        chosen = st.selectbox("Session", list(labels), index=None, placeholder="choose the session to end", format_func=labels.__getitem__, key="admin.session")
         ended = st.form_submit_button("End session", key="admin.end")
+    if ended and chosen is None:
+        st.warning("Choose the session to end first.")
     if ended and chosen is not None:
         require(user, Action.MANAGE_SESSIONS)
         with database.write() as session:

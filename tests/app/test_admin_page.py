@@ -34,6 +34,11 @@ def test_an_admin_sees_the_open_sessions_and_ends_one(database, app_for):
     assert not at.exception
     table = at.dataframe[1].value  # [0] is everyone who may sign in
     assert list(table["person"]) == ["sam"] and list(table["from"]) == ["10.0.0.7"]
+    at.button(key="admin.end").click().run()  # nothing chosen yet: nothing ended
+    assert any("Choose the session to end first" in w.value for w in at.warning)
+    with database.read() as session:
+        assert find_open(session=session, token=started.token, policy=POLICY) is not None
+    at.selectbox(key="admin.session").select_index(0)  # inside the form: sent with its submit
     at.button(key="admin.end").click().run()
     assert not at.exception
     assert any("Ended" in s.value for s in at.success)

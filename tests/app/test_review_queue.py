@@ -276,3 +276,20 @@ def test_a_phone_whose_claim_was_lost_says_so_before_the_supervisor_presses_a_ke
     at.run()
     assert not at.exception
     assert any("is no longer yours" in w.value for w in at.warning), [w.value for w in at.warning]
+
+
+def test_signing_out_gives_the_held_phone_back_at_once(database, settings, app_for, shipped_model_dir):
+    # A fresh-eyes walk: after a sign-out the phone on screen stayed reserved for about 2 minutes.
+    from db.models import ReviewTask
+
+    _seed(database, settings, 1)
+    at = _signed_in(app_for, SUPERVISOR).run()
+    at.switch_page("../pages/review_queue.py").run()
+    held = at.session_state["review.task"]
+    with database.read() as session:
+        assert session.get(ReviewTask, held.task_id).claimed_by == "sam"
+    at.button(key="auth.sign_out").click().run()
+    assert not at.exception
+    with database.read() as session:
+        task = session.get(ReviewTask, held.task_id)
+    assert (task.status, task.claimed_by) == ("open", None), "free for the next supervisor"
