@@ -26,6 +26,7 @@ def test_supervisor_reviews_a_phone_and_sees_it_on_the_live_line(served_app, ser
     page.get_by_role("heading", name="Review queue").wait_for()
     serial = page.locator("h3 code").first.inner_text()
     screenshot(page, "review_queue")
+    page.wait_for_timeout(1000)  # a person looks at the phone first
     page.get_by_role("button", name=re.compile("^REJECT")).click()
     page.get_by_text(f"{serial}: reject recorded").wait_for(timeout=20_000)
     # The next phone loads at once and can be judged from the keyboard.

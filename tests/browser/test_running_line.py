@@ -150,6 +150,7 @@ def test_supervisor_skips_and_undoes_a_verdict_while_phones_arrive(running_line,
         judged = page.locator("h3 code").first.inner_text()
 
         # REJECT by mouse: recorded, undo offered, and the button does not keep the focus.
+        page.wait_for_timeout(1500)  # a person looks first (a verdict within SHADOWLINE_REVIEW_MIN_LOOK_S of the phone showing is refused)
         page.get_by_role("button", name=re.compile("^REJECT")).click()
         expect(page.get_by_text(f"{judged}: reject recorded.")).to_be_visible(timeout=20_000)
         expect(page.locator("h3 code").first).not_to_have_text(judged, timeout=20_000)
