@@ -766,17 +766,22 @@ def _cmd_level(args: argparse.Namespace) -> int:
     return 0
 
 
-def _simulated_note(database: Database, line_name: str) -> str:
-    """Why this shell's evidence may differ from the Automation page's: whether the simulated inspector's judgements count."""
+def _simulated_evidence(database: Database, line_name: str) -> tuple[int, int]:
+    """Of the phones behind the line's next gate, (how many the simulated inspector judged, how many in all)."""
     from db import ladder as ladder_db
     from db.lines import get_line
 
-    if get_settings().gates_count_simulated:
-        return ""
     with database.read() as session:
         line = get_line(session=session, name=line_name)
         pairs = ladder_db.evidence_pairs(session=session, line=line, count_simulated=True)
-    simulated = int(pairs["is_simulated"].astype(bool).sum()) if not pairs.empty else 0
+    return ladder_db.simulated_judged(pairs), len(pairs)
+
+
+def _simulated_note(database: Database, line_name: str) -> str:
+    """Why this shell's evidence may differ from the Automation page's: whether the simulated inspector's judgements count."""
+    if get_settings().gates_count_simulated:
+        return ""
+    simulated, _ = _simulated_evidence(database, line_name)
     if not simulated:
         return ""
     return (
@@ -815,13 +820,11 @@ def _cmd_gates(args: argparse.Namespace) -> int:
         print(f"    [{criterion.status.value:>7}] {criterion.measured}; needs {criterion.needs}")
     # Said here as on the Automation page: `shadowline up` counts the simulated inspector (a demo), a shell need not.
     counted = get_settings().gates_count_simulated
-    with database.read() as session:
-        pairs = ladder_db.evidence_pairs(session=session, line=line, count_simulated=True)
-    simulated = int(pairs["is_simulated"].astype(bool).sum()) if not pairs.empty else 0
+    simulated, total = _simulated_evidence(database, line.name)
     if simulated:
         variable = "SHADOWLINE_GATES_COUNT_SIMULATED=true"
         how = f"counted ({variable}, a demonstration)" if counted else f"not counted ({variable} counts them, as `up` does)"
-        print(f"  the simulated inspector judged {simulated} of the {len(pairs)} phones: {how}")
+        print(f"  the simulated inspector judged {simulated} of the {total} phones: {how}")
     return 0
 
 

@@ -67,6 +67,11 @@ def evidence_pairs(*, session: Session, line: LineConfig, count_simulated: bool 
     return pairs
 
 
+def simulated_judged(pairs: pd.DataFrame) -> int:
+    """How many of these evidence pairs (:func:`evidence_pairs`) the simulated inspector judged."""
+    return int(pairs["is_simulated"].astype(bool).sum()) if not pairs.empty else 0
+
+
 def severe_alarm_metrics(*, session: Session, line_id: int) -> list[str]:
     """Metrics with an open (not cleared) severe drift alarm on the line."""
     return [a.metric for a in current_alarms(session=session, line_id=line_id) if a.severity == "severe" and a.cleared_at is None]

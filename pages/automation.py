@@ -132,7 +132,7 @@ else:
     times = [moment.to_pydatetime() for moment in pairs["decided_at"]] if not pairs.empty else []
     outlook = forecast(times, need=gate.gate.min_pairs, since=line.level_since, now=datetime.now(UTC))
     st.caption(outlook.text + ".")
-    simulated = int(all_pairs["is_simulated"].astype(bool).sum()) if not all_pairs.empty else 0
+    simulated = ladder_db.simulated_judged(all_pairs)
     if settings.gates_count_simulated:
         st.warning(
             (
@@ -183,7 +183,7 @@ for request in pending:
             evidence = pd.DataFrame(request.evidence["criteria"]).rename(columns={"name": "criterion"})
             st.dataframe(evidence, hide_index=True, key=f"automation.req_evidence.{request.id}")
         if may(user.role, Action.APPROVE_PROMOTION):
-            decision_note = st.text_input(
+            st.text_input(
                 "Decision note", key=f"automation.decision_note.{request.id}", help="Required to approve or refuse: what you checked, for the audit log."
             )
             approve_col, refuse_col = st.columns(2)

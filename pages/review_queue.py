@@ -84,6 +84,12 @@ def _take_next() -> None:
     st.session_state[STARTED_KEY] = time.monotonic()
 
 
+def _on_screen(shown: ReviewItem) -> ReviewItem | None:
+    """The phone on screen, if a button was pressed for it (not for one judged or skipped already)."""
+    item: ReviewItem | None = st.session_state.get(TASK_KEY)
+    return item if item is not None and item.task_id == shown.task_id else None
+
+
 def _shown_now(shown: ReviewItem) -> ReviewItem | None:
     """The phone a verdict or skip was pressed for, if it is still the one on screen, long enough to have been seen.
 
@@ -92,8 +98,8 @@ def _shown_now(shown: ReviewItem) -> ReviewItem | None:
     is drawn, for a phone shown a fraction of a second: either way nothing is recorded, and the
     supervisor is told why.
     """
-    item: ReviewItem | None = st.session_state.get(TASK_KEY)
-    if item is None or item.task_id != shown.task_id:
+    item = _on_screen(shown)
+    if item is None:
         st.session_state[LAST_KEY] = f"Not recorded: {shown.serial} was judged already (a key pressed twice?). The phone on screen now waits for you."
         return None
     seconds = time.monotonic() - st.session_state.get(STARTED_KEY, time.monotonic())
@@ -123,8 +129,8 @@ def _judge(shown: ReviewItem, verdict: Verdict) -> None:
 
 
 def _skip(shown: ReviewItem) -> None:
-    item: ReviewItem | None = st.session_state.get(TASK_KEY)
-    if item is None or item.task_id != shown.task_id:
+    item = _on_screen(shown)
+    if item is None:
         return  # pressed for a phone judged or skipped already: the phone on screen stays
     skip(database, user, task_id=item.task_id)
     st.session_state[LAST_KEY] = f"Skipped {item.serial}: it goes to the back of your queue (another supervisor may take it)."
@@ -227,8 +233,8 @@ def _apply_correction(chosen: DecisionView, other: Verdict) -> None:
         st.session_state["review.fix.reason"] = ""  # the reason went with this correction, not the next
 
 
-def queue_header() -> None:
-    """The line filter, how many phones wait and how long the oldest has waited."""
+def queue_header() -> int:
+    """The line filter, how many phones wait and how long the oldest has waited; returns how many wait."""
     names = [ALL_LINES, *(line.name for line in lines)]
     pick, count, age = st.columns([2, 1, 1], vertical_alignment="bottom")
     line_picker(pick, names, key="review.line", on_change=_change_line, help="A supervisor works one line: only its phones are offered.")
@@ -239,9 +245,10 @@ def queue_header() -> None:
         age.metric("Oldest waits", f"{seconds / 60:.0f} min" if seconds >= 120 else f"{seconds:.0f} s")
     else:
         age.metric("Oldest waits", "-")
+    return summary.waiting
 
 
-queue_header()
+waiting_now = queue_header()
 if st.session_state.get(TASK_KEY) is None:
     _take_next()
 item = st.session_state.get(TASK_KEY)
@@ -270,7 +277,7 @@ if item is None:
         f"Nothing waits for a person right now. New phones appear here by themselves (checked every {EMPTY_CHECK_SECONDS:.0f} s) "
         "as the worker and the inspection service route them."
     )
-    st.session_state[EMPTY_SEEN_KEY] = waiting(database, line_id=_line_id()).waiting
+    st.session_state[EMPTY_SEEN_KEY] = waiting_now  # counted by the header just now, before nothing could be taken
     st.fragment(guarded(arrivals_watch), run_every=EMPTY_CHECK_SECONDS)()
     if st.button("Check again", key="review.refresh"):
         st.rerun()
