@@ -13,8 +13,10 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from db import audit
@@ -109,14 +111,24 @@ def revoke_key(*, session: Session, key_ref: str, actor: str, line_name: str | N
 
 
 def authenticate(*, session: Session, key: str) -> KeyInfo | None:
-    """The active key matching ``key``, or None (malformed, unknown, wrong secret or revoked)."""
+    """The active key matching ``key``, or None (malformed, unknown, wrong secret or revoked).
+
+    Plain columns, not the row as an object: the inspection service checks a key on every posted phone.
+    """
     match = _KEY.match(key or "")
     if match is None:
         return None
-    found = session.execute(select(ApiKey, Line.name).join(Line, Line.id == ApiKey.line_id).where(ApiKey.prefix == match.group(1))).first()
+    found = session.execute(_key_query().where(ApiKey.prefix == match.group(1))).first()
     if found is None:
         return None
-    row, line_name = found
-    if not hmac.compare_digest(row.key_sha256, _digest(key)) or row.revoked_at is not None:
+    key_id, prefix, line_id, line_name, name, created_at, created_by, revoked_at, key_sha256 = found
+    if not hmac.compare_digest(key_sha256, _digest(key)) or revoked_at is not None:
         return None
-    return _info(row, line_name)
+    return KeyInfo(key_id, prefix, line_id, line_name, name, created_at, created_by, revoked_at)
+
+
+@cache
+def _key_query() -> Select[*tuple[Any, ...]]:
+    return select(
+        ApiKey.id, ApiKey.prefix, ApiKey.line_id, Line.name, ApiKey.name, ApiKey.created_at, ApiKey.created_by, ApiKey.revoked_at, ApiKey.key_sha256
+    ).join(Line, Line.id == ApiKey.line_id)

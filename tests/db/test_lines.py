@@ -66,3 +66,29 @@ def test_one_line_is_read_in_one_statement_with_its_models(database) -> None:
     assert by_id == every["line-1"]
     assert missing is None
     assert len([s for s in statements if s.lstrip().upper().startswith("SELECT")]) == 3
+
+
+def test_a_lines_decision_threshold_is_its_active_models_and_the_default_without_one(database) -> None:
+    """The threshold is read out of the active version's card in the same statement (JSON on SQLite and PostgreSQL)."""
+    from core.detector.adapter import DEFAULT_DECISION_THRESHOLD
+    from db.lines import add_line, find_line
+    from db.models import LineSettings, ModelVersion
+
+    with database.write() as session:
+        shipped = find_line(session=session, name="line-1")
+        assert shipped is not None and shipped.active_model_id is not None
+        card = dict(session.get(ModelVersion, shipped.active_model_id).card)
+        session.add(ModelVersion(version="t-042", path="/nowhere", card={**card, "version": "t-042", "decision_threshold": 0.42}))
+        session.add(ModelVersion(version="t-none", path="/nowhere", card={k: v for k, v in card.items() if k != "decision_threshold"}))
+        session.flush()
+        ids = {v.version: v.id for v in session.query(ModelVersion).filter(ModelVersion.version.in_(["t-042", "t-none"]))}
+        for name, model in (("with-threshold", "t-042"), ("without-threshold", "t-none"), ("no-model", None)):
+            line_id = add_line(session=session, name=name, actor="test", active_model_id=ids.get(model) if model else None)
+            if model:
+                session.get(LineSettings, line_id).candidate_model_id = shipped.active_model_id
+    with database.read() as session:
+        found = {name: find_line(session=session, name=name) for name in ("with-threshold", "without-threshold", "no-model")}
+    assert found["with-threshold"].policy.decision_threshold == pytest.approx(0.42)
+    assert found["with-threshold"].active_model_version == "t-042" and found["with-threshold"].candidate_model_version == shipped.active_model_version
+    assert found["without-threshold"].policy.decision_threshold == DEFAULT_DECISION_THRESHOLD
+    assert found["no-model"].policy.decision_threshold == DEFAULT_DECISION_THRESHOLD and found["no-model"].active_model_version is None
