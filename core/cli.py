@@ -499,6 +499,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             seconds=args.seconds,
             images=args.images,
             max_search=not args.no_max,
+            detector_threads=args.threads,
         )
         print(format_line(result))
         if output:
@@ -1391,7 +1392,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--no-max", action="store_true", help="line: skip the search for the highest sustained rate")
     bench.add_argument("--model", help="model version folder (default: the shipped model)")
     bench.add_argument("--int8", help="detector, worker: the INT8 version folder (default: <model>-int8 beside the model, when it exists)")
-    bench.add_argument("--threads", type=_int(0), default=0, help="detector, worker: CPU threads per path (0 = every core)")
+    bench.add_argument(
+        "--threads", type=_int(0), default=0, help="detector, worker: CPU threads per path; line: the service's detector threads per phone (0: every core)"
+    )
     bench.add_argument("--profile", action="store_true", help="worker: also profile one worker round per model (cProfile) and say where its time goes")
     bench.add_argument("--json", action="store_true", help="detector, worker: print the result as one JSON object")
     bench.add_argument("--images", type=_int(1), default=100, help="images (phones) per round; for pages, inspections seeded (e.g. 1000000)")

@@ -355,6 +355,10 @@ class DriftMonitor:
         when it is above it. Returns what was done, or None.
         """
         now = now or utcnow()
+        with self.database.read() as session:  # mostly there is no run: found without taking the write lock
+            latest = drift_db.recent_admissions(session=session, line_id=line_id, limit=run)
+        if len(latest) < run or any(admitted for admitted, _ in latest):
+            return None
         with self.database.write() as session:
             lock_line(session=session, line_id=line_id)  # one alarm and one step-down, whichever worker sees the run first
             latest = drift_db.recent_admissions(session=session, line_id=line_id, limit=run)

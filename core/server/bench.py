@@ -169,13 +169,19 @@ def _run_rate(url: str, key: str, images: list[bytes], rate: float, seconds: flo
     }
 
 
-def bench_line(model_dir: Path, *, rates: list[float], seconds: float = 60.0, images: int = 100, max_search: bool = True) -> dict[str, Any]:
-    """Post generated phones at each rate for ``seconds``; compare with the detector alone on the same images."""
+def bench_line(
+    model_dir: Path, *, rates: list[float], seconds: float = 60.0, images: int = 100, max_search: bool = True, detector_threads: int = 0
+) -> dict[str, Any]:
+    """Post generated phones at each rate for ``seconds``; compare with the detector alone on the same images.
+
+    ``detector_threads``: onnxruntime threads per phone in the service (``serve --detector-threads``; 0: its
+    default, every core); the paced detector alone runs with as many. The back-to-back reference always has every core.
+    """
     rendered = _render_images(images)
     encoded = [cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 92])[1].tobytes() for image in rendered]
     detector = _in_fresh_process(_detector_round, str(model_dir), "auto", images, os.cpu_count() or 1)
     detector_summary = {**_percentiles(detector["latencies_ms"]), "images_per_s": round(detector["images_per_s"], 2), "backend": detector["backend"]}
-    paced = _in_fresh_process(_detector_paced_round, str(model_dir), images, os.cpu_count() or 1, rates)
+    paced = _in_fresh_process(_detector_paced_round, str(model_dir), images, detector_threads or os.cpu_count() or 1, rates)
     with tempfile.TemporaryDirectory(prefix="shadowline-bench-line-") as tmp:
         env = dict(os.environ, SHADOWLINE_DATA_DIR=tmp, SHADOWLINE_MODELS_DIR=str(model_dir.parent))
         env.pop("SHADOWLINE_DATABASE_URL", None)
@@ -191,7 +197,8 @@ def bench_line(model_dir: Path, *, rates: list[float], seconds: float = 60.0, im
         port = _free_port()
         log_path = Path(tmp) / "serve.log"
         log = log_path.open("wb")
-        server = subprocess.Popen([sys.executable, "-m", "core.cli", "serve", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
+        command = [sys.executable, "-m", "core.cli", "serve", "--port", str(port)] + (["--detector-threads", str(detector_threads)] if detector_threads else [])
+        server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
         url = f"http://127.0.0.1:{port}"
         try:
             deadline = time.monotonic() + 180
@@ -231,6 +238,7 @@ def bench_line(model_dir: Path, *, rates: list[float], seconds: float = 60.0, im
     return {
         "benchmark": "line",
         "seconds_per_rate": seconds,
+        "detector_threads_per_phone": detector_threads or os.cpu_count() or 1,
         "machine": _machine(),
         "load_average": os.getloadavg(),
         "detector_only": detector_summary,
@@ -244,7 +252,8 @@ def bench_line(model_dir: Path, *, rates: list[float], seconds: float = 60.0, im
 def format_line(result: dict[str, Any]) -> str:
     d = result["detector_only"]
     lines = [
-        f"line benchmark, {result['seconds_per_rate']:g} s per rate, {result['machine']}, load {', '.join(f'{x:.2f}' for x in result['load_average'])}",
+        f"line benchmark, {result['seconds_per_rate']:g} s per rate, {result.get('detector_threads_per_phone', '?')} detector threads per phone in the service,"
+        f" {result['machine']}, load {', '.join(f'{x:.2f}' for x in result['load_average'])}",
         f"detector alone ({d['backend']}): p50 {d['p50_ms']:.1f} ms, p99 {d['p99_ms']:.1f} ms, max {d['max_ms']:.1f} ms, {d['images_per_s']:.1f} images/s",
         f"{'phones/s':>9}{'phones':>8}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'fail-safes':>12}{'errors':>8}{'answered/s':>12}{'upkeep ms/phone':>17}",
     ]
@@ -254,6 +263,10 @@ def format_line(result: dict[str, Any]) -> str:
             f"{r['rate']:>9g}{r['phones']:>8}{r['p50_ms']:>9.1f}{r['p99_ms']:>9.1f}{r['max_ms']:>9.1f}{r['failsafes']:>12}{r['errors']:>8}"
             f"{r['answered_per_s']:>12.2f}{upkeep:>17}"
         )
+    for r in result["runs"]:
+        if r["failsafes"]:
+            reasons = ", ".join(f"{count} {reason.replace('_', ' ')}" for reason, count in sorted(r["failsafe_reasons"].items(), key=lambda item: -item[1]))
+            lines.append(f"fail-safes at {r['rate']:g} phones/s: {reasons}")
     for rate, p in result.get("detector_paced", {}).items():
         lines.append(f"detector alone, one image every 1/{rate} s, set up as the service sets it up: p50 {p['p50_ms']:.1f} ms, p99 {p['p99_ms']:.1f} ms")
     lines.append("upkeep: the after-write steps (alarm checks, step-downs, drift counts), run after the answer: not in the latency")

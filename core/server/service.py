@@ -8,7 +8,7 @@ is held, in one transaction that also records the gate's answer. After the write
 what the worker does after a batch (:mod:`core.inspection`'s upkeep): a run of phones the
 admission check refused raises its alarm, a line whose model failed steps down, and the phone
 counts toward the line's drift check. This upkeep runs after the answer, on one thread of its own
-that takes what piled up meanwhile as one batch, so the gate never waits for it. Nothing is lost
+that takes what piled up within a quarter of a second as one batch, so the gate never waits for it. Nothing is lost
 if the process dies between the answer and the upkeep: every step is recomputed from the database
 (the refusals in a row, the phones since the line's last drift check), and the service catches up
 on every line when it starts; a model that failed fails the next phone too.
@@ -79,6 +79,10 @@ MAX_REINSPECTIONS = 3
 
 #: The folder in the data folder where phones answered while the database was away wait to be written.
 BACKLOG_FOLDER = "service-backlog"
+#: The upkeep takes the phones written within this long of the first waiting one as one batch: its
+#: reads (the line's drift counts, its run of refused phones) cost the same for one phone or fifty, and
+#: nothing in it is urgent to the tenth of a second (the gate was answered before).
+UPKEEP_GATHER_SECONDS = 0.25
 #: A policy rule that means the answer could not be judged: the line's fail-safe applies.
 _FAILSAFE_RULES = {"image_failed": FailsafeReason.IMAGE_UNREADABLE, "model_unavailable": FailsafeReason.MODEL_UNAVAILABLE}
 _DECIDED_BY_PERSON = "person"
@@ -735,6 +739,7 @@ class InspectionService:
                 first = self._upkeep_queue.get(timeout=0.2)
             except queue.Empty:
                 continue
+            self._closing.wait(UPKEEP_GATHER_SECONDS)
             batch = [first]
             while True:
                 try:
