@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -231,15 +231,14 @@ class Inspector:
         serial: str,
         line: LineConfig,
         error: str | None = None,
-        repeats_serial: str | Callable[[], str | None] | None = None,
+        repeats_serial: str | None = None,
         metrics: InputMetrics | None = None,
     ) -> PhoneInspection:
         """Inspect one decoded phone image (or route a phone whose image failed, with ``error``).
 
         Args:
             repeats_serial: The serial of an earlier phone whose image this one repeats byte for
-                byte (a frozen camera): the model may not decide it. Or a function giving it, asked
-                after the prediction (the inspection service looks it up beside the inference).
+                byte (a frozen camera): the model may not decide it.
             metrics: The image's input metrics when already computed (the worker's reader thread does).
         """
         predictions: list[PredictionRecord] = []
@@ -253,8 +252,6 @@ class Inspector:
                 predictions = [p for p in (active, candidate) if p is not None]
                 if active is not None and line.active_model_id is not None:
                     admission = self._admit(line.active_model_id, image, metrics, features)
-                    if callable(repeats_serial):
-                        repeats_serial = repeats_serial()
                     if repeats_serial is not None:
                         admission = AdmissionResult.refused(
                             f"the very same image as phone {repeats_serial}: is the camera frozen?", check="repeat", novelty=admission.novelty
@@ -293,7 +290,7 @@ class Inspector:
         serial: str,
         line: LineConfig,
         error: str | None = None,
-        repeats_serial: str | Callable[[], str | None] | None = None,
+        repeats_serial: str | None = None,
         metrics: InputMetrics | None = None,
     ) -> PhoneInspection:
         """:meth:`inspect`, but a bug on one phone sends that phone to a person instead of raising."""

@@ -44,8 +44,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
@@ -56,7 +55,7 @@ from sqlalchemy.orm import Session
 from core.drift.monitor import DriftMonitor
 from core.imaging import InvalidImageError, decode_image_bytes
 from core.ingest import NOT_STORED_PREFIX, StorageError, store_image_bytes
-from core.inspection import Inspector, PhoneInspection, note_written, run_due_drift_checks, step_down_lines_whose_model_failed
+from core.inspection import Inspector, note_written, run_due_drift_checks, step_down_lines_whose_model_failed
 from core.routing import LEVEL_POLICIES, Decider, RoutingDecision
 from core.server.backlog import Backlog, Journal, UnrecordedPhone
 from core.settings import Settings
@@ -268,10 +267,6 @@ class _Job:
     def _elapsed_ms(self) -> float:
         return (time.perf_counter() - self.started) * 1000
 
-    def _enter(self, stage: _Stage) -> None:
-        with self.lock:
-            self.stage, self.stage_since = stage, time.perf_counter()
-
     def _run(self) -> Answer:
         service = self.service
         # No look-up of the serial first: the image is stored by its hash (a retry's same bytes are the same
@@ -285,49 +280,30 @@ class _Job:
                 return self._replay(stored.inspection_id)
             return self._without_image(error)
         self.image_path, self.image_sha256 = relative, digest
-        # The phone's row is inserted (claimed by this service) beside the inference, not before it: the
-        # model needs only the image, and the insert's transaction (and any wait for the write lock) is then
-        # off the phone's path. The routing waits for it only to learn whether the image repeats an earlier one.
-        opening = service.open_beside(self.line, self.serial, relative, digest, self.meta)
-        with self.lock:
-            overtaken = self.state is _State.FAILSAFE and self.shed
-        inspection = None
-        if not overtaken:
-            self._enter(_Stage.INSPECTING)
-            inspection = service.inspect(self.serial, self.image, relative, self.line, repeats_serial=lambda: self._repeats(opening))
-        self._enter(_Stage.STORING)
-        opened, repeats_serial = opening.result()  # the insert's own error, if any, is the job's
+        with service.database.write() as session:
+            opened = service.open_phone(session, self.line, self.serial, relative, digest, self.meta)
+            repeats_serial = service.repeated_image(session, opened.inspection_id, self.serial, self.line, relative, digest) if opened.created else None
         self.inspection_id = opened.inspection_id
         if not opened.created:
             return self._replay(opened.inspection_id)
+        with self.lock:
+            overtaken = self.state is _State.FAILSAFE and self.shed
         if overtaken:
             # The gate already acted on the fail-safe while this phone waited, and newer phones wait behind it:
             # stored and sent to a person without the model, so an overload clears instead of delaying every later phone.
             return self._fall_back(self.failsafe or FailsafeReason.BUDGET_EXCEEDED)
         for _ in range(MAX_REINSPECTIONS + 1):
-            if inspection is None:  # a setting changed meanwhile: inspect again under the new one
-                self._enter(_Stage.INSPECTING)
-                inspection = service.inspect(self.serial, self.image, relative, self.line, repeats_serial=repeats_serial)
-            self._enter(_Stage.WRITING)
-            answer = self._write(service.findings(opened.inspection_id, self.line, inspection))
+            with self.lock:
+                self.stage, self.stage_since = _Stage.INSPECTING, time.perf_counter()
+            assert self.inspection_id is not None and self.image_path is not None
+            findings = service.inspect(self.inspection_id, self.serial, self.image, self.image_path, self.line, repeats_serial=repeats_serial)
+            with self.lock:
+                self.stage, self.stage_since = _Stage.WRITING, time.perf_counter()
+            answer = self._write(findings)
             if answer is not None:
                 return answer
-            self.line = service.line_config(self.line.name)
-            inspection = None
+            self.line = service.line_config(self.line.name)  # a setting changed meanwhile: inspect again under the new one
         return self._fall_back(FailsafeReason.BUDGET_EXCEEDED)
-
-    def _repeats(self, opening: Future[tuple[gate.OpenedPhone, str | None]]) -> str | None:
-        """The insert's finding, for the routing: the serial of an earlier phone with this very image.
-
-        Waiting for it counts as waiting for the database. A failed insert gives None here; the job
-        raises its error when it takes the result, and that inspection is never written.
-        """
-        if not opening.done():
-            self._enter(_Stage.STORING)
-        try:
-            return opening.result()[1]
-        except Exception:
-            return None
 
     def _without_image(self, error: StorageError) -> Answer:
         """The image store cannot take the image: the phone is recorded without it, routed to a person, under the fail-safe.
@@ -481,8 +457,6 @@ class InspectionService:
         #: Phones answered since start (the heartbeat's count).
         self.answered = 0
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="inspect")
-        #: Each job's insert, run beside its inference (see :meth:`open_beside`).
-        self._inserts = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="insert")
         #: Jobs submitted and not yet started: a fail-safe'd job that starts while others wait skips the model.
         self._waiting = 0
         self._waiting_lock = threading.Lock()
@@ -566,7 +540,6 @@ class InspectionService:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=False)
-        self._inserts.shutdown(wait=True, cancel_futures=False)
         self.unrecorded.close()
         self.wait_for_upkeep(timeout=30)
         self._closing.set()
@@ -685,40 +658,21 @@ class InspectionService:
         item = ClaimedInspection(inspection_id, serial, line.id, image_path, attempts=1, image_sha256=image_sha256)
         return repeated_images(session=session, items=[item]).get(inspection_id)
 
-    def inspect(
-        self, serial: str, image: bytes, image_path: str, line: LineConfig, *, repeats_serial: str | Callable[[], str | None] | None
-    ) -> PhoneInspection:
+    def inspect(self, inspection_id: int, serial: str, image: bytes, image_path: str, line: LineConfig, *, repeats_serial: str | None) -> _Findings:
         """Run the shared inspection path on one posted phone (in a job's thread).
 
         The image is decoded from the posted bytes (the same decoder as the worker's file reads).
         ``repeats_serial`` names an earlier phone of another serial on the line with this very image
-        (:meth:`repeated_image`), or is a function that gives it once the phone's insert has looked:
-        the model may not decide such a phone.
+        (:meth:`repeated_image`): the model may not decide it.
         """
         try:
             decoded = decode_image_bytes(image, source=image_path)
         except InvalidImageError as invalid:
-            return self.inspector.inspect_safely(None, serial=serial, line=line, error=str(invalid))
-        return self.inspector.inspect_safely(decoded, serial=serial, line=line, repeats_serial=repeats_serial)
-
-    @staticmethod
-    def findings(inspection_id: int, line: LineConfig, inspection: PhoneInspection) -> _Findings:
+            inspection = self.inspector.inspect_safely(None, serial=serial, line=line, error=str(invalid))
+        else:
+            inspection = self.inspector.inspect_safely(decoded, serial=serial, line=line, repeats_serial=repeats_serial)
         result = PhoneResult(inspection_id, line.id, line.level, **inspection.as_result_fields(), active_model_id=line.active_model_id)
         return _Findings(line, result, line.active_model_version)
-
-    def open_beside(
-        self, line: LineConfig, serial: str, image_path: str, image_sha256: str, meta: dict[str, object]
-    ) -> Future[tuple[gate.OpenedPhone, str | None]]:
-        """Insert a posted phone (claimed by this service) on a thread of its own; the future gives the
-        opened phone and, for a new one, the serial of an earlier phone with this very image."""
-
-        def insert() -> tuple[gate.OpenedPhone, str | None]:
-            with self.database.write() as session:
-                opened = self.open_phone(session, line, serial, image_path, image_sha256, meta)
-                repeats = self.repeated_image(session, opened.inspection_id, serial, line, image_path, image_sha256) if opened.created else None
-            return opened, repeats
-
-        return self._inserts.submit(insert)
 
     def after_written(self, line: LineConfig, result: PhoneResult) -> None:
         """Queue the upkeep of a written phone (see :meth:`_upkeep_loop`); the gate's answer does not wait for it."""
