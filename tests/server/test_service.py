@@ -507,3 +507,30 @@ def test_the_served_detector_uses_every_core_without_spinning_and_finds_what_the
             assert np.allclose(a.xyxy, b.xyxy, atol=0.5) and np.allclose(a.confidence, b.confidence, atol=1e-3)
     finally:
         service.close()
+
+
+def test_phones_written_together_share_one_upkeep_round(client, key, database, service, monkeypatch):
+    """The upkeep after the answer takes the phones written within its gathering time as one batch: its reads
+    (drift counts, the run of refusals) are paid once for all of them, and every phone is still counted."""
+    import core.server.service as service_module
+
+    wait_ready(client)
+    assert service.wait_for_upkeep(timeout=60)  # the catch-up round at start
+    monkeypatch.setattr(service_module, "UPKEEP_GATHER_SECONDS", 10.0)  # ample on a busy machine; the test waits for it once
+
+    def upkeep_totals() -> tuple[float, float]:
+        rounds = next(s.value for m in service.metrics.upkeep.collect() for s in m.samples if s.name.endswith("_count"))
+        phones = next(s.value for m in service.metrics.upkeep_phones.collect() for s in m.samples if s.name.endswith("_total"))
+        return rounds, phones
+
+    rounds_before, phones_before = upkeep_totals()
+    answers: list[dict] = []
+    senders = [threading.Thread(target=lambda i=i: answers.append(post(client, key, f"SN-together-{i}", phone_jpeg(40 + i)).json())) for i in range(4)]
+    for sender in senders:
+        sender.start()
+    for sender in senders:
+        sender.join(120)
+    assert len(answers) == 4 and all(a["inspection_id"] for a in answers)
+    assert service.wait_for_upkeep(timeout=60)
+    rounds, phones = upkeep_totals()
+    assert (rounds - rounds_before, phones - phones_before) == (1, 4)
