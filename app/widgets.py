@@ -129,6 +129,41 @@ def local_time(moment: datetime, timezone: str, fmt: str = "%H:%M:%S") -> str:
 SYSTEM_HEALTH_ROLES = frozenset({"engineer", "admin"})
 
 
+#: Browsers in the order their user-agent strings must be tested (Edge and Opera also say "Chrome", Chrome also says "Safari").
+_BROWSERS = (
+    ("Edg/", "Edge"),
+    ("OPR/", "Opera"),
+    ("Firefox/", "Firefox"),
+    ("HeadlessChrome/", "Chromium (headless)"),
+    ("Chromium/", "Chromium"),
+    ("Chrome/", "Chrome"),
+    ("Version/", "Safari"),
+)
+_SYSTEMS = (
+    ("Android", "Android"),
+    ("iPhone", "iOS"),
+    ("iPad", "iPadOS"),
+    ("Windows", "Windows"),
+    ("Mac OS X", "macOS"),
+    ("CrOS", "ChromeOS"),
+    ("Linux", "Linux"),
+)
+
+
+def browser_in_words(user_agent: str | None) -> str:
+    """A sign-in's browser as people name it ("Chrome 131 on Windows"), from its user-agent string; the string itself
+    (shortened) when it is no browser known here, "" when there is none."""
+    agent = (user_agent or "").strip()
+    if not agent:
+        return ""
+    system = next((name for token, name in _SYSTEMS if token in agent), None)
+    for token, name in _BROWSERS:
+        found = re.search(re.escape(token) + r"(\d+)", agent)
+        if found and (token != "Version/" or "Safari/" in agent):
+            return f"{name} {found.group(1)}" + (f" on {system}" if system else "")
+    return agent if len(agent) <= 40 else agent[:39] + "…"
+
+
 def alarm_banner(database: Any, role: str) -> None:
     """Unacknowledged incidents of every line, one line per cause, at the top of every page.
 

@@ -10,7 +10,7 @@ import streamlit as st
 
 from app import state
 from app.session import current_user
-from app.widgets import local_time
+from app.widgets import browser_in_words, local_time
 from core.auth import MIN_PASSWORD_LENGTH, Action, CurrentUser, PermissionDeniedError, require
 from core.vocabulary import Role
 from db.sessions import SessionPolicy, end_session, list_active
@@ -39,6 +39,7 @@ def _apply(user: CurrentUser, password: str, again: str, write: Callable[[Sessio
             return write(session)
     except (UserError, PermissionDeniedError) as error:
         st.error(str(error))
+        st.toast(f"Not saved: {error}", icon=":material/error:")  # the form's bottom may be below the fold; a toast is seen
         return False
 
 
@@ -168,7 +169,7 @@ def sessions_section(user: CurrentUser) -> None:
                 "last active": local_time(s.last_seen_at, zone, "%H:%M:%S"),
                 "ends at the latest": local_time(s.expires_at, zone, "%Y-%m-%d %H:%M"),
                 "from": s.address or "",
-                "browser": (s.client or "")[:60],
+                "browser": browser_in_words(s.client),
             }
             for s in active
         ],

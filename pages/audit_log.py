@@ -76,10 +76,13 @@ shown = entries.assign(
 ).rename(columns={"at": "when", "actor": "who", "entity": "what", "entity_id": "which", "note": "why"})
 # The note beside the action it explains: at 1440 px the before and after, often long, come last.
 shown = shown[["when", "who", "action", "what", "which", "why", "before", "after"]]
-st.dataframe(
+st.caption("Click a row to read its whole before and after below the table.")
+picked = st.dataframe(
     shown,
     hide_index=True,
     key="audit.table",
+    on_select="rerun",
+    selection_mode="single-row",
     height=min(40 + 35 * len(shown), 900),
     # Wide enough for a full time and a station's name ("station:camera-1@line-2"); the long texts wrap into the rest.
     column_config={
@@ -91,6 +94,17 @@ st.dataframe(
         "why": st.column_config.TextColumn(width=220),
     },
 )
+# At 1440 px the before and after get what is left of the width: a long one is read here in full.
+chosen_rows = picked.selection.rows if picked is not None else []
+if chosen_rows and chosen_rows[0] < len(shown):
+    entry = shown.iloc[chosen_rows[0]]
+    why = f" — why: {entry['why']}" if entry["why"] else ""
+    st.markdown(f"**{entry['when']} · {entry['who']} · {entry['action']}** on {entry['what']} {entry['which']}{why}")
+    before_column, after_column = st.columns(2)
+    before_column.markdown("**Before**")
+    before_column.text(entry["before"] or "(nothing)")
+    after_column.markdown("**After**")
+    after_column.text(entry["after"] or "(nothing)")
 
 
 @st.cache_data(ttl=30, max_entries=8, show_spinner=False)

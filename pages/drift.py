@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -258,7 +259,14 @@ with right:
         figure.add_trace(go.Scatter(x=scored["at"], y=scored["score"], mode="lines+markers", name=score_name))
         figure.add_trace(go.Scatter(x=drifted["at"], y=drifted["score"], mode="markers", name="drift", marker={"color": "red", "size": 10, "symbol": "x"}))
         if scored["threshold"].notna().any():
-            figure.add_hline(y=float(scored["threshold"].dropna().iloc[-1]), line_dash="dash", line_color="red", annotation_text="threshold")
+            threshold = float(scored["threshold"].dropna().iloc[-1])
+            figure.add_hline(y=threshold, line_dash="dash", line_color="red")
+            # Labelled by hand: on a log axis plotly puts an hline's own label at the value itself rather than
+            # at its logarithm, far from the line (the p-value thresholds are 0.01 and below).
+            label_y = math.log10(threshold) if p_value and threshold > 0 else threshold
+            figure.add_annotation(
+                x=1, xref="paper", y=label_y, yref="y", text="threshold", showarrow=False, xanchor="right", yanchor="bottom", font={"color": "red"}
+            )
         if "psi" in frame and frame["psi"].notna().any():
             figure.add_trace(go.Scatter(x=frame["at"], y=frame["psi"], mode="lines", name="PSI", yaxis="y2", line={"color": "orange"}))
             figure.update_layout(yaxis2={"overlaying": "y", "side": "right", "title": "PSI", "rangemode": "tozero", "tickformat": ".2f", "nticks": 5})

@@ -50,12 +50,17 @@ with database.read() as session:
 st.subheader("Registered versions")
 if not models:
     st.info("No model version registered yet: `shadowline model import` brings in a plant's own model, `shadowline init` the shipped one.")
+registry = pd.DataFrame(models, columns=REGISTRY_COLUMNS)
+# The first 12 hex digits tell versions apart at a glance; 64 were cut off at 1440 px anyway.
+registry["onnx_sha256"] = registry["onnx_sha256"].map(lambda digest: digest[:12] + "…" if isinstance(digest, str) and len(digest) > 12 else digest)
 st.dataframe(
-    pd.DataFrame(models, columns=REGISTRY_COLUMNS),
+    registry,
     hide_index=True,
     key="models.registry",
     column_config={
-        "onnx_sha256": st.column_config.TextColumn("ONNX sha256"),
+        "onnx_sha256": st.column_config.TextColumn(
+            "ONNX sha256", help="Its first 12 hex digits; `sha256sum models/VERSION/model.onnx` on the box gives the whole."
+        ),
         "map50": st.column_config.NumberColumn("box mAP50", format="%.3f", help="Its own evaluation: generated normal phones, or the held-out split."),
         "phone_recall": st.column_config.NumberColumn("phone recall", format="%.3f", help="Share of defective phones the model rejects."),
         "false_reject_rate": st.column_config.NumberColumn("false rejects", format="%.3f", help="Share of good phones the model rejects."),
