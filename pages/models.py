@@ -57,17 +57,23 @@ st.dataframe(
     registry,
     hide_index=True,
     key="models.registry",
+    width="stretch",
+    # Widths that fit the page at 1440 px (980 px of table): the 64-digit hash and the registration time were cut off.
     column_config={
-        "onnx_sha256": st.column_config.TextColumn(
-            "ONNX sha256", help="Its first 12 hex digits; `sha256sum models/VERSION/model.onnx` on the box gives the whole."
+        "version": st.column_config.TextColumn("version", width=110),
+        "status": st.column_config.TextColumn("status", width=165),
+        "classes": st.column_config.TextColumn("classes", width=120),
+        "map50": st.column_config.NumberColumn(
+            "mAP50", format="%.3f", width=70, help="Box mAP50 on its own evaluation: generated normal phones, or the held-out split."
         ),
-        "map50": st.column_config.NumberColumn("box mAP50", format="%.3f", help="Its own evaluation: generated normal phones, or the held-out split."),
-        "phone_recall": st.column_config.NumberColumn("phone recall", format="%.3f", help="Share of defective phones the model rejects."),
-        "false_reject_rate": st.column_config.NumberColumn("false rejects", format="%.3f", help="Share of good phones the model rejects."),
-        "decision_threshold": st.column_config.NumberColumn("reject at", format="%.2f", help="A phone is rejected when a box reaches this confidence."),
-        "version": st.column_config.TextColumn("version", width="medium"),
-        "init_from": st.column_config.TextColumn("made from", help="The version it was trained (fine-tuned) from, or quantized from."),
-        "registered_at": st.column_config.DatetimeColumn("registered (UTC)", format="YYYY-MM-DD HH:mm"),
+        "phone_recall": st.column_config.NumberColumn("recall", format="%.3f", width=70, help="Phone recall: the share of defective phones the model rejects."),
+        "false_reject_rate": st.column_config.NumberColumn("false rej.", format="%.3f", width=70, help="The share of good phones the model rejects."),
+        "decision_threshold": st.column_config.NumberColumn("reject at", format="%.2f", width=70, help="Rejected when a box reaches this confidence."),
+        "init_from": st.column_config.TextColumn("made from", width=100, help="The version it was trained (fine-tuned) from, or quantized from."),
+        "onnx_sha256": st.column_config.TextColumn(
+            "ONNX sha256", width=110, help="Its first 12 hex digits; `sha256sum models/VERSION/model.onnx` on the box gives the whole."
+        ),
+        "registered_at": st.column_config.DatetimeColumn("registered", format="YYYY-MM-DD", width=100, help="The day it was registered (UTC)."),
     },
 )
 if not lines:

@@ -117,3 +117,21 @@ def test_checks_all_inconclusive_say_so_instead_of_an_empty_chart(database, app_
     assert not at.exception, at.exception
     assert any("all inconclusive" in i.value for i in at.info), [i.value for i in at.info]
     assert not [c for c in at.get("plotly_chart") if "The statistic at each check" in c.proto.spec], "words, not an empty pair of axes"
+
+
+def test_the_threshold_label_sits_on_its_line_on_the_p_value_chart(database, app_for, drift_reference) -> None:
+    """On a log axis plotly's own label of a horizontal line lands at the value rather than at its logarithm, far
+    from the line (a walk saw it): the label is placed at log10(threshold), the line at the threshold itself."""
+    import math
+
+    _drifting_line(database, drift_reference)
+    at = _signed_in(app_for, Role.ENGINEER)
+    at.switch_page(PAGE).run()
+    assert not at.exception, at.exception
+    chart = next(json.loads(c.proto.spec) for c in at.get("plotly_chart") if "The statistic at each check" in c.proto.spec)
+    layout = chart["layout"]
+    assert layout["yaxis"]["type"] == "log", "brightness is judged by a KS p-value, drawn on a log axis"
+    (line,) = [shape for shape in layout["shapes"] if shape["type"] == "line" and shape.get("xref") == "x domain"]
+    (label,) = [note for note in layout["annotations"] if note["text"] == "threshold"]
+    assert line["y0"] == line["y1"] and 0 < line["y0"] < 1
+    assert label["y"] == pytest.approx(math.log10(line["y0"]))
