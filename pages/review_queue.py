@@ -25,6 +25,7 @@ from core.vocabulary import Verdict
 from db.corrections import CorrectionError, DecisionView
 from db.lines import list_lines
 from db.live import model_boxes
+from db.models import utcnow
 from db.reviews import ReviewItem, TaskNotHeldError
 
 TASK_KEY = "review.task"
@@ -32,6 +33,8 @@ STARTED_KEY = "review.started"
 UNDO_KEY = "review.undo_offer"
 LAST_KEY = "review.last"
 REFRESH_KEY = "review.refresh_after_undo"
+#: Set once the page has looked for a verdict to offer back after a reload (see _restore_undo).
+RESTORED_KEY = "review.undo_restored"
 #: What the last correction from the form came to: (failed, message), shown once under its button.
 FIX_OUTCOME_KEY = "review.fix.outcome"
 ALL_LINES = "all lines"
@@ -154,6 +157,29 @@ def _undo() -> None:
     st.session_state[REFRESH_KEY] = True
 
 
+def _restore_undo() -> None:
+    """After a reload (a new session of the page) the verdict just given can still be taken back.
+
+    The offer lived in the session and was lost with it; it is found again in the database, once
+    per session: this reviewer's latest verdict, if it is younger than the undo window and not
+    corrected since.
+    """
+    if st.session_state.get(RESTORED_KEY):
+        return
+    st.session_state[RESTORED_KEY] = True
+    if st.session_state.get(UNDO_KEY) is not None:
+        return
+    try:
+        latest = my_recent_decisions(database, user, limit=1)
+    except PermissionDeniedError:
+        return
+    if not latest or latest[0].corrections:
+        return
+    left = UNDO_SECONDS - (utcnow() - latest[0].decided_at).total_seconds()
+    if left >= 1.0:
+        st.session_state[UNDO_KEY] = UndoOffer(latest[0].human_decision_id, latest[0].serial, latest[0].given, time.monotonic() + left)
+
+
 def _change_line() -> None:
     """Another line: the phone held now goes back to the queue (not a skip), and the next comes from that line."""
     item = st.session_state.get(TASK_KEY)
@@ -256,6 +282,7 @@ item = st.session_state.get(TASK_KEY)
 if last := st.session_state.pop(LAST_KEY, None):
     st.toast(last)
 # The undo bar counts down on its own (a fragment rerun each second) only while an undo is on offer.
+_restore_undo()
 _offer = st.session_state.get(UNDO_KEY)
 st.fragment(guarded(undo_bar), run_every=1.0 if _offer is not None and _offer.outcome is None else None)()
 blur_after_click([*DECISION_KEYS, "review.line"], key="review.blur")

@@ -293,3 +293,25 @@ def test_signing_out_gives_the_held_phone_back_at_once(database, settings, app_f
     with database.read() as session:
         task = session.get(ReviewTask, held.task_id)
     assert (task.status, task.claimed_by) == ("open", None), "free for the next supervisor"
+
+
+def test_a_reload_keeps_the_undo_of_the_verdict_just_given(database, settings, app_for, shipped_model_dir):
+    # The Undo lived in the browser's session: a reload right after a wrong key lost it, for the whole 10 s.
+    from db.corrections import final_verdict
+
+    _seed(database, settings, 2)
+    at = _signed_in(app_for, SUPERVISOR).run()
+    at.switch_page("../pages/review_queue.py").run()
+    first = at.session_state["review.task"]
+    at.button(key="review.reject").click().run()
+    reloaded = _signed_in(app_for, SUPERVISOR).run()  # a new session of the page, as after a reload
+    reloaded.switch_page("../pages/review_queue.py").run()
+    assert not reloaded.exception
+    assert any(f"{first.serial}: reject recorded" in i.value for i in reloaded.info), "the undo is offered again"
+    reloaded.button(key="review.undo").click().run()
+    assert any("reject undone, now pass" in s.value for s in reloaded.success)
+    with database.read() as session:
+        assert session.scalar(select(final_verdict()).where(FinalDecision.inspection_id == first.inspection_id)) == "pass"
+    again = _signed_in(app_for, SUPERVISOR).run()
+    again.switch_page("../pages/review_queue.py").run()
+    assert not [b for b in again.button if b.key == "review.undo"], "a verdict corrected already is not offered again"
