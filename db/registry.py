@@ -105,9 +105,13 @@ def list_models(*, session: Session) -> list[dict[str, object]]:
     lines = list_lines(session=session)
     rows = []
     for model in session.scalars(select(ModelVersion).order_by(ModelVersion.registered_at)):
-        roles = [f"active on {line.name}" for line in lines if line.active_model_id == model.id]
-        roles += [f"candidate on {line.name}" for line in lines if line.candidate_model_id == model.id]
-        roles += [f"previous on {line.name}" for line in lines if line.previous_model_id == model.id]
+        # "active on line-1, line-2; candidate on line-3": each role once, then its lines (a version on many lines stays readable).
+        slots = {
+            "active": [line.name for line in lines if line.active_model_id == model.id],
+            "candidate": [line.name for line in lines if line.candidate_model_id == model.id],
+            "previous": [line.name for line in lines if line.previous_model_id == model.id],
+        }
+        roles = [f"{role} on {', '.join(names)}" for role, names in slots.items() if names]
         card = model.card if isinstance(model.card, dict) else {}
         evaluations = _mapping(card.get("evaluation"))
         # A trained version's headline is its `normal` scenario; an imported one's the plant's held-out images.
@@ -116,7 +120,7 @@ def list_models(*, session: Session) -> list[dict[str, object]]:
             {
                 "id": model.id,
                 "version": model.version,
-                "status": ", ".join(roles) or "registered, not in use",
+                "status": "; ".join(roles) or "registered, not in use",
                 "path": model.path,
                 "onnx_sha256": model.onnx_sha256,
                 "registered_at": model.registered_at,

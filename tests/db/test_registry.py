@@ -56,3 +56,16 @@ def test_a_quantized_version_is_listed_as_made_from_its_parent(database):
         rows = {row["version"]: row for row in list_models(session=session)}
     assert rows["q"]["init_from"] == "scratch-v2 (INT8 of it)"
     assert rows["orphan"]["init_from"] is None
+
+
+def test_a_version_on_several_lines_names_each_role_once(database):
+    """The Models table's status column: "active on line-1, line-2" rather than the role repeated per line (it was cut off)."""
+    from db.lines import add_line, find_line
+    from db.registry import list_models
+
+    with database.write() as session:
+        shipped = find_line(session=session, name="line-1").active_model_id
+        add_line(session=session, name="line-2", actor="test", active_model_id=shipped)
+    with database.read() as session:
+        status = next(row["status"] for row in list_models(session=session) if row["id"] == shipped)
+    assert status == "active on line-1, line-2"
