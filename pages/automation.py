@@ -66,12 +66,19 @@ def _back_to_the_line(key: str = slider_key, label: str = here.label) -> None:
 
 def _move(to_key: str, key: str = slider_key, label: str = here.label) -> None:
     to = next(rung for rung in LADDER if rung.key == to_key)
+    note = (st.session_state.get("automation.note") or "").strip()
+    if to.order() > here.order() and not note:
+        # Up the ladder gives the model more say: the audit log keeps why, beside the gate's figures. A move down
+        # (dropping back in a hurry) needs none.
+        st.session_state["automation.refusal"] = f"Not moved: a move up to {to.label} needs a note (why now), for the audit log."
+        return
     try:
-        outcome = actions.move(database, user, line_name=line.name, to=to, note=st.session_state.get("automation.note") or None)
+        outcome = actions.move(database, user, line_name=line.name, to=to, note=note or None)
     except (actions.LadderError, PermissionDeniedError) as error:
         st.session_state["automation.refusal"] = f"Refused: {error}"
     else:
         st.session_state["automation.flash"] = outcome.message
+        st.session_state["automation.note"] = ""  # used: the next move gets its own
     st.session_state[key] = label  # the slider never stays on a rung the line is not on
 
 
@@ -88,7 +95,7 @@ if chosen.key != here.key:
     else:
         needs_manager = going_up and gate is not None and gate.gate.needs_manager
         verb = "Request" if needs_manager else "Move"
-        st.text_input("Note (why)", key="automation.note")
+        st.text_input("Note (why)" + (" — required for a move up" if going_up else ", optional"), key="automation.note")
         act, cancel = st.columns([3, 1])
         act.button(f"{verb}: {here.label} → {chosen.label}", type="primary", key="automation.move", on_click=_move, args=(chosen.key,))
         cancel.button("Cancel", key="automation.cancel", on_click=_back_to_the_line)

@@ -48,8 +48,10 @@ line = next(line for line in lines if line.name == line_name)
 severe_drift_notice(database, line.id)
 
 
-def _share(part: int, whole: int) -> str:
-    return "—" if not whole else f"{part / whole:.1%} ({part:,} of {whole:,})"
+def _decided(by_model: int, by_people: int) -> str:
+    """Both as counts of the same whole: "decided by the model 12 of 40 (30.0%), by people 28"."""
+    whole = by_model + by_people
+    return f"decided by the model {by_model:,} of {whole:,} ({by_model / whole:.1%}), by people {by_people:,}" if whole else "nothing decided yet"
 
 
 def _rate_metric(column, label: str, part: int, whole: int) -> None:
@@ -82,7 +84,12 @@ def line_counters() -> None:
     st.caption(
         f"Model {status.active_model or 'none'}"
         + (f" · candidate {status.candidate_model}" if status.candidate_model else "")
-        + f" · decided by the model {_share(by_model, by_model + by_people)}, by people {by_people:,}"
+        # Both as counts of the same whole: "by the model 12 of 40 (30.0 %), by people 28".
+        + (
+            f" · decided by the model {by_model:,} of {by_model + by_people:,} ({by_model / (by_model + by_people):.1%}), by people {by_people:,}"
+            if by_model + by_people
+            else " · nothing decided yet"
+        )
         + (f" ({status.decided_by_simulation:,} of them by the simulated inspector)" if status.decided_by_simulation else "")
         + f", waiting {status.decided_by['pending']:,}"
         + f" · unreadable images {status.counts['failed']:,}"

@@ -120,10 +120,8 @@ def _judge(shown: ReviewItem, verdict: Verdict) -> None:
     try:
         decision_id = decide(database, user, task_id=item.task_id, verdict=verdict, seconds_taken=round(seconds, 2))
     except TaskNotHeldError:
-        st.session_state[LAST_KEY] = (
-            f"Not recorded: {item.serial} is no longer yours: judged meanwhile (in another tab or by someone else) or its claim ran out. "
-            "Here is the next phone."
-        )
+        # Short enough for a toast's three lines (the longer one was cut off at "view more").
+        st.session_state[LAST_KEY] = f"Not recorded: {item.serial} was judged meanwhile (another tab or person) or its claim ran out."
         st.session_state.pop(UNDO_KEY, None)
     else:
         st.session_state[UNDO_KEY] = UndoOffer(decision_id, item.serial, verdict, time.monotonic() + UNDO_SECONDS)

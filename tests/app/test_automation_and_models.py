@@ -59,9 +59,22 @@ def test_every_role_sees_the_slider_and_may_move_down(database, app_for, role) -
     assert any("moved down" in s.value for s in at.success)
 
 
+def test_a_move_up_needs_a_note_on_the_page(database, app_for) -> None:
+    # A fresh-eyes walk moved a line up with the note left empty: the audit log had no why.
+    at = _signed_in(app_for, Role.SUPERVISOR, AUTOMATION)
+    at.select_slider[0].set_value("AI assistance").run()
+    at.button(key="automation.move").click().run()
+    assert any("needs a note" in e.value for e in at.error)
+    with database.read() as session:
+        tried = session.scalars(select(AuditEntry.action).where(AuditEntry.action.like("line.move%"))).all()
+    assert tried == [], "nothing tried, nothing audited"
+    assert _level(database) is AutomationLevel.SHADOW
+
+
 def test_a_move_up_without_evidence_is_refused_on_the_page(database, app_for) -> None:
     at = _signed_in(app_for, Role.SUPERVISOR, AUTOMATION)
     at.select_slider[0].set_value("AI assistance").run()
+    at.text_input(key="automation.note").input("the first week looked good")
     at.button(key="automation.move").click().run()
     assert any("Refused: not enough evidence yet" in e.value for e in at.error)
     assert _level(database) is AutomationLevel.SHADOW
@@ -72,6 +85,7 @@ def test_engineer_requests_canary_and_a_manager_approves_on_the_page(database, a
     add_phones(database, drift_reference, 400, seed=9)
     at = _signed_in(app_for, Role.ENGINEER, AUTOMATION)
     at.select_slider[0].set_value("canary 5%").run()
+    at.text_input(key="automation.note").input("two weeks of partial without an escape")
     at.button(key="automation.move").click().run()
     assert _level(database) is AutomationLevel.PARTIAL
     with database.read() as session:

@@ -83,6 +83,7 @@ def test_the_slider_returns_to_the_rung_the_line_is_on_and_says_request_where_a_
     slider = at.select_slider(key="automation.slider.line-2.partial")
     slider.set_value("canary 5%").run()
     assert at.button(key="automation.move").label == "Request: partial automation → canary 5%"
+    at.text_input(key="automation.note").input("ready for canary")
     at.button(key="automation.move").click().run()
     assert any("a manager must approve" in s.value for s in at.success)
     assert at.select_slider(key="automation.slider.line-2.partial").value == "partial automation", "a request does not move the line"
@@ -95,6 +96,7 @@ def test_the_slider_returns_to_the_rung_the_line_is_on_and_says_request_where_a_
     at.selectbox(key="automation.line").set_value("line-1").run()
     at.select_slider(key="automation.slider.line-1.shadow").set_value("AI assistance").run()
     assert at.button(key="automation.move").label == "Move: shadow → AI assistance"
+    at.text_input(key="automation.note").input("try assistance")
     at.button(key="automation.move").click().run()
     assert any("Refused: not enough evidence yet" in e.value for e in at.error)
     assert at.select_slider(key="automation.slider.line-1.shadow").value == "shadow", "refused: the slider is back where the line is"
