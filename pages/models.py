@@ -170,6 +170,12 @@ def candidate_ui(line, versions: list[str], note: str) -> None:
         st.session_state["models.candidate_choice"] = running
         st.session_state["models.candidate_for"] = (line.name, running)
     chosen = st.selectbox("Candidate to run in shadow", options, key="models.candidate_choice", help=f"running now: {running}")
+    if not versions:
+        # A fresh-eyes walk found "none" as the only choice and nothing saying where a candidate comes from.
+        st.caption(
+            f"No other version is registered, so there is no candidate yet: retrain one from {line.active_model_version or 'the active version'} "
+            "under *Retrain* below, or bring in the plant's own with `shadowline model import`."
+        )
     if st.button("Set candidate", key="models.set_candidate", disabled=chosen == running):
         _act(lambda: deployment.set_candidate(database, user, line_name=line.name, version=None if chosen == "none" else chosen, note=note or None))
 

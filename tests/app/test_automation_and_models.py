@@ -298,3 +298,9 @@ def test_models_page_on_an_installation_without_any_version_says_how_to_add_one(
     open_database(settings).dispose()  # the schema, no line and no model yet
     at = _signed_in(app_for, Role.ENGINEER, MODELS)
     assert any("No model version registered yet" in i.value for i in at.info)
+
+
+def test_with_one_version_the_models_page_says_where_a_candidate_comes_from(database, app_for) -> None:
+    at = _signed_in(app_for, Role.ENGINEER, MODELS)
+    assert at.selectbox(key="models.candidate_choice").options == ["none"]
+    assert any("no candidate yet" in c.value and "Retrain" in c.value and "model import" in c.value for c in at.caption)
