@@ -121,14 +121,16 @@ def authenticate(*, session: Session, key: str) -> KeyInfo | None:
     found = session.execute(_key_query().where(ApiKey.prefix == match.group(1))).first()
     if found is None:
         return None
-    key_id, prefix, line_id, line_name, name, created_at, created_by, revoked_at, key_sha256 = found
-    if not hmac.compare_digest(key_sha256, _digest(key)) or revoked_at is not None:
+    *fields, key_sha256 = found  # KeyInfo's fields in its order, then the hash to compare
+    info = KeyInfo(*fields)
+    if not hmac.compare_digest(key_sha256, _digest(key)) or not info.active:
         return None
-    return KeyInfo(key_id, prefix, line_id, line_name, name, created_at, created_by, revoked_at)
+    return info
 
 
 @cache
 def _key_query() -> Select[*tuple[Any, ...]]:
+    """A key's :class:`KeyInfo` fields in their order, then its hash."""
     return select(
         ApiKey.id, ApiKey.prefix, ApiKey.line_id, Line.name, ApiKey.name, ApiKey.created_at, ApiKey.created_by, ApiKey.revoked_at, ApiKey.key_sha256
     ).join(Line, Line.id == ApiKey.line_id)

@@ -111,8 +111,25 @@ def _config(row: Row[*tuple[Any, ...]]) -> LineConfig:
     """A row of :func:`_lines_query` as a :class:`LineConfig`."""
     from core.detector.adapter import DEFAULT_DECISION_THRESHOLD
 
-    (line_id, name, level, low, high, threshold, canary, audit_share, active_id, active_version, candidate_id, candidate_version) = row[:12]
-    previous_id, previous_version, level_since, budget_ms, failsafe_action = row[12:]
+    (
+        line_id,
+        name,
+        level,
+        low,
+        high,
+        threshold,
+        canary,
+        audit_share,
+        active_id,
+        active_version,
+        candidate_id,
+        candidate_version,
+        previous_id,
+        previous_version,
+        level_since,
+        budget_ms,
+        failsafe_action,
+    ) = row
     return LineConfig(
         id=line_id,
         name=name,

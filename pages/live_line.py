@@ -84,12 +84,7 @@ def line_counters() -> None:
     st.caption(
         f"Model {status.active_model or 'none'}"
         + (f" · candidate {status.candidate_model}" if status.candidate_model else "")
-        # Both as counts of the same whole: "by the model 12 of 40 (30.0 %), by people 28".
-        + (
-            f" · decided by the model {by_model:,} of {by_model + by_people:,} ({by_model / (by_model + by_people):.1%}), by people {by_people:,}"
-            if by_model + by_people
-            else " · nothing decided yet"
-        )
+        + f" · {_decided(by_model, by_people)}"
         + (f" ({status.decided_by_simulation:,} of them by the simulated inspector)" if status.decided_by_simulation else "")
         + f", waiting {status.decided_by['pending']:,}"
         + f" · unreadable images {status.counts['failed']:,}"
