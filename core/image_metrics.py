@@ -47,14 +47,27 @@ class InputMetrics:
         return asdict(self)
 
 
-def compute_input_metrics(image_bgr: np.ndarray) -> InputMetrics:
-    """Metrics of a BGR ``uint8`` image of shape ``(H, W, 3)``."""
+def scaled_for_metrics(image_bgr: np.ndarray) -> np.ndarray:
+    """The image resized (bilinear) to :data:`METRICS_WIDTH` pixels wide, the scale the metrics are taken at.
+
+    A detector whose input is that wide resizes a landscape image to exactly this size too, so it
+    can take this copy instead of resizing again (:func:`core.detector.onnx_backend.letterbox`).
+    """
     height, width = image_bgr.shape[:2]
-    if width != METRICS_WIDTH:
-        new_h = max(1, round(height * METRICS_WIDTH / width))
-        small = cv2.resize(image_bgr, (METRICS_WIDTH, new_h), interpolation=cv2.INTER_LINEAR)
-    else:
-        small = image_bgr
+    if width == METRICS_WIDTH:
+        return image_bgr
+    new_h = max(1, round(height * METRICS_WIDTH / width))
+    return cv2.resize(image_bgr, (METRICS_WIDTH, new_h), interpolation=cv2.INTER_LINEAR)
+
+
+def compute_input_metrics(image_bgr: np.ndarray, *, scaled: np.ndarray | None = None) -> InputMetrics:
+    """Metrics of a BGR ``uint8`` image of shape ``(H, W, 3)``.
+
+    Args:
+        scaled: :func:`scaled_for_metrics` of the image, when the caller has it already.
+    """
+    height, width = image_bgr.shape[:2]
+    small = scaled if scaled is not None else scaled_for_metrics(image_bgr)
     grey = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
     grey_mean, grey_std = cv2.meanStdDev(grey)
     # Smoothed first so sensor noise does not read as detail: blur must lower the score.

@@ -28,7 +28,7 @@ from core.admission import AdmissionError, AdmissionResult, Admitter, load_admit
 from core.detector.adapter import Detector
 from core.detector.card import ModelError
 from core.drift.monitor import DriftMonitor
-from core.image_metrics import InputMetrics, compute_input_metrics
+from core.image_metrics import InputMetrics, compute_input_metrics, scaled_for_metrics
 from core.ladder.actions import check_rollbacks, step_down
 from core.routing import LEVEL_POLICIES, ModelAuthority, PhoneFacts, RoutingDecision, route
 from core.settings import Settings
@@ -201,15 +201,21 @@ class Inspector:
 
     # -- one phone ----------------------------------------------------------------------------
 
-    def _predict(self, model_id: int | None, image: np.ndarray, *, is_candidate: bool, threshold: float) -> tuple[PredictionRecord | None, np.ndarray | None]:
-        """The model's prediction record and its pooled features (None, None when it did not run)."""
+    def _predict(
+        self, model_id: int | None, image: np.ndarray, *, is_candidate: bool, threshold: float, resized: np.ndarray | None = None
+    ) -> tuple[PredictionRecord | None, np.ndarray | None]:
+        """The model's prediction record and its pooled features (None, None when it did not run).
+
+        Args:
+            resized: The image as resized for its input metrics (the detector takes it rather than resizing again).
+        """
         if model_id is None:
             return None, None
         slot = self._slot(model_id)
         if slot is None or slot.detector is None:
             return None, None
         try:
-            detections = slot.detector.detect(image)
+            detections = slot.detector.detect(image, resized=resized)
         except Exception as error:
             log.exception("model %s failed on a phone", model_id)
             self.model_errors[str(model_id)] = f"inference failed: {error}"
@@ -233,6 +239,7 @@ class Inspector:
         error: str | None = None,
         repeats_serial: str | None = None,
         metrics: InputMetrics | None = None,
+        scaled: np.ndarray | None = None,
     ) -> PhoneInspection:
         """Inspect one decoded phone image (or route a phone whose image failed, with ``error``).
 
@@ -240,15 +247,19 @@ class Inspector:
             repeats_serial: The serial of an earlier phone whose image this one repeats byte for
                 byte (a frozen camera): the model may not decide it.
             metrics: The image's input metrics when already computed (the worker's reader thread does).
+            scaled: The image as resized for those metrics (:func:`core.image_metrics.scaled_for_metrics`),
+                when already made: the detector takes it rather than resizing the image again.
         """
         predictions: list[PredictionRecord] = []
         admission: AdmissionResult | None = None
         if image is not None and error is None:
-            metrics = metrics or compute_input_metrics(image)
+            if metrics is None:
+                scaled = scaled_for_metrics(image)
+                metrics = compute_input_metrics(image, scaled=scaled)
             if LEVEL_POLICIES[line.level].runs_model:
                 threshold = line.policy.decision_threshold
-                active, features = self._predict(line.active_model_id, image, is_candidate=False, threshold=threshold)
-                candidate, _ = self._predict(line.candidate_model_id, image, is_candidate=True, threshold=threshold)
+                active, features = self._predict(line.active_model_id, image, is_candidate=False, threshold=threshold, resized=scaled)
+                candidate, _ = self._predict(line.candidate_model_id, image, is_candidate=True, threshold=threshold, resized=scaled)
                 predictions = [p for p in (active, candidate) if p is not None]
                 if active is not None and line.active_model_id is not None:
                     admission = self._admit(line.active_model_id, image, metrics, features)
@@ -292,10 +303,11 @@ class Inspector:
         error: str | None = None,
         repeats_serial: str | None = None,
         metrics: InputMetrics | None = None,
+        scaled: np.ndarray | None = None,
     ) -> PhoneInspection:
         """:meth:`inspect`, but a bug on one phone sends that phone to a person instead of raising."""
         try:
-            return self.inspect(image, serial=serial, line=line, error=error, repeats_serial=repeats_serial, metrics=metrics)
+            return self.inspect(image, serial=serial, line=line, error=error, repeats_serial=repeats_serial, metrics=metrics, scaled=scaled)
         except Exception as bug:  # the line must keep moving; the phone is not passed
             log.exception("inspection of %s failed unexpectedly", serial)
             return PhoneInspection(

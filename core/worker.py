@@ -30,7 +30,7 @@ import numpy as np
 
 from core import inspection
 from core.drift.monitor import DriftMonitor
-from core.image_metrics import InputMetrics
+from core.image_metrics import InputMetrics, scaled_for_metrics
 from core.imaging import InvalidImageError, read_image
 from core.ingest import store_problem
 from core.inspection import Inspector, PhoneInspection, note_written, run_due_drift_checks, step_down_lines_whose_model_failed
@@ -42,10 +42,18 @@ from db.pipeline import MAX_ATTEMPTS, ClaimedInspection, PhoneResult, claim_batc
 
 log = logging.getLogger("shadowline.worker")
 
-#: Phones claimed per round for each phone inspected at once. Two streams on 2 cores (INT8) drained
-#: 133-148 phones/s with 8 per stream and 146-174 with 16: a round's claim, its line reads and the
-#: wait for the batch's last phone are paid once per batch.
+#: Phones claimed in the first round for each phone inspected at once. Later rounds claim about
+#: :data:`BATCH_SECONDS` of work at the worker's own recent pace, between :data:`MIN_BATCH_PER_STREAM`
+#: and :data:`MAX_BATCH_PER_STREAM` a stream: a round's claim, its line reads, its write transaction,
+#: its drift bookkeeping and the wait for its last phone are paid once per batch. Two streams on 2
+#: cores (INT8) drained 133-148 phones/s with 8 per stream, 146-174 with 16 and 166-189 with 64
+#: (``shadowline bench worker``, README).
 BATCH_PER_STREAM = 16
+#: A round claims about this long of work, so a batch is inspected in well under its lease
+#: however fast or slow the model and the machine are.
+BATCH_SECONDS = 1.0
+MIN_BATCH_PER_STREAM = 2
+MAX_BATCH_PER_STREAM = 64
 #: Heartbeats are written at most this often while the worker is busy (and every 2 s when idle).
 HEARTBEAT_SECONDS = 1.0
 #: A due drift check waits for a pause in the queue at most this long.
@@ -74,6 +82,15 @@ class StorageUnavailableError(RuntimeError):
 
 
 @dataclass(frozen=True)
+class _Decoded:
+    """A phone's image read ahead: decoded, resized for its input metrics (the detector reuses that copy), measured."""
+
+    image: np.ndarray
+    scaled: np.ndarray
+    metrics: InputMetrics
+
+
+@dataclass(frozen=True)
 class _InspectedBatch:
     """A claimed batch after inspection, before its write."""
 
@@ -88,7 +105,8 @@ class Worker:
         database: Where the queue is.
         settings: Data folder (images are stored relative to it).
         worker_id: A unique name; generated from host and pid when omitted.
-        batch_size: Phones claimed per round (default: :data:`BATCH_PER_STREAM` per phone inspected at once).
+        batch_size: Phones claimed per round, always; by default the worker claims about
+            :data:`BATCH_SECONDS` of work at its recent pace (see :data:`BATCH_PER_STREAM`).
         lease_seconds: How long a claim holds before another worker may take the phone.
         threads: The cores the worker's inference may use (0 = every core). It inspects that
             many phones at once, each detector run on one thread: a small model spreads poorly
@@ -119,6 +137,9 @@ class Worker:
         #: Phones inspected at once, each on one detector thread.
         self.streams = max(1, threads or os.cpu_count() or 1)
         self.batch_size = batch_size or BATCH_PER_STREAM * self.streams
+        self._adapt_batch = batch_size is None
+        #: Phones per second while inspecting (smoothed), from which the batch size follows.
+        self.pace: float | None = None
         self.inspector = Inspector(database, settings, threads=1, admission_target_rate=settings.admission_target_rate)
         self.stats = WorkerStats(model_errors=self.inspector.model_errors)
         self._stop = threading.Event()
@@ -141,7 +162,7 @@ class Worker:
 
     # -- one phone ----------------------------------------------------------------------------
 
-    def _decode(self, item: ClaimedInspection) -> tuple[np.ndarray, InputMetrics] | str | None:
+    def _decode(self, item: ClaimedInspection) -> _Decoded | str | None:
         """The phone's decoded image with its input metrics, the decoder's reason when it is unreadable, or None when it is not to be read."""
         if item.attempts > MAX_ATTEMPTS:
             return None
@@ -150,14 +171,13 @@ class Worker:
         except InvalidImageError as invalid:
             return str(invalid)
         try:
-            return image, inspection.compute_input_metrics(image)
+            scaled = scaled_for_metrics(image)
+            return _Decoded(image, scaled, inspection.compute_input_metrics(image, scaled=scaled))
         except Exception as bug:  # the line keeps moving; the phone goes to a person, as for any failed inspection
             log.exception("measuring %s failed unexpectedly", item.serial)
             return f"inspection failed unexpectedly: {bug!r}"
 
-    def _inspect(
-        self, item: ClaimedInspection, line: LineConfig, repeats_serial: str | None = None, decoded: tuple[np.ndarray, InputMetrics] | str | None = None
-    ) -> PhoneInspection:
+    def _inspect(self, item: ClaimedInspection, line: LineConfig, repeats_serial: str | None = None, decoded: _Decoded | str | None = None) -> PhoneInspection:
         """Everything about one phone except the database write: the shared inspection path.
 
         Args:
@@ -172,8 +192,9 @@ class Worker:
             return self.inspector.inspect_safely(None, serial=item.serial, line=line, error=decoded)
         if decoded is None:  # not decoded ahead: read it now
             return self._inspect(item, line, repeats_serial, self._decode(item))
-        image, metrics = decoded
-        return self.inspector.inspect_safely(image, serial=item.serial, line=line, repeats_serial=repeats_serial, metrics=metrics)
+        return self.inspector.inspect_safely(
+            decoded.image, serial=item.serial, line=line, repeats_serial=repeats_serial, metrics=decoded.metrics, scaled=decoded.scaled
+        )
 
     # -- the loop -----------------------------------------------------------------------------
 
@@ -191,6 +212,18 @@ class Worker:
             raise StorageUnavailableError(problem)
         self.storage_problem = None
         return claimed
+
+    def _inspect_batch_paced(self, claimed: list[ClaimedInspection]) -> _InspectedBatch:
+        """:meth:`_inspect_batch`, and the next batch sized to about :data:`BATCH_SECONDS` of work at this one's pace."""
+        started = time.perf_counter()
+        batch = self._inspect_batch(claimed)
+        seconds = time.perf_counter() - started
+        if self._adapt_batch and len(claimed) >= self.streams and seconds > 0:
+            pace = len(claimed) / seconds
+            self.pace = pace if self.pace is None else 0.5 * self.pace + 0.5 * pace
+            wanted = round(self.pace * BATCH_SECONDS)
+            self.batch_size = max(MIN_BATCH_PER_STREAM * self.streams, min(MAX_BATCH_PER_STREAM * self.streams, wanted))
+        return batch
 
     def _inspect_batch(self, claimed: list[ClaimedInspection]) -> _InspectedBatch:
         """Inspect a claimed batch; the next phone's image is decoded in the reader thread meanwhile."""
@@ -254,7 +287,7 @@ class Worker:
         """Claim, inspect and write one batch, all in this thread; returns how many phones were claimed."""
         claimed = self._claim()
         if claimed:
-            self._write_and_account(self._inspect_batch(claimed))
+            self._write_and_account(self._inspect_batch_paced(claimed))
         return len(claimed)
 
     def _read_lines(self, claimed: list[ClaimedInspection]) -> tuple[dict[int, LineConfig], dict[int, str]]:
@@ -362,7 +395,7 @@ class Worker:
                         break
                     claimed = self._claim()
                     continue
-                batch = self._inspect_batch(claimed)  # overlaps the previous batch's write
+                batch = self._inspect_batch_paced(claimed)  # overlaps the previous batch's write
                 if writing is not None:
                     writing.result()  # its errors surface here, as they did inline
                 last = once or self._stop.is_set() or self._time_up(started, max_seconds)

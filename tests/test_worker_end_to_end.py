@@ -177,11 +177,11 @@ def test_an_unexpected_error_on_one_phone_sends_it_to_a_person_and_the_worker_go
     real = worker_module.compute_input_metrics
     calls = {"n": 0}
 
-    def flaky(image):
+    def flaky(image, **kwargs):
         calls["n"] += 1
         if calls["n"] == 2:
             raise RuntimeError("a bug on one phone")
-        return real(image)
+        return real(image, **kwargs)
 
     monkeypatch.setattr(worker_module, "compute_input_metrics", flaky)
     stats = Worker(database, settings).run(until_empty=True)
@@ -248,3 +248,39 @@ def test_a_worker_on_two_cores_inspects_two_phones_at_once_and_decides_as_one_at
     assert len(two_at_once) == 40
     assert two_at_once == one_at_a_time
     assert {verdict for verdict, _, _ in two_at_once.values()} == {"pass", "reject"}
+
+
+class _ClaimSizes(Worker):
+    """The worker as it is, noting how many phones each round claimed."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.sizes: list[int] = []
+
+    def _claim(self):
+        claimed = super()._claim()
+        if claimed:
+            self.sizes.append(len(claimed))
+        return claimed
+
+
+@pytest.mark.parametrize(("seconds", "expected"), [(1000.0, [16, 24]), (1e-6, [16] + [2] * 12)])
+def test_a_round_claims_about_a_second_of_work_at_the_workers_own_pace(database, settings, shipped_model_dir, monkeypatch, seconds, expected):
+    """The first round claims 16 phones a stream; later ones what the worker inspects in BATCH_SECONDS at
+    its recent pace, within 2..64 a stream: an hour's worth is capped, a microsecond's floored."""
+    import core.worker
+
+    monkeypatch.setattr(core.worker, "BATCH_SECONDS", seconds)
+    _feed(database, settings, 40)
+    worker = _ClaimSizes(database, settings, threads=1)
+    stats = worker.run(until_empty=True)
+    assert stats.processed == 40
+    assert worker.sizes == expected
+    assert worker.pace is not None and worker.pace > 0
+
+
+def test_a_batch_size_given_is_kept(database, settings, shipped_model_dir):
+    _feed(database, settings, 12)
+    worker = _ClaimSizes(database, settings, threads=1, batch_size=5)
+    worker.run(until_empty=True)
+    assert worker.sizes == [5, 5, 2]

@@ -103,7 +103,14 @@ class Detector:
         """Whether :meth:`detect` also returns the model's pooled features (the ONNX path does)."""
         return bool(getattr(self._predictor, "gives_features", False))
 
-    def detect(self, image: np.ndarray | bytes | Path, *, min_confidence: float = DEFAULT_MIN_CONFIDENCE, iou: float = DEFAULT_IOU) -> Detections:
+    def detect(
+        self,
+        image: np.ndarray | bytes | Path,
+        *,
+        min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+        iou: float = DEFAULT_IOU,
+        resized: np.ndarray | None = None,
+    ) -> Detections:
         """Find defects on one image.
 
         Args:
@@ -111,6 +118,8 @@ class Detector:
                 bytes, or a file path.
             min_confidence: Boxes below this are dropped.
             iou: NMS overlap threshold.
+            resized: The BGR image already resized (bilinear) for its input metrics; the ONNX path
+                uses it instead of resizing again when the sizes agree (the result is the same).
 
         Raises:
             core.imaging.InvalidImageError: The input is not an image that can be inspected.
@@ -125,7 +134,7 @@ class Detector:
         features = None
         predict_with_features = getattr(self._predictor, "predict_with_features", None)
         if predict_with_features is not None:
-            boxes, confidence, classes, features = predict_with_features(bgr, min_confidence, iou)
+            boxes, confidence, classes, features = predict_with_features(bgr, min_confidence, iou, resized=resized)
         else:
             boxes, confidence, classes = self._predictor.predict(bgr, min_confidence, iou)
         latency_ms = (time.perf_counter() - started) * 1000

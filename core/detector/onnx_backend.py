@@ -134,8 +134,13 @@ def prepare_graph(model_bytes: bytes, *, features: bool = True) -> tuple[bytes, 
     return model.SerializeToString(), gives_features
 
 
-def letterbox(image_bgr: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, float, tuple[float, float]]:
+def letterbox(image_bgr: np.ndarray, size: tuple[int, int], *, resized: np.ndarray | None = None) -> tuple[np.ndarray, float, tuple[float, float]]:
     """Resize keeping aspect ratio and pad to ``size = (height, width)``, as Ultralytics does.
+
+    Args:
+        resized: A bilinear resize of the image made earlier (the input metrics' copy,
+            :func:`core.image_metrics.scaled_for_metrics`): used as it is when it has the size this
+            letterbox resizes to (OpenCV's result depends only on the image and that size), else ignored.
 
     Returns:
         The network input ``(1, 3, height, width)`` float32 RGB in ``[0, 1]``, the scale applied
@@ -149,11 +154,13 @@ def letterbox(image_bgr: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray,
     top, left = round(pad_h - 0.1), round(pad_w - 0.1)
     canvas = np.full((out_h, out_w, 3), LETTERBOX_FILL, np.uint8)
     window = canvas[top : top + new_h, left : left + new_w]
-    if (new_w, new_h) != (width, height):
+    if (new_w, new_h) == (width, height):
+        window[:] = image_bgr
+    elif resized is not None and resized.shape[:2] == (new_h, new_w):
+        window[:] = resized
+    else:
         # Bilinear, as Ultralytics' own LetterBox does at prediction time; written straight into the canvas.
         cv2.resize(image_bgr, (new_w, new_h), dst=window, interpolation=cv2.INTER_LINEAR)
-    else:
-        window[:] = image_bgr
     # One pass in OpenCV (BGR to RGB, HWC to CHW, to float in [0, 1]): 0.3 ms less than NumPy's three.
     blob = cv2.dnn.blobFromImage(canvas, 1 / 255.0, swapRB=True)
     return blob, scale, (left, top)
@@ -219,9 +226,15 @@ class OnnxPredictor:
         """Boxes ``(N, 4)`` xyxy in pixels of ``image_bgr``, confidences ``(N,)`` and class ids ``(N,)``."""
         return self.predict_with_features(image_bgr, conf, iou)[:3]
 
-    def predict_with_features(self, image_bgr: np.ndarray, conf: float, iou: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
-        """:meth:`predict`, and the pooled backbone features ``(F,)`` (None when the graph gives none)."""
-        blob, scale, (left, top) = letterbox(image_bgr, self.input_size)
+    def predict_with_features(
+        self, image_bgr: np.ndarray, conf: float, iou: float, *, resized: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+        """:meth:`predict`, and the pooled backbone features ``(F,)`` (None when the graph gives none).
+
+        Args:
+            resized: A bilinear resize of the image made earlier, see :func:`letterbox`.
+        """
+        blob, scale, (left, top) = letterbox(image_bgr, self.input_size, resized=resized)
         outputs = self._session.run(self._outputs, {self._input: blob})
         output = outputs[0][0]  # (4 + nc, anchors)
         features = outputs[1][0].astype(np.float32) if self.gives_features else None

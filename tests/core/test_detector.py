@@ -182,3 +182,36 @@ def test_a_graph_without_the_dfl_pattern_is_left_as_it_is():
     prepared, gives_features = prepare_graph(model.SerializeToString())
     assert not gives_features
     assert [n.op_type for n in onnx.load_from_string(prepared).graph.node] == ["Softmax"]
+
+
+@pytest.mark.parametrize("size", [(360, 480), (1080, 1920), (960, 1280)])
+def test_the_metrics_resize_is_reused_by_the_detector_with_the_same_result(detector, size):
+    """The worker resizes each image once for its input metrics; the detector takes that copy
+    instead of resizing again, and finds exactly what it finds on its own."""
+    import cv2
+
+    from core.detector.onnx_backend import letterbox
+    from core.image_metrics import compute_input_metrics, scaled_for_metrics
+
+    image = cv2.resize(render_phone(900_004, SCRATCHED).image, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+    scaled = scaled_for_metrics(image)
+    assert scaled.shape[1] == 320
+    assert compute_input_metrics(image, scaled=scaled) == compute_input_metrics(image)
+    assert np.array_equal(letterbox(image, (256, 320), resized=scaled)[0], letterbox(image, (256, 320))[0])
+    mine, theirs = detector.detect(image, resized=scaled), detector.detect(image)
+    assert len(theirs.xyxy) > 0
+    assert np.array_equal(mine.xyxy, theirs.xyxy) and np.array_equal(mine.confidence, theirs.confidence)
+    assert np.array_equal(mine.features, theirs.features)
+
+
+def test_a_resize_of_another_size_is_not_taken_for_the_letterbox():
+    """A portrait image is letterboxed to 256 high, not 320 wide: the metrics' copy does not fit and is ignored."""
+    from core.detector.onnx_backend import letterbox
+    from core.image_metrics import scaled_for_metrics
+
+    portrait = np.ascontiguousarray(render_phone(900_005, SCRATCHED).image.transpose(1, 0, 2))
+    scaled = scaled_for_metrics(portrait)
+    assert scaled.shape[:2] != (256, 192)
+    assert np.array_equal(letterbox(portrait, (256, 320), resized=scaled)[0], letterbox(portrait, (256, 320))[0])
+    wrong = np.zeros((240, 320, 3), np.uint8)  # the size a landscape image would get, but another picture
+    assert np.array_equal(letterbox(portrait, (256, 320), resized=wrong)[0], letterbox(portrait, (256, 320))[0])
