@@ -970,6 +970,7 @@ def _cmd_model_quantize(args: argparse.Namespace) -> int:
             calibration=args.calibration,
             method=args.method,
             exclude=args.keep_fp32,
+            fp32_stem=not args.int8_stem,
             eval_count=args.eval_count,
         )
     except ModelError as error:
@@ -1465,6 +1466,9 @@ def build_parser() -> argparse.ArgumentParser:
     model_quantize.add_argument("--calibration", type=_int(1), default=120, help="validation images to calibrate on")
     model_quantize.add_argument("--method", choices=["MinMax", "Percentile", "Entropy"], default="MinMax")
     model_quantize.add_argument("--keep-fp32", choices=["decode", "head"], default="decode", help="decode: the head's decoding; head: the whole head")
+    model_quantize.add_argument(
+        "--int8-stem", action="store_true", help="quantise the first convolution too (by default it stays FP32: faster there on three channels)"
+    )
     model_quantize.add_argument("--eval-count", type=_int(0), default=500, help="phones per scenario for the evaluation (0 skips it)")
     model_quantize.set_defaults(handler=_cmd_model_quantize)
     for name, help_text in (

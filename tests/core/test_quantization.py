@@ -62,6 +62,21 @@ def test_the_int8_version_has_its_own_card_with_parent_calibration_and_method(qu
     assert any(n.op_type == "DequantizeLinear" for n in graph.node)
     assert "/model.22/Concat_3" in quant["kept_fp32"]["nodes"] and "/model.22/Sigmoid" in quant["kept_fp32"]["nodes"]
     assert (target / "model.onnx").stat().st_size < (parent / "model.onnx").stat().st_size / 2
+    # The stem (first convolution) stays FP32 by default: its weights are not quantised, the next module's are.
+    assert quant["kept_fp32"]["stem"] is True and "/model.0/conv/Conv" in quant["kept_fp32"]["nodes"]
+    weights_dequantised = {i for n in graph.node if n.op_type == "DequantizeLinear" for i in n.output}
+    convolutions = {n.name: n for n in graph.node if n.op_type == "Conv"}
+    assert not set(convolutions["/model.0/conv/Conv"].input) & weights_dequantised - {convolutions["/model.0/conv/Conv"].input[0]}
+    assert set(convolutions["/model.1/conv/Conv"].input[1:2]) <= weights_dequantised
+
+
+def test_the_stem_is_quantised_when_asked() -> None:
+    from core.quantization import nodes_kept_in_fp32
+
+    graph = onnx.load(str(SHIPPED_MODEL_DIR / "model.onnx")).graph
+    assert "/model.0/conv/Conv" in nodes_kept_in_fp32(graph)
+    assert "/model.0/conv/Conv" not in nodes_kept_in_fp32(graph, fp32_stem=False)
+    assert not [name for name in nodes_kept_in_fp32(graph, fp32_stem=False) if name.startswith("/model.0/")]
 
 
 def test_the_int8_version_keeps_the_feature_output_and_gets_its_own_reference_and_admission_check(quantized) -> None:
