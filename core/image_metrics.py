@@ -7,7 +7,7 @@ especially depends on scale).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 
 import cv2
 import numpy as np
@@ -44,7 +44,11 @@ class InputMetrics:
     mean_r: float
 
     def as_dict(self) -> dict[str, float]:
-        return asdict(self)
+        # What dataclasses.asdict gives, without its deep copy of each float (a fifth of the time; read per phone).
+        return {name: getattr(self, name) for name in _FIELDS}
+
+
+_FIELDS = tuple(field.name for field in fields(InputMetrics))
 
 
 def scaled_for_metrics(image_bgr: np.ndarray) -> np.ndarray:

@@ -261,3 +261,20 @@ def test_bench_admission_reports_the_share_sent_to_people_with_its_interval(sett
     report = json.loads(output.read_text())
     assert report["phones"] == 30 and report["refused"] <= 3 and report["defective_phones"] > 0
     assert report["refused_rate_ci95"][0] <= report["refused_rate"] <= report["refused_rate_ci95"][1]
+
+
+def test_the_grey_check_allows_two_levels_between_channels_and_no_more():
+    """A colour camera's frame is grey when every sampled pixel's channels lie within 2 levels;
+    the boundary holds both ways (B-G and G-R), at any frame size and with a single-channel frame."""
+    from core.admission import _is_grey
+
+    rng = np.random.default_rng(5)
+    base = rng.integers(3, 250, (360, 480, 1), dtype=np.uint8).repeat(3, axis=2)
+    assert _is_grey(base) and _is_grey(base[..., :1]) and _is_grey(base[..., 0]) and _is_grey(base[:1, :1])
+    for channel, offset, grey in [(0, 2, True), (0, -2, True), (2, 2, True), (0, 3, False), (2, -3, False), (1, 3, False)]:
+        frame = base.astype(np.int16)
+        frame[::5, ::5, channel] += offset  # on the sampled pixels only: the check reads every 5th row and column here
+        assert _is_grey(frame.astype(np.uint8)) is grey, (channel, offset)
+    odd = base.copy()
+    odd[1::5, 1::5, 0] = 0  # off the samples: not seen
+    assert _is_grey(odd)
