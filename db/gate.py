@@ -13,13 +13,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, or_, select, true, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from core.vocabulary import InspectionStatus
 from db.corrections import final_verdict
-from db.models import FinalDecision, GateAnswer, Inspection, Line, ModelVersion, Routing, utcnow
+from db.models import DecisionCorrection, FinalDecision, GateAnswer, HumanDecision, Inspection, Line, ModelVersion, Routing, utcnow
 
 #: Where a posted phone came from (``inspections.source``).
 SERVICE_SOURCE = "service"
@@ -106,11 +106,22 @@ class StoredAnswer:
     final_decided_at: datetime | None
     #: Why, in words: the routing's reason (None while the phone is not written yet).
     reason: str | None = None
+    #: Whether the final verdict is the demo's simulated inspector's rather than a person's.
+    final_simulated: bool = False
 
 
-def _answers_query():  # noqa: ANN202 - a Select of (GateAnswer, line name, version, status, final decision, its verdict as it stands, routing's reason)
+def _answers_query():  # noqa: ANN202 - a Select of (GateAnswer, line name, version, status, final decision, its verdict as it stands, routing's reason, simulated)
     return (
-        select(GateAnswer, Line.name, ModelVersion.version, Inspection.status, FinalDecision, final_verdict(), Routing.reason)
+        select(
+            GateAnswer,
+            Line.name,
+            ModelVersion.version,
+            Inspection.status,
+            FinalDecision,
+            final_verdict(),
+            Routing.reason,
+            select(HumanDecision.is_simulated).where(HumanDecision.id == FinalDecision.human_decision_id).scalar_subquery(),
+        )
         .join(Line, Line.id == GateAnswer.line_id)
         .join(Inspection, Inspection.id == GateAnswer.inspection_id)
         .outerjoin(ModelVersion, ModelVersion.id == GateAnswer.model_version_id)
@@ -120,7 +131,7 @@ def _answers_query():  # noqa: ANN202 - a Select of (GateAnswer, line name, vers
 
 
 def _stored(row: tuple[Any, ...]) -> StoredAnswer:
-    answer, line_name, version, status, final, verdict, reason = row
+    answer, line_name, version, status, final, verdict, reason, simulated = row
     return StoredAnswer(
         inspection_id=answer.inspection_id,
         line_id=answer.line_id,
@@ -141,6 +152,7 @@ def _stored(row: tuple[Any, ...]) -> StoredAnswer:
         final_decided_by=final.decided_by if final else None,
         final_decided_at=final.decided_at if final else None,
         reason=reason,
+        final_simulated=bool(simulated),
     )
 
 
@@ -191,9 +203,20 @@ def answer_state(*, session: Session, inspection_id: int) -> tuple[str | None, s
     return (row[0], row[1]) if row else (None, None)
 
 
+#: A place in a line's stream of decisions: ``(time, kind, id)``, kind 0 a phone's final decision
+#: (id: its inspection), kind 1 a person's correction of one (id: the correction).
+Position = tuple[datetime, int, int]
+_DECISION, _CORRECTION = 0, 1
+#: A correction of a person's verdict that is a phone's final decision.
+_CORRECTED_DECISION = and_(
+    FinalDecision.inspection_id == DecisionCorrection.inspection_id, FinalDecision.human_decision_id == DecisionCorrection.human_decision_id
+)
+
+
 @dataclass(frozen=True)
 class FinalDecisionEvent:
-    """One final decision of a line, in the order a hold station follows them."""
+    """One event of a line's decisions, in the order a hold station follows them: a phone's final
+    decision, or a person's correction of one (the phone's verdict from then on)."""
 
     inspection_id: int
     serial: str
@@ -203,42 +226,105 @@ class FinalDecisionEvent:
     decided_at: datetime
     #: What the gate was told when the phone was posted to the service; None for phones that came otherwise.
     gate_action: str | None
+    #: Where the event lies in the stream (the cursor after it).
+    position: Position
+    #: For a correction, the verdict it replaces (None for a phone's decision).
+    corrects: str | None = None
+    #: Whether the verdict is the demo's simulated inspector's, not a person's.
+    simulated: bool = False
 
 
-def final_decisions_after(*, session: Session, line_id: int, after: tuple[datetime, int] | None, limit: int = 100) -> list[FinalDecisionEvent]:
-    """A line's final decisions after the cursor ``(decided_at, inspection_id)``, oldest first.
+def _after(at_column: Any, id_column: Any, kind: int, after: Position | None) -> Any:
+    """The rows of one kind that lie after ``after`` in the ``(time, kind, id)`` order."""
+    if after is None:
+        return true()
+    at, after_kind, after_id = after
+    if kind < after_kind:
+        return at_column > at
+    if kind > after_kind:
+        return at_column >= at
+    return or_(at_column > at, and_(at_column == at, id_column > after_id))
 
-    On SQLite every write unit holds the write lock from its start and stamps ``decided_at``
-    inside it, so decisions commit in the order of their stamps and a cursor never skips one.
-    The verdict is the decision as it stands (a person's latest correction); a correction made
-    after the cursor has passed its phone is not sent again (read the phone by id for it).
+
+def final_decisions_after(*, session: Session, line_id: int, after: Position | None, limit: int = 100) -> list[FinalDecisionEvent]:
+    """A line's decisions after the cursor, oldest first: final decisions and people's corrections of them.
+
+    A decision event carries the verdict as it was given; a correction (an undo within seconds, or a
+    later correction with a reason) comes as an event of its own, with the verdict it replaces, so a
+    hold station that already acted on a phone learns that its verdict changed. Replayed from the
+    start, the last event of a serial is its verdict as it stands.
+
+    On SQLite every write unit holds the write lock from its start and stamps its time inside it,
+    so decisions and corrections commit in the order of their stamps and a cursor never skips one.
     """
-    query = (
-        select(FinalDecision, final_verdict(), Inspection.serial, GateAnswer.action)
+    simulated = select(HumanDecision.is_simulated).where(HumanDecision.id == FinalDecision.human_decision_id).scalar_subquery()
+    decisions = session.execute(
+        select(FinalDecision, Inspection.serial, GateAnswer.action, simulated)
         .join(Inspection, Inspection.id == FinalDecision.inspection_id)
         .outerjoin(GateAnswer, GateAnswer.inspection_id == FinalDecision.inspection_id)
-        .where(FinalDecision.line_id == line_id)
+        .where(FinalDecision.line_id == line_id, _after(FinalDecision.decided_at, FinalDecision.inspection_id, _DECISION, after))
         .order_by(FinalDecision.decided_at, FinalDecision.inspection_id)
         .limit(limit)
     )
-    if after is not None:
-        at, inspection_id = after
-        query = query.where(or_(FinalDecision.decided_at > at, and_(FinalDecision.decided_at == at, FinalDecision.inspection_id > inspection_id)))
-    return [
-        FinalDecisionEvent(final.inspection_id, serial, verdict, final.decided_by, final.rule, final.decided_at, action)
-        for final, verdict, serial, action in session.execute(query)
+    events = [
+        FinalDecisionEvent(
+            final.inspection_id,
+            serial,
+            final.verdict,
+            final.decided_by,
+            final.rule,
+            final.decided_at,
+            action,
+            (final.decided_at, _DECISION, final.inspection_id),
+            simulated=bool(is_simulated),
+        )
+        for final, serial, action, is_simulated in decisions
     ]
+    corrections = session.execute(
+        select(DecisionCorrection, Inspection.serial, GateAnswer.action, HumanDecision.is_simulated)
+        .join(FinalDecision, _CORRECTED_DECISION)
+        .join(HumanDecision, HumanDecision.id == DecisionCorrection.human_decision_id)
+        .join(Inspection, Inspection.id == DecisionCorrection.inspection_id)
+        .outerjoin(GateAnswer, GateAnswer.inspection_id == DecisionCorrection.inspection_id)
+        .where(FinalDecision.line_id == line_id, _after(DecisionCorrection.corrected_at, DecisionCorrection.id, _CORRECTION, after))
+        .order_by(DecisionCorrection.corrected_at, DecisionCorrection.id)
+        .limit(limit)
+    )
+    events += [
+        FinalDecisionEvent(
+            correction.inspection_id,
+            serial,
+            correction.verdict,
+            "human",
+            "undo" if correction.is_undo else "correction",
+            correction.corrected_at,
+            action,
+            (correction.corrected_at, _CORRECTION, correction.id),
+            corrects=correction.previous_verdict,
+            simulated=bool(is_simulated),
+        )
+        for correction, serial, action, is_simulated in corrections
+    ]
+    return sorted(events, key=lambda event: event.position)[:limit]
 
 
-def latest_decision_cursor(*, session: Session, line_id: int) -> tuple[datetime, int] | None:
-    """The cursor of a line's newest final decision (to follow only what comes next)."""
-    row = session.execute(
+def latest_decision_cursor(*, session: Session, line_id: int) -> Position | None:
+    """The cursor of a line's newest decision or correction (to follow only what comes next)."""
+    decision = session.execute(
         select(FinalDecision.decided_at, FinalDecision.inspection_id)
         .where(FinalDecision.line_id == line_id)
         .order_by(FinalDecision.decided_at.desc(), FinalDecision.inspection_id.desc())
         .limit(1)
     ).first()
-    return (row[0], row[1]) if row else None
+    correction = session.execute(
+        select(DecisionCorrection.corrected_at, DecisionCorrection.id)
+        .join(FinalDecision, _CORRECTED_DECISION)
+        .where(FinalDecision.line_id == line_id)
+        .order_by(DecisionCorrection.corrected_at.desc(), DecisionCorrection.id.desc())
+        .limit(1)
+    ).first()
+    positions = ([(decision[0], _DECISION, decision[1])] if decision else []) + ([(correction[0], _CORRECTION, correction[1])] if correction else [])
+    return max(positions) if positions else None
 
 
 @dataclass(frozen=True)

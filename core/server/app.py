@@ -24,6 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from core.imaging import image_format
 from core.server.schemas import DecisionEvent, DecisionPage, ErrorBody, InspectionAnswer, InspectionRecord
 from core.server.service import AccessDeniedError, InspectionService, UnknownLineError
+from db.gate import Position
 
 #: The largest request accepted: a camera frame is a few MB at most.
 MAX_BODY_BYTES = 25 * 1024 * 1024
@@ -96,19 +97,24 @@ def _bearer(authorization: str | None) -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
-def encode_cursor(position: tuple[datetime, int] | None) -> str:
+def encode_cursor(position: Position | None) -> str:
     if position is None:
         return "start"
-    at, inspection_id = position
-    return base64.urlsafe_b64encode(json.dumps([at.isoformat(), inspection_id]).encode()).decode().rstrip("=")
+    at, kind, key = position
+    return base64.urlsafe_b64encode(json.dumps([at.isoformat(), kind, key]).encode()).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str) -> tuple[datetime, int] | None:
+def decode_cursor(cursor: str) -> Position | None:
     if cursor in ("", "start"):
         return None
     try:
-        at, inspection_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        return datetime.fromisoformat(at), int(inspection_id)
+        parts = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        if len(parts) == 2:  # a cursor given before corrections were in the stream: a decision's
+            parts = [parts[0], 0, parts[1]]
+        at, kind, key = parts
+        if kind not in (0, 1):
+            raise ValueError(kind)
+        return datetime.fromisoformat(at), int(kind), int(key)
     except (ValueError, TypeError):
         raise ApiError(400, "bad_cursor", f"cursor {cursor!r} is not one this service gave (use 'start', 'latest' or a returned cursor)") from None
 
@@ -221,7 +227,7 @@ def create_app(service: InspectionService) -> FastAPI:
                 break
             await asyncio.sleep(min(0.25, max(0.0, deadline - time.monotonic())))
         if events:
-            position = (events[-1].decided_at, events[-1].inspection_id)
+            position = events[-1].position
         return DecisionPage(decisions=[DecisionEvent.from_event(e) for e in events], cursor=encode_cursor(position))
 
     @app.get("/healthz")

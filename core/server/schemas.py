@@ -58,9 +58,16 @@ class InspectionAnswer(BaseModel):
         )
 
 
+def decider_in_words(decided_by: str, *, simulated: bool = False) -> str:
+    """The API's one word for who decided: ``model``, ``person`` (the database says ``human``), or ``simulated``."""
+    if decided_by == "human":
+        return "simulated" if simulated else "person"
+    return decided_by
+
+
 class FinalDecisionBody(BaseModel):
-    verdict: Literal["pass", "reject"]
-    decided_by: str = Field(description="model or human")
+    verdict: Literal["pass", "reject"] = Field(description="as it stands: a person's latest correction where there is one")
+    decided_by: str = Field(description="model, person, or simulated (the demo's simulated inspector)")
     decided_at: datetime
 
 
@@ -87,7 +94,11 @@ class InspectionRecord(BaseModel):
     def from_stored(cls, stored: StoredAnswer) -> InspectionRecord:
         final = None
         if stored.final_verdict is not None and stored.final_decided_at is not None:
-            final = FinalDecisionBody(verdict=stored.final_verdict, decided_by=stored.final_decided_by or "", decided_at=stored.final_decided_at)  # type: ignore[arg-type]
+            final = FinalDecisionBody(
+                verdict=stored.final_verdict,  # type: ignore[arg-type]
+                decided_by=decider_in_words(stored.final_decided_by or "", simulated=stored.final_simulated),
+                decided_at=stored.final_decided_at,
+            )
         return cls(
             inspection_id=stored.inspection_id,
             line=stored.line,
@@ -108,13 +119,18 @@ class InspectionRecord(BaseModel):
 
 
 class DecisionEvent(BaseModel):
+    """A phone's final decision, or a person's correction of it: the phone's verdict from then on."""
+
     inspection_id: int
     serial: str
     verdict: Literal["pass", "reject"]
-    decided_by: str
-    rule: str
+    decided_by: str = Field(description="model, person, or simulated (the demo's simulated inspector)")
+    rule: str = Field(description="the routing rule of a decision; 'undo' or 'correction' for a person's correction")
     decided_at: datetime
     gate_action: str | None = Field(description="what the gate did when the phone was posted; None for phones that came by file")
+    corrects: Literal["pass", "reject"] | None = Field(
+        default=None, description="for a correction, the verdict it replaces: a phone already released or scrapped by it needs acting on again"
+    )
 
     @classmethod
     def from_event(cls, event: FinalDecisionEvent) -> DecisionEvent:
@@ -122,10 +138,11 @@ class DecisionEvent(BaseModel):
             inspection_id=event.inspection_id,
             serial=event.serial,
             verdict=event.verdict,  # type: ignore[arg-type]
-            decided_by=event.decided_by,
+            decided_by=decider_in_words(event.decided_by, simulated=event.simulated),
             rule=event.rule,
             decided_at=event.decided_at,
             gate_action=event.gate_action,
+            corrects=event.corrects,  # type: ignore[arg-type]
         )
 
 

@@ -618,11 +618,11 @@ class InspectionService:
             replayed=True,
         )
 
-    def decisions_after(self, line_id: int, after: tuple[datetime, int] | None, limit: int) -> list[gate.FinalDecisionEvent]:
+    def decisions_after(self, line_id: int, after: gate.Position | None, limit: int) -> list[gate.FinalDecisionEvent]:
         with self.database.read() as session:
             return gate.final_decisions_after(session=session, line_id=line_id, after=after, limit=limit)
 
-    def latest_cursor(self, line_id: int) -> tuple[datetime, int] | None:
+    def latest_cursor(self, line_id: int) -> gate.Position | None:
         with self.database.read() as session:
             return gate.latest_decision_cursor(session=session, line_id=line_id)
 

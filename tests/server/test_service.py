@@ -341,20 +341,42 @@ def test_a_persons_verdict_reaches_the_line_through_the_cursor(client, key, data
         answer["inspection_id"],
         "SN-hold",
         "reject",
-        "human",
+        "person",
         "to_person",
     )
+    assert event["corrects"] is None
     record = client.get(f"/v1/inspections/{answer['inspection_id']}", headers=headers).json()
-    assert record["final"]["verdict"] == "reject" and record["final"]["decided_by"] == "human"
+    assert record["final"]["verdict"] == "reject" and record["final"]["decided_by"] == "person"
     assert client.get("/v1/lines/line-1/inspections", headers=headers, params={"serial": "SN-hold"}).json()["inspection_id"] == answer["inspection_id"]
     after = client.get("/v1/lines/line-1/decisions", headers=headers, params={"after": result["page"]["cursor"]}).json()
     assert after["decisions"] == []
-    # A person's correction is a new row; the service reads the verdict as it stands.
+    # A person's correction is a new row; the service reads the verdict as it stands, and a follower
+    # that already acted on the phone gets the correction as an event of its own.
+    followed = {}
+
+    def follow_on() -> None:
+        followed["page"] = client.get("/v1/lines/line-1/decisions", headers=headers, params={"after": result["page"]["cursor"], "wait": 20}).json()
+
+    follower = threading.Thread(target=follow_on)
+    follower.start()
+    time.sleep(0.5)
     with database.write() as session:
         correct_decision(session=session, human_decision_id=decision_id, actor="sam", verdict=Verdict.PASS, reason="the mark wipes off")
+    follower.join(30)
+    [correction] = followed["page"]["decisions"]
+    assert (correction["serial"], correction["verdict"], correction["corrects"], correction["rule"], correction["decided_by"]) == (
+        "SN-hold",
+        "pass",
+        "reject",
+        "undo",  # within seconds of the verdict; later, with its reason, a 'correction'
+        "person",
+    )
     assert client.get(f"/v1/inspections/{answer['inspection_id']}", headers=headers).json()["final"]["verdict"] == "pass"
-    [again] = client.get("/v1/lines/line-1/decisions", headers=headers, params={"after": start["cursor"]}).json()["decisions"]
-    assert again["verdict"] == "pass"
+    # Replayed from the start: the decision as it was given, then its correction; the last word is the verdict as it stands.
+    replay = client.get("/v1/lines/line-1/decisions", headers=headers, params={"after": start["cursor"]}).json()
+    assert [(e["verdict"], e["corrects"]) for e in replay["decisions"]] == [("reject", None), ("pass", "reject")]
+    assert client.get("/v1/lines/line-1/decisions", headers=headers, params={"after": replay["cursor"]}).json()["decisions"] == []
+    assert client.get("/v1/lines/line-1/decisions", headers=headers, params={"after": "latest"}).json()["cursor"] == replay["cursor"]
 
 
 def _jpeg(image) -> bytes:
