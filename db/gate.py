@@ -31,6 +31,8 @@ class OpenedPhone:
 
     inspection_id: int
     created: bool
+    #: The sha256 of the image the phone was first posted with (to tell a retry from another phone under the same serial).
+    image_sha256: str | None = None
 
 
 def open_posted_phone(
@@ -52,9 +54,9 @@ def open_posted_phone(
     interleave with another post; elsewhere the unique (line, serial) constraint decides and the
     loser finds the winner's row.
     """
-    existing = session.scalar(select(GateAnswer.inspection_id).where(GateAnswer.line_id == line_id, GateAnswer.serial == serial))
+    existing = posted_phone(session=session, line_id=line_id, serial=serial)
     if existing is not None:
-        return OpenedPhone(existing, created=False)
+        return existing
     now = utcnow()
     try:
         with session.begin_nested():
@@ -75,11 +77,21 @@ def open_posted_phone(
             session.add(GateAnswer(inspection_id=inspection.id, line_id=line_id, serial=serial, station=station, api_key_id=api_key_id, received_at=now))
             session.flush()
     except IntegrityError:
-        winner = session.scalar(select(GateAnswer.inspection_id).where(GateAnswer.line_id == line_id, GateAnswer.serial == serial))
+        winner = posted_phone(session=session, line_id=line_id, serial=serial)
         if winner is None:
             raise
-        return OpenedPhone(winner, created=False)
-    return OpenedPhone(inspection.id, created=True)
+        return winner
+    return OpenedPhone(inspection.id, created=True, image_sha256=image_sha256)
+
+
+def posted_phone(*, session: Session, line_id: int, serial: str) -> OpenedPhone | None:
+    """The line's phone posted under ``serial`` before, if any."""
+    row = session.execute(
+        select(GateAnswer.inspection_id, Inspection.image_sha256)
+        .join(Inspection, Inspection.id == GateAnswer.inspection_id)
+        .where(GateAnswer.line_id == line_id, GateAnswer.serial == serial)
+    ).first()
+    return OpenedPhone(row[0], created=False, image_sha256=row[1]) if row else None
 
 
 @dataclass(frozen=True)

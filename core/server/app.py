@@ -23,7 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core.imaging import image_format
 from core.server.schemas import DecisionEvent, DecisionPage, ErrorBody, InspectionAnswer, InspectionRecord
-from core.server.service import AccessDeniedError, InspectionService, UnknownLineError
+from core.server.service import AccessDeniedError, InspectionService, SerialConflictError, UnknownLineError
 from db.gate import Position
 
 #: The largest request accepted: a camera frame is a few MB at most.
@@ -161,7 +161,7 @@ def create_app(service: InspectionService) -> FastAPI:
     @app.post(
         "/v1/lines/{line}/inspections",
         response_model=InspectionAnswer,
-        responses={400: {"model": ErrorBody}, 413: {"model": ErrorBody}, 415: {"model": ErrorBody}},
+        responses={400: {"model": ErrorBody}, 409: {"model": ErrorBody}, 413: {"model": ErrorBody}, 415: {"model": ErrorBody}},
     )
     async def post_inspection(
         line: str,
@@ -184,9 +184,12 @@ def create_app(service: InspectionService) -> FastAPI:
             raise ApiError(415, "not_an_image", f"'image' ({image.filename or 'unnamed'}, {len(data):,} bytes) is not a JPEG, PNG, BMP, TIFF or WebP image")
         if captured_at is not None and captured_at.tzinfo is None:
             captured_at = captured_at.replace(tzinfo=UTC)
-        answer = await service.post(
-            line=line_config, key=key, serial=serial, image=data, suffix=f".{'jpg' if kind == 'jpeg' else kind}", captured_at=captured_at, station=station
-        )
+        try:
+            answer = await service.post(
+                line=line_config, key=key, serial=serial, image=data, suffix=f".{'jpg' if kind == 'jpeg' else kind}", captured_at=captured_at, station=station
+            )
+        except SerialConflictError as error:
+            raise ApiError(409, "serial_conflict", str(error)) from None
         return InspectionAnswer.from_answer(answer)
 
     @app.get("/v1/inspections/{inspection_id}", response_model=InspectionRecord)

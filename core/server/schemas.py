@@ -113,7 +113,7 @@ class InspectionRecord(BaseModel):
             model_version=stored.model_version,
             failsafe=stored.failsafe,
             reason=stored.reason,
-            latency_ms=stored.latency_ms,
+            latency_ms=None if stored.latency_ms is None else round(stored.latency_ms, 2),
             final=final,
         )
 

@@ -91,6 +91,10 @@ class UnknownLineError(LookupError):
     """No line of that name."""
 
 
+class SerialConflictError(ValueError):
+    """A serial the line already has, posted with another image: another phone under the same serial, not a retry (409)."""
+
+
 class AccessDeniedError(PermissionError):
     """A missing, unknown or revoked key (401), or a key of another line (403)."""
 
@@ -254,6 +258,8 @@ class _Job:
             self.stage, self.stage_since = _Stage.STORING, time.perf_counter()
         try:
             return self._run()
+        except SerialConflictError:
+            raise  # not this phone's inspection: nothing was written, the request is refused
         except Exception as error:
             log.exception("phone %s on %s: inspection failed; the fail-safe applies", self.serial, self.line.name)
             if not is_transient(error):
@@ -277,15 +283,20 @@ class _Job:
             # A full or read-only store: a retry of a phone already written still gets its answer.
             stored = service.find_by_serial(self.line.id, self.serial)
             if stored is not None:
+                with service.database.read() as session:
+                    earlier = gate.posted_phone(session=session, line_id=self.line.id, serial=self.serial)
+                if earlier is not None:
+                    self._check_same_image(earlier, hashlib.sha256(self.image).hexdigest())
                 return self._replay(stored.inspection_id)
             return self._without_image(error)
         self.image_path, self.image_sha256 = relative, digest
         with service.database.write() as session:
             opened = service.open_phone(session, self.line, self.serial, relative, digest, self.meta)
             repeats_serial = service.repeated_image(session, opened.inspection_id, self.serial, self.line, relative, digest) if opened.created else None
-        self.inspection_id = opened.inspection_id
         if not opened.created:
+            self._check_same_image(opened, digest)
             return self._replay(opened.inspection_id)
+        self.inspection_id = opened.inspection_id
         with self.lock:
             overtaken = self.state is _State.FAILSAFE and self.shed
         if overtaken:
@@ -317,10 +328,19 @@ class _Job:
         digest = hashlib.sha256(self.image).hexdigest()
         with service.database.write() as session:
             opened = service.open_phone(session, self.line, self.serial, f"{NOT_STORED_PREFIX}{digest}{self.suffix}", digest, self.meta)
-        self.inspection_id = opened.inspection_id
         if not opened.created:
+            self._check_same_image(opened, digest)
             return self._replay(opened.inspection_id)
+        self.inspection_id = opened.inspection_id
         return self._fall_back(FailsafeReason.IMAGE_NOT_STORED)
+
+    def _check_same_image(self, earlier: gate.OpenedPhone, digest: str) -> None:
+        """A serial posted before is a retry only with the same image; another image is another phone (refused, 409)."""
+        if earlier.image_sha256 is not None and earlier.image_sha256 != digest:
+            raise SerialConflictError(
+                f"serial {self.serial!r} was posted on {self.line.name} before with another image (inspection {earlier.inspection_id}): "
+                "a retry must send the same image, and another phone (or one come round again) needs a serial of its own"
+            )
 
     def _replay(self, inspection_id: int) -> Answer:
         """A serial posted before: the answer it got, waiting (up to the budget) if it is still being inspected elsewhere."""
@@ -818,6 +838,11 @@ class InspectionService:
             future.add_done_callback(_finished)
         else:
             job, future = shared
+            if job.image != image:
+                raise SerialConflictError(
+                    f"serial {serial!r} is being inspected on {line.name} with another image: a retry must send the same image, "
+                    "and another phone needs a serial of its own"
+                )
         remaining = job.started + line.answer_budget_ms / 1000 - time.perf_counter()
         try:
             answer = await asyncio.wait_for(asyncio.shield(future), timeout=max(0.0, remaining))
@@ -825,13 +850,16 @@ class InspectionService:
             latency_ms = (time.perf_counter() - arrived) * 1000
             answer = job.failsafe_answer() if job.give_failsafe(latency_ms) else await asyncio.shield(future)
         latency_ms = (time.perf_counter() - arrived) * 1000
-        answer = replace(answer, latency_ms=latency_ms, replayed=answer.replayed or shared is not None)
-        self._count(answer)
+        if answer.replayed or shared is not None:  # a retry: how long this request took
+            answer = replace(answer, latency_ms=latency_ms, replayed=True)
+        # A first answer keeps the time recorded with it, so GET tells the same figure; the histogram
+        # has the whole request, hand-off to the event loop included.
+        self._count(answer, latency_ms)
         return answer
 
-    def _count(self, answer: Answer) -> None:
+    def _count(self, answer: Answer, latency_ms: float) -> None:
         self.answered += 1
-        self.metrics.latency.labels(answer.line, answer.model_version or "none").observe(answer.latency_ms / 1000)
+        self.metrics.latency.labels(answer.line, answer.model_version or "none").observe(latency_ms / 1000)
         self.metrics.actions.labels(answer.line, answer.action.value, answer.decided_by).inc()
         if answer.failsafe is not None:
             self.metrics.failsafes.labels(answer.line, answer.failsafe.value).inc()

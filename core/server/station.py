@@ -57,6 +57,13 @@ def encode_phone(scenario: Scenario, seed: int, index: int) -> tuple[bytes, dict
     return encoded.tobytes(), truth
 
 
+def _error_message(response: httpx.Response) -> str:
+    try:
+        return str(response.json()["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        return response.text[:200]
+
+
 def post_phone(client: httpx.Client, *, line: str, key: str, serial: str, image: bytes, station: str, timeout: float = 10.0) -> dict[str, object]:
     """Post one phone; retries once on a connection error (the service answers a retry with the same inspection)."""
     for attempt in (1, 2):
@@ -102,8 +109,11 @@ def run_station(
             try:
                 answer = post_phone(client, line=line, key=key, serial=serial, image=image, station=station)
             except httpx.HTTPError as error:
-                # No answer at all: the gate's own fail-safe (the service's default) diverts the phone.
-                log.error("gate: %s diverted to the hold station: no answer from the service (%s)", serial, error)
+                # No answer, or a refusal (nothing recorded): the gate's own fail-safe (the service's default) diverts the phone.
+                why = f"no answer from the service ({error})"
+                if isinstance(error, httpx.HTTPStatusError):
+                    why = f"the service refused it ({error.response.status_code}: {_error_message(error.response)})"
+                log.error("gate: %s diverted to the hold station: %s", serial, why)
                 gate.actions["to_person"] += 1
                 gate.failsafes += 1
                 index += 1

@@ -399,9 +399,8 @@ def test_the_admission_check_sends_frames_unlike_a_phone_to_a_person_at_full_aut
     lens_cap = render_run_phone(get_scenario("lens-cap"), 77, get_scenario("lens-cap").onset).image
     black = np.zeros((360, 480, 3), np.uint8)
     normal = post(client, key, "SN-normal", phone_jpeg(3)).json()
-    refused = {"SN-black": post(client, key, "SN-black", _jpeg(black)).json(), "SN-lens-cap": post(client, key, "SN-lens-cap", _jpeg(lens_cap)).json()}
-    # A frozen camera: the normal phone's very image again, under another serial.
-    refused["SN-frozen"] = post(client, key, "SN-frozen", phone_jpeg(3)).json()
+    images = {"SN-black": _jpeg(black), "SN-lens-cap": _jpeg(lens_cap), "SN-frozen": phone_jpeg(3)}  # frozen: the normal phone's very image again
+    refused = {serial: post(client, key, serial, image).json() for serial, image in images.items()}
 
     assert (normal["decided_by"], normal["rule"], normal["failsafe"]) == ("model", "full_model", None)
     assert normal["action"] in ("pass", "reject")
@@ -418,7 +417,7 @@ def test_the_admission_check_sends_frames_unlike_a_phone_to_a_person_at_full_aut
             assert session.get(FinalDecision, answer["inspection_id"]) is None, serial
             assert session.scalar(select(ReviewTask.kind).where(ReviewTask.inspection_id == answer["inspection_id"])) == "decide", serial
         assert routing.admitted is False and routing.admission_reason and routing.admission_reason in answer["reason"], serial
-        again = post(client, key, serial, b"\xff\xd8\xff retry").json()  # the station's retry: the same answer, and why
+        again = post(client, key, serial, images[serial]).json()  # the station's retry: the same answer, and why
         assert (again["action"], again["replayed"], again["reason"]) == ("to_person", True, answer["reason"]), serial
     assert routing.admission_check == "repeat" and "SN-normal" in refused["SN-frozen"]["reason"]
 
@@ -556,3 +555,43 @@ def test_phones_written_together_share_one_upkeep_round(client, key, database, s
     assert service.wait_for_upkeep(timeout=60)
     rounds, phones = upkeep_totals()
     assert (rounds - rounds_before, phones - phones_before) == (1, 4)
+
+
+def test_a_serial_posted_again_with_another_image_is_refused_not_replayed(client, key, database):
+    """A retry sends the same image; another picture under a serial the line has is another phone
+    (a duplicated label, a phone come round again): 409, never the first phone's answer."""
+    wait_ready(client)
+    set_line(database, level="full", audit_share=NO_AUDIT)
+    first = post(client, key, "SN-twice", phone_jpeg(11))
+    assert first.status_code == 200 and first.json()["decided_by"] == "model"
+    other = post(client, key, "SN-twice", phone_jpeg(12))
+    assert other.status_code == 409
+    error = other.json()["error"]
+    assert error["code"] == "serial_conflict" and "another image" in error["message"] and str(first.json()["inspection_id"]) in error["message"]
+    retry = post(client, key, "SN-twice", phone_jpeg(11)).json()
+    assert (retry["inspection_id"], retry["action"], retry["replayed"]) == (first.json()["inspection_id"], first.json()["action"], True)
+    with database.read() as session:
+        assert session.scalar(select(func.count()).select_from(Inspection).where(Inspection.serial == "SN-twice")) == 1
+    # The POST's latency is the one recorded with the answer: GET tells the gate's figure again.
+    record = client.get(f"/v1/inspections/{first.json()['inspection_id']}", headers={"Authorization": f"Bearer {key}"}).json()
+    assert record["latency_ms"] == first.json()["latency_ms"]
+
+
+def test_concurrent_posts_of_one_serial_with_different_images_give_one_phone_and_a_conflict(client, key, database):
+    wait_ready(client)
+    set_line(database, level="full", audit_share=NO_AUDIT)
+    answers = []
+
+    def send(seed: int) -> None:
+        answers.append(post(client, key, "SN-clash", phone_jpeg(seed)))
+
+    threads = [threading.Thread(target=send, args=(seed,)) for seed in (21, 21, 22, 22)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    codes = sorted(a.status_code for a in answers)
+    assert codes == [200, 200, 409, 409], [a.json() for a in answers]
+    assert len({a.json()["inspection_id"] for a in answers if a.status_code == 200}) == 1
+    with database.read() as session:
+        assert session.scalar(select(func.count()).select_from(Inspection).where(Inspection.serial == "SN-clash")) == 1
