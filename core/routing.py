@@ -146,7 +146,10 @@ def route(level: AutomationLevel, facts: PhoneFacts, settings: PolicySettings) -
     if not facts.image_ok:
         return _human("image_failed", "The image could not be read; a person must look at the phone.", False)
     if policy.authority is ModelAuthority.NONE:
-        return _human(f"{level.value}_human", f"At {level.value} a person judges every phone.", policy.human_sees_boxes)
+        refused = ""
+        if facts.admitted is False:  # the model ran (shadow, assist) and its admission check refused the photograph
+            refused = f" The admission check refused the photograph ({facts.admission_reason or 'no reason given'}): judge the phone itself, not the photo."
+        return _human(f"{level.value}_human", f"At {level.value} a person judges every phone.{refused}", policy.human_sees_boxes)
     if facts.max_confidence is None:
         return _human("model_unavailable", "The model gave no prediction; a person judges instead.", False)
     if facts.admitted is not True:

@@ -42,6 +42,8 @@ class ReviewItem:
     line_name: str = ""
     #: When this reviewer last skipped the phone (it came back because nothing else waits), else None.
     skipped_at: datetime | None = None
+    #: Why the admission check refused the photograph (a black frame, a lens cap, a frozen camera), else None.
+    refused_because: str | None = None
 
 
 def _waiting(now: datetime) -> Any:
@@ -155,6 +157,7 @@ def _item(session: Session, task_id: int, skipped: Any) -> ReviewItem:
         truth=inspection.truth,
         line_name=line_name,
         skipped_at=skipped_at,
+        refused_because=(routing.admission_reason or "no reason recorded") if routing.admitted is False else None,
     )
 
 

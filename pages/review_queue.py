@@ -315,6 +315,9 @@ if item.show_model_boxes:
         boxes = model_boxes(session=session, inspection_id=item.inspection_id)
 left, right = st.columns([2, 1])  # the serial fits on one line at 1440 px
 with left:
+    if item.refused_because is not None:
+        # A person judging a black frame would pass a phone nobody saw: the page says the photo is not to be trusted.
+        st.warning(f"The admission check refused this photograph ({item.refused_because}). It may not show the phone: judge the phone itself at the station.")
     image = annotated_image(str(settings.image_file(item.image_path)), box_tuples(boxes))
     if image is None and item.image_path.startswith(NOT_STORED_PREFIX):
         st.warning("The photograph was not stored: the image store could not take it (full or read-only). Judge the phone itself at the station.")

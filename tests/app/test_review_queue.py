@@ -245,6 +245,31 @@ def test_a_phone_whose_image_was_not_stored_says_so_and_can_still_be_judged(data
         assert session.scalar(select(FinalDecision)).verdict == "pass"
 
 
+def test_a_photo_the_admission_check_refused_is_flagged_to_the_reviewer(database, settings, app_for, shipped_model_dir):
+    """A lens cap's black frame at shadow: the reviewer is told not to judge the photo, and no other phone says so."""
+    import cv2
+    import numpy as np
+
+    from core.ingest import store_image_bytes
+    from db.pipeline import queue_inspection
+
+    with database.write() as session:
+        line = get_line(session=session, name="line-1")
+        set_level(session=session, line_id=line.id, level=AutomationLevel.SHADOW, actor="test")
+    relative, digest = store_image_bytes(settings, "line-1", cv2.imencode(".jpg", np.zeros((360, 480, 3), np.uint8))[1].tobytes(), ".jpg")
+    with database.write() as session:
+        queue_inspection(session=session, line_id=line.id, serial="SN-black", image_path=relative, image_sha256=digest, source="test")
+    Worker(database, settings, batch_size=4).run(until_empty=True)
+    at = _signed_in(app_for, SUPERVISOR).run()
+    at.switch_page("../pages/review_queue.py").run()
+    assert not at.exception and at.session_state["review.task"].serial == "SN-black"
+    assert any("admission check refused this photograph" in w.value and "brightness" in w.value for w in at.warning), [w.value for w in at.warning]
+    _seed(database, settings, 1)
+    at.button(key="review.reject").click().run()
+    assert at.session_state["review.task"].serial != "SN-black"
+    assert not any("admission check" in w.value for w in at.warning), [w.value for w in at.warning]
+
+
 def test_a_reload_shows_the_phone_the_supervisor_was_judging(database, settings, app_for, shipped_model_dir):
     """A reload (a new browser session of the same person) must not strand the phone on screen, claimed and unseen."""
     _seed(database, settings, 3)

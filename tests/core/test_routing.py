@@ -64,6 +64,16 @@ def test_levels_where_people_decide_everything(level, boxes):
         assert decision.decider is Decider.HUMAN and decision.show_model_boxes is boxes
 
 
+@pytest.mark.parametrize("level", [AutomationLevel.SHADOW, AutomationLevel.ASSIST])
+def test_where_people_judge_every_phone_the_reason_says_when_the_photo_was_refused(level):
+    """The station and the reviewer learn that the photograph is not to be trusted (a black frame, a lens cap)."""
+    refused = route(level, PhoneFacts("SN-9", max_confidence=0.1, admitted=False, admission_reason="out of range: brightness 0"), SETTINGS)
+    assert refused.decider is Decider.HUMAN and refused.rule == f"{level.value}_human"
+    assert "admission check refused the photograph (out of range: brightness 0)" in refused.reason
+    admitted = route(level, PhoneFacts("SN-9", max_confidence=0.1, admitted=True), SETTINGS)
+    assert "admission" not in admitted.reason
+
+
 def test_canary_share_is_deterministic_from_the_serial_and_close_to_the_setting():
     decisions = [route(AutomationLevel.CANARY, PhoneFacts(s, max_confidence=0.5, admitted=True), SETTINGS) for s in SERIALS]
     model_share = sum(d.decider is Decider.MODEL for d in decisions) / len(decisions)
