@@ -62,25 +62,30 @@ class BodyLimit:
             await _error(413, "body_too_large", message)(scope, receive, send)
             return
         seen = 0
-        started = False
+        started = too_large = False
 
         async def counting_receive() -> Message:
-            nonlocal seen
+            nonlocal seen, too_large
             incoming = await receive()
             if incoming["type"] == "http.request":
                 seen += len(incoming.get("body", b""))
                 if seen > self.limit:
+                    too_large = True
                     raise _TooLarge()
             return incoming
 
         async def tracking_send(outgoing: Message) -> None:
             nonlocal started
+            if too_large:
+                return  # the app's own answer to a body cut short (the form parser's 400): the 413 below is sent instead
             started = started or outgoing["type"] == "http.response.start"
             await send(outgoing)
 
         try:
             await self.app(scope, counting_receive, tracking_send)
         except _TooLarge:
+            pass
+        if too_large:
             self.on_refused()
             if not started:
                 await _error(413, "body_too_large", message)(scope, receive, send)

@@ -228,6 +228,7 @@ def test_keys_are_scoped_to_their_line_and_revocable(client, key, database):
         ("no key", 401, "unauthorized"),
         ("bad key", 401, "unauthorized"),
         ("200 MB body", 413, "body_too_large"),
+        ("30 MB chunked body", 413, "body_too_large"),
     ],
 )
 def test_bad_requests_get_a_json_4xx_and_change_nothing(client, key, database, transport, case, status, code):
@@ -248,6 +249,15 @@ def test_bad_requests_get_a_json_4xx_and_change_nothing(client, key, database, t
         response = client.post(url, files=image, data={"serial": "S1"})
     elif case == "bad key":
         response = client.post(url, headers={"Authorization": "Bearer slk_00000000_" + "x" * 43}, files=image, data={"serial": "S1"})
+    elif case == "30 MB chunked body":  # no Content-Length: refused once the body passes 25 MB, not 'an error parsing the body'
+        head = b'--x\r\nContent-Disposition: form-data; name="serial"\r\n\r\nS1\r\n--x\r\nContent-Disposition: form-data; name="image"; filename="big.jpg"\r\n\r\n'
+
+        def chunks():
+            yield head
+            for _ in range(30):
+                yield b"\xff" * (1024 * 1024)
+
+        response = client.post(url, headers={**headers, "Content-Type": "multipart/form-data; boundary=x"}, content=chunks())
     elif transport == "in_process":
         response = client.post(
             url, headers={**headers, "Content-Type": "multipart/form-data; boundary=x", "Content-Length": str(200 * 1024 * 1024)}, content=b"--x"
