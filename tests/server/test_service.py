@@ -250,7 +250,9 @@ def test_bad_requests_get_a_json_4xx_and_change_nothing(client, key, database, t
     elif case == "bad key":
         response = client.post(url, headers={"Authorization": "Bearer slk_00000000_" + "x" * 43}, files=image, data={"serial": "S1"})
     elif case == "30 MB chunked body":  # no Content-Length: refused once the body passes 25 MB, not 'an error parsing the body'
-        head = b'--x\r\nContent-Disposition: form-data; name="serial"\r\n\r\nS1\r\n--x\r\nContent-Disposition: form-data; name="image"; filename="big.jpg"\r\n\r\n'
+        head = (
+            b'--x\r\nContent-Disposition: form-data; name="serial"\r\n\r\nS1\r\n--x\r\nContent-Disposition: form-data; name="image"; filename="big.jpg"\r\n\r\n'
+        )
 
         def chunks():
             yield head
@@ -325,6 +327,13 @@ def test_metrics_text(client, key, database):
     ):
         assert expected in text, expected
     assert client.get("/openapi.json").json()["paths"]["/v1/lines/{line}/inspections"]["post"]
+    # /docs works on a box without internet: Swagger UI's files come from this service, not a CDN.
+    page = client.get("/docs")
+    assert page.status_code == 200 and "/openapi.json" in page.text and "cdn" not in page.text.lower()
+    assets = [part.split('"')[0] for part in page.text.split('"/docs/assets/')[1:]]
+    assert {"swagger-ui-bundle.js", "swagger-ui.css"} <= set(assets)
+    for asset in assets:
+        assert client.get(f"/docs/assets/{asset}").status_code == 200, asset
 
 
 def test_a_persons_verdict_reaches_the_line_through_the_cursor(client, key, database):
