@@ -23,6 +23,7 @@ from core.settings import get_settings
 
 if TYPE_CHECKING:
     from db.engine import Database
+    from db.lines import LineConfig
 
 
 class CommandError(Exception):
@@ -1166,7 +1167,36 @@ def _cmd_line_answer(args: argparse.Namespace) -> int:
         raise CommandError(str(error)) from None
     line = _line(database, args.line)
     print(f"{line.name}: answer budget {line.answer_budget_ms} ms, fail-safe {line.failsafe_action}")
+    if args.budget_ms is not None:
+        _warn_if_budget_is_short(database, line)
     return 0
+
+
+#: Below this the fail-safe is the likely answer even on a quiet line (the model alone takes 10-40 ms on 2 cores).
+SHORT_BUDGET_MS = 50
+
+
+def _warn_if_budget_is_short(database: Database, line: LineConfig) -> None:
+    """Say so when the new budget is shorter than the line's recent answers took: most phones would get the fail-safe."""
+    from datetime import timedelta
+
+    from db.gate import answer_summary
+    from db.models import utcnow
+
+    with database.read() as session:
+        summary = answer_summary(session=session, line_id=line.id, since=utcnow() - timedelta(hours=1))
+    if summary.p99_ms is not None and line.answer_budget_ms < summary.p99_ms:
+        print(
+            f"warning: the last hour's {summary.answers} answers took up to {summary.p99_ms:.0f} ms (p99; median {summary.p50_ms:.0f} ms): "
+            f"with {line.answer_budget_ms} ms, the slower phones get the fail-safe ({line.failsafe_action})",
+            file=sys.stderr,
+        )
+    elif summary.p99_ms is None and line.answer_budget_ms < SHORT_BUDGET_MS:
+        print(
+            f"warning: {line.answer_budget_ms} ms is shorter than the model alone takes on most machines; "
+            f"expect the fail-safe ({line.failsafe_action}) for most phones",
+            file=sys.stderr,
+        )
 
 
 class _Parser(argparse.ArgumentParser):

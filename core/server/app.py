@@ -179,6 +179,8 @@ def create_app(service: InspectionService) -> FastAPI:
         return _error(400, code, problems or "the request is not a multipart form with 'image' and 'serial'")
 
     def authorize(authorization: str | None, line: str | None) -> Any:
+        if authorization and _bearer(authorization) is None:
+            raise ApiError(401, "unauthorized", "the Authorization header must read 'Bearer KEY': the word Bearer, a space, then the key")
         try:
             return service.authorize(_bearer(authorization), line)
         except AccessDeniedError as error:

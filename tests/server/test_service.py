@@ -227,6 +227,7 @@ def test_keys_are_scoped_to_their_line_and_revocable(client, key, database):
         ("unknown line", 404, "unknown_line"),
         ("no key", 401, "unauthorized"),
         ("bad key", 401, "unauthorized"),
+        ("key without Bearer", 401, "unauthorized"),
         ("200 MB body", 413, "body_too_large"),
         ("30 MB chunked body", 413, "body_too_large"),
     ],
@@ -247,6 +248,9 @@ def test_bad_requests_get_a_json_4xx_and_change_nothing(client, key, database, t
         response = client.post("/v1/lines/line-9/inspections", headers=headers, files=image, data={"serial": "S1"})
     elif case == "no key":
         response = client.post(url, files=image, data={"serial": "S1"})
+    elif case == "key without Bearer":
+        response = client.post(url, headers={"Authorization": key}, files=image, data={"serial": "S1"})
+        assert "'Bearer KEY'" in response.json()["error"]["message"]
     elif case == "bad key":
         response = client.post(url, headers={"Authorization": "Bearer slk_00000000_" + "x" * 43}, files=image, data={"serial": "S1"})
     elif case == "30 MB chunked body":  # no Content-Length: refused once the body passes 25 MB, not 'an error parsing the body'
