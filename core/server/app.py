@@ -256,7 +256,7 @@ def create_app(service: InspectionService) -> FastAPI:
         deadline = time.monotonic() + wait
         while True:
             events = await asyncio.to_thread(service.decisions_after, line_config.id, position, limit)
-            if events or time.monotonic() >= deadline:
+            if events or time.monotonic() >= deadline or service.is_stopping():
                 break
             await asyncio.sleep(min(0.25, max(0.0, deadline - time.monotonic())))
         if events:

@@ -70,6 +70,10 @@ def _drift_loop(service, stop: threading.Event) -> None:  # noqa: ANN001
             logging.getLogger("shadowline.server").warning("drift checks skipped, the database is unavailable: %s", str(error).splitlines()[0])
 
 
+#: How long a stopping service waits for the requests still open (long-polls above all) before closing them.
+SHUTDOWN_GRACE_SECONDS = 3
+
+
 def serve(*, address: str = "127.0.0.1", port: int = 8600, threads: int = 0, detector_threads: int = 0) -> int:
     """Run the service until interrupted."""
     import uvicorn
@@ -88,7 +92,15 @@ def serve(*, address: str = "127.0.0.1", port: int = 8600, threads: int = 0, det
     # says "stopped". This handler turns it into a normal exit through the `finally` below.
     signal.signal(signal.SIGTERM, _exit_normally)
     try:
-        uvicorn.run(create_app(service), host=address, port=port, log_level="warning", access_log=False)
+        # A hold station's long-poll waits up to 20 s for news: on shutdown it answers at once (with what it
+        # has, and its cursor), and anything still open is cut after SHUTDOWN_GRACE_SECONDS.
+        server = uvicorn.Server(
+            uvicorn.Config(
+                create_app(service), host=address, port=port, log_level="warning", access_log=False, timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS
+            )
+        )
+        service.is_stopping = lambda: bool(server.should_exit)  # long-polls answer at once instead of holding the shutdown
+        server.run()
     finally:
         stop.set()
         service.close()

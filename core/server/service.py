@@ -44,6 +44,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -498,6 +499,8 @@ class InspectionService:
         self._upkeep_thread.start()
         #: Phones answered while the database did not answer, written once it does.
         self.unrecorded = Backlog(self._record_unrecorded, Journal(settings.data_dir / BACKLOG_FOLDER))
+        #: Whether the server is shutting down (``shadowline serve`` sets it): long-polls answer at once then.
+        self.is_stopping: Callable[[], bool] = lambda: False
         #: The last successful authorization of each (key's sha256, line): see :meth:`authorize`.
         self._authorized: dict[tuple[str, str | None], tuple[KeyInfo, LineConfig | None]] = {}
 

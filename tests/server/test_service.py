@@ -618,3 +618,12 @@ def test_concurrent_posts_of_one_serial_with_different_images_give_one_phone_and
     assert len({a.json()["inspection_id"] for a in answers if a.status_code == 200}) == 1
     with database.read() as session:
         assert session.scalar(select(func.count()).select_from(Inspection).where(Inspection.serial == "SN-clash")) == 1
+
+
+def test_a_long_poll_answers_at_once_when_the_server_stops(client, key, service):
+    """A hold station's 20 s long-poll must not hold a stopping service: it gets its page and cursor at once."""
+    headers = {"Authorization": f"Bearer {key}"}
+    service.is_stopping = lambda: True
+    started = time.monotonic()
+    page = client.get("/v1/lines/line-1/decisions", headers=headers, params={"after": "latest", "wait": 20}).json()
+    assert time.monotonic() - started < 5 and page["decisions"] == [] and page["cursor"]
