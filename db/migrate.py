@@ -11,6 +11,7 @@ saying what to run. On SQLite (one machine) opening the database still upgrades 
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -58,6 +59,9 @@ def upgrade(engine: Engine, revision: str = "head", *, models_dir: Path | None =
         models_dir: This machine's models folder, for data migrations that address model versions
             (0014); the process's settings when omitted.
     """
+    # Alembic says at INFO which plugins it set up and that it uses SQLite's implementation, every
+    # process, every start: noise in `up`'s log. Its warnings and errors still show.
+    logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLogger("alembic").getEffectiveLevel()))
     config = alembic_config()
     if models_dir is not None:
         config.attributes["models_dir"] = models_dir
