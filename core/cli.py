@@ -1076,6 +1076,7 @@ def _cmd_station(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO if not args.quiet else logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # the gate's own line per phone says what each request did
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # its INFO lines (plugins set up) at each start are noise here
     key = os.environ.get("SHADOWLINE_API_KEY")
     if not key:
         raise CommandError("set SHADOWLINE_API_KEY to the station's key (`shadowline keys add --line L --name N`)")

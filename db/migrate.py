@@ -34,7 +34,15 @@ class SchemaError(RuntimeError):
     """The database's schema is not the one this code needs (the message says what to run)."""
 
 
+def _quiet_alembic() -> None:
+    """Alembic says at INFO which plugins it set up and that it uses SQLite's implementation, in every
+    process at every start (about ten lines in `up`'s log); its warnings and errors still show."""
+    logger = logging.getLogger("alembic")
+    logger.setLevel(max(logging.WARNING, logger.getEffectiveLevel()))
+
+
 def alembic_config() -> Config:
+    _quiet_alembic()
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     return config
@@ -59,9 +67,6 @@ def upgrade(engine: Engine, revision: str = "head", *, models_dir: Path | None =
         models_dir: This machine's models folder, for data migrations that address model versions
             (0014); the process's settings when omitted.
     """
-    # Alembic says at INFO which plugins it set up and that it uses SQLite's implementation, every
-    # process, every start: noise in `up`'s log. Its warnings and errors still show.
-    logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLogger("alembic").getEffectiveLevel()))
     config = alembic_config()
     if models_dir is not None:
         config.attributes["models_dir"] = models_dir
@@ -86,6 +91,7 @@ def _no_lock() -> Iterator[None]:
 
 
 def current_revision(engine: Engine) -> str | None:
+    _quiet_alembic()
     with engine.connect() as connection:
         return MigrationContext.configure(connection).get_current_revision()
 
