@@ -18,7 +18,8 @@ from typing import Annotated, Any
 
 from fastapi import FastAPI, File, Form, Header, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import JSONResponse, Response
+from fastapi_offline import FastAPIOffline
 from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -29,8 +30,6 @@ from db.gate import Position
 
 #: The largest request accepted: a camera frame is a few MB at most.
 MAX_BODY_BYTES = 25 * 1024 * 1024
-#: Where /docs finds Swagger UI's files (served from the installed swagger-ui-bundle package).
-DOCS_ASSETS = "/docs/assets"
 #: The longest a decisions long-poll waits for news.
 MAX_WAIT_SECONDS = 60.0
 SERIAL_MAX = 64
@@ -125,36 +124,18 @@ def decode_cursor(cursor: str) -> Position | None:
         raise ApiError(400, "bad_cursor", f"cursor {cursor!r} is not one this service gave (use 'start', 'latest' or a returned cursor)") from None
 
 
-def _serve_docs(app: FastAPI) -> None:
-    """``/docs``: Swagger UI over ``/openapi.json``, its files served by this service (no internet needed)."""
-    from fastapi.openapi.docs import get_swagger_ui_html
-    from starlette.staticfiles import StaticFiles
-    from swagger_ui_bundle import swagger_ui_path
-
-    app.mount(DOCS_ASSETS, StaticFiles(directory=swagger_ui_path), name="docs-assets")
-
-    @app.get("/docs", include_in_schema=False)
-    async def docs() -> HTMLResponse:
-        return get_swagger_ui_html(
-            openapi_url=app.openapi_url or "/openapi.json",
-            title=f"{app.title}: API",
-            swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
-            swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
-            swagger_favicon_url=f"{DOCS_ASSETS}/favicon-32x32.png",
-        )
-
-
 def create_app(service: InspectionService) -> FastAPI:
     """The FastAPI application over ``service``."""
-    app = FastAPI(
+    # FastAPI's own /docs loads Swagger UI from a CDN, and an edge box has no internet: fastapi-offline
+    # serves the same page with the files from the installed package (Swagger UI 5, which reads
+    # OpenAPI 3.1). No /redoc: ReDoc still fetches its logo from a CDN.
+    app = FastAPIOffline(
+        redoc_url=None,
         title="Shadowline inspection service",
         version="1",
         description="The line posts one phone; the gate gets pass, reject or to_person within the line's budget.",
         responses={401: {"model": ErrorBody}, 403: {"model": ErrorBody}, 404: {"model": ErrorBody}},
-        docs_url=None,  # FastAPI's pages load Swagger UI and ReDoc from a CDN; an edge box has no internet
-        redoc_url=None,
     )
-    _serve_docs(app)
     metrics = service.metrics
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES, on_refused=lambda: metrics.rejected.labels("body_too_large").inc())
 
