@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, select, true, update
+from sqlalchemy import and_, func, or_, select, true, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -120,9 +120,11 @@ class StoredAnswer:
     reason: str | None = None
     #: Whether the final verdict is the demo's simulated inspector's rather than a person's.
     final_simulated: bool = False
+    #: When a person last corrected the final verdict (an undo, or a correction with a reason), else None.
+    final_corrected_at: datetime | None = None
 
 
-def _answers_query():  # noqa: ANN202 - a Select of (GateAnswer, line name, version, status, final decision, its verdict as it stands, routing's reason, simulated)
+def _answers_query():  # noqa: ANN202 - a Select of (GateAnswer, line name, version, status, final decision, its verdict as it stands, routing's reason, simulated, corrected at)
     return (
         select(
             GateAnswer,
@@ -133,6 +135,7 @@ def _answers_query():  # noqa: ANN202 - a Select of (GateAnswer, line name, vers
             final_verdict(),
             Routing.reason,
             select(HumanDecision.is_simulated).where(HumanDecision.id == FinalDecision.human_decision_id).scalar_subquery(),
+            select(func.max(DecisionCorrection.corrected_at)).where(DecisionCorrection.human_decision_id == FinalDecision.human_decision_id).scalar_subquery(),
         )
         .join(Line, Line.id == GateAnswer.line_id)
         .join(Inspection, Inspection.id == GateAnswer.inspection_id)
@@ -143,7 +146,7 @@ def _answers_query():  # noqa: ANN202 - a Select of (GateAnswer, line name, vers
 
 
 def _stored(row: tuple[Any, ...]) -> StoredAnswer:
-    answer, line_name, version, status, final, verdict, reason, simulated = row
+    answer, line_name, version, status, final, verdict, reason, simulated, corrected_at = row
     return StoredAnswer(
         inspection_id=answer.inspection_id,
         line_id=answer.line_id,
@@ -165,6 +168,7 @@ def _stored(row: tuple[Any, ...]) -> StoredAnswer:
         final_decided_at=final.decided_at if final else None,
         reason=reason,
         final_simulated=bool(simulated),
+        final_corrected_at=corrected_at if final else None,
     )
 
 

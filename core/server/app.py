@@ -153,7 +153,14 @@ def create_app(service: InspectionService) -> FastAPI:
         app.add_exception_handler(transient, _database_down)
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_request: Request, error: RequestValidationError) -> JSONResponse:
+    async def _invalid(request: Request, error: RequestValidationError) -> JSONResponse:
+        if request.url.path.startswith("/v1/"):
+            # The form is checked before the handler runs: a caller without a valid key hears that first.
+            try:
+                await asyncio.to_thread(authorize, request.headers.get("authorization"), request.path_params.get("line"))
+            except ApiError as refused:
+                metrics.rejected.labels(refused.code).inc()
+                return _error(refused.status, refused.code, refused.message)
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:]) or 'request'}: {e['msg']}" for e in error.errors())
         code = "no_image" if any(e["loc"][-1:] == ("image",) for e in error.errors()) else "bad_request"
         metrics.rejected.labels(code).inc()

@@ -68,7 +68,10 @@ def decider_in_words(decided_by: str, *, simulated: bool = False) -> str:
 class FinalDecisionBody(BaseModel):
     verdict: Literal["pass", "reject"] = Field(description="as it stands: a person's latest correction where there is one")
     decided_by: str = Field(description="model, person, or simulated (the demo's simulated inspector)")
-    decided_at: datetime
+    decided_at: datetime = Field(description="when the phone was first decided")
+    corrected_at: datetime | None = Field(
+        default=None, description="when a person last took back or corrected the verdict (the verdict above is the corrected one)"
+    )
 
 
 class InspectionRecord(BaseModel):
@@ -98,6 +101,7 @@ class InspectionRecord(BaseModel):
                 verdict=stored.final_verdict,  # type: ignore[arg-type]
                 decided_by=decider_in_words(stored.final_decided_by or "", simulated=stored.final_simulated),
                 decided_at=stored.final_decided_at,
+                corrected_at=stored.final_corrected_at,
             )
         return cls(
             inspection_id=stored.inspection_id,

@@ -57,7 +57,7 @@ from core.drift.monitor import DriftMonitor
 from core.imaging import InvalidImageError, decode_image_bytes
 from core.ingest import NOT_STORED_PREFIX, StorageError, store_image_bytes
 from core.inspection import Inspector, note_written, run_due_drift_checks, step_down_lines_whose_model_failed
-from core.routing import LEVEL_POLICIES, Decider, RoutingDecision
+from core.routing import LEVEL_POLICIES, Decider, RoutingDecision, failsafe_in_words
 from core.server.backlog import Backlog, Journal, UnrecordedPhone
 from core.settings import Settings
 from core.vocabulary import FailsafeReason, GateAction
@@ -172,7 +172,7 @@ def failsafe_routing(line: LineConfig, reason: FailsafeReason) -> RoutingDecisio
         show_model_boxes=LEVEL_POLICIES[line.level].human_sees_boxes,
         audit=False,
         rule=f"failsafe_{reason.value}",
-        reason=f"The gate acted on the line's fail-safe ({line.failsafe_action}) because of {reason.value.replace('_', ' ')}; a person judges the phone.",
+        reason=f"The gate acted on the line's fail-safe ({line.failsafe_action}): {failsafe_in_words(reason.value)}; a person judges the phone.",
     )
 
 

@@ -38,7 +38,8 @@ class SimulatedGate:
         self.failsafes += answer.get("failsafe") is not None
         what = {"pass": "passed on", "reject": "pushed into the reject bin", "to_person": "diverted to the hold station"}[action]
         note = f" (fail-safe: {answer['failsafe']})" if answer.get("failsafe") else ""
-        log.info("gate: %s %s by %s, %s, %.0f ms%s", serial, what, answer["decided_by"], answer["rule"], answer["latency_ms"], note)
+        who = "by the model" if answer["decided_by"] == "model" else "for a person to judge"
+        log.info("gate: %s %s %s, %s, %.0f ms%s", serial, what, who, answer["rule"], answer["latency_ms"], note)
         return action
 
 

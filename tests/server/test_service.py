@@ -228,6 +228,7 @@ def test_keys_are_scoped_to_their_line_and_revocable(client, key, database):
         ("no key", 401, "unauthorized"),
         ("bad key", 401, "unauthorized"),
         ("key without Bearer", 401, "unauthorized"),
+        ("no key, no image", 401, "unauthorized"),
         ("200 MB body", 413, "body_too_large"),
         ("30 MB chunked body", 413, "body_too_large"),
     ],
@@ -248,6 +249,8 @@ def test_bad_requests_get_a_json_4xx_and_change_nothing(client, key, database, t
         response = client.post("/v1/lines/line-9/inspections", headers=headers, files=image, data={"serial": "S1"})
     elif case == "no key":
         response = client.post(url, files=image, data={"serial": "S1"})
+    elif case == "no key, no image":  # the key is checked first, though the form is parsed before the handler
+        response = client.post(url, data={"serial": "S1"})
     elif case == "key without Bearer":
         response = client.post(url, headers={"Authorization": key}, files=image, data={"serial": "S1"})
         assert "'Bearer KEY'" in response.json()["error"]["message"]
@@ -371,7 +374,7 @@ def test_a_persons_verdict_reaches_the_line_through_the_cursor(client, key, data
     )
     assert event["corrects"] is None
     record = client.get(f"/v1/inspections/{answer['inspection_id']}", headers=headers).json()
-    assert record["final"]["verdict"] == "reject" and record["final"]["decided_by"] == "person"
+    assert record["final"]["verdict"] == "reject" and record["final"]["decided_by"] == "person" and record["final"]["corrected_at"] is None
     assert client.get("/v1/lines/line-1/inspections", headers=headers, params={"serial": "SN-hold"}).json()["inspection_id"] == answer["inspection_id"]
     after = client.get("/v1/lines/line-1/decisions", headers=headers, params={"after": result["page"]["cursor"]}).json()
     assert after["decisions"] == []
@@ -396,7 +399,8 @@ def test_a_persons_verdict_reaches_the_line_through_the_cursor(client, key, data
         "undo",  # within seconds of the verdict; later, with its reason, a 'correction'
         "person",
     )
-    assert client.get(f"/v1/inspections/{answer['inspection_id']}", headers=headers).json()["final"]["verdict"] == "pass"
+    final = client.get(f"/v1/inspections/{answer['inspection_id']}", headers=headers).json()["final"]
+    assert final["verdict"] == "pass" and final["corrected_at"] is not None and final["corrected_at"] > final["decided_at"]
     # Replayed from the start: the decision as it was given, then its correction; the last word is the verdict as it stands.
     replay = client.get("/v1/lines/line-1/decisions", headers=headers, params={"after": start["cursor"]}).json()
     assert [(e["verdict"], e["corrects"]) for e in replay["decisions"]] == [("reject", None), ("pass", "reject")]
