@@ -124,6 +124,11 @@ class StoredAnswer:
     final_corrected_at: datetime | None = None
 
 
+def _final_is_simulated() -> Any:
+    """Whether a final decision's verdict is the demo's simulated inspector's (a scalar subquery over ``FinalDecision``)."""
+    return select(HumanDecision.is_simulated).where(HumanDecision.id == FinalDecision.human_decision_id).scalar_subquery()
+
+
 def _answers_query():  # noqa: ANN202 - a Select of (GateAnswer, line name, version, status, final decision, its verdict as it stands, routing's reason, simulated, corrected at)
     return (
         select(
@@ -134,7 +139,7 @@ def _answers_query():  # noqa: ANN202 - a Select of (GateAnswer, line name, vers
             FinalDecision,
             final_verdict(),
             Routing.reason,
-            select(HumanDecision.is_simulated).where(HumanDecision.id == FinalDecision.human_decision_id).scalar_subquery(),
+            _final_is_simulated(),
             select(func.max(DecisionCorrection.corrected_at)).where(DecisionCorrection.human_decision_id == FinalDecision.human_decision_id).scalar_subquery(),
         )
         .join(Line, Line.id == GateAnswer.line_id)
@@ -273,9 +278,8 @@ def final_decisions_after(*, session: Session, line_id: int, after: Position | N
     On SQLite every write unit holds the write lock from its start and stamps its time inside it,
     so decisions and corrections commit in the order of their stamps and a cursor never skips one.
     """
-    simulated = select(HumanDecision.is_simulated).where(HumanDecision.id == FinalDecision.human_decision_id).scalar_subquery()
     decisions = session.execute(
-        select(FinalDecision, Inspection.serial, GateAnswer.action, simulated)
+        select(FinalDecision, Inspection.serial, GateAnswer.action, _final_is_simulated())
         .join(Inspection, Inspection.id == FinalDecision.inspection_id)
         .outerjoin(GateAnswer, GateAnswer.inspection_id == FinalDecision.inspection_id)
         .where(FinalDecision.line_id == line_id, _after(FinalDecision.decided_at, FinalDecision.inspection_id, _DECISION, after))

@@ -95,6 +95,12 @@ class UnknownLineError(LookupError):
 class SerialConflictError(ValueError):
     """A serial the line already has, posted with another image: another phone under the same serial, not a retry (409)."""
 
+    @classmethod
+    def of(cls, serial: str, line: str, what: str) -> SerialConflictError:
+        return cls(
+            f"serial {serial!r} on {line} {what}: a retry must send the same image, and another phone (or one come round again) needs a serial of its own"
+        )
+
 
 class AccessDeniedError(PermissionError):
     """A missing, unknown or revoked key (401), or a key of another line (403)."""
@@ -282,13 +288,11 @@ class _Job:
             relative, digest = store_image_bytes(service.settings, self.line.name, self.image, self.suffix)
         except StorageError as error:
             # A full or read-only store: a retry of a phone already written still gets its answer.
-            stored = service.find_by_serial(self.line.id, self.serial)
-            if stored is not None:
-                with service.database.read() as session:
-                    earlier = gate.posted_phone(session=session, line_id=self.line.id, serial=self.serial)
-                if earlier is not None:
-                    self._check_same_image(earlier, hashlib.sha256(self.image).hexdigest())
-                return self._replay(stored.inspection_id)
+            with service.database.read() as session:
+                earlier = gate.posted_phone(session=session, line_id=self.line.id, serial=self.serial)
+            if earlier is not None:
+                self._check_same_image(earlier, hashlib.sha256(self.image).hexdigest())
+                return self._replay(earlier.inspection_id)
             return self._without_image(error)
         self.image_path, self.image_sha256 = relative, digest
         with service.database.write() as session:
@@ -338,10 +342,7 @@ class _Job:
     def _check_same_image(self, earlier: gate.OpenedPhone, digest: str) -> None:
         """A serial posted before is a retry only with the same image; another image is another phone (refused, 409)."""
         if earlier.image_sha256 is not None and earlier.image_sha256 != digest:
-            raise SerialConflictError(
-                f"serial {self.serial!r} was posted on {self.line.name} before with another image (inspection {earlier.inspection_id}): "
-                "a retry must send the same image, and another phone (or one come round again) needs a serial of its own"
-            )
+            raise SerialConflictError.of(self.serial, self.line.name, f"was posted before with another image (inspection {earlier.inspection_id})")
 
     def _replay(self, inspection_id: int) -> Answer:
         """A serial posted before: the answer it got, waiting (up to the budget) if it is still being inspected elsewhere."""
@@ -842,10 +843,7 @@ class InspectionService:
         else:
             job, future = shared
             if job.image != image:
-                raise SerialConflictError(
-                    f"serial {serial!r} is being inspected on {line.name} with another image: a retry must send the same image, "
-                    "and another phone needs a serial of its own"
-                )
+                raise SerialConflictError.of(serial, line.name, "is being inspected with another image")
         remaining = job.started + line.answer_budget_ms / 1000 - time.perf_counter()
         try:
             answer = await asyncio.wait_for(asyncio.shield(future), timeout=max(0.0, remaining))
