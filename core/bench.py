@@ -183,7 +183,7 @@ def _worker_round(model_dir: str, count: int, threads: int, mode: str, profile: 
             line = list_lines(session=session)[0]
             if line.active_model_id != model.id:
                 set_active_model(session=session, line_id=line.id, model_id=model.id, actor="bench")
-        worker = Worker(database, settings, threads=threads)
+        worker = Worker(database, settings, threads=threads, freeze_after_load=True)
         # Warm-up: load the model and touch every code path once, on phones not measured.
         with database.write() as session:
             for path in paths[:5]:
@@ -430,7 +430,7 @@ def _bench_worker_process(env: dict[str, str], threads: int, ready: Any, go: Any
 
     settings = load_settings(env)
     database = open_database(settings, migrate=False)
-    worker = Worker(database, settings, threads=threads)
+    worker = Worker(database, settings, threads=threads, freeze_after_load=True)
     with database.read() as session:
         line = list_lines(session=session)[0]
     worker.inspector.inspect_safely(render_run_phone(get_scenario("normal"), BENCH_SEED, 0).image, serial="warmup", line=line)  # load the model

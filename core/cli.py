@@ -332,7 +332,12 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
     worker = Worker(
-        _database(wait_s=get_settings().schema_wait_s), get_settings(), batch_size=args.batch_size, lease_seconds=args.lease_seconds, threads=args.threads
+        _database(wait_s=get_settings().schema_wait_s),
+        get_settings(),
+        batch_size=args.batch_size,
+        lease_seconds=args.lease_seconds,
+        threads=args.threads,
+        freeze_after_load=True,
     )
     worker.install_signal_handlers()
     stats = worker.run(once=args.once, until_empty=args.until_empty, max_seconds=args.max_seconds)

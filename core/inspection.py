@@ -16,6 +16,7 @@ that nobody could see.
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -367,3 +368,18 @@ def run_due_drift_checks(drift: DriftMonitor, database: Database) -> None:
                 log.warning("automatic rollback: %s", what)
     except Exception:
         log.exception("drift or rollback check failed; inspection goes on")
+
+
+def freeze_long_lived() -> None:
+    """Move every object alive now out of the garbage collector's sight, in a process that runs until stopped.
+
+    Called once the models are loaded (the worker, the inspection service). Everything alive then
+    (the libraries, the models, SQLAlchemy's and FastAPI's tables) lives as long as the process, yet
+    every full collection walked it with every thread stopped: 90-100 ms at a time on the 2-core
+    machine, measured in the service at 40 phones/s (``gc.callbacks``), several whole answers. After
+    the freeze a full collection took about 3 ms; the service's slowest answer in 40 s fell from
+    134-161 to 60 ms. Objects made later are collected as before. Not for a test's process, whose
+    garbage of earlier tests would stay for good.
+    """
+    gc.collect()
+    gc.freeze()

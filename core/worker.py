@@ -116,6 +116,9 @@ class Worker:
         monitor_drift: Check each line for drift every ``check_every`` phones (its drift settings,
             counted in the database so that restarts do not reset the count), and raise an alarm
             at once on a run of phones the admission check refused.
+        freeze_after_load: Once the models are loaded, take every object alive then out of the
+            garbage collector's sight (:func:`core.inspection.freeze_long_lived`): for a process that
+            runs until stopped (``shadowline worker``), not a test's.
     """
 
     def __init__(
@@ -128,9 +131,12 @@ class Worker:
         lease_seconds: float = 30.0,
         threads: int = 0,
         monitor_drift: bool = True,
+        freeze_after_load: bool = False,
     ) -> None:
         self.database = database
         self.settings = settings
+        #: See :func:`core.inspection.freeze_long_lived` (``shadowline worker`` sets it; a test's process not).
+        self.freeze_after_load = freeze_after_load
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.lease_seconds = lease_seconds
         self.threads = threads
@@ -421,6 +427,8 @@ class Worker:
         with self.database.read() as session:
             lines = list_lines(session=session)
         self.inspector.load_models(lines)
+        if self.freeze_after_load:
+            inspection.freeze_long_lived()
         self.beat()
 
     def _ride_out(self, write: Callable[[], None]) -> None:

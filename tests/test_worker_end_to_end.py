@@ -284,3 +284,20 @@ def test_a_batch_size_given_is_kept(database, settings, shipped_model_dir):
     worker = _ClaimSizes(database, settings, threads=1, batch_size=5)
     worker.run(until_empty=True)
     assert worker.sizes == [5, 5, 2]
+
+
+def test_a_long_lived_worker_freezes_what_it_loaded_and_still_inspects(database, settings) -> None:
+    """``shadowline worker`` asks for it: once the models are loaded, what is alive is out of the collector's sight."""
+    import gc
+
+    gc.unfreeze()
+    _feed(database, settings, 6)
+    worker = Worker(database, settings, threads=1, freeze_after_load=True)
+    try:
+        stats = worker.run(until_empty=True)
+        frozen = gc.get_freeze_count()
+    finally:
+        gc.unfreeze()  # a test's process: its objects go back to the collector
+        worker.close()
+    assert frozen > 10_000
+    assert stats.processed == 6

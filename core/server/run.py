@@ -16,7 +16,7 @@ log = logging.getLogger("shadowline.server")
 DRIFT_CHECK_SECONDS = 5.0
 
 
-def build_service(settings: Settings | None = None, *, threads: int = 0, detector_threads: int = 0):  # noqa: ANN201 - InspectionService, imported lazily
+def build_service(settings: Settings | None = None, *, threads: int = 0, detector_threads: int = 0, freeze_after_load: bool = False):  # noqa: ANN201 - InspectionService, imported lazily
     """The service over the installation of ``settings``, its models loading in the background.
 
     By default one phone per core at once, each inference on every core, with onnxruntime's idle
@@ -40,6 +40,7 @@ def build_service(settings: Settings | None = None, *, threads: int = 0, detecto
     Args:
         threads: Phones inspected at once (0: one per core).
         detector_threads: onnxruntime threads per phone (0: one per core).
+        freeze_after_load: See :class:`core.server.service.InspectionService` (``serve`` sets it).
     """
     cores = os.cpu_count() or 1
     threads = threads or cores
@@ -51,7 +52,7 @@ def build_service(settings: Settings | None = None, *, threads: int = 0, detecto
     settings = settings or get_settings()
     database = open_database(settings, wait_s=settings.schema_wait_s)  # PostgreSQL: wait for `shadowline migrate`, never migrate here
     inspector = Inspector(database, settings, threads=detector_threads, spin=threads == 1, admission_target_rate=settings.admission_target_rate)
-    service = InspectionService(database, settings, inspector, threads=threads)
+    service = InspectionService(database, settings, inspector, threads=threads, freeze_after_load=freeze_after_load)
     service.start_loading()
     return service
 
@@ -82,7 +83,7 @@ def serve(*, address: str = "127.0.0.1", port: int = 8600, threads: int = 0, det
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    service = build_service(threads=threads, detector_threads=detector_threads)
+    service = build_service(threads=threads, detector_threads=detector_threads, freeze_after_load=True)
     stop = threading.Event()
     _beat_quietly(service)
     threading.Thread(target=_drift_loop, args=(service, stop), name="drift-checks", daemon=True).start()

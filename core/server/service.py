@@ -56,7 +56,7 @@ from sqlalchemy.orm import Session
 from core.drift.monitor import DriftMonitor
 from core.imaging import InvalidImageError, decode_image_bytes
 from core.ingest import NOT_STORED_PREFIX, StorageError, store_image_bytes
-from core.inspection import Inspector, note_written, run_due_drift_checks, step_down_lines_whose_model_failed
+from core.inspection import Inspector, freeze_long_lived, note_written, run_due_drift_checks, step_down_lines_whose_model_failed
 from core.routing import LEVEL_POLICIES, Decider, RoutingDecision, failsafe_in_words
 from core.server.backlog import Backlog, Journal, UnrecordedPhone
 from core.settings import Settings
@@ -466,14 +466,20 @@ class InspectionService:
         threads: Jobs inspected at once (the detector itself uses every core it is given).
         monitor_drift: Raise the admission run alarm and schedule drift checks for the phones
             written here (see the module's docstring); :meth:`background_checks` runs the due ones.
+        freeze_after_load: Once the models are loaded, move every object alive then out of the
+            garbage collector's sight (``gc.freeze``), as a process that serves until it stops
+            should (``shadowline serve``; not a test's process): see :func:`core.inspection.freeze_long_lived`.
     """
 
-    def __init__(self, database: Database, settings: Settings, inspector: Inspector, *, threads: int = 4, monitor_drift: bool = True) -> None:
+    def __init__(
+        self, database: Database, settings: Settings, inspector: Inspector, *, threads: int = 4, monitor_drift: bool = True, freeze_after_load: bool = False
+    ) -> None:
         from core.server.metrics import ServiceMetrics
 
         self.database = database
         self.settings = settings
         self.inspector = inspector
+        self._freeze_after_load = freeze_after_load
         self.holder_id = f"service-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.heartbeat_id = f"{heartbeats.SERVER_PREFIX}{socket.gethostname()}-{os.getpid()}"[:64]
         #: Phones answered since start (the heartbeat's count).
@@ -521,6 +527,8 @@ class InspectionService:
             log.exception("loading the models failed")
             self._load_error = str(error)
         finally:
+            if self._freeze_after_load:
+                freeze_long_lived()
             self._ready.set()
 
     def readiness(self) -> tuple[bool, dict[str, object]]:

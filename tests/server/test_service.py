@@ -633,3 +633,47 @@ def test_a_long_poll_answers_at_once_when_the_server_stops(client, key, service)
     started = time.monotonic()
     page = client.get("/v1/lines/line-1/decisions", headers=headers, params={"after": "latest", "wait": 20}).json()
     assert time.monotonic() - started < 5 and page["decisions"] == [] and page["cursor"]
+
+
+def test_a_long_lived_service_freezes_what_it_loaded_so_full_collections_stay_short(database, settings) -> None:
+    """``serve`` asks for it: once the models are loaded, everything alive is out of the collector's sight (gc.freeze)."""
+    import gc
+
+    gc.unfreeze()
+    service = InspectionService(database, settings, Inspector(database, settings, threads=1), threads=1, freeze_after_load=True)
+    try:
+        service.start_loading()
+        assert service._ready.wait(120), "the models never loaded"
+        assert service.inspector.detector(_active_model_id(database)) is not None
+        assert gc.get_freeze_count() > 10_000  # the libraries, the model and the app: a few hundred thousand objects
+    finally:
+        gc.unfreeze()  # this is a test's process: give its objects back to the collector
+        service.close()
+    plain = InspectionService(database, settings, Inspector(database, settings, threads=1), threads=1)
+    try:
+        plain.start_loading()
+        assert plain._ready.wait(120)
+        assert gc.get_freeze_count() == 0
+    finally:
+        plain.close()
+
+
+def _active_model_id(database) -> int:
+    from db.lines import get_line
+
+    with database.read() as session:
+        model_id = get_line(session=session, name="line-1").active_model_id
+    assert model_id is not None
+    return model_id
+
+
+def test_the_server_parses_http_in_c_when_installed_as_packaged() -> None:
+    """``httptools`` is a dependency: uvicorn's default ('auto') then parses requests with it, not with h11 (pure Python)."""
+    import uvicorn
+
+    async def app(scope, receive, send) -> None:
+        raise AssertionError("not called")
+
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning")
+    config.load()
+    assert config.http_protocol_class.__name__ == "HttpToolsProtocol"
