@@ -101,12 +101,15 @@ class Inspector:
         threads: CPU threads per detector (0 = onnxruntime's default).
         spin: The detector's idle threads spin-wait: right for one inference at a time (the
             worker), wrong for several at once (the service).
+        narrow_when_busy: An inference that starts while another runs takes one thread, not
+            ``threads`` (the service: see :class:`core.detector.onnx_backend.OnnxPredictor`).
     """
 
     database: Database
     settings: Settings
     threads: int = 0
     spin: bool = True
+    narrow_when_busy: bool = False
     #: Share of normal phones the admission check sends to people (None: each version's own calibration).
     admission_target_rate: float | None = None
     model_errors: dict[str, str] = field(default_factory=dict)
@@ -145,7 +148,13 @@ class Inspector:
         try:
             if model is None:
                 raise ModelError(f"model id {model_id} is not registered")
-            detector = Detector(model_folder(model.path, self.settings.models_dir), expected_sha256=model.onnx_sha256, threads=self.threads, spin=self.spin)
+            detector = Detector(
+                model_folder(model.path, self.settings.models_dir),
+                expected_sha256=model.onnx_sha256,
+                threads=self.threads,
+                spin=self.spin,
+                narrow_when_busy=self.narrow_when_busy,
+            )
         except ModelError as error:
             first_failure = previous is None or previous.error != str(error)
             self._models[model_id] = _ModelSlot(error=str(error), failed_at=time.monotonic())

@@ -57,9 +57,19 @@ class Detector:
         expected_sha256: The registry's hash of the weights, checked as well as the card's.
         threads: CPU threads for onnxruntime (0 = its default).
         spin: onnxruntime's idle threads spin-wait (see :class:`core.detector.onnx_backend.OnnxPredictor`).
+        narrow_when_busy: An inference that starts while another runs takes one thread (the same class).
     """
 
-    def __init__(self, model_dir: Path, backend: Backend = "auto", *, expected_sha256: str | None = None, threads: int = 0, spin: bool = True) -> None:
+    def __init__(
+        self,
+        model_dir: Path,
+        backend: Backend = "auto",
+        *,
+        expected_sha256: str | None = None,
+        threads: int = 0,
+        spin: bool = True,
+        narrow_when_busy: bool = False,
+    ) -> None:
         model_dir = Path(model_dir)
         if not model_dir.is_dir():
             raise ModelNotFoundError(f"model folder {model_dir} does not exist")
@@ -75,7 +85,7 @@ class Detector:
             if backend == "onnx":
                 from core.detector.onnx_backend import OnnxPredictor
 
-                predictor = OnnxPredictor(weights, threads=threads, spin=spin)
+                predictor = OnnxPredictor(weights, threads=threads, spin=spin, narrow_when_busy=narrow_when_busy)
             else:
                 from core.detector.ultralytics_backend import UltralyticsPredictor
 

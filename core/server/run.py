@@ -51,7 +51,14 @@ def build_service(settings: Settings | None = None, *, threads: int = 0, detecto
 
     settings = settings or get_settings()
     database = open_database(settings, wait_s=settings.schema_wait_s)  # PostgreSQL: wait for `shadowline migrate`, never migrate here
-    inspector = Inspector(database, settings, threads=detector_threads, spin=threads == 1, admission_target_rate=settings.admission_target_rate)
+    inspector = Inspector(
+        database,
+        settings,
+        threads=detector_threads,
+        spin=threads == 1,
+        narrow_when_busy=threads > 1 and detector_threads > 1,
+        admission_target_rate=settings.admission_target_rate,
+    )
     service = InspectionService(database, settings, inspector, threads=threads, freeze_after_load=freeze_after_load)
     service.start_loading()
     return service

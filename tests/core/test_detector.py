@@ -215,3 +215,47 @@ def test_a_resize_of_another_size_is_not_taken_for_the_letterbox():
     assert np.array_equal(letterbox(portrait, (256, 320), resized=scaled)[0], letterbox(portrait, (256, 320))[0])
     wrong = np.zeros((240, 320, 3), np.uint8)  # the size a landscape image would get, but another picture
     assert np.array_equal(letterbox(portrait, (256, 320), resized=wrong)[0], letterbox(portrait, (256, 320))[0])
+
+
+def test_an_inference_that_starts_while_another_runs_takes_one_thread_and_finds_the_same(shipped_model_dir):
+    """The service's detector (``narrow_when_busy``): a lone phone gets every thread; one that starts while
+    another is in flight runs on the one-thread session of the same graph, with the same boxes."""
+    import threading
+
+    detector = Detector(shipped_model_dir, threads=2, spin=False, narrow_when_busy=True)
+    predictor = detector._predictor
+    phones = [render_phone(seed, SCRATCHED).image for seed in HELD_OUT_SEEDS[:6]]
+    alone = [detector.detect(phone) for phone in phones]
+    assert predictor.narrow_runs == 0  # one at a time: always the wide session
+    with predictor._running_lock:
+        predictor._running += 1  # another inference is in flight
+    try:
+        beside = [detector.detect(phone) for phone in phones]
+    finally:
+        with predictor._running_lock:
+            predictor._running -= 1
+    assert predictor.narrow_runs == len(phones)
+    assert any(len(found.xyxy) for found in alone), "no scratch on six phones: the comparison would be empty"
+    for a, b in zip(alone, beside, strict=True):
+        assert np.array_equal(a.class_id, b.class_id)
+        assert np.allclose(a.xyxy, b.xyxy, atol=0.5) and np.allclose(a.confidence, b.confidence, atol=1e-3)
+    # Real threads: every inference is counted out again, so a lone phone afterwards is wide.
+    threads = [threading.Thread(target=lambda: [detector.detect(p) for p in phones]) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert predictor._running == 0
+    before = predictor.narrow_runs
+    detector.detect(phones[0])
+    assert predictor.narrow_runs == before
+
+
+def test_the_workers_detector_keeps_its_threads_when_busy(shipped_model_dir):
+    """Without ``narrow_when_busy`` (the worker: one thread per phone already) there is one session only."""
+    detector = Detector(shipped_model_dir, threads=1)
+    assert detector._predictor._narrow is None
+    with detector._predictor._running_lock:
+        detector._predictor._running += 1
+    detector.detect(render_phone(HELD_OUT_SEEDS[0], SCRATCHED).image)
+    assert detector._predictor.narrow_runs == 0
