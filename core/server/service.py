@@ -30,7 +30,11 @@ decides what to write; a job already writing is waited for (it holds the write l
 takes milliseconds). A job given the fail-safe before it even got a thread, while newer phones
 wait behind it (an overload), stores the phone for a person without running the model: otherwise
 every later phone would wait behind the late ones and get the fail-safe too, long after the
-overload ended.
+overload ended. So does a job that starts, with newer phones waiting, when less of its budget is
+left than an inspection takes now (the median of the last phones'): its answer would come too late
+to count, so the line gets the fail-safe at once and the cores go to the next phone. Without this,
+a service a little over its capacity inspected every late phone anyway, fell further behind, and
+answered nearly every phone with the fail-safe at the end of its budget.
 """
 
 from __future__ import annotations
@@ -41,9 +45,11 @@ import logging
 import os
 import queue
 import socket
+import statistics
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -83,6 +89,8 @@ BACKLOG_FOLDER = "service-backlog"
 #: reads (the line's drift counts, its run of refused phones) cost the same for one phone or fifty, and
 #: nothing in it is urgent to the tenth of a second (the gate was answered before).
 UPKEEP_GATHER_SECONDS = 0.25
+#: The phones whose inspection times say how long the next one will take (:meth:`InspectionService.cannot_finish_in_time`).
+INSPECTION_TIMES_KEPT = 25
 #: A policy rule that means the answer could not be judged: the line's fail-safe applies.
 _FAILSAFE_RULES = {"image_failed": FailsafeReason.IMAGE_UNREADABLE, "model_unavailable": FailsafeReason.MODEL_UNAVAILABLE}
 _DECIDED_BY_PERSON = "person"
@@ -220,8 +228,11 @@ class _Job:
 
     # -- called by requests (event loop) ------------------------------------------------------
 
-    def give_failsafe(self, latency_ms: float) -> bool:
-        """Answer the line with its fail-safe unless the job is already writing or done; returns whether it did."""
+    def give_failsafe(self, latency_ms: float, *, reason: FailsafeReason | None = None) -> bool:
+        """Answer the line with its fail-safe unless the job is already writing or done; returns whether it did.
+
+        ``reason``: why, when the job itself decides (otherwise told from the stage the budget ran out in).
+        """
         with self.lock:
             if self.state is _State.FAILSAFE:
                 return True
@@ -232,7 +243,9 @@ class _Job:
             # a phone that never got an inspection thread is an overload, whatever the database does.
             waited = time.perf_counter() - self.stage_since
             in_database = self.stage in (_Stage.STORING, _Stage.WRITING) and waited * 1000 >= max(50.0, self.line.answer_budget_ms / 2)
-            if self.stage is _Stage.QUEUING:
+            if reason is not None:
+                self.failsafe = reason
+            elif self.stage is _Stage.QUEUING:
                 self.failsafe = FailsafeReason.OVERLOADED
             else:
                 self.failsafe = FailsafeReason.DATABASE_BUSY if in_database else FailsafeReason.BUDGET_EXCEEDED
@@ -308,6 +321,11 @@ class _Job:
             # The gate already acted on the fail-safe while this phone waited, and newer phones wait behind it:
             # stored and sent to a person without the model, so an overload clears instead of delaying every later phone.
             return self._fall_back(self.failsafe or FailsafeReason.BUDGET_EXCEEDED)
+        # Newer phones wait, and what is left of this one's budget is less than an inspection takes now: the
+        # model's answer would come too late to count. The fail-safe at once, and the cores for the next phone.
+        if self.shed and service.cannot_finish_in_time(self) and self.give_failsafe(self._elapsed_ms(), reason=FailsafeReason.OVERLOADED):
+            return self._fall_back(FailsafeReason.OVERLOADED)
+        inspecting_since = time.perf_counter()
         for _ in range(MAX_REINSPECTIONS + 1):
             with self.lock:
                 self.stage, self.stage_since = _Stage.INSPECTING, time.perf_counter()
@@ -317,6 +335,7 @@ class _Job:
                 self.stage, self.stage_since = _Stage.WRITING, time.perf_counter()
             answer = self._write(findings)
             if answer is not None:
+                service.inspected_in(time.perf_counter() - inspecting_since)
                 return answer
             self.line = service.line_config(self.line.name)  # a setting changed meanwhile: inspect again under the new one
         return self._fall_back(FailsafeReason.BUDGET_EXCEEDED)
@@ -488,6 +507,8 @@ class InspectionService:
         #: Jobs submitted and not yet started: a fail-safe'd job that starts while others wait skips the model.
         self._waiting = 0
         self._waiting_lock = threading.Lock()
+        #: How long the last phones' inspection and write took, in seconds (see :meth:`cannot_finish_in_time`).
+        self._inspection_s: deque[float] = deque(maxlen=INSPECTION_TIMES_KEPT)
         self._in_flight: dict[tuple[int, str], tuple[_Job, asyncio.Future[Answer]]] = {}
         self.metrics = ServiceMetrics(self._queue_depths, self._model_labels)
         self._ready = threading.Event()
@@ -563,6 +584,22 @@ class InspectionService:
             return
         with self._upkeep_lock:
             run_due_drift_checks(self.drift, self.database)
+
+    def inspected_in(self, seconds: float) -> None:
+        """A phone's inspection and write took this long (what :meth:`cannot_finish_in_time` expects of the next)."""
+        self._inspection_s.append(seconds)
+
+    def cannot_finish_in_time(self, job: _Job) -> bool:
+        """Whether what is left of the job's budget is shorter than an inspection and its write take now.
+
+        Now: the median of the last :data:`INSPECTION_TIMES_KEPT` phones, so one stalled phone does not
+        make the next ones look hopeless. Nothing is expected before the first phone.
+        """
+        recent = list(self._inspection_s)
+        if not recent:
+            return False
+        left = job.started + job.line.answer_budget_ms / 1000 - time.perf_counter()
+        return left < statistics.median(recent)
 
     def job_started(self) -> bool:
         """A job got a thread; returns whether other jobs still wait for one (a backlog)."""

@@ -524,6 +524,62 @@ def test_an_overload_clears_phones_late_before_they_began_go_to_people_without_t
     assert predicted == {"SN-over-0": 1, "SN-over-1": 0, "SN-over-2": 1}
 
 
+def test_a_phone_that_cannot_be_inspected_in_what_is_left_of_its_budget_gets_the_failsafe_at_once(database, settings, key, transport):
+    """Under overload, a phone that starts with newer phones waiting and less budget left than an inspection
+    takes now (the median of the last phones) is answered with the fail-safe at once, before its budget
+    ends, and stored for a person without the model: its core goes to the next phone instead of to an
+    answer that would come too late to count."""
+    set_line(database, level="full", audit_share=NO_AUDIT)
+    budget_ms = 2000
+    with database.write() as session:
+        set_answer_settings(session=session, line_id=1, actor="admin", budget_ms=budget_ms)
+    service = InspectionService(database, settings, Inspector(database, settings, threads=2), threads=1)
+    service.start_loading()
+    inspect = service.inspect
+
+    def slow_inspect(*args, **kwargs):
+        time.sleep(0.6)  # a slow inspection, always: four phones fill the budget of the last
+        return inspect(*args, **kwargs)
+
+    service.inspect = slow_inspect
+    answers: dict[str, dict] = {}
+    try:
+        with open_client(service, transport) as client:
+            wait_ready(client)
+            first = post(client, key, "SN-alone", phone_jpeg(30)).json()  # alone: inspected, and now an inspection's time is known
+
+            def send(serial: str, index: int) -> None:
+                answers[serial] = post(client, key, serial, phone_jpeg(index)).json()
+
+            senders = [threading.Thread(target=send, args=(f"SN-burst-{i}", 31 + i)) for i in range(8)]
+            for sender in senders:
+                sender.start()
+                time.sleep(0.05)
+            for sender in senders:
+                sender.join(60)
+            assert service.wait_for_upkeep(timeout=60)
+            service._pool.submit(lambda: None).result(60)
+    finally:
+        service.close()
+    assert first["decided_by"] == "model" and first["failsafe"] is None
+    assert len(answers) == 8 and {a["action"] for a in answers.values()} <= {"pass", "reject", "to_person"}
+    shed = {serial for serial, a in answers.items() if a["failsafe"] == "overloaded" and a["latency_ms"] < budget_ms}
+    assert shed, answers  # before this, every late phone was inspected and answered when its budget ran out
+    with database.read() as session:
+        for serial, answer in answers.items():
+            inspection_id = session.scalar(select(Inspection.id).where(Inspection.serial == serial))
+            assert inspection_id is not None, serial  # every phone is stored
+            predictions = session.scalar(select(func.count()).select_from(Prediction).where(Prediction.inspection_id == inspection_id))
+            if answer["failsafe"] is not None:
+                assert answer["action"] == "to_person" and answer["decided_by"] == "person", answer
+                assert session.scalar(select(ReviewTask.kind).where(ReviewTask.inspection_id == inspection_id)) == "decide", serial
+                assert session.get(FinalDecision, inspection_id) is None, serial
+            if serial in shed:
+                assert predictions == 0, serial  # the model never ran for it
+                assert session.get(Routing, inspection_id).rule == "failsafe_overloaded", serial
+    assert len(shed) < 8  # the phones before them were inspected
+
+
 def test_the_served_detector_uses_every_core_without_spinning_and_finds_what_the_worker_finds(database, settings) -> None:
     """``shadowline serve``'s defaults (core/server/run.py): phones at once share the cores, so onnxruntime's
     idle threads sleep instead of spin-waiting; the worker's spinning detector sees the same boxes."""
