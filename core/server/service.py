@@ -67,7 +67,7 @@ from core.routing import LEVEL_POLICIES, Decider, RoutingDecision, failsafe_in_w
 from core.server.backlog import Backlog, Journal, UnrecordedPhone
 from core.settings import Settings
 from core.vocabulary import FailsafeReason, GateAction
-from db import gate, heartbeats
+from db import audit, gate, heartbeats
 from db.api_keys import KeyInfo, authenticate
 from db.engine import Database, is_transient
 from db.lines import LineConfig, find_line, list_lines
@@ -279,7 +279,12 @@ class _Job:
         try:
             return self._run()
         except SerialConflictError:
-            raise  # not this phone's inspection: nothing was written, the request is refused
+            # Not this phone's inspection: nothing was written, the request is refused (409). Unless the gate
+            # acted on the fail-safe before the conflict was found: then a phone is on its way to a person
+            # under a serial that names another phone, and people must hear of it.
+            if self.state is _State.FAILSAFE:
+                self.service.note_unrecorded_conflict(self)
+            raise
         except Exception as error:
             log.exception("phone %s on %s: inspection failed; the fail-safe applies", self.serial, self.line.name)
             if not is_transient(error):
@@ -838,6 +843,40 @@ class InspectionService:
             holder=self.holder_id,
             lease_seconds=LEASE_SECONDS,
         )
+
+    def note_unrecorded_conflict(self, job: _Job) -> None:
+        """A phone the gate sent to its fail-safe turned out to reuse a serial the line has, with another image.
+
+        It cannot be recorded under that serial (it names the other phone), so it is not in the Review
+        queue: the audit log says so, with its image, for the hold station and the quality engineer.
+        """
+        action = job.line.failsafe_action
+        note = (
+            f"A phone posted as {job.serial!r} on {job.line.name} with another image than the phone already under that serial got the "
+            f"line's fail-safe ({action}) before the conflict was found. It is not recorded (the serial is the other phone's) and is not "
+            f"in the Review queue: find it at the hold station, give it a serial of its own and post it again. "
+            + (f"Its image: {job.image_path}." if job.image_path else "Its image could not be stored either.")
+        )
+        log.error("%s", note)
+        try:
+            with self.database.write() as session:
+                audit.record(
+                    session=session,
+                    actor=audit.SYSTEM_ACTOR,
+                    action="station.serial_conflict",
+                    entity="line",
+                    entity_id=job.line.id,
+                    after={
+                        "serial": job.serial,
+                        "image_path": job.image_path,
+                        "image_sha256": job.image_sha256,
+                        "station": job.meta.get("station"),
+                        "action": action,
+                    },
+                    note=note,
+                )
+        except Exception:
+            log.exception("phone %s on %s: the serial conflict could not be written to the audit log", job.serial, job.line.name)
 
     def keep_unrecorded(self, job: _Job) -> None:
         """A phone answered with the fail-safe while the database did not answer: its image stored now, the phone written later."""

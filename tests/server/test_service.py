@@ -21,7 +21,7 @@ from db import audit
 from db.api_keys import revoke_key
 from db.corrections import correct_decision
 from db.lines import add_line, get_line, set_answer_settings, update_settings
-from db.models import FinalDecision, GateAnswer, Inspection, Prediction, ReviewTask, Routing
+from db.models import AuditEntry, FinalDecision, GateAnswer, Inspection, Prediction, ReviewTask, Routing
 from db.reviews import claim_next_task, record_human_decision
 from tests.server.conftest import make_key, open_client, phone_jpeg, post
 
@@ -522,6 +522,47 @@ def test_an_overload_clears_phones_late_before_they_began_go_to_people_without_t
             assert session.scalar(select(ReviewTask.kind).where(ReviewTask.inspection_id == inspection_id)) == "decide", serial
     # SN-over-0 held the thread (inspected, late); SN-over-1 started with SN-over-2 behind it: no model; SN-over-2 last: inspected.
     assert predicted == {"SN-over-0": 1, "SN-over-1": 0, "SN-over-2": 1}
+
+
+def test_a_serial_conflict_found_after_the_failsafe_was_given_is_written_to_the_audit_log(database, settings, key, transport):
+    """A second phone under a used serial, with another image, waits past its budget (one thread, held): the
+    gate acts on the fail-safe before the conflict is found. It cannot be recorded under that serial, so the
+    audit log says so, with the image it was posted with, instead of the phone vanishing without a word."""
+    with database.write() as session:
+        set_answer_settings(session=session, line_id=1, actor="admin", budget_ms=500)
+    service = InspectionService(database, settings, Inspector(database, settings, threads=2), threads=1)
+    service.start_loading()
+    held, inspect = threading.Event(), service.inspect
+
+    def held_inspect(*args, **kwargs):
+        held.wait(60)
+        return inspect(*args, **kwargs)
+
+    try:
+        with open_client(service, transport) as client:
+            wait_ready(client)
+            first = post(client, key, "SN-used", phone_jpeg(40)).json()
+            service.inspect = held_inspect  # the next phone occupies the only thread until released
+            holder = threading.Thread(target=post, args=(client, key, "SN-holder", phone_jpeg(41)))
+            holder.start()
+            time.sleep(0.2)
+            second = post(client, key, "SN-used", phone_jpeg(42))  # another phone, the same serial: waits past its budget
+            held.set()
+            holder.join(60)
+            service._pool.submit(lambda: None).result(60)  # the second phone's job has run
+    finally:
+        held.set()
+        service.close()
+    assert first["failsafe"] is None
+    assert second.status_code == 200 and second.json()["failsafe"] == "overloaded" and second.json()["action"] == "to_person"
+    with database.read() as session:
+        assert session.scalar(select(func.count()).select_from(Inspection).where(Inspection.serial == "SN-used")) == 1
+        entries = list(session.scalars(select(AuditEntry).where(AuditEntry.action == "station.serial_conflict")))
+        assert len(entries) == 1, entries
+        after, note = entries[0].after, entries[0].note
+    assert after["serial"] == "SN-used" and after["image_sha256"] == hashlib.sha256(phone_jpeg(42)).hexdigest()
+    assert settings.image_file(after["image_path"]).is_file()  # the phone's image is kept, named in the entry
+    assert "not in the Review queue" in note
 
 
 def test_a_phone_that_cannot_be_inspected_in_what_is_left_of_its_budget_gets_the_failsafe_at_once(database, settings, key, transport):
