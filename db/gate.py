@@ -18,8 +18,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from core.vocabulary import InspectionStatus
+from db import audit
 from db.corrections import final_verdict
-from db.models import DecisionCorrection, FinalDecision, GateAnswer, HumanDecision, Inspection, Line, ModelVersion, Routing, utcnow
+from db.models import AuditEntry, DecisionCorrection, FinalDecision, GateAnswer, HumanDecision, Inspection, Line, ModelVersion, Routing, utcnow
 
 #: Where a posted phone came from (``inspections.source``).
 SERVICE_SOURCE = "service"
@@ -395,3 +396,46 @@ def answer_summary(*, session: Session, line_id: int, since: datetime, limit: in
         return latencies[min(len(latencies) - 1, int(share * len(latencies)))] if latencies else None
 
     return AnswerSummary(len(latencies), percentile(0.5), percentile(0.99), latencies[-1] if latencies else None, failsafes, actions)
+
+
+#: The audit action of a phone the gate sent to its fail-safe under a serial another phone of the line has.
+SERIAL_CONFLICT_ACTION = "station.serial_conflict"
+
+
+@dataclass(frozen=True)
+class UnrecordedConflict:
+    """A phone that got the line's fail-safe before its serial turned out to be another phone's: not recorded as a phone."""
+
+    at: datetime
+    serial: str
+    station: str | None
+    image_path: str | None
+
+
+def record_serial_conflict(
+    *, session: Session, line_id: int, serial: str, station: str | None, image_path: str | None, image_sha256: str | None, action: str, note: str
+) -> None:
+    """Say in the audit log that a phone went to the fail-safe under a serial the line already has (see :func:`unrecorded_conflicts`)."""
+    audit.record(
+        session=session,
+        actor=audit.SYSTEM_ACTOR,
+        action=SERIAL_CONFLICT_ACTION,
+        entity="line",
+        entity_id=line_id,
+        after={"serial": serial, "station": station, "image_path": image_path, "image_sha256": image_sha256, "action": action},
+        note=note,
+    )
+
+
+def unrecorded_conflicts(*, session: Session, line_id: int, since: datetime) -> list[UnrecordedConflict]:
+    """The line's phones sent to the fail-safe under another phone's serial since ``since``, newest first."""
+    entries = session.scalars(
+        select(AuditEntry)
+        .where(AuditEntry.entity == "line", AuditEntry.entity_id == str(line_id), AuditEntry.action == SERIAL_CONFLICT_ACTION, AuditEntry.at >= since)
+        .order_by(AuditEntry.at.desc())
+        .limit(50)
+    )
+    return [
+        UnrecordedConflict(entry.at, str((entry.after or {}).get("serial")), (entry.after or {}).get("station"), (entry.after or {}).get("image_path"))
+        for entry in entries
+    ]

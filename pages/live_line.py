@@ -17,13 +17,15 @@ from app.session import current_user
 from app.widgets import LEVEL_WORDS, box_tuples, labelled_thumbnail, line_picker, local_time, severe_drift_notice
 from core.auth import Action, PermissionDeniedError, may, require
 from core.routing import failsafe_in_words, rule_in_words
-from db.gate import answer_summary
+from db.gate import answer_summary, unrecorded_conflicts
 from db.lines import FAILSAFE_ACTIONS, list_lines, set_answer_settings
 from db.live import PhoneRow, latest_phones
 from db.models import utcnow
 from db.status import line_statuses, server_summary
 
 REFRESH_SECONDS = 2.0
+#: How long a phone sent to the fail-safe under another phone's serial stays on the page (a shift).
+CONFLICT_WINDOW = timedelta(hours=8)
 PHONES_SHOWN = 6
 GRID_COLUMNS = 3
 #: The window of the service's answers summarised at the top.
@@ -96,6 +98,7 @@ def line_counters() -> None:
 def service_answers() -> None:
     with database.read() as session:
         summary = answer_summary(session=session, line_id=line.id, since=utcnow() - ANSWER_WINDOW)
+        conflicts = unrecorded_conflicts(session=session, line_id=line.id, since=utcnow() - CONFLICT_WINDOW)
         fresh = next((candidate for candidate in list_lines(session=session) if candidate.id == line.id), line)
         server_alive, server_words = server_summary(session=session)
     if server_alive is False:
@@ -118,6 +121,15 @@ def service_answers() -> None:
         st.warning(f"The gate acted on the fail-safe {times} in {minutes} min: {why}. It {acted}; each is in the review queue for a person's verdict.")
     elif not summary.answers:
         st.caption(f"No phone posted by a camera station in the last {minutes} min (`shadowline serve`, `shadowline station`).")
+    if conflicts:
+        which = ", ".join(f"{c.serial} ({c.at:%H:%M:%S}{', station ' + c.station if c.station else ''})" for c in conflicts[:5])
+        more = f" and {len(conflicts) - 5} more" if len(conflicts) > 5 else ""
+        phones = "A phone" if len(conflicts) == 1 else f"{len(conflicts)} phones"
+        st.error(
+            f"{phones} went to the fail-safe under a serial another phone of this line already has: {which}{more}. "
+            "Not recorded, so not in the Review queue: find them at the hold station, give each a serial of its own and post it again. "
+            "Managers and admins find each one's image in the audit log."
+        )
 
 
 def answer_settings_editor() -> None:

@@ -67,7 +67,7 @@ from core.routing import LEVEL_POLICIES, Decider, RoutingDecision, failsafe_in_w
 from core.server.backlog import Backlog, Journal, UnrecordedPhone
 from core.settings import Settings
 from core.vocabulary import FailsafeReason, GateAction
-from db import audit, gate, heartbeats
+from db import gate, heartbeats
 from db.api_keys import KeyInfo, authenticate
 from db.engine import Database, is_transient
 from db.lines import LineConfig, find_line, list_lines
@@ -860,19 +860,14 @@ class InspectionService:
         log.error("%s", note)
         try:
             with self.database.write() as session:
-                audit.record(
+                gate.record_serial_conflict(
                     session=session,
-                    actor=audit.SYSTEM_ACTOR,
-                    action="station.serial_conflict",
-                    entity="line",
-                    entity_id=job.line.id,
-                    after={
-                        "serial": job.serial,
-                        "image_path": job.image_path,
-                        "image_sha256": job.image_sha256,
-                        "station": job.meta.get("station"),
-                        "action": action,
-                    },
+                    line_id=job.line.id,
+                    serial=job.serial,
+                    station=job.meta.get("station"),  # type: ignore[arg-type]
+                    image_path=job.image_path,
+                    image_sha256=job.image_sha256,
+                    action=action,
                     note=note,
                 )
         except Exception:

@@ -221,3 +221,29 @@ def test_status_says_how_many_human_verdicts_the_simulated_inspector_gave(databa
     with database.read() as session:
         (status,) = line_statuses(session=session)
     assert status.decided_by["human"] == 8 and status.decided_by_simulation == 8
+
+
+def test_live_line_says_when_a_phone_went_to_the_failsafe_under_another_phones_serial(database, app_for) -> None:
+    """Such a phone is not recorded (core/server/service.py, note_unrecorded_conflict): the hold station must hear of it here."""
+    from db.gate import record_serial_conflict
+
+    at = app_for()
+    at.session_state["auth.user"] = CurrentUser("sam", Role.SUPERVISOR)
+    at.run()
+    assert not at.exception and not [e for e in at.error if "serial" in e.value]
+    with database.write() as session:
+        line = get_line(session=session, name="line-1")
+        record_serial_conflict(
+            session=session,
+            line_id=line.id,
+            serial="SN-TWICE",
+            station="bench-7",
+            image_path="images/line-1/x.jpg",
+            image_sha256="0" * 64,
+            action="to_person",
+            note="test",
+        )
+    at.run()
+    assert not at.exception
+    [notice] = [e.value for e in at.error if "SN-TWICE" in e.value]
+    assert "station bench-7" in notice and "not in the Review queue" in notice and "serial of its own" in notice

@@ -559,6 +559,13 @@ def test_a_serial_conflict_found_after_the_failsafe_was_given_is_written_to_the_
         assert session.scalar(select(func.count()).select_from(Inspection).where(Inspection.serial == "SN-used")) == 1
         entries = list(session.scalars(select(AuditEntry).where(AuditEntry.action == "station.serial_conflict")))
         assert len(entries) == 1, entries
+        from datetime import timedelta
+
+        from db.gate import unrecorded_conflicts
+        from db.models import utcnow
+
+        [shown] = unrecorded_conflicts(session=session, line_id=1, since=utcnow() - timedelta(hours=1))  # what the Live line shows
+        assert shown.serial == "SN-used"
         after, note = entries[0].after, entries[0].note
     assert after["serial"] == "SN-used" and after["image_sha256"] == hashlib.sha256(phone_jpeg(42)).hexdigest()
     assert settings.image_file(after["image_path"]).is_file()  # the phone's image is kept, named in the entry
