@@ -439,3 +439,36 @@ def unrecorded_conflicts(*, session: Session, line_id: int, since: datetime) -> 
         UnrecordedConflict(entry.at, str((entry.after or {}).get("serial")), (entry.after or {}).get("station"), (entry.after or {}).get("image_path"))
         for entry in entries
     ]
+
+
+#: The audit action of a station's refused posts (4xx: nothing of those phones was recorded), counted by code.
+REFUSED_POSTS_ACTION = "station.refused_posts"
+
+
+def record_refused_posts(*, session: Session, line_id: int | None, line_name: str, counts: dict[str, int]) -> None:
+    """Say in the audit log that the service refused this many posts for a line lately, by error code."""
+    total = sum(counts.values())
+    which = ", ".join(f"{code} {n}" for code, n in sorted(counts.items()))
+    audit.record(
+        session=session,
+        actor=audit.SYSTEM_ACTOR,
+        action=REFUSED_POSTS_ACTION,
+        entity="line",
+        entity_id=line_id,
+        after={"line": line_name, "counts": counts},
+        note=f"The service refused {total} post{'s' if total != 1 else ''} of phones for {line_name} ({which}): nothing of those phones was recorded.",
+    )
+
+
+def refused_posts(*, session: Session, line_id: int, since: datetime) -> dict[str, int]:
+    """The line's refused posts since ``since``, by error code (e.g. ``unauthorized``, ``not_an_image``)."""
+    totals: dict[str, int] = {}
+    entries = session.scalars(
+        select(AuditEntry.after).where(
+            AuditEntry.entity == "line", AuditEntry.entity_id == str(line_id), AuditEntry.action == REFUSED_POSTS_ACTION, AuditEntry.at >= since
+        )
+    )
+    for after in entries:
+        for code, count in ((after or {}).get("counts") or {}).items():
+            totals[code] = totals.get(code, 0) + int(count)
+    return totals

@@ -17,13 +17,24 @@ from app.session import current_user
 from app.widgets import LEVEL_WORDS, box_tuples, labelled_thumbnail, line_picker, local_time, severe_drift_notice
 from core.auth import Action, PermissionDeniedError, may, require
 from core.routing import failsafe_in_words, rule_in_words
-from db.gate import answer_summary, unrecorded_conflicts
+from db.gate import answer_summary, refused_posts, unrecorded_conflicts
 from db.lines import FAILSAFE_ACTIONS, list_lines, set_answer_settings
 from db.live import PhoneRow, latest_phones
 from db.models import utcnow
 from db.status import line_statuses, server_summary
 
 REFRESH_SECONDS = 2.0
+#: Why the prediction server refused a station's post (its error code), as the floor says it.
+REFUSED_WORDS = {
+    "unauthorized": "no key, or an unknown or revoked one",
+    "forbidden": "a key of another line",
+    "bad_request": "a form without what a post needs",
+    "no_image": "no image",
+    "bad_serial": "a missing or unreadable serial",
+    "not_an_image": "a file that is not an image",
+    "body_too_large": "over 25 MB",
+    "serial_conflict": "a serial another phone of the line has",
+}
 #: How long a phone sent to the fail-safe under another phone's serial stays on the page (a shift).
 CONFLICT_WINDOW = timedelta(hours=8)
 PHONES_SHOWN = 6
@@ -99,6 +110,7 @@ def service_answers() -> None:
     with database.read() as session:
         summary = answer_summary(session=session, line_id=line.id, since=utcnow() - ANSWER_WINDOW)
         conflicts = unrecorded_conflicts(session=session, line_id=line.id, since=utcnow() - CONFLICT_WINDOW)
+        refused = refused_posts(session=session, line_id=line.id, since=utcnow() - ANSWER_WINDOW)
         fresh = next((candidate for candidate in list_lines(session=session) if candidate.id == line.id), line)
         server_alive, server_words = server_summary(session=session)
     if server_alive is False:
@@ -121,6 +133,14 @@ def service_answers() -> None:
         st.warning(f"The gate acted on the fail-safe {times} in {minutes} min: {why}. It {acted}; each is in the review queue for a person's verdict.")
     elif not summary.answers:
         st.caption(f"No phone posted by a camera station in the last {minutes} min (`shadowline serve`, `shadowline station`).")
+    if refused:
+        total = sum(refused.values())
+        why = "; ".join(f"{REFUSED_WORDS.get(code, code.replace('_', ' '))} ({n:,})" for code, n in sorted(refused.items(), key=lambda item: -item[1]))
+        st.warning(
+            f"The prediction server refused {total:,} post{'s' if total != 1 else ''} of phones for this line in {minutes} min: {why}. "
+            "Nothing of those phones was recorded: the station sent each to the hold station, to be judged by hand there, not in the Review queue. "
+            "Check the station's key and settings (`shadowline keys list`)."
+        )
     if conflicts:
         which = ", ".join(f"{c.serial} ({c.at:%H:%M:%S}{', station ' + c.station if c.station else ''})" for c in conflicts[:5])
         more = f" and {len(conflicts) - 5} more" if len(conflicts) > 5 else ""

@@ -15,6 +15,7 @@ import json
 import time
 from datetime import UTC, datetime
 from typing import Annotated, Any
+from urllib.parse import unquote
 
 from fastapi import FastAPI, File, Form, Header, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
@@ -43,6 +44,14 @@ class ApiError(Exception):
         self.status, self.code, self.message = status, code, message
 
 
+def _posted_line(method: str, path: str) -> str | None:
+    """The line of a phone's post (``POST /v1/lines/{line}/inspections``); None for any other request."""
+    parts = path.strip("/").split("/")
+    if method == "POST" and len(parts) == 4 and parts[:2] == ["v1", "lines"] and parts[3] == "inspections":
+        return unquote(parts[2])
+    return None
+
+
 def _error(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
 
@@ -60,7 +69,7 @@ class BodyLimit:
         message = f"the request body is over the {self.limit // (1024 * 1024)} MB accepted"
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.limit:
-            self.on_refused()
+            self.on_refused(scope)
             await _error(413, "body_too_large", message)(scope, receive, send)
             return
         seen = 0
@@ -86,7 +95,7 @@ class BodyLimit:
         with contextlib.suppress(_TooLarge):  # raised into the app by counting_receive; too_large says so
             await self.app(scope, counting_receive, tracking_send)
         if too_large:
-            self.on_refused()
+            self.on_refused(scope)
             if not started:
                 await _error(413, "body_too_large", message)(scope, receive, send)
 
@@ -137,11 +146,25 @@ def create_app(service: InspectionService) -> FastAPI:
         responses={401: {"model": ErrorBody}, 403: {"model": ErrorBody}, 404: {"model": ErrorBody}},
     )
     metrics = service.metrics
-    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES, on_refused=lambda: metrics.rejected.labels("body_too_large").inc())
+
+    def too_large(scope: Scope) -> None:
+        metrics.rejected.labels("body_too_large").inc()
+        line = _posted_line(scope.get("method", ""), scope.get("path", ""))
+        if line is not None:
+            service.note_refused_post(line, "body_too_large")
+
+    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES, on_refused=too_large)
+
+    def refused(request: Request, code: str) -> None:
+        """Count a refused request; a refused phone (a POST of one) is also kept for the Live line (see the service)."""
+        metrics.rejected.labels(code).inc()
+        line = _posted_line(request.method, request.url.path)
+        if line is not None:
+            service.note_refused_post(line, code)
 
     @app.exception_handler(ApiError)
-    async def _api_error(_request: Request, error: ApiError) -> JSONResponse:
-        metrics.rejected.labels(error.code).inc()
+    async def _api_error(request: Request, error: ApiError) -> JSONResponse:
+        refused(request, error.code)
         return _error(error.status, error.code, error.message)
 
     async def _database_down(_request: Request, _error: Exception) -> JSONResponse:
@@ -158,12 +181,12 @@ def create_app(service: InspectionService) -> FastAPI:
             # The form is checked before the handler runs: a caller without a valid key hears that first.
             try:
                 await asyncio.to_thread(authorize, request.headers.get("authorization"), request.path_params.get("line"))
-            except ApiError as refused:
-                metrics.rejected.labels(refused.code).inc()
-                return _error(refused.status, refused.code, refused.message)
+            except ApiError as denied:
+                refused(request, denied.code)
+                return _error(denied.status, denied.code, denied.message)
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:]) or 'request'}: {e['msg']}" for e in error.errors())
         code = "no_image" if any(e["loc"][-1:] == ("image",) for e in error.errors()) else "bad_request"
-        metrics.rejected.labels(code).inc()
+        refused(request, code)
         return _error(400, code, problems or "the request is not a multipart form with 'image' and 'serial'")
 
     def authorize(authorization: str | None, line: str | None) -> Any:

@@ -65,12 +65,13 @@ def build_service(settings: Settings | None = None, *, threads: int = 0, detecto
 
 
 def _drift_loop(service, stop: threading.Event) -> None:  # noqa: ANN001
-    """The heartbeat (the app shows whether the line's server answers) and the due drift checks, every few seconds."""
+    """The heartbeat (the app shows whether the line's server answers), refused posts and the due drift checks, every few seconds."""
     from db.engine import is_transient
 
     while not stop.wait(DRIFT_CHECK_SECONDS):
         try:
             service.beat()
+            service.write_refused_posts()
             service.background_checks()
         except Exception as error:  # the database restarting must not end the service's checks
             if not is_transient(error):

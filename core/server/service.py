@@ -42,6 +42,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import math
 import os
 import queue
 import socket
@@ -89,6 +90,8 @@ BACKLOG_FOLDER = "service-backlog"
 #: reads (the line's drift counts, its run of refused phones) cost the same for one phone or fifty, and
 #: nothing in it is urgent to the tenth of a second (the gate was answered before).
 UPKEEP_GATHER_SECONDS = 0.25
+#: Refused posts are written to the audit log at most this often (see :meth:`InspectionService.write_refused_posts`).
+REFUSED_WRITE_SECONDS = 60.0
 #: The phones whose inspection times say how long the next one will take (:meth:`InspectionService.cannot_finish_in_time`).
 INSPECTION_TIMES_KEPT = 25
 #: A policy rule that means the answer could not be judged: the line's fail-safe applies.
@@ -512,6 +515,10 @@ class InspectionService:
         #: Jobs submitted and not yet started: a fail-safe'd job that starts while others wait skips the model.
         self._waiting = 0
         self._waiting_lock = threading.Lock()
+        #: Refused posts by (line, code) not yet written (see :meth:`write_refused_posts`), and when they last were.
+        self._refused: dict[tuple[str, str], int] = {}
+        self._refused_lock = threading.Lock()
+        self._refused_written_at = -REFUSED_WRITE_SECONDS
         #: How long the last phones' inspection and write took, in seconds (see :meth:`cannot_finish_in_time`).
         self._inspection_s: deque[float] = deque(maxlen=INSPECTION_TIMES_KEPT)
         self._in_flight: dict[tuple[int, str], tuple[_Job, asyncio.Future[Answer]]] = {}
@@ -614,6 +621,10 @@ class InspectionService:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=False)
+        try:
+            self.write_refused_posts(now=math.inf)  # whatever was counted since the last write
+        except Exception:
+            log.exception("the refused posts counted lately could not be written")
         self.unrecorded.close()
         self.wait_for_upkeep(timeout=30)
         self._closing.set()
@@ -843,6 +854,43 @@ class InspectionService:
             holder=self.holder_id,
             lease_seconds=LEASE_SECONDS,
         )
+
+    def note_refused_post(self, line_name: str, code: str) -> None:
+        """A phone's post was refused with a 4xx (bad key, bad form, not an image...): nothing of it is recorded.
+
+        Counted here and written by :meth:`write_refused_posts` (about once a minute, the first at once),
+        so the Live line can say that a station's phones go to the hold station unrecorded, and why.
+        """
+        with self._refused_lock:
+            self._refused[(line_name, code)] = self._refused.get((line_name, code), 0) + 1
+
+    def write_refused_posts(self, *, now: float | None = None) -> None:
+        """Write the refused posts counted since the last write, per line, to the audit log (see :func:`db.gate.record_refused_posts`).
+
+        At most once every :data:`REFUSED_WRITE_SECONDS` (the first after a quiet spell at once): a
+        station refused all day leaves a line a minute, not one per phone. What the database does not
+        take stays counted for the next try.
+        """
+        now = time.monotonic() if now is None else now
+        with self._refused_lock:
+            if not self._refused or now - self._refused_written_at < REFUSED_WRITE_SECONDS:
+                return
+            counted, self._refused = self._refused, {}
+            since, self._refused_written_at = self._refused_written_at, now
+        by_line: dict[str, dict[str, int]] = {}
+        for (line_name, code), count in counted.items():
+            by_line.setdefault(line_name, {})[code] = count
+        try:
+            with self.database.write() as session:
+                for line_name, counts in by_line.items():
+                    line = find_line(session=session, name=line_name)
+                    gate.record_refused_posts(session=session, line_id=line.id if line else None, line_name=line_name, counts=counts)
+        except Exception:
+            with self._refused_lock:  # kept for the next try
+                for key, count in counted.items():
+                    self._refused[key] = self._refused.get(key, 0) + count
+                self._refused_written_at = since
+            raise
 
     def note_unrecorded_conflict(self, job: _Job) -> None:
         """A phone the gate sent to its fail-safe turned out to reuse a serial the line has, with another image.

@@ -247,3 +247,24 @@ def test_live_line_says_when_a_phone_went_to_the_failsafe_under_another_phones_s
     assert not at.exception
     [notice] = [e.value for e in at.error if "SN-TWICE" in e.value]
     assert "station bench-7" in notice and "not in the Review queue" in notice and "serial of its own" in notice
+
+
+def test_live_line_says_when_the_prediction_server_refused_a_stations_posts(database, app_for) -> None:
+    """A station with a revoked key sends every phone to the hold station unrecorded: the Live line says so, and why."""
+    from db.gate import record_refused_posts
+
+    at = app_for()
+    at.session_state["auth.user"] = CurrentUser("sam", Role.SUPERVISOR)
+    at.run()
+    assert not at.exception and not [w for w in at.warning if "refused" in w.value]
+    with database.write() as session:
+        line = get_line(session=session, name="line-1")
+        record_refused_posts(session=session, line_id=line.id, line_name="line-1", counts={"unauthorized": 12, "not_an_image": 1})
+        record_refused_posts(session=session, line_id=line.id, line_name="line-1", counts={"unauthorized": 3})
+        record_refused_posts(session=session, line_id=None, line_name="line-9", counts={"unknown_line": 5})  # no such line: not this line's
+    at.run()
+    assert not at.exception
+    [notice] = [w.value for w in at.warning if "refused" in w.value]
+    assert "refused 16 posts" in notice
+    assert "no key, or an unknown or revoked one (15); a file that is not an image (1)" in notice
+    assert "not in the Review queue" in notice and "unknown_line" not in notice

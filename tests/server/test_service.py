@@ -233,7 +233,7 @@ def test_keys_are_scoped_to_their_line_and_revocable(client, key, database):
         ("30 MB chunked body", 413, "body_too_large"),
     ],
 )
-def test_bad_requests_get_a_json_4xx_and_change_nothing(client, key, database, transport, case, status, code):
+def test_bad_requests_get_a_json_4xx_and_change_nothing(client, key, database, service, transport, case, status, code):
     headers = {"Authorization": f"Bearer {key}"}
     url = "/v1/lines/line-1/inspections"
     image = {"image": ("phone.jpg", phone_jpeg(0), "image/jpeg")}
@@ -275,10 +275,26 @@ def test_bad_requests_get_a_json_4xx_and_change_nothing(client, key, database, t
         status_got, body = _announce_huge_body(str(client.base_url), url, headers)
         assert (status_got, json.loads(body)["error"]["code"]) == (status, code)
         assert count(database, Inspection) == 0 and count(database, GateAnswer) == 0
+        _assert_refusal_kept(service, database, code if case != "unknown line" else None)
         return
     assert response.status_code == status, response.text
     assert response.json()["error"]["code"] == code
     assert count(database, Inspection) == 0 and count(database, GateAnswer) == 0
+    _assert_refusal_kept(service, database, code if case != "unknown line" else None)
+
+
+def _assert_refusal_kept(service, database, code: str | None) -> None:
+    """The refused phone is counted for line-1's Live line (nothing else of it is kept); a post to no line is not."""
+    from datetime import timedelta
+
+    from core.server.service import REFUSED_WRITE_SECONDS
+    from db.gate import refused_posts
+    from db.models import utcnow
+
+    service.write_refused_posts(now=time.monotonic() + REFUSED_WRITE_SECONDS)
+    with database.read() as session:
+        kept = refused_posts(session=session, line_id=1, since=utcnow() - timedelta(minutes=15))
+    assert kept == ({code: 1} if code else {})
 
 
 def _announce_huge_body(base_url: str, path: str, headers: dict[str, str]) -> tuple[int, bytes]:
@@ -783,3 +799,35 @@ def test_the_server_parses_http_in_c_when_installed_as_packaged() -> None:
     config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning")
     config.load()
     assert config.http_protocol_class.__name__ == "HttpToolsProtocol"
+
+
+def test_refused_posts_are_written_at_once_then_at_most_once_a_minute_and_on_close(client, key, database, service):
+    """A station refused all day leaves about a line a minute in the audit log, not one per phone; the first refusal
+    after a quiet spell is written at once, and what is counted when the service stops is written then."""
+    from datetime import timedelta
+
+    from core.server.service import REFUSED_WRITE_SECONDS
+    from db.gate import refused_posts
+    from db.models import utcnow
+
+    def refuse() -> None:
+        response = client.post("/v1/lines/line-1/inspections", files={"image": ("p.jpg", phone_jpeg(0), "image/jpeg")}, data={"serial": "S1"})
+        assert response.status_code == 401
+
+    def written() -> tuple[dict[str, int], int]:
+        with database.read() as session:
+            entries = session.scalar(select(func.count()).select_from(AuditEntry).where(AuditEntry.action == "station.refused_posts"))
+            return refused_posts(session=session, line_id=1, since=utcnow() - timedelta(minutes=15)), entries
+
+    refuse()
+    service.write_refused_posts()
+    assert written() == ({"unauthorized": 1}, 1)
+    refuse()
+    refuse()
+    service.write_refused_posts()  # within the minute: kept counting
+    assert written() == ({"unauthorized": 1}, 1)
+    service.write_refused_posts(now=time.monotonic() + REFUSED_WRITE_SECONDS)
+    assert written() == ({"unauthorized": 3}, 2)
+    refuse()
+    service.close()
+    assert written() == ({"unauthorized": 4}, 3)
