@@ -144,11 +144,16 @@ def service_answers() -> None:
     if conflicts:
         which = ", ".join(f"{c.serial} ({c.at:%H:%M:%S}{', station ' + c.station if c.station else ''})" for c in conflicts[:5])
         more = f" and {len(conflicts) - 5} more" if len(conflicts) > 5 else ""
-        phones = "A phone" if len(conflicts) == 1 else f"{len(conflicts)} phones"
+        one = len(conflicts) == 1
+        phones = "A phone" if one else f"{len(conflicts)} phones"
+        find = (
+            "find it at the hold station, give it a serial of its own and post it again. Managers and admins find its image"
+            if one
+            else "find them at the hold station, give each a serial of its own and post it again. Managers and admins find each one's image"
+        )
         st.error(
             f"{phones} went to the fail-safe under a serial another phone of this line already has: {which}{more}. "
-            "Not recorded, so not in the Review queue: find them at the hold station, give each a serial of its own and post it again. "
-            "Managers and admins find each one's image in the audit log."
+            f"Not recorded, so not in the Review queue: {find} in the audit log."
         )
 
 
