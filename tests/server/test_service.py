@@ -486,22 +486,33 @@ def test_a_run_of_refused_phones_raises_the_alarm_and_steps_the_line_down(client
     assert post(client, key, "SN-after", phone_jpeg(4)).json()["rule"] == "shadow_human"
 
 
-def test_an_overload_clears_phones_late_before_they_began_go_to_people_without_the_model(database, settings, key, transport):
-    """One inspection thread, held: three phones wait past the budget. The one that starts while another still
-    waits is stored for a person without the model; the last, with nobody behind it, is still inspected; the next
-    phone after the overload is judged in time."""
-    set_line(database, level="full", audit_share=NO_AUDIT)
+def _one_thread_service(database, settings, *, budget_ms: int) -> InspectionService:
+    """A service inspecting one phone at a time, line-1's budget set to ``budget_ms``."""
     with database.write() as session:
-        set_answer_settings(session=session, line_id=1, actor="admin", budget_ms=1500)
+        set_answer_settings(session=session, line_id=1, actor="admin", budget_ms=budget_ms)
     service = InspectionService(database, settings, Inspector(database, settings, threads=2), threads=1)
     service.start_loading()
-    held, inspect = threading.Event(), service.inspect
+    return service
+
+
+def _hold_inspections(service: InspectionService, held: threading.Event) -> None:
+    """From now on every inspection waits for ``held`` (at most a minute) before it runs."""
+    inspect = service.inspect
 
     def held_inspect(*args, **kwargs):
         held.wait(60)
         return inspect(*args, **kwargs)
 
-    service.inspect = held_inspect  # the first phone occupies the only thread until released
+    service.inspect = held_inspect
+
+
+def test_an_overload_clears_phones_late_before_they_began_go_to_people_without_the_model(database, settings, key, transport):
+    """One inspection thread, held: three phones wait past the budget. The one that starts while another still
+    waits is stored for a person without the model; the last, with nobody behind it, is still inspected; the next
+    phone after the overload is judged in time."""
+    set_line(database, level="full", audit_share=NO_AUDIT)
+    service, held = _one_thread_service(database, settings, budget_ms=1500), threading.Event()
+    _hold_inspections(service, held)  # the first phone occupies the only thread until released
     answers: dict[str, dict] = {}
     try:
         with open_client(service, transport) as client:
@@ -544,21 +555,12 @@ def test_a_serial_conflict_found_after_the_failsafe_was_given_is_written_to_the_
     """A second phone under a used serial, with another image, waits past its budget (one thread, held): the
     gate acts on the fail-safe before the conflict is found. It cannot be recorded under that serial, so the
     audit log says so, with the image it was posted with, instead of the phone vanishing without a word."""
-    with database.write() as session:
-        set_answer_settings(session=session, line_id=1, actor="admin", budget_ms=500)
-    service = InspectionService(database, settings, Inspector(database, settings, threads=2), threads=1)
-    service.start_loading()
-    held, inspect = threading.Event(), service.inspect
-
-    def held_inspect(*args, **kwargs):
-        held.wait(60)
-        return inspect(*args, **kwargs)
-
+    service, held = _one_thread_service(database, settings, budget_ms=500), threading.Event()
     try:
         with open_client(service, transport) as client:
             wait_ready(client)
             first = post(client, key, "SN-used", phone_jpeg(40)).json()
-            service.inspect = held_inspect  # the next phone occupies the only thread until released
+            _hold_inspections(service, held)  # the next phone occupies the only thread until released
             holder = threading.Thread(target=post, args=(client, key, "SN-holder", phone_jpeg(41)))
             holder.start()
             time.sleep(0.2)
@@ -595,10 +597,7 @@ def test_a_phone_that_cannot_be_inspected_in_what_is_left_of_its_budget_gets_the
     answer that would come too late to count."""
     set_line(database, level="full", audit_share=NO_AUDIT)
     budget_ms = 2000
-    with database.write() as session:
-        set_answer_settings(session=session, line_id=1, actor="admin", budget_ms=budget_ms)
-    service = InspectionService(database, settings, Inspector(database, settings, threads=2), threads=1)
-    service.start_loading()
+    service = _one_thread_service(database, settings, budget_ms=budget_ms)
     inspect = service.inspect
 
     def slow_inspect(*args, **kwargs):
