@@ -92,6 +92,8 @@ class InspectionRecord(BaseModel):
     reason: str | None = Field(description="why, in words (the routing's reason)")
     latency_ms: float | None
     final: FinalDecisionBody | None
+    pending: bool = Field(description="true until the phone has its final decision (a person's verdict still to come), as the POST's 'pending'")
+    model_slot: Literal["blue"] | None = Field(description="'blue' when the answer rests on the line's active version (as the POST's); else None")
 
     @classmethod
     def from_stored(cls, stored: StoredAnswer) -> InspectionRecord:
@@ -119,6 +121,8 @@ class InspectionRecord(BaseModel):
             reason=stored.reason,
             latency_ms=None if stored.latency_ms is None else round(stored.latency_ms, 2),
             final=final,
+            pending=final is None,
+            model_slot="blue" if stored.model_version else None,
         )
 
 

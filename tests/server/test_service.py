@@ -368,6 +368,8 @@ def test_a_persons_verdict_reaches_the_line_through_the_cursor(client, key, data
     assert start["decisions"] == []
     answer = post(client, key, "SN-hold").json()
     assert answer["action"] == "to_person" and answer["pending"]
+    waiting = client.get(f"/v1/inspections/{answer['inspection_id']}", headers=headers).json()
+    assert (waiting["pending"], waiting["model_slot"], waiting["final"]) == (True, answer["model_slot"], None)  # GET says what the POST said
     result = {}
 
     def follow() -> None:
@@ -391,6 +393,7 @@ def test_a_persons_verdict_reaches_the_line_through_the_cursor(client, key, data
     assert event["corrects"] is None
     record = client.get(f"/v1/inspections/{answer['inspection_id']}", headers=headers).json()
     assert record["final"]["verdict"] == "reject" and record["final"]["decided_by"] == "person" and record["final"]["corrected_at"] is None
+    assert record["pending"] is False
     assert client.get("/v1/lines/line-1/inspections", headers=headers, params={"serial": "SN-hold"}).json()["inspection_id"] == answer["inspection_id"]
     after = client.get("/v1/lines/line-1/decisions", headers=headers, params={"after": result["page"]["cursor"]}).json()
     assert after["decisions"] == []
