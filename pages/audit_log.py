@@ -117,4 +117,6 @@ def _csv(text: str, actor: str | None, since: datetime | None, kind: str) -> byt
     return frame.to_csv(index=False).encode()
 
 
-st.download_button(f"Export {min(total, EXPORT_LIMIT):,} entries as CSV", _csv(**query), file_name="shadowline-audit.csv", mime="text/csv", key="audit.export")
+_exported = min(total, EXPORT_LIMIT)
+_what = "entry" if _exported == 1 else "entries"
+st.download_button(f"Export {_exported:,} {_what} as CSV", _csv(**query), file_name="shadowline-audit.csv", mime="text/csv", key="audit.export")

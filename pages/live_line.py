@@ -126,21 +126,6 @@ def service_answers() -> None:
     _rate_metric(cols[3], "Fail-safes", summary.failsafe_count, summary.answers)
     late = f"then {FAILSAFE_WORDS.get(fresh.failsafe_action, fresh.failsafe_action)}"
     cols[4].metric("Answer budget", f"{fresh.answer_budget_ms} ms", delta=late, delta_color="off", delta_arrow="off")
-    if summary.failsafes:
-        why = "; ".join(f"{failsafe_in_words(reason)} ({n:,})" for reason, n in sorted(summary.failsafes.items()))
-        times = "once" if summary.failsafe_count == 1 else f"{summary.failsafe_count:,} times"
-        acted = "rejected those phones" if fresh.failsafe_action == "reject" else "sent those phones to a person"
-        st.warning(f"The gate acted on the fail-safe {times} in {minutes} min: {why}. It {acted}; each is in the review queue for a person's verdict.")
-    elif not summary.answers:
-        st.caption(f"No phone posted by a camera station in the last {minutes} min (`shadowline serve`, `shadowline station`).")
-    if refused:
-        total = sum(refused.values())
-        why = "; ".join(f"{REFUSED_WORDS.get(code, code.replace('_', ' '))} ({n:,})" for code, n in sorted(refused.items(), key=lambda item: -item[1]))
-        st.warning(
-            f"The prediction server refused {total:,} post{'s' if total != 1 else ''} of phones for this line in {minutes} min: {why}. "
-            "Nothing of those phones was recorded: the station sent each to the hold station, to be judged by hand there, not in the Review queue. "
-            "Check the station's key and settings (`shadowline keys list`)."
-        )
     if conflicts:
         which = ", ".join(f"{c.serial} ({c.at:%H:%M:%S}{', station ' + c.station if c.station else ''})" for c in conflicts[:5])
         more = f" and {len(conflicts) - 5} more" if len(conflicts) > 5 else ""
@@ -155,6 +140,21 @@ def service_answers() -> None:
             f"{phones} went to the fail-safe under a serial another phone of this line already has: {which}{more}. "
             f"Not recorded, so not in the Review queue: {find} in the audit log."
         )
+    if refused:
+        total = sum(refused.values())
+        why = "; ".join(f"{REFUSED_WORDS.get(code, code.replace('_', ' '))} ({n:,})" for code, n in sorted(refused.items(), key=lambda item: -item[1]))
+        st.warning(
+            f"The prediction server refused {total:,} post{'s' if total != 1 else ''} of phones for this line in {minutes} min: {why}. "
+            "Nothing of those phones was recorded: the station sent each to the hold station, to be judged by hand there, not in the Review queue. "
+            "Check the station's key and settings (`shadowline keys list`)."
+        )
+    if summary.failsafes:
+        why = "; ".join(f"{failsafe_in_words(reason)} ({n:,})" for reason, n in sorted(summary.failsafes.items()))
+        times = "once" if summary.failsafe_count == 1 else f"{summary.failsafe_count:,} times"
+        acted = "rejected those phones" if fresh.failsafe_action == "reject" else "sent those phones to a person"
+        st.warning(f"The gate acted on the fail-safe {times} in {minutes} min: {why}. It {acted}; each is in the review queue for a person's verdict.")
+    elif not summary.answers:
+        st.caption(f"No phone posted by a camera station in the last {minutes} min (`shadowline serve`, `shadowline station`).")
 
 
 def answer_settings_editor() -> None:

@@ -209,7 +209,7 @@ def create_app(service: InspectionService) -> FastAPI:
         image: Annotated[UploadFile, File(description="the phone's photograph (JPEG, PNG, BMP, TIFF or WebP)")],
         serial: Annotated[str, Form(description="the phone's serial; a second post of it on the line is a retry")],
         captured_at: Annotated[datetime | None, Form(description="when the camera took the photograph (ISO 8601)")] = None,
-        station: Annotated[str | None, Form(description="the camera station's name")] = None,
+        station: Annotated[str | None, Form(description="the camera station's name (default: the name of the station's API key)")] = None,
         authorization: Annotated[str | None, Header()] = None,
     ) -> InspectionAnswer:
         """Inspect one phone and tell the gate what to do with it."""
@@ -227,7 +227,13 @@ def create_app(service: InspectionService) -> FastAPI:
             captured_at = captured_at.replace(tzinfo=UTC)
         try:
             answer = await service.post(
-                line=line_config, key=key, serial=serial, image=data, suffix=f".{'jpg' if kind == 'jpeg' else kind}", captured_at=captured_at, station=station
+                line=line_config,
+                key=key,
+                serial=serial,
+                image=data,
+                suffix=f".{'jpg' if kind == 'jpeg' else kind}",
+                captured_at=captured_at,
+                station=station or key.name,
             )
         except SerialConflictError as error:
             raise ApiError(409, "serial_conflict", str(error)) from None
@@ -248,7 +254,7 @@ def create_app(service: InspectionService) -> FastAPI:
     ) -> InspectionRecord:
         """A posted phone by its serial."""
         _, line_config = await asyncio.to_thread(authorize, authorization, line)
-        stored = await asyncio.to_thread(service.find_by_serial, line_config.id, serial)
+        stored = await asyncio.to_thread(service.find_by_serial, line_config.id, serial.strip())  # as a post stores it
         if stored is None:
             raise ApiError(404, "unknown_inspection", f"no phone {serial!r} posted on line {line}")
         return InspectionRecord.from_stored(stored)

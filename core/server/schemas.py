@@ -23,7 +23,10 @@ class ErrorBody(BaseModel):
 class InspectionAnswer(BaseModel):
     """What the gate does with the phone, and why."""
 
-    inspection_id: int | None = Field(description="None only if the database was too busy to record the phone in time; find it later by serial")
+    inspection_id: int | None = Field(
+        description="None when the phone was answered before it was recorded (the fail-safe under overload, a busy database): "
+        "it is recorded afterwards; find it by serial"
+    )
     line: str
     serial: str
     action: Literal["pass", "reject", "to_person"]

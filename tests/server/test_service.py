@@ -594,10 +594,10 @@ def test_a_serial_conflict_found_after_the_failsafe_was_given_is_written_to_the_
 
 
 def test_a_phone_that_cannot_be_inspected_in_what_is_left_of_its_budget_gets_the_failsafe_at_once(database, settings, key, transport):
-    """Under overload, a phone that starts with newer phones waiting and less budget left than an inspection
-    takes now (the median of the last phones) is answered with the fail-safe at once, before its budget
-    ends, and stored for a person without the model: its core goes to the next phone instead of to an
-    answer that would come too late to count."""
+    """Under overload, a phone with too many phones ahead of it to be answered in time (how many wait, and how
+    long a phone takes now: the median of the last) gets the fail-safe as it arrives; one that gets its thread
+    with less time left than a phone takes gets it then. Both are stored for a person, without the model
+    while others wait: their cores go to the next phones instead of to answers too late to count."""
     set_line(database, level="full", audit_share=NO_AUDIT)
     budget_ms = 2000
     service = _one_thread_service(database, settings, budget_ms=budget_ms)
@@ -631,6 +631,9 @@ def test_a_phone_that_cannot_be_inspected_in_what_is_left_of_its_budget_gets_the
     assert len(answers) == 8 and {a["action"] for a in answers.values()} <= {"pass", "reject", "to_person"}
     shed = {serial for serial, a in answers.items() if a["failsafe"] == "overloaded" and a["latency_ms"] < budget_ms}
     assert shed, answers  # before this, every late phone was inspected and answered when its budget ran out
+    # Too many phones ahead of it to answer in time: the fail-safe the moment it arrives, not at the deadline.
+    assert any(answers[serial]["latency_ms"] < budget_ms / 4 for serial in shed), answers
+    inspected_anyway = 0
     with database.read() as session:
         for serial, answer in answers.items():
             inspection_id = session.scalar(select(Inspection.id).where(Inspection.serial == serial))
@@ -641,8 +644,10 @@ def test_a_phone_that_cannot_be_inspected_in_what_is_left_of_its_budget_gets_the
                 assert session.scalar(select(ReviewTask.kind).where(ReviewTask.inspection_id == inspection_id)) == "decide", serial
                 assert session.get(FinalDecision, inspection_id) is None, serial
             if serial in shed:
-                assert predictions == 0, serial  # the model never ran for it
                 assert session.get(Routing, inspection_id).rule == "failsafe_overloaded", serial
+                inspected_anyway += predictions
+    # The model ran for none of them, but for the last whose turn came with nobody behind it (its boxes for the person).
+    assert inspected_anyway <= 1
     assert len(shed) < 8  # the phones before them were inspected
 
 
@@ -833,3 +838,14 @@ def test_refused_posts_are_written_at_once_then_at_most_once_a_minute_and_on_clo
     refuse()
     service.close()
     assert written() == ({"unauthorized": 4}, 3)
+
+
+def test_a_post_without_a_station_is_the_keys_station_and_a_serial_is_found_as_it_was_stored(client, key, database):
+    """The station is the key's name unless the form names one; GET by serial trims it as the post did."""
+    headers = {"Authorization": f"Bearer {key}"}
+    wait_ready(client)
+    posted = post(client, key, "  SN-trim  ").json()
+    named = post(client, key, "SN-named", phone_jpeg(1), station="cam-B").json()
+    record = client.get("/v1/lines/line-1/inspections", headers=headers, params={"serial": " SN-trim "}).json()
+    assert (record["inspection_id"], record["serial"], record["station"]) == (posted["inspection_id"], "SN-trim", "station-1")
+    assert client.get(f"/v1/inspections/{named['inspection_id']}", headers=headers).json()["station"] == "cam-B"
