@@ -68,6 +68,10 @@ def headline_index(alarms: Sequence[AlarmFacts]) -> int:
     return min(range(len(alarms)), key=rank)
 
 
+#: Below this change of the median, a numeric metric's alarm is about the shape of its values, and says so.
+SMALL_MEDIAN_CHANGE = 0.05
+
+
 def _pct(share: float) -> str:
     return f"{share * 100:.1f} %" if abs(share) < 0.1 else f"{share * 100:.0f} %"
 
@@ -86,7 +90,11 @@ def describe_change(metric: str, reference_value: float | None, current_value: f
             return f"{name} at {current_value:.3g}"
         change = (current_value - reference_value) / abs(reference_value)
         if abs(change) < 0.005:
-            return f"{name} unchanged in the median ({current_value:.3g})"
+            return f"{name} unchanged in the median ({current_value:.3g}), its spread changed"
+        if abs(change) < SMALL_MEDIAN_CHANGE:
+            # A judged alarm with the median barely moved: the distribution's shape moved (a test on hundreds of
+            # phones sees that), and "brightness down 0.8 % (severe)" read as nonsense to a supervisor.
+            return f"{name} {'down' if change < 0 else 'up'} only {_pct(abs(change))} in the median, its spread changed"
         return f"{name} {'down' if change < 0 else 'up'} {_pct(abs(change))}"
     if spec.family in (Family.RATE, Family.CATEGORICAL):
         normally = f" (normally {_pct(reference_value)})" if reference_value is not None else ""

@@ -54,6 +54,12 @@ def test_the_headline_is_the_most_telling_alarm(alarms, expected) -> None:
 
 def test_titles_in_the_floors_words() -> None:
     assert incident_title(AlarmFacts("brightness", "input", "severe", 120.0, 40.8)) == "input drift — brightness down 66 % (severe)"
+    # A severe alarm with the median barely moved is about the spread of values, not "down 0.8 %" (a fresh-eyes supervisor's puzzle).
+    assert incident_title(AlarmFacts("brightness", "input", "severe", 120.0, 119.04)) == (
+        "input drift — brightness down only 0.8 % in the median, its spread changed (severe)"
+    )
+    unmoved = incident_title(AlarmFacts("sharpness", "input", "warning", 100.0, 100.2))
+    assert unmoved == "input drift — sharpness unchanged in the median (100), its spread changed (warning)"
     assert "10 % (normally 0.7 %)" in incident_title(AlarmFacts("disagreement_rate", "human", "severe", 0.007, 0.102))
     assert "5 phones in a row" in incident_title(AlarmFacts("inadmissible_rate", "input", "severe", None, None, "run", 5.0))
 
