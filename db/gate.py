@@ -427,17 +427,22 @@ def record_serial_conflict(
     )
 
 
+def _line_station_entries(session: Session, line_id: int, action: str, since: datetime, limit: int) -> list[tuple[datetime, dict[str, Any]]]:
+    """(time, after) of the line's audit entries of ``action`` since ``since``, newest first: what the service said of its station."""
+    rows = session.execute(
+        select(AuditEntry.at, AuditEntry.after)
+        .where(AuditEntry.entity == "line", AuditEntry.entity_id == str(line_id), AuditEntry.action == action, AuditEntry.at >= since)
+        .order_by(AuditEntry.at.desc())
+        .limit(limit)
+    )
+    return [(at, after or {}) for at, after in rows]
+
+
 def unrecorded_conflicts(*, session: Session, line_id: int, since: datetime) -> list[UnrecordedConflict]:
     """The line's phones sent to the fail-safe under another phone's serial since ``since``, newest first."""
-    entries = session.scalars(
-        select(AuditEntry)
-        .where(AuditEntry.entity == "line", AuditEntry.entity_id == str(line_id), AuditEntry.action == SERIAL_CONFLICT_ACTION, AuditEntry.at >= since)
-        .order_by(AuditEntry.at.desc())
-        .limit(50)
-    )
     return [
-        UnrecordedConflict(entry.at, str((entry.after or {}).get("serial")), (entry.after or {}).get("station"), (entry.after or {}).get("image_path"))
-        for entry in entries
+        UnrecordedConflict(at, str(after.get("serial")), after.get("station"), after.get("image_path"))
+        for at, after in _line_station_entries(session, line_id, SERIAL_CONFLICT_ACTION, since, limit=50)
     ]
 
 
@@ -463,12 +468,7 @@ def record_refused_posts(*, session: Session, line_id: int | None, line_name: st
 def refused_posts(*, session: Session, line_id: int, since: datetime) -> dict[str, int]:
     """The line's refused posts since ``since``, by error code (e.g. ``unauthorized``, ``not_an_image``)."""
     totals: dict[str, int] = {}
-    entries = session.scalars(
-        select(AuditEntry.after).where(
-            AuditEntry.entity == "line", AuditEntry.entity_id == str(line_id), AuditEntry.action == REFUSED_POSTS_ACTION, AuditEntry.at >= since
-        )
-    )
-    for after in entries:
-        for code, count in ((after or {}).get("counts") or {}).items():
+    for _, after in _line_station_entries(session, line_id, REFUSED_POSTS_ACTION, since, limit=1000):  # a minute apart at most: 15 min is 15 or so
+        for code, count in (after.get("counts") or {}).items():
             totals[code] = totals.get(code, 0) + int(count)
     return totals

@@ -629,10 +629,10 @@ class InspectionService:
         """When a phone posted now would be answered, if phones already wait for a thread: from how many
         wait and how long one takes now (the phones on the threads count as just started, so the
         estimate errs late). None when none waits, or before the first phone."""
-        each = self._phone_seconds()
         with self._waiting_lock:
             queued = self._waiting
-        if each is None or queued == 0:
+        each = self._phone_seconds() if queued else None  # on every post: the median only when phones wait
+        if each is None:
             return None
         return (queued // self._threads + 1) * each + each
 
